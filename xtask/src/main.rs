@@ -1,0 +1,133 @@
+//! Developer front door: `cargo xtask <command>`.
+//!
+//! Every command first runs the setup check (installing only what is missing),
+//! so a fresh machine needs nothing but this repository and cargo.
+
+//mod demo;
+mod setup;
+mod test;
+mod util;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+use util::{agent_binary, cargo, is_root, run};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer commands for traceroute-agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain and lab tools that are missing (idempotent).
+    Setup,
+    /// Build the agent with its eBPF programs (release).
+    Build,
+    /// Build, then run the agent with the privileges it needs: `cargo xtask run -- ARGS`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Everything CI checks: fmt, clippy, build, all tests including privileged ones.
+    Test,
+    /// Bring up a lab and show the agent at work in it.
+    Demo,
+    /// Named lab topologies for manual exploration.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Start a named topology in the background (namespaces trl-NAME-<node>).
+    Up { name: String },
+    /// Tear a running lab down.
+    Down { name: String },
+    /// List running labs, or the topologies that can be started.
+    List,
+}
+
+fn main() -> ExitCode {
+    // A persistent lab re-executes this binary as its keeper process.
+    traceroute_lab::keeper::maybe_run();
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Build => {
+            setup::ensure()?;
+            build_release()
+        }
+        Cmd::Run { args } => {
+            setup::ensure()?;
+            build_release()?;
+            let mut cmd = if is_root() {
+                Command::new(agent_binary())
+            } else {
+                // Raw sockets and eBPF need privileges; sudo keeps it to this process.
+                let mut c = Command::new("sudo");
+                c.arg("--preserve-env=RUST_LOG").arg(agent_binary());
+                c
+            };
+            run(cmd.args(args))
+        }
+        Cmd::Test => test::run_all(),
+        Cmd::Demo => demo::run(),
+        Cmd::Lab { action } => lab(action),
+    }
+}
+
+/// Release build of the agent; the eBPF object must be embedded.
+pub fn build_release() -> Result<()> {
+    println!("build: cargo build --release -p traceroute-agent");
+    run(cargo()
+        .args(["build", "--release", "-p", "traceroute-agent"])
+        .env("TRACEROUTE_REQUIRE_EBPF", "1"))
+}
+
+fn lab(action: LabAction) -> Result<()> {
+    if !is_root() && !matches!(action, LabAction::List) {
+        bail!("the lab creates network namespaces: run as root (sudo -E cargo xtask lab ...)");
+    }
+    match action {
+        LabAction::Up { name } => {
+            setup::ensure()?;
+            let summary = traceroute_lab::up_persistent(&name)?;
+            println!("{summary}");
+            println!("tear down with: cargo xtask lab down {name}");
+            Ok(())
+        }
+        LabAction::Down { name } => {
+            traceroute_lab::down_persistent(&name)?;
+            println!("lab {name} is down");
+            Ok(())
+        }
+        LabAction::List => {
+            let running = traceroute_lab::list_persistent()?;
+            if running.is_empty() {
+                println!("no labs running");
+            }
+            for lab in running {
+                println!("{lab}");
+            }
+            println!("topologies: {}", traceroute_lab::topology_names().join(", "));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `cargo xtask setup`: installs what building the eBPF side and running the lab
+//! need, and only what is missing. Every other command runs the same check first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{is_root, run};
+
+/// Debian packages for the eBPF build (DESIGN.md §3): Debian's Rust built on
+/// LLVM 22, a prebuilt `core` for bpfel-unknown-none, and what bpf-linker links.
+const EBPF_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// Debian packages the lab and its ground-truth tests use.
+const LAB_PACKAGES: &[&str] = &["iproute2", "nftables", "iputils-ping", "traceroute", "procps"];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn ensure() -> Result<()> {
+    let apt = Path::new("/usr/bin/apt-get").exists() && Path::new("/usr/bin/dpkg-query").exists();
+    let nightly = rustup_nightly_with_src();
+    let mut wanted: Vec<&str> = LAB_PACKAGES.to_vec();
+    if !nightly || apt {
+        wanted.extend(EBPF_PACKAGES);
+    }
+    if apt {
+        install_debian_packages(&wanted)?;
+    } else {
+        check_tools_without_apt(nightly)?;
+    }
+    install_bpf_linker()
+}
+
+fn install_debian_packages(wanted: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !debian_package_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: Debian packages present ({})", wanted.join(" "));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {m}\n  install them with: sudo apt-get update && sudo apt-get install -y {m}",
+            m = missing.join(" ")
+        );
+    }
+    println!("setup: installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn debian_package_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn check_tools_without_apt(nightly: bool) -> Result<()> {
+    let mut missing = Vec::new();
+    if !nightly {
+        missing.push("a Rust nightly toolchain with rust-src: rustup toolchain install nightly --component rust-src");
+    }
+    for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables"), ("ping", "iputils ping"), ("traceroute", "traceroute")] {
+        if which(tool).is_none() {
+            missing.push(pkg);
+        }
+    }
+    if missing.is_empty() {
+        println!("setup: toolchain and lab tools present");
+        Ok(())
+    } else {
+        bail!("no apt-get here; install these with your package manager:\n  {}", missing.join("\n  "))
+    }
+}
+
+fn rustup_nightly_with_src() -> bool {
+    Command::new("rustup")
+        .args(["+nightly", "component", "list", "--installed"])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
+        .unwrap_or(false)
+}
+
+fn install_bpf_linker() -> Result<()> {
+    if let Some(path) = bpf_linker() {
+        let out = Command::new(&path).arg("--version").output();
+        let version = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        println!("setup: bpf-linker present ({version}, {})", path.display());
+        return Ok(());
+    }
+    println!("setup: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+    let llvm = Path::new("/usr/lib/llvm-22");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
+    if llvm.exists() {
+        // Debian's LLVM 22 lives outside /usr; without LLVM_PREFIX the build script
+        // looks in /usr and fails to link -lLLVM.
+        cmd.args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", llvm);
+    }
+    run(&mut cmd).context("cargo install bpf-linker")
+}
+
+pub fn bpf_linker() -> Option<PathBuf> {
+    which("bpf-linker").or_else(|| {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+        let p = home.join("bin/bpf-linker");
+        p.is_file().then_some(p)
+    })
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
