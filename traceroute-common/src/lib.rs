@@ -30,6 +30,38 @@ impl Direction {
     }
 }
 
+/// What a captured packet is, as decided by the capture program.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// One of our probes leaving (egress).
+    Probe = 1,
+    /// ICMP time exceeded / ICMPv6 time exceeded quoting one of our probes.
+    TimeExceeded = 2,
+    /// ICMP / ICMPv6 destination unreachable (any code) quoting one of our probes.
+    DestUnreachable = 3,
+    /// TCP SYN-ACK from a destination we probe.
+    TcpSynAck = 4,
+    /// TCP RST from a destination we probe.
+    TcpRst = 5,
+    /// ICMP / ICMPv6 echo reply to one of our echo probes.
+    EchoReply = 6,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Probe,
+            2 => Self::TimeExceeded,
+            3 => Self::DestUnreachable,
+            4 => Self::TcpSynAck,
+            5 => Self::TcpRst,
+            6 => Self::EchoReply,
+            _ => return None,
+        })
+    }
+}
+
 /// One packet seen by a capture program, handed to userspace through the
 /// `EVENTS` ring buffer.
 #[repr(C)]
@@ -41,13 +73,17 @@ pub struct CaptureEvent {
     pub ifindex: u32,
     /// Length of the whole packet from the IP header on (may exceed `captured_len`).
     pub packet_len: u32,
+    /// [`FlowValue::cookie`] of the flow the packet belongs to.
+    pub cookie: u32,
     /// Bytes of `data` that are valid.
     pub captured_len: u16,
     /// [`Direction`] as u8.
     pub direction: u8,
     /// IP version of the outer header (4 or 6).
     pub ip_version: u8,
-    pub _reserved: [u8; 4],
+    /// [`EventKind`] as u8.
+    pub kind: u8,
+    pub _reserved: [u8; 7],
     /// The packet from its IP header on.
     pub data: [u8; CAPTURE_BYTES],
 }
@@ -57,11 +93,77 @@ impl CaptureEvent {
         Direction::from_u8(self.direction)
     }
 
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::from_u8(self.kind)
+    }
+
     /// The captured bytes, starting at the outer IP header.
     pub fn packet(&self) -> &[u8] {
         let n = usize::from(self.captured_len).min(CAPTURE_BYTES);
         &self.data[..n]
     }
+}
+
+/// IP protocol numbers the capture understands.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Identifies one probe flow: what load balancers hash, seen from our side.
+///
+/// For TCP and UDP: the remote (destination) address, our source port and the
+/// destination port. For ICMP echo: the destination and the echo identifier in
+/// `local_port` (`remote_port` is 0). IPv4 addresses occupy the first 4 bytes of
+/// `remote_addr`, the rest is zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub remote_addr: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// IP protocol of the probes: TCP, UDP, ICMP or ICMPv6.
+    pub protocol: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    pub fn v4(remote: [u8; 4], protocol: u8, local_port: u16, remote_port: u16) -> Self {
+        let mut remote_addr = [0u8; 16];
+        remote_addr[..4].copy_from_slice(&remote);
+        Self {
+            remote_addr,
+            local_port,
+            remote_port,
+            protocol,
+            ip_version: 4,
+            _pad: [0; 2],
+        }
+    }
+
+    pub fn v6(remote: [u8; 16], protocol: u8, local_port: u16, remote_port: u16) -> Self {
+        Self {
+            remote_addr: remote,
+            local_port,
+            remote_port,
+            protocol,
+            ip_version: 6,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// What userspace stores for a registered flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// Copied into every event of the flow so userspace routes it to its trace
+    /// without parsing.
+    pub cookie: u32,
 }
 
 /// Slots of the per-CPU `COUNTERS` array. Userspace sums the CPUs.
@@ -78,16 +180,22 @@ pub enum Counter {
     Malformed = 3,
     /// Copying packet bytes failed.
     LoadFailed = 4,
+    /// Our probes stamped on egress.
+    ProbesStamped = 5,
+    /// IP fragments (never ours, passed untouched).
+    Fragments = 6,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PacketsSeen,
         Counter::PacketsMatched,
         Counter::RingBufferFull,
         Counter::Malformed,
         Counter::LoadFailed,
+        Counter::ProbesStamped,
+        Counter::Fragments,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +205,8 @@ impl Counter {
             Counter::RingBufferFull => "ring_buffer_full",
             Counter::Malformed => "malformed",
             Counter::LoadFailed => "load_failed",
+            Counter::ProbesStamped => "probes_stamped",
+            Counter::Fragments => "fragments",
         }
     }
 }
@@ -116,8 +226,33 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the per-interface configuration map.
 pub const INTERFACES_MAP: &str = "INTERFACES";
+/// Name of the settings array (indexed by [`Setting`]).
+pub const SETTINGS_MAP: &str = "SETTINGS";
+
+/// Slots of the `SETTINGS` array; each holds a u32.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// Non-zero: also hand over packets that look like probes or replies but
+    /// belong to no registered flow (cookie 0). For diagnostics only.
+    CaptureUnregistered = 0,
+}
+
+impl Setting {
+    pub const COUNT: u32 = 1;
+}
+
+/// Cookie of packets captured under [`Setting::CaptureUnregistered`].
+pub const UNREGISTERED_COOKIE: u32 = 0;
+
+/// Name of the in-flight flow map.
+pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the ingress classifier.
 pub const INGRESS_PROGRAM: &str = "capture_ingress";
+/// Name of the egress classifier.
+pub const EGRESS_PROGRAM: &str = "capture_egress";
+/// Capacity of the flow map: concurrent probe flows across all traces.
+pub const MAX_FLOWS: u32 = 16384;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -125,6 +260,8 @@ mod pod {
     // pattern is a valid value.
     unsafe impl aya::Pod for super::CaptureEvent {}
     unsafe impl aya::Pod for super::InterfaceConfig {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
 }
 
 #[cfg(test)]
@@ -137,12 +274,44 @@ mod tests {
         assert_eq!(offset_of!(CaptureEvent, timestamp_ns), 0);
         assert_eq!(offset_of!(CaptureEvent, ifindex), 8);
         assert_eq!(offset_of!(CaptureEvent, packet_len), 12);
-        assert_eq!(offset_of!(CaptureEvent, captured_len), 16);
-        assert_eq!(offset_of!(CaptureEvent, direction), 18);
-        assert_eq!(offset_of!(CaptureEvent, ip_version), 19);
-        assert_eq!(offset_of!(CaptureEvent, data), 24);
-        assert_eq!(size_of::<CaptureEvent>(), 24 + CAPTURE_BYTES);
+        assert_eq!(offset_of!(CaptureEvent, cookie), 16);
+        assert_eq!(offset_of!(CaptureEvent, captured_len), 20);
+        assert_eq!(offset_of!(CaptureEvent, direction), 22);
+        assert_eq!(offset_of!(CaptureEvent, ip_version), 23);
+        assert_eq!(offset_of!(CaptureEvent, kind), 24);
+        assert_eq!(offset_of!(CaptureEvent, data), 32);
+        assert_eq!(size_of::<CaptureEvent>(), 32 + CAPTURE_BYTES);
         assert_eq!(size_of::<CaptureEvent>() % 8, 0);
+    }
+
+    #[test]
+    fn flow_key_layout_is_pinned() {
+        assert_eq!(offset_of!(FlowKey, remote_addr), 0);
+        assert_eq!(offset_of!(FlowKey, local_port), 16);
+        assert_eq!(offset_of!(FlowKey, remote_port), 18);
+        assert_eq!(offset_of!(FlowKey, protocol), 20);
+        assert_eq!(offset_of!(FlowKey, ip_version), 21);
+        assert_eq!(size_of::<FlowKey>(), 24);
+        assert_eq!(size_of::<FlowValue>(), 4);
+    }
+
+    #[test]
+    fn flow_key_v4_zero_fills() {
+        let k = FlowKey::v4([198, 18, 0, 1], proto::UDP, 1, 2);
+        assert_eq!(&k.remote_addr[..4], &[198, 18, 0, 1]);
+        assert!(k.remote_addr[4..].iter().all(|b| *b == 0));
+        assert_eq!(k.ip_version, 4);
+    }
+
+    #[test]
+    fn event_kinds_round_trip() {
+        for v in 0..=255u8 {
+            if let Some(k) = EventKind::from_u8(v) {
+                assert_eq!(k as u8, v);
+            }
+        }
+        assert_eq!(EventKind::from_u8(6), Some(EventKind::EchoReply));
+        assert_eq!(EventKind::from_u8(0), None);
     }
 
     #[test]
@@ -171,10 +340,12 @@ mod tests {
             timestamp_ns: 0,
             ifindex: 0,
             packet_len: 0,
+            cookie: 0,
             captured_len: 10,
             direction: 0,
             ip_version: 4,
-            _reserved: [0; 4],
+            kind: 0,
+            _reserved: [0; 7],
             data: [0; CAPTURE_BYTES],
         };
         assert_eq!(ev.packet().len(), 10);

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use traceroute_user::capture::ebpf::EbpfCapture;
-use traceroute_user::capture::{CapturedPacket, interface};
+use traceroute_user::capture::interface;
 use traceroute_user::packet::PacketSummary;
 
 #[derive(Parser)]
@@ -20,8 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach the kernel capture to interfaces and print what it sees as JSON
-    /// lines (a diagnostic: shows the eBPF pipeline works on this host).
+    /// Attach the kernel capture to interfaces and print every probe- or
+    /// reply-like packet it sees (ICMP errors and echo, TCP SYN-ACK/RST, outgoing
+    /// TCP/UDP/echo) as JSON lines: a diagnostic showing the eBPF pipeline works.
     Capture {
         /// Interface to attach to (repeatable).
         #[arg(short, long = "interface", required = true)]
@@ -75,21 +76,21 @@ fn init_logging() {
 
 /// One line of `capture` output.
 #[derive(Serialize)]
-struct CaptureLine<'a> {
+struct CaptureLine {
     timestamp_ns: u64,
     interface: Option<String>,
     ifindex: u32,
     direction: &'static str,
+    kind: &'static str,
     packet_len: u32,
     captured_len: usize,
     #[serde(flatten)]
     summary: Option<PacketSummary>,
-    #[serde(skip)]
-    _packet: &'a CapturedPacket,
 }
 
 async fn capture(interfaces: Vec<String>, count: Option<u64>, seconds: Option<f64>) -> anyhow::Result<()> {
     let mut capture = EbpfCapture::load().context("loading the eBPF capture")?;
+    capture.capture_unregistered(true)?;
     for ifname in &interfaces {
         capture.attach(ifname)?;
     }
@@ -124,10 +125,10 @@ async fn capture(interfaces: Vec<String>, count: Option<u64>, seconds: Option<f6
                 traceroute_common::Direction::Ingress => "ingress",
                 traceroute_common::Direction::Egress => "egress",
             },
+            kind: traceroute_user::capture::kind_name(packet.kind),
             packet_len: packet.packet_len,
             captured_len: packet.bytes.len(),
             summary: PacketSummary::parse(&packet.bytes),
-            _packet: &packet,
         };
         serde_json::to_writer(&mut stdout, &line)?;
         stdout.write_all(b"\n")?;

@@ -2,16 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{
+    SchedClassifier, TcAttachType, TestRun, TestRunOptions, tc::SchedClassifierLinkId,
+};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use traceroute_common::{
-    COUNTERS_MAP, CaptureEvent, Counter, EVENTS_MAP, INGRESS_PROGRAM, INTERFACES_MAP,
-    InterfaceConfig,
+    COUNTERS_MAP, CaptureEvent, Counter, Direction, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey,
+    FlowValue, INGRESS_PROGRAM, INTERFACES_MAP, InterfaceConfig, SETTINGS_MAP, Setting,
 };
 
 use super::CapturedPacket;
@@ -57,11 +59,36 @@ pub enum EbpfCaptureError {
     Poll(#[from] std::io::Error),
 }
 
+/// Both programs, with the direction each attaches to.
+const PROGRAMS: [&str; 2] = [INGRESS_PROGRAM, EGRESS_PROGRAM];
+
+fn attach_type(program: &str) -> TcAttachType {
+    if program == EGRESS_PROGRAM {
+        TcAttachType::Egress
+    } else {
+        TcAttachType::Ingress
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, EbpfCaptureError> {
+    ebpf.program_mut(name)
+        .ok_or(EbpfCaptureError::Program {
+            name,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| EbpfCaptureError::Program { name, source })
+}
+
 /// The loaded programs. Dropping it detaches every attachment and unloads the
 /// programs (TCX links and the maps live as long as their file descriptors).
 pub struct EbpfCapture {
     ebpf: Ebpf,
-    attached: BTreeMap<String, SchedClassifierLinkId>,
+    /// (interface, program) -> link
+    attached: BTreeMap<(String, &'static str), SchedClassifierLinkId>,
     log_task: Option<JoinHandle<()>>,
 }
 
@@ -81,21 +108,11 @@ impl EbpfCapture {
                 None
             }
         };
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(INGRESS_PROGRAM)
-            .ok_or(EbpfCaptureError::Program {
-                name: INGRESS_PROGRAM,
-                source: aya::programs::ProgramError::UnexpectedProgramType,
-            })?
-            .try_into()
-            .map_err(|source| EbpfCaptureError::Program {
-                name: INGRESS_PROGRAM,
-                source,
-            })?;
-        program.load().map_err(|source| EbpfCaptureError::Program {
-            name: INGRESS_PROGRAM,
-            source,
-        })?;
+        for name in PROGRAMS {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| EbpfCaptureError::Program { name, source })?;
+        }
         Ok(Self {
             ebpf,
             attached: BTreeMap::new(),
@@ -103,58 +120,105 @@ impl EbpfCapture {
         })
     }
 
-    /// Attaches the ingress program to `ifname` (idempotent).
+    /// Attaches both programs to `ifname` (idempotent).
     pub fn attach(&mut self, ifname: &str) -> Result<(), EbpfCaptureError> {
-        if self.attached.contains_key(ifname) {
-            return Ok(());
-        }
         let iface_err = |source| EbpfCaptureError::Interface {
             name: ifname.to_string(),
             source,
         };
         let ifindex = interface::ifindex(ifname).map_err(iface_err)?;
         let l2_len = interface::l2_header_len(ifname).map_err(iface_err)?;
+        let map_err = |source| EbpfCaptureError::Map {
+            name: INTERFACES_MAP,
+            source,
+        };
         let mut interfaces: BpfHashMap<_, u32, InterfaceConfig> = BpfHashMap::try_from(
             self.ebpf
                 .map_mut(INTERFACES_MAP)
                 .ok_or(EbpfCaptureError::MissingMap(INTERFACES_MAP))?,
         )
-        .map_err(|source| EbpfCaptureError::Map {
-            name: INTERFACES_MAP,
-            source,
-        })?;
+        .map_err(map_err)?;
         interfaces
             .insert(ifindex, InterfaceConfig { l2_len }, 0)
-            .map_err(|source| EbpfCaptureError::Map {
-                name: INTERFACES_MAP,
-                source,
-            })?;
+            .map_err(map_err)?;
 
-        let program: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(INGRESS_PROGRAM)
-            .expect("loaded in load()")
-            .try_into()
-            .expect("checked in load()");
         // Kernels before 6.6 have no TCX and need a clsact qdisc; an existing one is fine.
         let tcx = aya::util::KernelVersion::new(6, 6, 0);
         if aya::util::KernelVersion::current().is_ok_and(|v| v < tcx) {
             let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         }
-        let link = program
-            .attach(ifname, TcAttachType::Ingress)
-            .map_err(|source| EbpfCaptureError::Attach {
-                interface: ifname.to_string(),
-                source,
-            })?;
-        tracing::info!(interface = ifname, ifindex, l2_len, "capture attached (ingress)");
-        self.attached.insert(ifname.to_string(), link);
+        for name in PROGRAMS {
+            let key = (ifname.to_string(), name);
+            if self.attached.contains_key(&key) {
+                continue;
+            }
+            let link = classifier(&mut self.ebpf, name)?
+                .attach(ifname, attach_type(name))
+                .map_err(|source| EbpfCaptureError::Attach {
+                    interface: ifname.to_string(),
+                    source,
+                })?;
+            self.attached.insert(key, link);
+        }
+        tracing::info!(interface = ifname, ifindex, l2_len, "capture attached");
         Ok(())
     }
 
     /// Interfaces the programs are attached to.
-    pub fn interfaces(&self) -> impl Iterator<Item = &str> {
-        self.attached.keys().map(String::as_str)
+    pub fn interfaces(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.attached.keys().map(|(i, _)| i.clone()).collect();
+        out.dedup();
+        out
+    }
+
+    fn flows(&mut self) -> Result<BpfHashMap<&mut MapData, FlowKey, FlowValue>, EbpfCaptureError> {
+        BpfHashMap::try_from(
+            self.ebpf
+                .map_mut(FLOWS_MAP)
+                .ok_or(EbpfCaptureError::MissingMap(FLOWS_MAP))?,
+        )
+        .map_err(|source| EbpfCaptureError::Map {
+            name: FLOWS_MAP,
+            source,
+        })
+    }
+
+    /// Tells the programs that packets of `flow` are ours, tagged with `cookie`.
+    pub fn insert_flow(&mut self, flow: &FlowKey, cookie: u32) -> Result<(), EbpfCaptureError> {
+        self.flows()?
+            .insert(flow, FlowValue { cookie }, 0)
+            .map_err(|source| EbpfCaptureError::Map {
+                name: FLOWS_MAP,
+                source,
+            })
+    }
+
+    /// Diagnostics: also capture probe- and reply-like packets of unregistered
+    /// flows (with cookie 0).
+    pub fn capture_unregistered(&mut self, on: bool) -> Result<(), EbpfCaptureError> {
+        let map_err = |source| EbpfCaptureError::Map {
+            name: SETTINGS_MAP,
+            source,
+        };
+        let mut settings: Array<_, u32> = Array::try_from(
+            self.ebpf
+                .map_mut(SETTINGS_MAP)
+                .ok_or(EbpfCaptureError::MissingMap(SETTINGS_MAP))?,
+        )
+        .map_err(map_err)?;
+        settings
+            .set(Setting::CaptureUnregistered as u32, u32::from(on), 0)
+            .map_err(map_err)
+    }
+
+    /// Forgets `flow`; later packets of it pass without reaching userspace.
+    pub fn remove_flow(&mut self, flow: &FlowKey) -> Result<(), EbpfCaptureError> {
+        self.flows()?
+            .remove(flow)
+            .map_err(|source| EbpfCaptureError::Map {
+                name: FLOWS_MAP,
+                source,
+            })
     }
 
     /// Takes the ring buffer and forwards its events to a channel from a tokio
@@ -177,6 +241,39 @@ impl EbpfCapture {
         let (tx, rx) = mpsc::channel(capacity);
         tokio::spawn(read_ring(fd, tx));
         Ok(rx)
+    }
+
+    /// Runs one program on `frame` (an Ethernet frame) with BPF_PROG_TEST_RUN and
+    /// returns its verdict and the events it emitted, read synchronously. For
+    /// tests and self-checks; only before [`Self::events`] took the ring buffer.
+    pub fn test_run(
+        &mut self,
+        direction: Direction,
+        frame: &[u8],
+    ) -> Result<(i32, Vec<CapturedPacket>), EbpfCaptureError> {
+        let name = match direction {
+            Direction::Ingress => INGRESS_PROGRAM,
+            Direction::Egress => EGRESS_PROGRAM,
+        };
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        let result = classifier(&mut self.ebpf, name)?
+            .test_run(opts)
+            .map_err(|source| EbpfCaptureError::Program { name, source })?;
+        let mut ring = RingBuf::try_from(
+            self.ebpf
+                .map_mut(EVENTS_MAP)
+                .ok_or(EbpfCaptureError::MissingMap(EVENTS_MAP))?,
+        )
+        .map_err(|source| EbpfCaptureError::Map {
+            name: EVENTS_MAP,
+            source,
+        })?;
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            events.extend(decode_event(&item));
+        }
+        Ok((result.return_value as i32, events))
     }
 
     /// Sums the per-CPU counters of the programs.
@@ -202,16 +299,14 @@ impl EbpfCapture {
 
 impl Drop for EbpfCapture {
     fn drop(&mut self) {
-        if let Ok(program) = <&mut SchedClassifier>::try_from(
-            self.ebpf
-                .program_mut(INGRESS_PROGRAM)
-                .expect("loaded in load()"),
-        ) {
-            for (ifname, link) in std::mem::take(&mut self.attached) {
-                match program.detach(link) {
-                    Ok(()) => tracing::info!(interface = ifname, "capture detached"),
-                    Err(e) => tracing::warn!(interface = ifname, "detaching capture: {e}"),
-                }
+        for ((ifname, name), link) in std::mem::take(&mut self.attached) {
+            let detached = classifier(&mut self.ebpf, name).and_then(|p| {
+                p.detach(link)
+                    .map_err(|source| EbpfCaptureError::Program { name, source })
+            });
+            match detached {
+                Ok(()) => tracing::debug!(interface = ifname, program = name, "detached"),
+                Err(e) => tracing::warn!(interface = ifname, "detaching capture: {e}"),
             }
         }
         if let Some(task) = self.log_task.take() {

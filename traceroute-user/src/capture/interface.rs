@@ -41,6 +41,27 @@ pub fn ifname(ifindex: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// Names of the interfaces that are administratively up, loopback excepted.
+pub fn up_interfaces() -> Vec<String> {
+    const IFF_UP: u32 = 0x1;
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "lo")
+        .filter(|name| {
+            std::fs::read_to_string(format!("/sys/class/net/{name}/flags"))
+                .ok()
+                .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+                .is_some_and(|flags| flags & IFF_UP != 0)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

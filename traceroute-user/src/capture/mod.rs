@@ -1,11 +1,16 @@
 //! Capture: seeing replies (and our own probes leaving) with kernel timestamps.
 
+pub mod classify;
 pub mod ebpf;
+mod hub;
 pub mod interface;
+pub mod socket;
+
+pub use hub::{Capture, CaptureError, CaptureMode, FlowSubscription, TimestampSource, kind_name};
 
 use std::time::Duration;
 
-use traceroute_common::{CaptureEvent, Direction};
+use traceroute_common::{CaptureEvent, Direction, EventKind};
 
 /// A packet seen by the capture, owned and detached from the ring buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +19,9 @@ pub struct CapturedPacket {
     pub timestamp: MonotonicTime,
     pub ifindex: u32,
     pub direction: Direction,
+    pub kind: EventKind,
+    /// Cookie of the registered flow the packet belongs to.
+    pub cookie: u32,
     /// Length of the packet on the wire from the IP header on.
     pub packet_len: u32,
     /// The first bytes of the packet, from the IP header on.
@@ -27,6 +35,8 @@ impl CapturedPacket {
             timestamp: MonotonicTime::from_nanos(event.timestamp_ns),
             ifindex: event.ifindex,
             direction: event.direction()?,
+            kind: event.kind()?,
+            cookie: event.cookie,
             packet_len: event.packet_len,
             bytes: event.packet().to_vec(),
         })

@@ -1,0 +1,287 @@
+//! One capture shared by every trace in the process.
+//!
+//! The backend (eBPF programs, or the packet socket fallback) delivers matched
+//! packets tagged with the cookie of their flow; a dispatcher task routes them to
+//! the trace that registered the flow. Registering a flow is what makes its
+//! packets visible at all: in eBPF mode the kernel drops nothing and forwards
+//! nothing else.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use traceroute_common::{Direction, EventKind, FlowKey};
+
+use super::CapturedPacket;
+use super::ebpf::{EbpfCapture, EbpfCaptureError};
+use super::socket::{Classifier, SocketCapture};
+
+/// Which capture to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// eBPF when it loads, sockets otherwise.
+    Auto,
+    Ebpf,
+    Socket,
+}
+
+/// Where the timestamps of a capture come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampSource {
+    /// `bpf_ktime_get_ns` in the TC programs, on both probe and reply.
+    Kernel,
+    /// SO_TIMESTAMPNS on a packet socket.
+    Socket,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Ebpf(#[from] EbpfCaptureError),
+    #[error("socket capture: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("flow {0:?} is already registered by another trace")]
+    FlowInUse(FlowKey),
+}
+
+/// Per-flow queue depth; more means something floods us with spoofed replies.
+const FLOW_QUEUE: usize = 1024;
+
+/// A cheap, cloneable handle to the process's capture.
+#[derive(Clone)]
+pub struct Capture {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Mutex<Backend>,
+    source: TimestampSource,
+    /// Registered flows and their cookies (the socket backend classifies with it).
+    flows: Arc<RwLock<HashMap<FlowKey, u32>>>,
+    subscribers: Mutex<HashMap<u32, mpsc::Sender<CapturedPacket>>>,
+    next_cookie: AtomicU32,
+    stats: Stats,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+enum Backend {
+    Ebpf(EbpfCapture),
+    Socket(#[allow(dead_code)] SocketCapture),
+}
+
+#[derive(Default)]
+struct Stats {
+    delivered: AtomicU64,
+    /// Packets for a flow nobody listens to any more (late replies).
+    unclaimed: AtomicU64,
+    /// Packets dropped because a trace's queue was full.
+    overflowed: AtomicU64,
+}
+
+impl Capture {
+    /// Starts the capture. `Auto` tries eBPF and falls back to sockets with a log line.
+    pub fn start(mode: CaptureMode) -> Result<Self, CaptureError> {
+        let flows = Arc::new(RwLock::new(HashMap::new()));
+        let (tx, rx) = mpsc::channel(8192);
+        let (backend, source) = match mode {
+            CaptureMode::Ebpf => (start_ebpf(tx)?, TimestampSource::Kernel),
+            CaptureMode::Socket => (start_socket(&flows, tx)?, TimestampSource::Socket),
+            CaptureMode::Auto => match start_ebpf(tx.clone()) {
+                Ok(b) => (b, TimestampSource::Kernel),
+                Err(e) => {
+                    tracing::warn!("eBPF capture unavailable ({e}); falling back to socket capture");
+                    (start_socket(&flows, tx)?, TimestampSource::Socket)
+                }
+            },
+        };
+        let inner = Arc::new(Inner {
+            backend: Mutex::new(backend),
+            source,
+            flows,
+            subscribers: Mutex::new(HashMap::new()),
+            next_cookie: AtomicU32::new(1),
+            stats: Stats::default(),
+            dispatcher: Mutex::new(None),
+        });
+        let task = tokio::spawn(dispatch(Arc::downgrade(&inner), rx));
+        *inner.dispatcher.lock().unwrap() = Some(task);
+        tracing::info!(source = ?source, "capture started");
+        Ok(Self { inner })
+    }
+
+    pub fn source(&self) -> TimestampSource {
+        self.inner.source
+    }
+
+    /// Makes sure probes leaving and replies arriving on `ifname` are seen.
+    /// A no-op for the socket backend, which sees every interface.
+    pub fn watch_interface(&self, ifname: &str) -> Result<(), CaptureError> {
+        match &mut *self.inner.backend.lock().unwrap() {
+            Backend::Ebpf(e) => Ok(e.attach(ifname)?),
+            Backend::Socket(_) => Ok(()),
+        }
+    }
+
+    /// Watches every interface that is up (replies may come back on another
+    /// interface than the probes left by).
+    pub fn watch_all_interfaces(&self) -> Result<Vec<String>, CaptureError> {
+        let mut watched = Vec::new();
+        for name in super::interface::up_interfaces() {
+            match self.watch_interface(&name) {
+                Ok(()) => watched.push(name),
+                Err(e) => tracing::warn!(interface = name, "not watching: {e}"),
+            }
+        }
+        Ok(watched)
+    }
+
+    /// Registers a probe flow; its packets arrive on the returned subscription
+    /// until it is dropped.
+    pub fn register(&self, flow: FlowKey) -> Result<FlowSubscription, CaptureError> {
+        let cookie = self.inner.next_cookie.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut flows = self.inner.flows.write().unwrap();
+            if flows.contains_key(&flow) {
+                return Err(CaptureError::FlowInUse(flow));
+            }
+            flows.insert(flow, cookie);
+        }
+        let (tx, rx) = mpsc::channel(FLOW_QUEUE);
+        self.inner.subscribers.lock().unwrap().insert(cookie, tx);
+        if let Backend::Ebpf(e) = &mut *self.inner.backend.lock().unwrap()
+            && let Err(err) = e.insert_flow(&flow, cookie)
+        {
+            self.forget(&flow, cookie);
+            return Err(err.into());
+        }
+        Ok(FlowSubscription {
+            flow,
+            cookie,
+            rx,
+            capture: self.clone(),
+        })
+    }
+
+    fn forget(&self, flow: &FlowKey, cookie: u32) {
+        self.inner.flows.write().unwrap().remove(flow);
+        self.inner.subscribers.lock().unwrap().remove(&cookie);
+        if let Backend::Ebpf(e) = &mut *self.inner.backend.lock().unwrap()
+            && let Err(err) = e.remove_flow(flow)
+        {
+            tracing::warn!("removing flow from the kernel map: {err}");
+        }
+    }
+
+    /// Counters of the capture (kernel counters in eBPF mode, plus dispatch ones).
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = match &*self.inner.backend.lock().unwrap() {
+            Backend::Ebpf(e) => e.counters().unwrap_or_default(),
+            Backend::Socket(_) => BTreeMap::new(),
+        };
+        let s = &self.inner.stats;
+        out.insert("delivered", s.delivered.load(Ordering::Relaxed));
+        out.insert("unclaimed", s.unclaimed.load(Ordering::Relaxed));
+        out.insert("queue_overflow", s.overflowed.load(Ordering::Relaxed));
+        out
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.dispatcher.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+}
+
+fn start_ebpf(tx: mpsc::Sender<CapturedPacket>) -> Result<Backend, CaptureError> {
+    let mut capture = EbpfCapture::load()?;
+    let mut events = capture.events(8192)?;
+    tokio::spawn(async move {
+        while let Some(p) = events.recv().await {
+            if tx.send(p).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Backend::Ebpf(capture))
+}
+
+fn start_socket(
+    flows: &Arc<RwLock<HashMap<FlowKey, u32>>>,
+    tx: mpsc::Sender<CapturedPacket>,
+) -> Result<Backend, CaptureError> {
+    let flows = Arc::clone(flows);
+    let classify: Classifier = Box::new(move |bytes: &[u8], direction: Direction| {
+        let (kind, flow) = super::classify::classify(bytes, direction)?;
+        let cookie = *flows.read().unwrap().get(&flow)?;
+        Some((kind, cookie))
+    });
+    SocketCapture::start(classify, tx)
+        .map(Backend::Socket)
+        .map_err(CaptureError::Socket)
+}
+
+async fn dispatch(inner: Weak<Inner>, mut rx: mpsc::Receiver<CapturedPacket>) {
+    while let Some(packet) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let tx = inner.subscribers.lock().unwrap().get(&packet.cookie).cloned();
+        let stats = &inner.stats;
+        match tx {
+            None => stats.unclaimed.fetch_add(1, Ordering::Relaxed),
+            Some(tx) => match tx.try_send(packet) {
+                Ok(()) => stats.delivered.fetch_add(1, Ordering::Relaxed),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    stats.overflowed.fetch_add(1, Ordering::Relaxed)
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    stats.unclaimed.fetch_add(1, Ordering::Relaxed)
+                }
+            },
+        };
+    }
+}
+
+/// Packets of one registered flow. Dropping it unregisters the flow.
+pub struct FlowSubscription {
+    pub flow: FlowKey,
+    pub cookie: u32,
+    rx: mpsc::Receiver<CapturedPacket>,
+    capture: Capture,
+}
+
+impl FlowSubscription {
+    /// The next packet of the flow; `None` once the capture is gone.
+    pub async fn recv(&mut self) -> Option<CapturedPacket> {
+        self.rx.recv().await
+    }
+
+    pub fn source(&self) -> TimestampSource {
+        self.capture.source()
+    }
+}
+
+impl Drop for FlowSubscription {
+    fn drop(&mut self) {
+        self.capture.forget(&self.flow, self.cookie);
+    }
+}
+
+/// What a kind means to a person (logs, JSON).
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Probe => "probe",
+        EventKind::TimeExceeded => "time_exceeded",
+        EventKind::DestUnreachable => "dest_unreachable",
+        EventKind::TcpSynAck => "tcp_syn_ack",
+        EventKind::TcpRst => "tcp_rst",
+        EventKind::EchoReply => "echo_reply",
+    }
+}
