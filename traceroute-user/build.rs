@@ -99,7 +99,9 @@ fn toolchain_command() -> Result<Command, String> {
     let debian_ok = Path::new("/usr/bin/rustc").exists()
         && Path::new("/usr/bin/cargo").exists()
         && std::fs::read_dir(&debian_core)
-            .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-"))))
+            .map(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+            })
             .unwrap_or(false);
     if debian_ok {
         let mut cmd = Command::new("/usr/bin/cargo");

@@ -191,7 +191,13 @@ fn icmp(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
             if inner_ty != echo_request(inner.version) {
                 return None;
             }
-            key(dst, inner.version, inner.protocol, be16(ctx, inner.l4 + 4)?, 0)
+            key(
+                dst,
+                inner.version,
+                inner.protocol,
+                be16(ctx, inner.l4 + 4)?,
+                0,
+            )
         }
         _ => return None,
     };

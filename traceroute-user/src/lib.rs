@@ -6,3 +6,6 @@
 
 pub mod capture;
 pub mod packet;
+pub mod path;
+pub mod probe;
+pub mod reply;

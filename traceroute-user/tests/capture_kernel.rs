@@ -111,9 +111,22 @@ async fn removed_flows_are_no_longer_captured() {
     let mut capture = load_with(&flows);
     let probe = packets::udp_probe(V::Four, 1);
     let frame = packets::ethernet(&packets::time_exceeded(V::Four, &probe, 28));
-    assert_eq!(capture.test_run(Direction::Ingress, &frame).unwrap().1.len(), 1);
+    assert_eq!(
+        capture
+            .test_run(Direction::Ingress, &frame)
+            .unwrap()
+            .1
+            .len(),
+        1
+    );
     capture.remove_flow(&packets::udp_flow(V::Four)).unwrap();
-    assert!(capture.test_run(Direction::Ingress, &frame).unwrap().1.is_empty());
+    assert!(
+        capture
+            .test_run(Direction::Ingress, &frame)
+            .unwrap()
+            .1
+            .is_empty()
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! Every command first runs the setup check (installing only what is missing),
 //! so a fresh machine needs nothing but this repository and cargo.
 
-//mod demo;
+mod demo;
 mod setup;
 mod test;
 mod util;
@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand};
 use util::{agent_binary, cargo, is_root, run};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Developer commands for traceroute-agent")]
+#[command(
+    name = "cargo xtask",
+    about = "Developer commands for traceroute-agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -108,26 +111,57 @@ fn lab(action: LabAction) -> Result<()> {
     match action {
         LabAction::Up { name } => {
             setup::ensure()?;
-            let summary = traceroute_lab::up_persistent(&name)?;
-            println!("{summary}");
-            println!("tear down with: cargo xtask lab down {name}");
+            let lab = traceroute_lab::keeper::up_persistent(&name)?;
+            print_lab(&lab);
+            println!(
+                "explore with e.g.: ip netns exec trl-{name}-src traceroute -n <address of dst>"
+            );
+            println!("tear down with:    cargo xtask lab down {name}");
             Ok(())
         }
         LabAction::Down { name } => {
-            traceroute_lab::down_persistent(&name)?;
-            println!("lab {name} is down");
+            if traceroute_lab::keeper::down_persistent(&name)? {
+                println!("lab {name} is down");
+            } else {
+                println!("no lab named {name} was running");
+            }
             Ok(())
         }
         LabAction::List => {
-            let running = traceroute_lab::list_persistent()?;
+            let running = traceroute_lab::keeper::list_persistent()?;
             if running.is_empty() {
                 println!("no labs running");
             }
-            for lab in running {
-                println!("{lab}");
+            for lab in &running {
+                print_lab(lab);
             }
-            println!("topologies: {}", traceroute_lab::topology_names().join(", "));
+            println!("topologies: {}", traceroute_lab::NAMES.join(", "));
             Ok(())
+        }
+    }
+}
+
+fn print_lab(lab: &traceroute_lab::keeper::PersistentLab) {
+    println!(
+        "lab {} (topology {}, keeper pid {}{})",
+        lab.name,
+        lab.topology,
+        lab.pid,
+        if lab.ready { "" } else { ", starting" }
+    );
+    for node in &lab.nodes {
+        println!("  {:<6} netns {}", node.name, node.namespace);
+        for i in &node.interfaces {
+            let v4 = i.ipv4.map(|a| a.to_string()).unwrap_or_default();
+            let v6 = i.ipv6.map(|a| a.to_string()).unwrap_or_default();
+            let delay = i
+                .delay_ms
+                .map(|d| format!(" delay {d} ms"))
+                .unwrap_or_default();
+            println!(
+                "         {:<10} -> {:<6} {v4:<15} {v6}{delay}",
+                i.name, i.peer
+            );
         }
     }
 }

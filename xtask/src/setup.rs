@@ -21,7 +21,13 @@ const EBPF_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the lab and its ground-truth tests use.
-const LAB_PACKAGES: &[&str] = &["iproute2", "nftables", "iputils-ping", "traceroute", "procps"];
+const LAB_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "iputils-ping",
+    "traceroute",
+    "procps",
+];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -77,7 +83,12 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
     if !nightly {
         missing.push("a Rust nightly toolchain with rust-src: rustup toolchain install nightly --component rust-src");
     }
-    for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables"), ("ping", "iputils ping"), ("traceroute", "traceroute")] {
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("ping", "iputils ping"),
+        ("traceroute", "traceroute"),
+    ] {
         if which(tool).is_none() {
             missing.push(pkg);
         }
@@ -86,7 +97,10 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
         println!("setup: toolchain and lab tools present");
         Ok(())
     } else {
-        bail!("no apt-get here; install these with your package manager:\n  {}", missing.join("\n  "))
+        bail!(
+            "no apt-get here; install these with your package manager:\n  {}",
+            missing.join("\n  ")
+        )
     }
 }
 

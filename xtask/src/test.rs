@@ -17,7 +17,13 @@ pub fn run_all() -> Result<()> {
             "the tests create network namespaces and load eBPF programs: run as root (sudo -E cargo xtask test)"
         );
     }
-    traceroute_lab::cleanup_stale();
+    match traceroute_lab::cleanup_stale() {
+        Ok(removed) if !removed.is_empty() => {
+            println!("test: removed stale lab namespaces: {}", removed.join(" "))
+        }
+        Ok(_) => {}
+        Err(e) => println!("test: could not clean up stale labs: {e}"),
+    }
 
     println!("test: cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -27,7 +33,14 @@ pub fn run_all() -> Result<()> {
 
     println!("test: cargo clippy");
     run(cargo()
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .env("TRACEROUTE_REQUIRE_EBPF", "1"))?;
 
     build_release()?;
@@ -82,7 +95,15 @@ fn cargo_test() -> Result<Summary> {
 fn count(result: &str, label: &str) -> u64 {
     result
         .split(';')
-        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label)?.trim().parse().ok())
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(label)?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -92,7 +113,8 @@ mod tests {
 
     #[test]
     fn counts_cargo_test_result_lines() {
-        let ok = "ok. 12 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        let ok =
+            "ok. 12 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s";
         assert_eq!(count(ok, " passed"), 12);
         assert_eq!(count(ok, " failed"), 0);
         assert_eq!(count(ok, " ignored"), 2);

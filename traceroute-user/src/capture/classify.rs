@@ -91,13 +91,9 @@ fn transport_flow(b: &[u8], ip: &Ip, dst: [u8; 16]) -> Option<FlowKey> {
             be16(b, ip.l4)?,
             be16(b, ip.l4 + 2)?,
         )),
-        proto::ICMP | proto::ICMPV6 if *b.get(ip.l4)? == echo_request(ip.version) => Some(key(
-            dst,
-            ip.version,
-            ip.protocol,
-            be16(b, ip.l4 + 4)?,
-            0,
-        )),
+        proto::ICMP | proto::ICMPV6 if *b.get(ip.l4)? == echo_request(ip.version) => {
+            Some(key(dst, ip.version, ip.protocol, be16(b, ip.l4 + 4)?, 0))
+        }
         _ => None,
     }
 }

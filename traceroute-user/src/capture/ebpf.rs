@@ -21,11 +21,14 @@ use super::interface;
 
 /// The eBPF object built by build.rs; empty when the agent was built without
 /// the BPF toolchain.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traceroute-ebpf.o"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traceroute-ebpf.o"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfCaptureError {
-    #[error("this binary was built without the eBPF programs (run `cargo xtask setup`, then rebuild)")]
+    #[error(
+        "this binary was built without the eBPF programs (run `cargo xtask setup`, then rebuild)"
+    )]
     NotBuiltIn,
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[from] aya::EbpfError),
@@ -243,6 +246,28 @@ impl EbpfCapture {
         Ok(rx)
     }
 
+    /// Names of the TCX programs attached to `ifname` in the current network
+    /// namespace, per direction (ours or anyone's): for checks that nothing is
+    /// left behind.
+    pub fn tcx_programs(ifname: &str) -> Result<Vec<(Direction, String)>, EbpfCaptureError> {
+        let mut out = Vec::new();
+        for (direction, attach) in [
+            (Direction::Ingress, TcAttachType::Ingress),
+            (Direction::Egress, TcAttachType::Egress),
+        ] {
+            let (_, programs) = SchedClassifier::query_tcx(ifname, attach).map_err(|source| {
+                EbpfCaptureError::Attach {
+                    interface: ifname.to_string(),
+                    source,
+                }
+            })?;
+            for p in programs {
+                out.push((direction, p.name_as_str().unwrap_or("?").to_string()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs one program on `frame` (an Ethernet frame) with BPF_PROG_TEST_RUN and
     /// returns its verdict and the events it emitted, read synchronously. For
     /// tests and self-checks; only before [`Self::events`] took the ring buffer.
@@ -350,7 +375,8 @@ fn decode_event(bytes: &[u8]) -> Option<CapturedPacket> {
 
 async fn forward_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
-    let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }) else {
+    let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
+    else {
         return;
     };
     loop {

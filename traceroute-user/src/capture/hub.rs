@@ -94,7 +94,9 @@ impl Capture {
             CaptureMode::Auto => match start_ebpf(tx.clone()) {
                 Ok(b) => (b, TimestampSource::Kernel),
                 Err(e) => {
-                    tracing::warn!("eBPF capture unavailable ({e}); falling back to socket capture");
+                    tracing::warn!(
+                        "eBPF capture unavailable ({e}); falling back to socket capture"
+                    );
                     (start_socket(&flows, tx)?, TimestampSource::Socket)
                 }
             },
@@ -232,7 +234,12 @@ async fn dispatch(inner: Weak<Inner>, mut rx: mpsc::Receiver<CapturedPacket>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let tx = inner.subscribers.lock().unwrap().get(&packet.cookie).cloned();
+        let tx = inner
+            .subscribers
+            .lock()
+            .unwrap()
+            .get(&packet.cookie)
+            .cloned();
         let stats = &inner.stats;
         match tx {
             None => stats.unclaimed.fetch_add(1, Ordering::Relaxed),

@@ -119,11 +119,7 @@ fn transport_filter() -> Vec<libc::sock_filter> {
     ]
 }
 
-async fn read_loop(
-    fd: AsyncFd<OwnedFd>,
-    classify: Classifier,
-    tx: mpsc::Sender<CapturedPacket>,
-) {
+async fn read_loop(fd: AsyncFd<OwnedFd>, classify: Classifier, tx: mpsc::Sender<CapturedPacket>) {
     let clock = ClockOffset::measure();
     let mut buf = [0u8; CAPTURE_BYTES];
     loop {

@@ -35,7 +35,12 @@ macro_rules! build {
 }
 
 fn ip(v: V, src_is_us: bool, remote: bool, ttl: u8) -> PacketBuilderIp {
-    PacketBuilderIp { v, src_is_us, remote, ttl }
+    PacketBuilderIp {
+        v,
+        src_is_us,
+        remote,
+        ttl,
+    }
 }
 
 /// Which addresses a packet uses.
@@ -85,13 +90,19 @@ pub fn echo_flow(v: V) -> FlowKey {
 
 /// Our UDP probe (bytes from the IP header).
 pub fn udp_probe(v: V, ttl: u8) -> Vec<u8> {
-    build!(ip(v, true, true, ttl).start().udp(SPORT, UDP_PORT), &[0xab; 12])
+    build!(
+        ip(v, true, true, ttl).start().udp(SPORT, UDP_PORT),
+        &[0xab; 12]
+    )
 }
 
 /// Our TCP SYN probe.
 pub fn tcp_probe(v: V, ttl: u8) -> Vec<u8> {
     build!(
-        ip(v, true, true, ttl).start().tcp(SPORT, TCP_PORT, 0x1234_0001, 1024).syn(),
+        ip(v, true, true, ttl)
+            .start()
+            .tcp(SPORT, TCP_PORT, 0x1234_0001, 1024)
+            .syn(),
         &[]
     )
 }
@@ -107,7 +118,14 @@ pub fn echo_probe(v: V, ttl: u8) -> Vec<u8> {
 
 /// An ICMP error (`ty`/`code` given per family) from a router or the destination,
 /// quoting `quote_len` bytes of `probe`.
-pub fn icmp_error(v: V, ty: u8, code: u8, probe: &[u8], quote_len: usize, from_dst: bool) -> Vec<u8> {
+pub fn icmp_error(
+    v: V,
+    ty: u8,
+    code: u8,
+    probe: &[u8],
+    quote_len: usize,
+    from_dst: bool,
+) -> Vec<u8> {
     let quote = &probe[..quote_len.min(probe.len())];
     let b = ip(v, false, from_dst, 250).start();
     match v {
@@ -236,7 +254,13 @@ pub struct Case {
     pub expect: Option<(EventKind, FlowKey)>,
 }
 
-fn case(name: &str, v: V, packet: Vec<u8>, egress: bool, expect: Option<(EventKind, FlowKey)>) -> Case {
+fn case(
+    name: &str,
+    v: V,
+    packet: Vec<u8>,
+    egress: bool,
+    expect: Option<(EventKind, FlowKey)>,
+) -> Case {
     Case {
         name: format!("{name} ({v:?})"),
         packet,
@@ -254,49 +278,214 @@ pub fn corpus() -> Vec<Case> {
         let tcp = tcp_probe(v, 3);
         let echo = echo_probe(v, 3);
         let ip_len = if v == V::Four { 20 } else { 40 };
-        cases.push(case("udp probe", v, udp.clone(), true, Some((Probe, udp_flow(v)))));
-        cases.push(case("tcp probe", v, tcp.clone(), true, Some((Probe, tcp_flow(v)))));
-        cases.push(case("echo probe", v, echo.clone(), true, Some((Probe, echo_flow(v)))));
+        cases.push(case(
+            "udp probe",
+            v,
+            udp.clone(),
+            true,
+            Some((Probe, udp_flow(v))),
+        ));
+        cases.push(case(
+            "tcp probe",
+            v,
+            tcp.clone(),
+            true,
+            Some((Probe, tcp_flow(v))),
+        ));
+        cases.push(case(
+            "echo probe",
+            v,
+            echo.clone(),
+            true,
+            Some((Probe, echo_flow(v))),
+        ));
         cases.push(case("echo reply on egress", v, echo_reply(v), true, None));
-        cases.push(case("time exceeded, udp, 8-byte quote", v, time_exceeded(v, &udp, ip_len + 8), false, Some((TimeExceeded, udp_flow(v)))));
-        cases.push(case("time exceeded, udp, full quote", v, time_exceeded(v, &udp, udp.len()), false, Some((TimeExceeded, udp_flow(v)))));
-        cases.push(case("time exceeded, tcp", v, time_exceeded(v, &tcp, ip_len + 8), false, Some((TimeExceeded, tcp_flow(v)))));
-        cases.push(case("time exceeded, echo", v, time_exceeded(v, &echo, ip_len + 8), false, Some((TimeExceeded, echo_flow(v)))));
+        cases.push(case(
+            "time exceeded, udp, 8-byte quote",
+            v,
+            time_exceeded(v, &udp, ip_len + 8),
+            false,
+            Some((TimeExceeded, udp_flow(v))),
+        ));
+        cases.push(case(
+            "time exceeded, udp, full quote",
+            v,
+            time_exceeded(v, &udp, udp.len()),
+            false,
+            Some((TimeExceeded, udp_flow(v))),
+        ));
+        cases.push(case(
+            "time exceeded, tcp",
+            v,
+            time_exceeded(v, &tcp, ip_len + 8),
+            false,
+            Some((TimeExceeded, tcp_flow(v))),
+        ));
+        cases.push(case(
+            "time exceeded, echo",
+            v,
+            time_exceeded(v, &echo, ip_len + 8),
+            false,
+            Some((TimeExceeded, echo_flow(v))),
+        ));
         // Ports alone name the flow; the probe id then comes from the IPv4 ID (or not at all).
-        cases.push(case("time exceeded, 4-byte quote", v, time_exceeded(v, &udp, ip_len + 4), false, Some((TimeExceeded, udp_flow(v)))));
-        cases.push(case("time exceeded, 2-byte quote", v, time_exceeded(v, &udp, ip_len + 2), false, None));
-        cases.push(case("time exceeded, quote without transport", v, time_exceeded(v, &udp, ip_len), false, None));
-        cases.push(case("port unreachable", v, port_unreachable(v, &udp), false, Some((DestUnreachable, udp_flow(v)))));
-        cases.push(case("admin prohibited", v, admin_prohibited(v, &tcp), false, Some((DestUnreachable, tcp_flow(v)))));
-        cases.push(case("syn-ack", v, tcp_reply(v, true, true, false), false, Some((TcpSynAck, tcp_flow(v)))));
-        cases.push(case("rst", v, tcp_reply(v, false, true, true), false, Some((TcpRst, tcp_flow(v)))));
-        cases.push(case("plain ack", v, tcp_reply(v, false, true, false), false, None));
-        cases.push(case("bare syn", v, tcp_reply(v, true, false, false), false, None));
-        cases.push(case("echo reply", v, echo_reply(v), false, Some((EchoReply, echo_flow(v)))));
-        cases.push(case("echo request inbound", v, echo_probe(v, 9), false, None));
+        cases.push(case(
+            "time exceeded, 4-byte quote",
+            v,
+            time_exceeded(v, &udp, ip_len + 4),
+            false,
+            Some((TimeExceeded, udp_flow(v))),
+        ));
+        cases.push(case(
+            "time exceeded, 2-byte quote",
+            v,
+            time_exceeded(v, &udp, ip_len + 2),
+            false,
+            None,
+        ));
+        cases.push(case(
+            "time exceeded, quote without transport",
+            v,
+            time_exceeded(v, &udp, ip_len),
+            false,
+            None,
+        ));
+        cases.push(case(
+            "port unreachable",
+            v,
+            port_unreachable(v, &udp),
+            false,
+            Some((DestUnreachable, udp_flow(v))),
+        ));
+        cases.push(case(
+            "admin prohibited",
+            v,
+            admin_prohibited(v, &tcp),
+            false,
+            Some((DestUnreachable, tcp_flow(v))),
+        ));
+        cases.push(case(
+            "syn-ack",
+            v,
+            tcp_reply(v, true, true, false),
+            false,
+            Some((TcpSynAck, tcp_flow(v))),
+        ));
+        cases.push(case(
+            "rst",
+            v,
+            tcp_reply(v, false, true, true),
+            false,
+            Some((TcpRst, tcp_flow(v))),
+        ));
+        cases.push(case(
+            "plain ack",
+            v,
+            tcp_reply(v, false, true, false),
+            false,
+            None,
+        ));
+        cases.push(case(
+            "bare syn",
+            v,
+            tcp_reply(v, true, false, false),
+            false,
+            None,
+        ));
+        cases.push(case(
+            "echo reply",
+            v,
+            echo_reply(v),
+            false,
+            Some((EchoReply, echo_flow(v))),
+        ));
+        cases.push(case(
+            "echo request inbound",
+            v,
+            echo_probe(v, 9),
+            false,
+            None,
+        ));
         // A probe of an unregistered flow: other port.
-        let other = build!(ip(v, true, true, 3).start().udp(SPORT, UDP_PORT + 1), &[0; 4]);
+        let other = build!(
+            ip(v, true, true, 3).start().udp(SPORT, UDP_PORT + 1),
+            &[0; 4]
+        );
         cases.push(case("unregistered probe", v, other.clone(), true, None));
-        cases.push(case("time exceeded for unregistered flow", v, time_exceeded(v, &other, other.len()), false, None));
+        cases.push(case(
+            "time exceeded for unregistered flow",
+            v,
+            time_exceeded(v, &other, other.len()),
+            false,
+            None,
+        ));
         // BPF_PROG_TEST_RUN refuses frames shorter than an IP header; shorter
         // inputs are covered by the userspace twin's prefix test.
         for (i, len) in [0usize, 1, 7, 19, 57].into_iter().enumerate() {
             let vn = if v == V::Four { 4 } else { 6 };
             let len = len + ip_len;
-            cases.push(case(&format!("garbage #{i} ({len} bytes)"), v, garbage(i as u64 + 7, len, vn), false, None));
-            cases.push(case(&format!("garbage #{i} on egress"), v, garbage(i as u64 + 99, len, vn), true, None));
+            cases.push(case(
+                &format!("garbage #{i} ({len} bytes)"),
+                v,
+                garbage(i as u64 + 7, len, vn),
+                false,
+                None,
+            ));
+            cases.push(case(
+                &format!("garbage #{i} on egress"),
+                v,
+                garbage(i as u64 + 99, len, vn),
+                true,
+                None,
+            ));
         }
     }
     // IPv4 specifics: options on the outer and the quoted header, fragments, bad IHL.
     let v = V::Four;
     let udp = udp_probe(v, 3);
     let quoted_opts = with_ipv4_options(&udp, 0);
-    cases.push(case("outer ip options", v, with_ipv4_options(&time_exceeded(v, &udp, 28), 0), false, Some((EventKind::TimeExceeded, udp_flow(v)))));
-    cases.push(case("quoted ip options", v, time_exceeded(v, &quoted_opts, 32), false, Some((EventKind::TimeExceeded, udp_flow(v)))));
-    cases.push(case("quoted ip options, ports only", v, time_exceeded(v, &quoted_opts, 28), false, Some((EventKind::TimeExceeded, udp_flow(v)))));
-    cases.push(case("quoted ip options, short quote", v, time_exceeded(v, &quoted_opts, 26), false, None));
-    cases.push(case("fragment of a reply", v, as_fragment(&time_exceeded(v, &udp, 28)), false, None));
-    cases.push(case("fragment of a probe", v, as_fragment(&udp), true, None));
+    cases.push(case(
+        "outer ip options",
+        v,
+        with_ipv4_options(&time_exceeded(v, &udp, 28), 0),
+        false,
+        Some((EventKind::TimeExceeded, udp_flow(v))),
+    ));
+    cases.push(case(
+        "quoted ip options",
+        v,
+        time_exceeded(v, &quoted_opts, 32),
+        false,
+        Some((EventKind::TimeExceeded, udp_flow(v))),
+    ));
+    cases.push(case(
+        "quoted ip options, ports only",
+        v,
+        time_exceeded(v, &quoted_opts, 28),
+        false,
+        Some((EventKind::TimeExceeded, udp_flow(v))),
+    ));
+    cases.push(case(
+        "quoted ip options, short quote",
+        v,
+        time_exceeded(v, &quoted_opts, 26),
+        false,
+        None,
+    ));
+    cases.push(case(
+        "fragment of a reply",
+        v,
+        as_fragment(&time_exceeded(v, &udp, 28)),
+        false,
+        None,
+    ));
+    cases.push(case(
+        "fragment of a probe",
+        v,
+        as_fragment(&udp),
+        true,
+        None,
+    ));
     let mut bad_ihl = time_exceeded(v, &udp, 28);
     bad_ihl[0] = 0x43;
     cases.push(case("ihl below 5", v, bad_ihl, false, None));

@@ -1,0 +1,122 @@
+//! Ready-made topologies shared by tests, the demo, benchmarks and
+//! `cargo xtask lab up NAME`.
+//!
+//! All of them disable ICMP rate limiting ([`IcmpRateLimit::UNLIMITED`]) so
+//! parallel tracers see every hop; declare a limit explicitly to test rate
+//! limiting. Every destination host is called `dst`, every source `src`.
+
+use std::time::Duration;
+
+use crate::topology::{IcmpRateLimit, Topology};
+
+/// Names accepted by [`named`].
+pub const NAMES: &[&str] = &["chain", "ecmp", "nat", "delay", "ipv6"];
+
+/// Looks a topology up by name.
+pub fn named(name: &str) -> Option<Topology> {
+    Some(match name {
+        "chain" => chain(),
+        "ecmp" => ecmp(),
+        "nat" => nat(),
+        "delay" => delay(),
+        "ipv6" => ipv6(),
+        _ => return None,
+    })
+}
+
+/// `src — r1 — r2 — r3 — r4 — dst`, v4+v6; r3 is silent; dst listens on
+/// TCP 80 (81 is closed, so it answers RST).
+///
+/// Links 1..=5 in path order, so r_k faces the source with `198.18.k.2`
+/// and dst is `198.18.5.2` / `2001:db8:0:5::2`.
+pub fn chain() -> Topology {
+    Topology::new("chain")
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .router("r4")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "r2")
+        .link("r2", "r3")
+        .link("r3", "r4")
+        .link("r4", "dst")
+        .silent("r3")
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — r1 — {r2a, r2b} — r3 — dst`: r1 and r3 hold two-way ECMP groups
+/// hashed on L4 ports. dst listens on TCP 80.
+///
+/// Links: 1 src–r1, 2 r1–r2a, 3 r1–r2b, 4 r2a–r3, 5 r2b–r3, 6 r3–dst.
+pub fn ecmp() -> Topology {
+    Topology::new("ecmp")
+        .host("src")
+        .router("r1")
+        .router("r2a")
+        .router("r2b")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "r2a")
+        .link("r1", "r2b")
+        .link("r2a", "r3")
+        .link("r2b", "r3")
+        .link("r3", "dst")
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — nat — r2 — dst`: `nat` masquerades (v4 and v6) towards r2, so dst
+/// sees `nat`'s outside address (`198.18.2.1`). src's link is private
+/// (`198.19.1.0/24`, `2001:db8:1:1::/64`). dst listens on TCP 80 and
+/// echoes UDP 7; both record peer addresses.
+pub fn nat() -> Topology {
+    Topology::new("nat")
+        .host("src")
+        .router("nat")
+        .router("r2")
+        .host("dst")
+        .link("src", "nat")
+        .link("nat", "r2")
+        .link("r2", "dst")
+        .nat("nat", "r2")
+        .tcp_listen("dst", 80)
+        .udp_echo("dst", 7)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — r1 —[20 ms each way]— r2 — dst`: ping from src to dst shows about
+/// 40 ms. dst listens on TCP 80.
+pub fn delay() -> Topology {
+    Topology::new("delay")
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .host("dst")
+        .link("src", "r1")
+        .link_delayed("r1", "r2", Duration::from_millis(20))
+        .link("r2", "dst")
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// IPv6-only `src — r1 — r2 — r3 — dst`; dst is `2001:db8:0:4::2` and
+/// listens on TCP 80.
+pub fn ipv6() -> Topology {
+    Topology::new("ipv6")
+        .ipv4(false)
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "r2")
+        .link("r2", "r3")
+        .link("r3", "dst")
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}

@@ -1,0 +1,710 @@
+//! Turns a [`Topology`] into concrete addresses, interface names and routes.
+//!
+//! Pure computation (no system access), so the routing logic is unit-tested
+//! without root and the same plan gives the ground truth tests compare with.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use crate::LabError;
+use crate::topology::{DropRule, Family, IcmpRateLimit, NodeKind, Prefix, Topology};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub nodes: Vec<PNode>,
+    pub links: Vec<PLink>,
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PNode {
+    pub name: String,
+    pub kind: NodeKind,
+    pub forwarding: bool,
+    pub silent: bool,
+    pub ifaces: Vec<Iface>,
+    pub routes: Vec<Route>,
+    pub rate_limit: Option<IcmpRateLimit>,
+    pub sysctls: Vec<(String, String)>,
+    pub drops: Vec<DropRule>,
+    /// Interface names masquerading is applied on.
+    pub nat_out: Vec<String>,
+    pub tcp_listen: Vec<u16>,
+    pub udp_echo: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Iface {
+    pub link: usize,
+    pub peer: usize,
+    pub ifname: String,
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl Iface {
+    pub fn addr(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::V4 => self.v4.map(IpAddr::V4),
+            Family::V6 => self.v6.map(IpAddr::V6),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PLink {
+    pub a: usize,
+    pub b: usize,
+    /// 1-based, as used in the addresses.
+    pub number: usize,
+    pub v4: Option<Prefix>,
+    pub v6: Option<Prefix>,
+    pub delay: Option<Duration>,
+}
+
+impl PLink {
+    pub fn prefix(&self, family: Family) -> Option<Prefix> {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
+
+    pub fn other(&self, node: usize) -> usize {
+        if self.a == node { self.b } else { self.a }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub prefix: Prefix,
+    pub nexthops: Vec<NextHop>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NextHop {
+    pub link: usize,
+    pub peer: usize,
+    pub via: IpAddr,
+}
+
+/// One router a probe with a given TTL may expire at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// Node name.
+    pub node: String,
+    /// Source address of its time-exceeded: its interface facing the source.
+    pub addr: IpAddr,
+    /// Declared silent: traceroute shows `*` instead of `addr`.
+    pub silent: bool,
+}
+
+const MAX_LINKS: usize = 255;
+
+impl Plan {
+    pub fn new(t: &Topology) -> Result<Plan, LabError> {
+        let err = |m: String| Err(LabError::Topology(format!("{}: {m}", t.name)));
+        if !t.ipv4 && !t.ipv6 {
+            return err("both address families are disabled".into());
+        }
+        let mut index = BTreeMap::new();
+        for (i, n) in t.nodes.iter().enumerate() {
+            if !valid_name(&n.name) {
+                return err(format!(
+                    "node name {:?} must be 1-32 characters of [A-Za-z0-9_-]",
+                    n.name
+                ));
+            }
+            if index.insert(n.name.clone(), i).is_some() {
+                return err(format!("node {:?} declared twice", n.name));
+            }
+        }
+        let node = |name: &str| -> Result<usize, LabError> {
+            index
+                .get(name)
+                .copied()
+                .ok_or_else(|| LabError::Topology(format!("{}: unknown node {name:?}", t.name)))
+        };
+        if t.links.len() > MAX_LINKS {
+            return err(format!("at most {MAX_LINKS} links"));
+        }
+        let mut links = Vec::new();
+        for (i, l) in t.links.iter().enumerate() {
+            let (a, b) = (node(&l.a)?, node(&l.b)?);
+            if a == b {
+                return err(format!("link from {:?} to itself", l.a));
+            }
+            links.push(PLink {
+                a,
+                b,
+                number: i + 1,
+                v4: None,
+                v6: None,
+                delay: l.delay,
+            });
+        }
+        let n_nodes = t.nodes.len();
+        // adj[x] = (link, peer) for every link of x, in declaration order.
+        let adj: Vec<Vec<(usize, usize)>> = (0..n_nodes)
+            .map(|x| {
+                links
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.a == x || l.b == x)
+                    .map(|(k, l)| (k, l.other(x)))
+                    .collect()
+            })
+            .collect();
+        let adjacency = |x: usize| adj[x].clone();
+
+        // NAT: links behind a NAT router are private and invisible from outside.
+        let mut inside_link = vec![false; links.len()];
+        let mut hidden = vec![vec![false; links.len()]; n_nodes]; // hidden[node][link]
+        let mut nat_out: Vec<Vec<usize>> = vec![Vec::new(); n_nodes];
+        for (r, out) in &t.nat {
+            let (r, out) = (node(r)?, node(out)?);
+            if t.nodes[r].kind != NodeKind::Router {
+                return err(format!("NAT node {:?} is not a router", t.nodes[r].name));
+            }
+            let out_links: Vec<usize> = adjacency(r)
+                .into_iter()
+                .filter(|&(_, p)| p == out)
+                .map(|(k, _)| k)
+                .collect();
+            if out_links.is_empty() {
+                return err(format!(
+                    "NAT {:?}: {:?} is not a neighbour",
+                    t.nodes[r].name, t.nodes[out].name
+                ));
+            }
+            // Nodes reachable from the router's inside neighbours without crossing it.
+            let mut inside = vec![false; n_nodes];
+            let mut queue: VecDeque<usize> = adjacency(r)
+                .into_iter()
+                .filter(|&(_, p)| p != out)
+                .map(|(_, p)| p)
+                .collect();
+            while let Some(x) = queue.pop_front() {
+                if x == r || inside[x] {
+                    continue;
+                }
+                inside[x] = true;
+                queue.extend(adjacency(x).into_iter().map(|(_, p)| p));
+            }
+            if inside[out] {
+                return err(format!(
+                    "NAT {:?}: the inside reaches {:?} without crossing the NAT",
+                    t.nodes[r].name, t.nodes[out].name
+                ));
+            }
+            for (k, l) in links.iter().enumerate() {
+                let is_inside = !out_links.contains(&k)
+                    && (inside[l.a] || l.a == r)
+                    && (inside[l.b] || l.b == r);
+                if is_inside {
+                    inside_link[k] = true;
+                    for x in 0..n_nodes {
+                        if x != r && !inside[x] {
+                            hidden[x][k] = true;
+                        }
+                    }
+                }
+            }
+            nat_out[r].extend(out_links);
+        }
+
+        for (k, l) in links.iter_mut().enumerate() {
+            let i = l.number as u32;
+            let (v4_base, v6_base) = if inside_link[k] {
+                ([198u8, 19], 0x2001_0db8_0001u128)
+            } else {
+                ([198u8, 18], 0x2001_0db8_0000u128)
+            };
+            if t.ipv4 {
+                let a = Ipv4Addr::new(v4_base[0], v4_base[1], i as u8, 0);
+                l.v4 = Some(Prefix::new(a.into(), 24)?);
+            }
+            if t.ipv6 {
+                let a = Ipv6Addr::from((v6_base << 80) | (u128::from(i) << 64));
+                l.v6 = Some(Prefix::new(a.into(), 64)?);
+            }
+        }
+
+        let mut nodes: Vec<PNode> = t
+            .nodes
+            .iter()
+            .map(|n| PNode {
+                name: n.name.clone(),
+                kind: n.kind,
+                forwarding: n.kind == NodeKind::Router,
+                silent: false,
+                ifaces: Vec::new(),
+                routes: Vec::new(),
+                rate_limit: t.default_rate_limit,
+                sysctls: Vec::new(),
+                drops: Vec::new(),
+                nat_out: Vec::new(),
+                tcp_listen: Vec::new(),
+                udp_echo: Vec::new(),
+            })
+            .collect();
+
+        // Interfaces: `to-<peer>` when unambiguous and short enough, else `eth<k>`.
+        for (x, pn) in nodes.iter_mut().enumerate() {
+            let adj = adjacency(x);
+            for (k, &(link, peer)) in adj.iter().enumerate() {
+                let peer_name = &t.nodes[peer].name;
+                let unique = adj.iter().filter(|&&(_, p)| p == peer).count() == 1;
+                let ifname = if unique && peer_name.len() <= 12 {
+                    format!("to-{peer_name}")
+                } else {
+                    format!("eth{k}")
+                };
+                let l = &links[link];
+                let host = if l.a == x { 1 } else { 2 };
+                pn.ifaces.push(Iface {
+                    link,
+                    peer,
+                    ifname,
+                    v4: l.v4.map(|p| host_addr4(p, host)),
+                    v6: l.v6.map(|p| host_addr6(p, host)),
+                });
+                if l.delay.is_some() {
+                    pn.forwarding = true;
+                }
+            }
+            pn.nat_out = nat_out[x]
+                .iter()
+                .map(|&k| {
+                    pn.ifaces
+                        .iter()
+                        .find(|i| i.link == k)
+                        .unwrap()
+                        .ifname
+                        .clone()
+                })
+                .collect();
+        }
+
+        for s in &t.silent {
+            nodes[node(s)?].silent = true;
+        }
+        for (n, port) in &t.tcp_listen {
+            nodes[node(n)?].tcp_listen.push(*port);
+        }
+        for (n, port) in &t.udp_echo {
+            nodes[node(n)?].udp_echo.push(*port);
+        }
+        for (n, limit) in &t.rate_limits {
+            nodes[node(n)?].rate_limit = Some(*limit);
+        }
+        for d in &t.drops {
+            nodes[node(&d.node)?].drops.push(d.clone());
+        }
+        for (n, k, v) in &t.sysctls {
+            if !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+                || v.contains(char::is_whitespace)
+            {
+                return err(format!("bad sysctl {k}={v}"));
+            }
+            nodes[node(n)?].sysctls.push((k.clone(), v.clone()));
+        }
+
+        let mut plan = Plan {
+            nodes,
+            links,
+            ipv4: t.ipv4,
+            ipv6: t.ipv6,
+        };
+        plan.compute_routes(&hidden);
+
+        for sr in &t.static_routes {
+            let x = node(&sr.node)?;
+            let prefix: Prefix = sr.prefix.parse()?;
+            let family = prefix.family();
+            if !plan.has_family(family) {
+                return err(format!("static route {prefix}: {family} is disabled"));
+            }
+            let mut nexthops = Vec::new();
+            for v in &sr.via {
+                let peer = node(v)?;
+                let iface = plan.nodes[x]
+                    .ifaces
+                    .iter()
+                    .find(|i| i.peer == peer)
+                    .ok_or_else(|| {
+                        LabError::Topology(format!(
+                            "{}: static route at {:?}: {v:?} is not a neighbour",
+                            t.name, sr.node
+                        ))
+                    })?;
+                let via = plan.nodes[peer]
+                    .ifaces
+                    .iter()
+                    .find(|i| i.link == iface.link)
+                    .and_then(|i| i.addr(family))
+                    .expect("family enabled");
+                nexthops.push(NextHop {
+                    link: iface.link,
+                    peer,
+                    via,
+                });
+            }
+            if nexthops.is_empty() {
+                return err(format!(
+                    "static route {prefix} at {:?} has no next hop",
+                    sr.node
+                ));
+            }
+            let routes = &mut plan.nodes[x].routes;
+            routes.retain(|r| r.prefix != prefix);
+            routes.push(Route { prefix, nexthops });
+        }
+        Ok(plan)
+    }
+
+    pub fn has_family(&self, f: Family) -> bool {
+        match f {
+            Family::V4 => self.ipv4,
+            Family::V6 => self.ipv6,
+        }
+    }
+
+    pub fn families(&self) -> Vec<Family> {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|&f| self.has_family(f))
+            .collect()
+    }
+
+    pub fn node_index(&self, name: &str) -> Result<usize, LabError> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| LabError::UnknownNode(name.to_string()))
+    }
+
+    /// Shortest paths per subnet: multi-source BFS from the subnet's routers,
+    /// expanding only through routers, so hosts never become transit.
+    fn compute_routes(&mut self, hidden: &[Vec<bool>]) {
+        let n = self.nodes.len();
+        for family in self.families() {
+            for (k, link) in self.links.iter().enumerate() {
+                let Some(prefix) = link.prefix(family) else {
+                    continue;
+                };
+                let mut dist = vec![usize::MAX; n];
+                let mut queue = VecDeque::new();
+                for e in [link.a, link.b] {
+                    if self.nodes[e].kind == NodeKind::Router {
+                        dist[e] = 0;
+                        queue.push_back(e);
+                    }
+                }
+                while let Some(m) = queue.pop_front() {
+                    if self.nodes[m].kind != NodeKind::Router {
+                        continue;
+                    }
+                    for i in &self.nodes[m].ifaces {
+                        if dist[i.peer] == usize::MAX {
+                            dist[i.peer] = dist[m] + 1;
+                            queue.push_back(i.peer);
+                        }
+                    }
+                }
+                for x in 0..n {
+                    if x == link.a || x == link.b || dist[x] == usize::MAX || hidden[x][k] {
+                        continue;
+                    }
+                    let nexthops: Vec<NextHop> = self.nodes[x]
+                        .ifaces
+                        .iter()
+                        .filter(|i| {
+                            self.nodes[i.peer].kind == NodeKind::Router
+                                && dist[i.peer].checked_add(1) == Some(dist[x])
+                        })
+                        .filter_map(|i| {
+                            let peer_if = self.nodes[i.peer]
+                                .ifaces
+                                .iter()
+                                .find(|p| p.link == i.link)?;
+                            Some(NextHop {
+                                link: i.link,
+                                peer: i.peer,
+                                via: peer_if.addr(family)?,
+                            })
+                        })
+                        .collect();
+                    if !nexthops.is_empty() {
+                        self.nodes[x].routes.push(Route { prefix, nexthops });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first address of `family` a node has (on its first link).
+    pub fn primary(&self, node: usize, family: Family) -> Option<IpAddr> {
+        self.nodes[node].ifaces.iter().find_map(|i| i.addr(family))
+    }
+
+    /// Where `x` sends a packet for `dst`: connected subnet first, then the
+    /// longest matching route (as the kernel does).
+    fn next_hops(&self, x: usize, dst: IpAddr) -> Vec<(usize, usize)> {
+        let family = if dst.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        for i in &self.nodes[x].ifaces {
+            if self.links[i.link]
+                .prefix(family)
+                .is_some_and(|p| p.contains(dst))
+            {
+                return vec![(i.link, i.peer)];
+            }
+        }
+        self.nodes[x]
+            .routes
+            .iter()
+            .filter(|r| r.prefix.contains(dst))
+            .max_by_key(|r| r.prefix.len)
+            .map(|r| r.nexthops.iter().map(|h| (h.link, h.peer)).collect())
+            .unwrap_or_default()
+    }
+
+    /// For each TTL, the routers a probe from `from` to `to`'s primary
+    /// address may expire at (several with ECMP), excluding `to` itself.
+    pub fn path(&self, from: usize, to: usize, family: Family) -> Result<Vec<Vec<Hop>>, LabError> {
+        let no_route = || LabError::NoRoute {
+            from: self.nodes[from].name.clone(),
+            to: self.nodes[to].name.clone(),
+            family,
+        };
+        let dst = self
+            .primary(to, family)
+            .ok_or_else(|| LabError::NoAddress {
+                node: self.nodes[to].name.clone(),
+                family,
+            })?;
+        let mut layer = BTreeSet::from([from]);
+        let mut hops = Vec::new();
+        for _ttl in 1..=64 {
+            // next node -> links it was reached over
+            let mut next: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+            for &x in &layer {
+                let nh = self.next_hops(x, dst);
+                if nh.is_empty() {
+                    return Err(no_route());
+                }
+                for (link, peer) in nh {
+                    next.entry(peer).or_default().insert(link);
+                }
+            }
+            next.remove(&to);
+            if next.is_empty() {
+                return Ok(hops);
+            }
+            let mut hop = Vec::new();
+            for (&n, in_links) in &next {
+                for &link in in_links {
+                    let iface = self.nodes[n]
+                        .ifaces
+                        .iter()
+                        .find(|i| i.link == link)
+                        .expect("link endpoint");
+                    if let Some(addr) = iface.addr(family) {
+                        let h = Hop {
+                            node: self.nodes[n].name.clone(),
+                            addr,
+                            silent: self.nodes[n].silent,
+                        };
+                        if !hop.contains(&h) {
+                            hop.push(h);
+                        }
+                    }
+                }
+            }
+            hops.push(hop);
+            layer = next.into_keys().collect();
+        }
+        Err(LabError::Topology(format!(
+            "routing loop from {:?} to {:?}",
+            self.nodes[from].name, self.nodes[to].name
+        )))
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn host_addr4(p: Prefix, host: u8) -> Ipv4Addr {
+    match p.addr {
+        IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) | u32::from(host)),
+        IpAddr::V6(_) => unreachable!("v4 prefix"),
+    }
+}
+
+fn host_addr6(p: Prefix, host: u8) -> Ipv6Addr {
+    match p.addr {
+        IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) | u128::from(host)),
+        IpAddr::V4(_) => unreachable!("v6 prefix"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::named;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn addrs(hops: &[Vec<Hop>]) -> Vec<Vec<IpAddr>> {
+        hops.iter()
+            .map(|h| h.iter().map(|h| h.addr).collect())
+            .collect()
+    }
+
+    #[test]
+    fn chain_addresses_and_path() {
+        let p = Plan::new(&named::chain()).unwrap();
+        let src = p.node_index("src").unwrap();
+        let dst = p.node_index("dst").unwrap();
+        assert_eq!(p.primary(src, Family::V4), Some(ip("198.18.1.1")));
+        assert_eq!(p.primary(dst, Family::V4), Some(ip("198.18.5.2")));
+        assert_eq!(p.primary(dst, Family::V6), Some(ip("2001:db8:0:5::2")));
+        let path = p.path(src, dst, Family::V4).unwrap();
+        assert_eq!(
+            addrs(&path),
+            vec![
+                vec![ip("198.18.1.2")],
+                vec![ip("198.18.2.2")],
+                vec![ip("198.18.3.2")],
+                vec![ip("198.18.4.2")]
+            ]
+        );
+        assert!(path[2][0].silent);
+        let back = p.path(dst, src, Family::V6).unwrap();
+        assert_eq!(back[0][0].addr, ip("2001:db8:0:5::1"));
+        assert_eq!(p.nodes[src].ifaces[0].ifname, "to-r1");
+    }
+
+    #[test]
+    fn ecmp_group_and_alternatives() {
+        let p = Plan::new(&named::ecmp()).unwrap();
+        let r1 = p.node_index("r1").unwrap();
+        let dst_net: Prefix = "198.18.6.0/24".parse().unwrap();
+        let route = p.nodes[r1]
+            .routes
+            .iter()
+            .find(|r| r.prefix == dst_net)
+            .unwrap();
+        assert_eq!(route.nexthops.len(), 2);
+        let path = p
+            .path(
+                p.node_index("src").unwrap(),
+                p.node_index("dst").unwrap(),
+                Family::V4,
+            )
+            .unwrap();
+        assert_eq!(path.len(), 3);
+        assert_eq!(path[1].len(), 2);
+        // r3 is reached over either branch.
+        assert_eq!(
+            path[2].iter().map(|h| h.node.as_str()).collect::<Vec<_>>(),
+            ["r3", "r3"]
+        );
+    }
+
+    #[test]
+    fn nat_inside_is_private_and_unrouted() {
+        let p = Plan::new(&named::nat()).unwrap();
+        let src = p.node_index("src").unwrap();
+        let dst = p.node_index("dst").unwrap();
+        assert_eq!(p.primary(src, Family::V4), Some(ip("198.19.1.1")));
+        assert_eq!(p.primary(src, Family::V6), Some(ip("2001:db8:1:1::1")));
+        assert!(p.path(src, dst, Family::V4).is_ok());
+        assert!(matches!(
+            p.path(dst, src, Family::V4),
+            Err(LabError::NoRoute { .. })
+        ));
+        assert_eq!(p.nodes[p.node_index("nat").unwrap()].nat_out, ["to-r2"]);
+    }
+
+    #[test]
+    fn hosts_do_not_transit() {
+        let t = Topology::new("t")
+            .router("a")
+            .host("h")
+            .router("b")
+            .link("a", "h")
+            .link("h", "b");
+        let p = Plan::new(&t).unwrap();
+        let a = p.node_index("a").unwrap();
+        assert!(p.nodes[a].routes.is_empty());
+    }
+
+    #[test]
+    fn static_route_overrides() {
+        let t = named::ecmp().static_route("r1", "198.18.6.0/24", &["r2b"]);
+        let p = Plan::new(&t).unwrap();
+        let path = p
+            .path(
+                p.node_index("src").unwrap(),
+                p.node_index("dst").unwrap(),
+                Family::V4,
+            )
+            .unwrap();
+        assert_eq!(path[1].len(), 1);
+        assert_eq!(path[1][0].node, "r2b");
+        // v6 is untouched and still multipath.
+        let path6 = p
+            .path(
+                p.node_index("src").unwrap(),
+                p.node_index("dst").unwrap(),
+                Family::V6,
+            )
+            .unwrap();
+        assert_eq!(path6[1].len(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_topologies() {
+        assert!(Plan::new(&Topology::new("t").host("a").link("a", "b")).is_err());
+        assert!(Plan::new(&Topology::new("t").host("a").host("a")).is_err());
+        assert!(Plan::new(&Topology::new("t").host("a b")).is_err());
+        assert!(Plan::new(&Topology::new("t").host("a").ipv4(false).ipv6(false)).is_err());
+        let t = Topology::new("t")
+            .router("n")
+            .host("x")
+            .host("y")
+            .link("x", "n")
+            .link("n", "y")
+            .link("x", "y")
+            .nat("n", "y");
+        assert!(Plan::new(&t).is_err());
+        assert!(Plan::new(&named::chain().static_route("r1", "198.18.9.0/24", &["dst"])).is_err());
+    }
+
+    #[test]
+    fn prefix_parsing() {
+        let p: Prefix = "198.18.3.7/24".parse().unwrap();
+        assert_eq!(p.to_string(), "198.18.3.0/24");
+        assert!(p.contains(ip("198.18.3.200")));
+        assert!(!p.contains(ip("198.18.4.1")));
+        assert!("198.18.3.0/33".parse::<Prefix>().is_err());
+        assert!("2001:db8::/129".parse::<Prefix>().is_err());
+        let p6: Prefix = "2001:db8:0:a::/64".parse().unwrap();
+        assert!(p6.contains(ip("2001:db8:0:a::2")));
+    }
+}

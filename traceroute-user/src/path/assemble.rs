@@ -1,0 +1,262 @@
+//! From what the tracer observed to the record: hops, runs, hop counts and
+//! end-to-end statistics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use super::model::{
+    E2eProbe, Hop, HopCount, NetworkPath, PathDestination, PathSource, RttStats, Run,
+    RunDestination, RunSource, TimestampSource, Traceroute,
+};
+use crate::probe::{Protocol, Ttl};
+use crate::reply::MplsLabel;
+
+/// What one probe (one attempt at one TTL) brought back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttemptOutcome {
+    /// Who answered; `None` when nothing came back in time.
+    pub responder: Option<IpAddr>,
+    /// Round-trip time; `None` when unanswered (or answered without usable timestamps).
+    pub rtt: Option<Duration>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    /// TTL / hop limit of the reply as it reached us.
+    pub reply_ttl: Option<u8>,
+    /// The answer came from the destination itself (SYN-ACK/RST, echo reply,
+    /// port unreachable...): the trace ends at this TTL.
+    pub is_destination: bool,
+    pub timestamp_source: Option<TimestampSource>,
+    pub mpls_labels: Vec<MplsLabel>,
+}
+
+impl AttemptOutcome {
+    /// No answer.
+    pub fn silent() -> Self {
+        Self::default()
+    }
+
+    /// An answer from `responder` after `rtt`; fill in the rest as known.
+    pub fn answered(responder: IpAddr, rtt: Duration) -> Self {
+        Self {
+            responder: Some(responder),
+            rtt: Some(rtt),
+            ..Self::default()
+        }
+    }
+}
+
+/// Every attempt at one TTL of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HopObservation {
+    pub ttl: Ttl,
+    pub attempts: Vec<AttemptOutcome>,
+}
+
+impl HopObservation {
+    fn reached_destination(&self) -> bool {
+        self.attempts.iter().any(|a| a.is_destination)
+    }
+}
+
+/// Milliseconds, rounded to the microsecond: finer digits are noise.
+fn millis(d: Duration) -> f64 {
+    round_us(d.as_secs_f64() * 1000.0)
+}
+
+fn round_us(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+impl Hop {
+    /// Summarises the attempts at one TTL.
+    ///
+    /// `ip_address` is the responder that answered most attempts (the first
+    /// one on a tie); the others go to `other_ip_addresses`. `rtt` and the
+    /// reply details come from that responder's fastest answer.
+    pub fn from_observation(obs: &HopObservation) -> Hop {
+        let mut responders: Vec<(IpAddr, usize)> = Vec::new();
+        for ip in obs.attempts.iter().filter_map(|a| a.responder) {
+            match responders.iter_mut().find(|(seen, _)| *seen == ip) {
+                Some((_, count)) => *count += 1,
+                None => responders.push((ip, 1)),
+            }
+        }
+        let most = responders.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let chosen = responders
+            .iter()
+            .find(|(_, n)| *n == most)
+            .map(|(ip, _)| *ip);
+        let from_chosen = obs
+            .attempts
+            .iter()
+            .filter(|a| a.responder.is_some() && a.responder == chosen);
+        // The fastest answer, or any answer when none has an RTT.
+        let best = from_chosen.clone().min_by(|a, b| match (a.rtt, b.rtt) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        Hop {
+            ttl: obs.ttl,
+            ip_address: chosen,
+            rtt: best.and_then(|a| a.rtt).map(millis),
+            reachable: chosen.is_some(),
+            reverse_dns: Vec::new(),
+            rtts: obs.attempts.iter().map(|a| a.rtt.map(millis)).collect(),
+            icmp_type: best.and_then(|a| a.icmp_type),
+            icmp_code: best.and_then(|a| a.icmp_code),
+            reply_ttl: best.and_then(|a| a.reply_ttl),
+            timestamp_source: best.and_then(|a| a.timestamp_source),
+            other_ip_addresses: responders
+                .iter()
+                .map(|(ip, _)| *ip)
+                .filter(|ip| Some(*ip) != chosen)
+                .collect(),
+            mpls_labels: best.map(|a| a.mpls_labels.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Run {
+    /// A run with a fresh `run_id` from the observations of one flow.
+    ///
+    /// Hops are ordered by TTL and end at the first TTL the destination
+    /// answered (later TTLs would only repeat it). For ICMP pass port 0.
+    /// `reverse_dns` is left empty for the caller to fill.
+    pub fn from_observations(
+        source: SocketAddr,
+        destination: SocketAddr,
+        observations: &[HopObservation],
+    ) -> Run {
+        let mut ordered: Vec<&HopObservation> = observations.iter().collect();
+        ordered.sort_by_key(|o| o.ttl);
+        let mut hops = Vec::with_capacity(ordered.len());
+        let mut destination_reached = false;
+        for obs in ordered {
+            hops.push(Hop::from_observation(obs));
+            if obs.reached_destination() {
+                destination_reached = true;
+                break;
+            }
+        }
+        Run {
+            run_id: Uuid::new_v4(),
+            source: RunSource {
+                ip_address: source.ip(),
+                port: source.port(),
+            },
+            destination: RunDestination {
+                ip_address: destination.ip(),
+                port: destination.port(),
+                reverse_dns: Vec::new(),
+            },
+            hops,
+            destination_reached,
+        }
+    }
+
+    /// Hops to the destination if reached, else to the last hop that answered
+    /// (0 when none did).
+    pub fn hop_count(&self) -> u32 {
+        let last = if self.destination_reached {
+            self.hops.last()
+        } else {
+            self.hops.iter().rev().find(|h| h.reachable)
+        };
+        last.map_or(0, |h| u32::from(h.ttl.get()))
+    }
+}
+
+impl HopCount {
+    /// avg/min/max of [`Run::hop_count`] over the runs (zeros without runs).
+    pub fn from_runs(runs: &[Run]) -> HopCount {
+        let counts: Vec<u32> = runs.iter().map(Run::hop_count).collect();
+        if counts.is_empty() {
+            return HopCount {
+                avg: 0.0,
+                min: 0,
+                max: 0,
+            };
+        }
+        let sum: f64 = counts.iter().map(|c| f64::from(*c)).sum();
+        HopCount {
+            avg: round_us(sum / counts.len() as f64),
+            min: counts.iter().copied().min().unwrap_or(0),
+            max: counts.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+impl E2eProbe {
+    /// Statistics over end-to-end probes, one sample per probe sent (`None`
+    /// when lost). Jitter is the mean absolute difference of consecutive
+    /// received RTTs. No samples gives all zeros (e2e probing disabled).
+    pub fn from_samples(samples: &[Option<Duration>]) -> E2eProbe {
+        let rtts: Vec<f64> = samples.iter().flatten().map(|d| millis(*d)).collect();
+        let sent = u32::try_from(samples.len()).unwrap_or(u32::MAX);
+        let received = u32::try_from(rtts.len()).unwrap_or(u32::MAX);
+        let loss = if sent == 0 {
+            0.0
+        } else {
+            f64::from(sent - received) * 100.0 / f64::from(sent)
+        };
+        let jitter = if rtts.len() < 2 {
+            0.0
+        } else {
+            let diffs: f64 = rtts.windows(2).map(|w| (w[1] - w[0]).abs()).sum();
+            diffs / (rtts.len() - 1) as f64
+        };
+        let rtt = if rtts.is_empty() {
+            RttStats::default()
+        } else {
+            RttStats {
+                avg: round_us(rtts.iter().sum::<f64>() / rtts.len() as f64),
+                min: rtts.iter().copied().fold(f64::INFINITY, f64::min),
+                max: rtts.iter().copied().fold(0.0, f64::max),
+            }
+        };
+        E2eProbe {
+            rtts,
+            packets_sent: sent,
+            packets_received: received,
+            packet_loss_percentage: round_us(loss),
+            jitter: round_us(jitter),
+            rtt,
+        }
+    }
+}
+
+impl NetworkPath {
+    /// A record stamped now, with a fresh `test_run_id`, this agent's version,
+    /// namespace `default`, no tags, and `hop_count` computed from `runs`.
+    pub fn new(
+        protocol: Protocol,
+        source: PathSource,
+        destination: PathDestination,
+        runs: Vec<Run>,
+        e2e_probe: E2eProbe,
+    ) -> NetworkPath {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        NetworkPath {
+            timestamp,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            namespace: "default".to_string(),
+            test_run_id: Uuid::new_v4(),
+            protocol,
+            source,
+            destination,
+            traceroute: Traceroute {
+                hop_count: HopCount::from_runs(&runs),
+                runs,
+            },
+            e2e_probe,
+            tags: Vec::new(),
+            capture: None,
+        }
+    }
+}

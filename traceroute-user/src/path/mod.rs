@@ -1,0 +1,19 @@
+//! The `NetworkPath` record (DESIGN §4) and its assembly from probe results.
+//!
+//! [`model`] is the serde shape, field for field; our additions are optional
+//! fields with their own names, documented in `schema/network-path.schema.json`
+//! ([`schema::SCHEMA`]). [`assemble`] turns what the tracer observed per TTL
+//! ([`HopObservation`]) into runs, hop counts and end-to-end statistics.
+
+pub mod assemble;
+pub mod model;
+pub mod schema;
+
+pub use assemble::{AttemptOutcome, HopObservation};
+pub use model::{
+    CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, NetworkPath, PathDestination,
+    PathSource, RttStats, Run, RunDestination, RunSource, TimestampSource, Traceroute, Via,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,519 @@
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::schema::validate;
+use super::*;
+use crate::probe::{Protocol, Ttl};
+use crate::reply::MplsLabel;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn ttl(v: u8) -> Ttl {
+    Ttl::new(v).unwrap()
+}
+
+fn ms(v: f64) -> Duration {
+    Duration::from_secs_f64(v / 1000.0)
+}
+
+fn router(last: u8, rtt_ms: f64) -> AttemptOutcome {
+    AttemptOutcome {
+        icmp_type: Some(11),
+        icmp_code: Some(0),
+        reply_ttl: Some(255 - last),
+        timestamp_source: Some(TimestampSource::Kernel),
+        ..AttemptOutcome::answered(ip(&format!("198.18.{last}.1")), ms(rtt_ms))
+    }
+}
+
+fn destination(rtt_ms: f64) -> AttemptOutcome {
+    AttemptOutcome {
+        is_destination: true,
+        reply_ttl: Some(61),
+        timestamp_source: Some(TimestampSource::Kernel),
+        ..AttemptOutcome::answered(ip("198.19.0.9"), ms(rtt_ms))
+    }
+}
+
+fn observations() -> Vec<HopObservation> {
+    vec![
+        HopObservation {
+            ttl: ttl(1),
+            attempts: vec![router(1, 0.42), router(1, 0.38), router(1, 0.51)],
+        },
+        HopObservation {
+            ttl: ttl(2),
+            attempts: vec![AttemptOutcome::silent(); 3],
+        },
+        HopObservation {
+            ttl: ttl(3),
+            attempts: vec![
+                destination(1.5),
+                AttemptOutcome::silent(),
+                destination(1.25),
+            ],
+        },
+        // Beyond the destination: dropped.
+        HopObservation {
+            ttl: ttl(4),
+            attempts: vec![destination(1.4)],
+        },
+    ]
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn record() -> NetworkPath {
+    let run1 = Run::from_observations(
+        sock("198.18.0.5:40001"),
+        sock("198.19.0.9:443"),
+        &observations(),
+    );
+    let mut obs2 = observations();
+    obs2.truncate(2);
+    let run2 = Run::from_observations(sock("198.18.0.5:40002"), sock("198.19.0.9:443"), &obs2);
+    let mut path = NetworkPath::new(
+        Protocol::Tcp,
+        PathSource {
+            hostname: "h1".into(),
+            via: Some(Via {
+                interface: Interface {
+                    name: "eth0".into(),
+                    hardware_addr: "0a:1b:2c:3d:4e:5f".into(),
+                    mtu: Some(1500),
+                },
+                gateway: Some(ip("198.18.0.1")),
+            }),
+        },
+        PathDestination {
+            hostname: "target.lab".into(),
+            port: 443,
+        },
+        vec![run1, run2],
+        E2eProbe::from_samples(&[Some(ms(12.7)), None, Some(ms(13.1)), Some(ms(12.5))]),
+    );
+    path.traceroute.runs[0].destination.reverse_dns = vec!["target.lab".into()];
+    path.capture = Some(CaptureInfo {
+        method: CaptureMethod::Ebpf,
+    });
+    path
+}
+
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+fn set(names: &[&'static str]) -> BTreeSet<&'static str> {
+    names.iter().copied().collect()
+}
+
+#[test]
+fn built_record_validates() {
+    let value = serde_json::to_value(record()).unwrap();
+    assert_eq!(validate(&value), Ok(()));
+}
+
+#[test]
+fn serialization_uses_the_contract_field_names() {
+    let v = serde_json::to_value(record()).unwrap();
+    assert_eq!(
+        keys(&v),
+        set(&[
+            "timestamp",
+            "agent_version",
+            "namespace",
+            "test_run_id",
+            "protocol",
+            "source",
+            "destination",
+            "traceroute",
+            "e2e_probe",
+            "tags",
+            "capture"
+        ])
+    );
+    assert!(
+        v["timestamp"].as_u64().unwrap() > 1_700_000_000_000,
+        "milliseconds"
+    );
+    assert_eq!(v["protocol"], "TCP");
+    assert_eq!(v["namespace"], "default");
+    assert_eq!(v["agent_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["tags"], json!([]));
+    assert_eq!(v["source"]["hostname"], "h1");
+    assert_eq!(v["source"]["via"]["interface"]["name"], "eth0");
+    assert_eq!(
+        v["source"]["via"]["interface"]["hardware_addr"],
+        "0a:1b:2c:3d:4e:5f"
+    );
+    assert_eq!(v["source"]["via"]["gateway"], "198.18.0.1");
+    assert_eq!(
+        v["destination"],
+        json!({"hostname": "target.lab", "port": 443})
+    );
+    assert_eq!(v["capture"], json!({"method": "ebpf"}));
+
+    let tr = &v["traceroute"];
+    assert_eq!(keys(tr), set(&["runs", "hop_count"]));
+    assert_eq!(tr["hop_count"], json!({"avg": 2.0, "min": 1, "max": 3}));
+    let run = &tr["runs"][0];
+    assert_eq!(
+        keys(run),
+        set(&[
+            "run_id",
+            "source",
+            "destination",
+            "hops",
+            "destination_reached"
+        ])
+    );
+    assert_eq!(
+        run["source"],
+        json!({"ip_address": "198.18.0.5", "port": 40001})
+    );
+    assert_eq!(
+        run["destination"],
+        json!({"ip_address": "198.19.0.9", "port": 443, "reverse_dns": ["target.lab"]})
+    );
+    assert_eq!(run["destination_reached"], true);
+
+    let hops = run["hops"].as_array().unwrap();
+    assert_eq!(hops.len(), 3, "stops at the destination");
+    assert_eq!(hops[0]["ttl"], 1);
+    assert_eq!(hops[0]["ip_address"], "198.18.1.1");
+    assert_eq!(hops[0]["rtt"], 0.38);
+    assert_eq!(hops[0]["reachable"], true);
+    assert_eq!(hops[0]["rtts"], json!([0.42, 0.38, 0.51]));
+    assert_eq!(hops[0]["icmp_type"], 11);
+    assert_eq!(hops[0]["icmp_code"], 0);
+    assert_eq!(hops[0]["reply_ttl"], 254);
+    assert_eq!(hops[0]["timestamp_source"], "kernel");
+    // The silent hop, exactly as the contract shows it (plus per-attempt nulls).
+    assert_eq!(
+        hops[1],
+        json!({"ttl": 2, "ip_address": "", "reachable": false, "rtts": [null, null, null]})
+    );
+    assert_eq!(hops[2]["ip_address"], "198.19.0.9");
+    assert_eq!(hops[2]["rtt"], 1.25);
+    assert_eq!(hops[2]["rtts"], json!([1.5, null, 1.25]));
+    assert!(hops[2].get("icmp_type").is_none());
+
+    let e2e = &v["e2e_probe"];
+    assert_eq!(
+        keys(e2e),
+        set(&[
+            "rtts",
+            "packets_sent",
+            "packets_received",
+            "packet_loss_percentage",
+            "jitter",
+            "rtt"
+        ])
+    );
+    assert_eq!(e2e["rtts"], json!([12.7, 13.1, 12.5]));
+    assert_eq!(e2e["packets_sent"], 4);
+    assert_eq!(e2e["packets_received"], 3);
+    assert_eq!(e2e["packet_loss_percentage"], 25.0);
+    assert_eq!(e2e["jitter"], 0.5);
+    assert_eq!(e2e["rtt"], json!({"avg": 12.767, "min": 12.5, "max": 13.1}));
+}
+
+#[test]
+fn record_round_trips_through_json() {
+    let path = record();
+    let text = serde_json::to_string(&path).unwrap();
+    assert!(!text.contains('\n'), "one line");
+    let back: NetworkPath = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, path);
+}
+
+#[test]
+fn the_design_example_parses_and_validates() {
+    // DESIGN §4 verbatim, with real UUIDs in place of the "uuid" placeholder.
+    let v = json!({"timestamp": 1731000000000u64, "agent_version": "0.1.0", "namespace": "default",
+     "test_run_id": "6f1c2f4e-8a51-4a63-9d43-8f0f1e2d3c4b", "protocol": "TCP",
+     "source": {"hostname": "h1", "via": {"interface": {"name": "eth0", "hardware_addr": "0a:00:00:00:00:01"}}},
+     "destination": {"hostname": "example.com", "port": 443},
+     "traceroute": {"runs": [{"run_id": "0b7d8a7e-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+         "source": {"ip_address": "10.0.0.5", "port": 40001},
+         "destination": {"ip_address": "93.184.216.34", "port": 443, "reverse_dns": ["example.com"]},
+         "hops": [{"ttl": 1, "ip_address": "10.0.0.1", "rtt": 0.42, "reachable": true},
+                  {"ttl": 2, "ip_address": "", "reachable": false}]}],
+       "hop_count": {"avg": 2, "min": 2, "max": 2}},
+     "e2e_probe": {"rtts": [12.7], "packets_sent": 1, "packets_received": 1,
+       "packet_loss_percentage": 0.0, "jitter": 0.0, "rtt": {"avg": 12.7, "min": 12.7, "max": 12.7}},
+     "tags": []});
+    assert_eq!(validate(&v), Ok(()));
+    let path: NetworkPath = serde_json::from_value(v).unwrap();
+    let hops = &path.traceroute.runs[0].hops;
+    assert_eq!(hops[1].ip_address, None);
+    assert_eq!(hops[0].rtt, Some(0.42));
+    assert_eq!(path.traceroute.hop_count.avg, 2.0);
+}
+
+fn hop(v: &mut Value, i: usize) -> &mut Value {
+    &mut v["traceroute"]["runs"][0]["hops"][i]
+}
+
+/// Applies `mutate` to a valid record and expects the schema to refuse it.
+fn assert_rejected(what: &str, mutate: impl FnOnce(&mut Value)) {
+    let mut v = serde_json::to_value(record()).unwrap();
+    mutate(&mut v);
+    assert!(validate(&v).is_err(), "{what} was accepted: {v}");
+}
+
+#[test]
+fn broken_records_fail_validation() {
+    assert_rejected("made-up name for a silent hop", |v| {
+        hop(v, 1)["ip_address"] = json!("hop-2.unknown");
+    });
+    assert_rejected("'*' for a silent hop", |v| {
+        hop(v, 1)["ip_address"] = json!("*")
+    });
+    assert_rejected("rtt on a silent hop", |v| hop(v, 1)["rtt"] = json!(1.0));
+    assert_rejected("reachable hop without address", |v| {
+        hop(v, 0)["ip_address"] = json!("");
+    });
+    assert_rejected("negative rtt", |v| hop(v, 0)["rtt"] = json!(-0.1));
+    assert_rejected("negative attempt rtt", |v| hop(v, 0)["rtts"][1] = json!(-3));
+    assert_rejected("ttl 0", |v| hop(v, 0)["ttl"] = json!(0));
+    assert_rejected("ttl 256", |v| hop(v, 0)["ttl"] = json!(256));
+    assert_rejected("string ttl", |v| hop(v, 0)["ttl"] = json!("1"));
+    assert_rejected("unknown hop field", |v| hop(v, 0)["icmptype"] = json!(11));
+    assert_rejected("bad timestamp source", |v| {
+        hop(v, 0)["timestamp_source"] = json!("userspace");
+    });
+    assert_rejected("missing run_id", |v| {
+        v["traceroute"]["runs"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("run_id");
+    });
+    assert_rejected("run_id not a uuid", |v| {
+        v["traceroute"]["runs"][0]["run_id"] = json!("run-1");
+    });
+    assert_rejected("bad run source ip", |v| {
+        v["traceroute"]["runs"][0]["source"]["ip_address"] = json!("198.18.0.300");
+    });
+    assert_rejected("lowercase protocol", |v| v["protocol"] = json!("tcp"));
+    assert_rejected("missing e2e_probe", |v| {
+        v.as_object_mut().unwrap().remove("e2e_probe");
+    });
+    assert_rejected("loss above 100%", |v| {
+        v["e2e_probe"]["packet_loss_percentage"] = json!(120.0);
+    });
+    assert_rejected("port out of range", |v| {
+        v["destination"]["port"] = json!(70000)
+    });
+    assert_rejected("timestamp in seconds as float", |v| {
+        v["timestamp"] = json!(1731000000.5)
+    });
+    assert_rejected("bad MAC", |v| {
+        v["source"]["via"]["interface"]["hardware_addr"] = json!("zz:00");
+    });
+    assert_rejected("unknown top-level field", |v| v["extra"] = json!(1));
+}
+
+#[test]
+fn validation_errors_say_where() {
+    let mut v = serde_json::to_value(record()).unwrap();
+    v["traceroute"]["runs"][0]["hops"][0]["rtt"] = json!(-1);
+    let errors = validate(&v).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("/traceroute/runs/0/hops/0/rtt")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn hop_prefers_the_most_frequent_responder() {
+    let a = AttemptOutcome::answered(ip("198.18.1.1"), ms(2.0));
+    let b = AttemptOutcome::answered(ip("198.18.2.1"), ms(1.0));
+    let obs = HopObservation {
+        ttl: ttl(5),
+        attempts: vec![b.clone(), a.clone(), a.clone(), AttemptOutcome::silent()],
+    };
+    let hop = Hop::from_observation(&obs);
+    assert_eq!(hop.ip_address, Some(ip("198.18.1.1")));
+    assert_eq!(hop.rtt, Some(2.0), "rtt comes from the chosen responder");
+    assert_eq!(hop.other_ip_addresses, vec![ip("198.18.2.1")]);
+    assert_eq!(hop.rtts, vec![Some(1.0), Some(2.0), Some(2.0), None]);
+    // On a tie the first responder wins.
+    let tie = HopObservation {
+        ttl: ttl(5),
+        attempts: vec![b, a],
+    };
+    assert_eq!(
+        Hop::from_observation(&tie).ip_address,
+        Some(ip("198.18.2.1"))
+    );
+}
+
+#[test]
+fn hop_details_come_from_the_fastest_answer() {
+    let label = MplsLabel {
+        label: 16005,
+        exp: 0,
+        bottom_of_stack: true,
+        ttl: 1,
+    };
+    let slow = AttemptOutcome {
+        icmp_code: Some(1),
+        ..router(7, 9.0)
+    };
+    let fast = AttemptOutcome {
+        mpls_labels: vec![label],
+        timestamp_source: Some(TimestampSource::Socket),
+        ..router(7, 3.0)
+    };
+    let hop = Hop::from_observation(&HopObservation {
+        ttl: ttl(7),
+        attempts: vec![slow, fast],
+    });
+    assert_eq!(hop.rtt, Some(3.0));
+    assert_eq!(hop.icmp_code, Some(0));
+    assert_eq!(hop.mpls_labels, vec![label]);
+    assert_eq!(hop.timestamp_source, Some(TimestampSource::Socket));
+    let v = serde_json::to_value(&hop).unwrap();
+    assert_eq!(
+        v["mpls_labels"],
+        json!([{"label": 16005, "exp": 0, "bottom_of_stack": true, "ttl": 1}])
+    );
+}
+
+#[test]
+fn answered_without_rtt_is_reachable_without_rtt() {
+    let hop = Hop::from_observation(&HopObservation {
+        ttl: ttl(2),
+        attempts: vec![AttemptOutcome {
+            responder: Some(ip("2001:db8::1")),
+            ..AttemptOutcome::silent()
+        }],
+    });
+    assert!(hop.reachable);
+    assert_eq!(hop.rtt, None);
+    assert_eq!(
+        serde_json::to_value(&hop).unwrap()["ip_address"],
+        "2001:db8::1"
+    );
+}
+
+#[test]
+fn run_orders_hops_and_counts_them() {
+    let mut obs = observations();
+    obs.reverse();
+    let run = Run::from_observations(sock("[2001:db8::5]:0"), sock("[2001:db8::9]:0"), &obs);
+    let ttls: Vec<u8> = run.hops.iter().map(|h| h.ttl.get()).collect();
+    assert_eq!(ttls, vec![1, 2, 3]);
+    assert!(run.destination_reached);
+    assert_eq!(run.hop_count(), 3);
+
+    // Not reached: count to the last hop that answered.
+    let mut obs = observations();
+    obs.truncate(2);
+    obs.push(HopObservation {
+        ttl: ttl(3),
+        attempts: vec![AttemptOutcome::silent()],
+    });
+    let run = Run::from_observations(sock("198.18.0.5:1"), sock("198.19.0.9:2"), &obs);
+    assert!(!run.destination_reached);
+    assert_eq!(run.hops.len(), 3);
+    assert_eq!(run.hop_count(), 1);
+
+    let silent = Run::from_observations(sock("198.18.0.5:1"), sock("198.19.0.9:2"), &[]);
+    assert_eq!(silent.hop_count(), 0);
+    assert_ne!(silent.run_id, run.run_id);
+}
+
+#[test]
+fn hop_count_over_runs() {
+    assert_eq!(
+        HopCount::from_runs(&[]),
+        HopCount {
+            avg: 0.0,
+            min: 0,
+            max: 0
+        }
+    );
+    let runs = &record().traceroute.runs;
+    assert_eq!((runs[0].hop_count(), runs[1].hop_count()), (3, 1));
+    let three = [runs[0].clone(), runs[1].clone(), runs[1].clone()];
+    assert_eq!(HopCount::from_runs(&three).avg, 1.667);
+}
+
+#[test]
+fn e2e_statistics() {
+    let none = E2eProbe::from_samples(&[]);
+    assert_eq!(
+        (none.packets_sent, none.packet_loss_percentage, none.jitter),
+        (0, 0.0, 0.0)
+    );
+    assert_eq!(none.rtt, RttStats::default());
+
+    let lost = E2eProbe::from_samples(&[None, None]);
+    assert_eq!(lost.packet_loss_percentage, 100.0);
+    assert_eq!((lost.packets_received, lost.rtts.len()), (0, 0));
+
+    let one = E2eProbe::from_samples(&[Some(ms(12.7))]);
+    assert_eq!(one.jitter, 0.0);
+    assert_eq!(
+        one.rtt,
+        RttStats {
+            avg: 12.7,
+            min: 12.7,
+            max: 12.7
+        }
+    );
+
+    // |20-10| + |15-20| = 15 over 2 differences.
+    let e = E2eProbe::from_samples(&[Some(ms(10.0)), Some(ms(20.0)), None, Some(ms(15.0))]);
+    assert_eq!(e.jitter, 7.5);
+    assert_eq!(e.packet_loss_percentage, 25.0);
+    assert_eq!(
+        e.rtt,
+        RttStats {
+            avg: 15.0,
+            min: 10.0,
+            max: 20.0
+        }
+    );
+}
+
+#[test]
+fn ipv6_record_validates() {
+    let obs = vec![HopObservation {
+        ttl: ttl(1),
+        attempts: vec![AttemptOutcome {
+            is_destination: true,
+            ..AttemptOutcome::answered(ip("2001:db8::9"), Duration::from_micros(250))
+        }],
+    }];
+    let run = Run::from_observations(sock("[2001:db8::5]:0"), sock("[2001:db8::9]:0"), &obs);
+    let path = NetworkPath::new(
+        Protocol::Icmp,
+        PathSource {
+            hostname: "h6".into(),
+            via: None,
+        },
+        PathDestination {
+            hostname: "2001:db8::9".into(),
+            port: 0,
+        },
+        vec![run],
+        E2eProbe::from_samples(&[]),
+    );
+    let v = serde_json::to_value(&path).unwrap();
+    assert_eq!(validate(&v), Ok(()));
+    assert_eq!(v["protocol"], "ICMP");
+    assert_eq!(v["traceroute"]["runs"][0]["hops"][0]["rtt"], 0.25);
+    assert!(v["source"].get("via").is_none());
+}

@@ -1,0 +1,158 @@
+//! Writing a probe as a complete IP packet (for raw sockets with a
+//! header-included option), checksums included.
+
+use std::net::IpAddr;
+
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, TcpOptionElement,
+    UdpHeader,
+};
+
+use super::flow::{ProbeFlow, Protocol};
+use super::id::{ProbeId, TcpSeq, Ttl};
+
+/// Advertised window of TCP probes (a common Linux value: a zero window looks
+/// like a scanner to some firewalls).
+pub const TCP_WINDOW: u16 = 64240;
+/// Bytes after the UDP header: 2 that steer the checksum + constant filler.
+pub const UDP_PAYLOAD_LEN: usize = 12;
+/// Bytes after the ICMP echo header: 2 that keep the checksum constant + filler.
+pub const ICMP_PAYLOAD_LEN: usize = 12;
+
+/// Constant filler after the two steering bytes. Recognisable in captures.
+const FILLER: [u8; 10] = *b"paris-trc!";
+
+/// IPv6 flow label of every probe. Constant (Paris); zero because routers that
+/// hash the label fall back to the 5-tuple for label 0, which we control.
+const FLOW_LABEL: Ipv6FlowLabel = Ipv6FlowLabel::ZERO;
+
+/// Builds probe number `attempt` at `ttl` of `flow`: the whole IP packet.
+///
+/// Every field a load balancer hashes is the same for all `(ttl, attempt)`
+/// of one flow, including the ICMP checksum; see the module docs for where
+/// the [`ProbeId`] goes.
+pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
+    let id = ProbeId::new(ttl, attempt);
+    let builder = PacketBuilder::ip(ip_headers(flow, ttl, id));
+    let mut out = Vec::with_capacity(80);
+    // The sizes below are fixed and tiny, so the builder's "too big" errors
+    // cannot happen.
+    let written = match flow.protocol() {
+        Protocol::Tcp => {
+            let (sport, dport) = ports(flow);
+            let mss = if flow.is_ipv6() { 1440 } else { 1460 };
+            builder
+                .tcp(sport, dport, TcpSeq::new(flow.salt(), id).0, TCP_WINDOW)
+                .syn()
+                .options(&[TcpOptionElement::MaximumSegmentSize(mss)])
+                .expect("an MSS option fits in the TCP header")
+                .write(&mut out, &[])
+        }
+        Protocol::Udp => {
+            let (sport, dport) = ports(flow);
+            let payload = udp_payload(flow, id);
+            builder.udp(sport, dport).write(&mut out, &payload)
+        }
+        Protocol::Icmp => {
+            let ident = flow.icmp_identifier().unwrap_or_default();
+            let payload = icmp_payload(id);
+            if flow.is_ipv6() {
+                builder
+                    .icmpv6_echo_request(ident, id.raw())
+                    .write(&mut out, &payload)
+            } else {
+                builder
+                    .icmpv4_echo_request(ident, id.raw())
+                    .write(&mut out, &payload)
+            }
+        }
+    };
+    written.expect("fixed-size probe fits in an IP packet");
+    out
+}
+
+fn ports(flow: &ProbeFlow) -> (u16, u16) {
+    let sport = flow.source_port().unwrap_or_default().get();
+    let dport = flow.destination_port().unwrap_or_default().get();
+    (sport, dport)
+}
+
+fn ip_headers(flow: &ProbeFlow, ttl: Ttl, id: ProbeId) -> IpHeaders {
+    let protocol = IpNumber(flow.ip_number());
+    match (flow.source(), flow.destination()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            // Payload length and checksum are filled in by the builder.
+            let mut ip = Ipv4Header::new(0, ttl.get(), protocol, src.octets(), dst.octets())
+                .expect("empty payload");
+            // Routers quote the IP header in full: the ID is our fallback
+            // identity when they quote less than 8 transport bytes.
+            ip.identification = id.raw();
+            IpHeaders::Ipv4(ip, Default::default())
+        }
+        (src, dst) => {
+            let ip = Ipv6Header {
+                traffic_class: 0,
+                flow_label: FLOW_LABEL,
+                payload_length: 0,
+                next_header: protocol,
+                hop_limit: ttl.get(),
+                source: v6_octets(src),
+                destination: v6_octets(dst),
+            };
+            IpHeaders::Ipv6(ip, Default::default())
+        }
+    }
+}
+
+/// IPv6 octets of an address; [`ProbeFlow`] guarantees both are IPv6 here.
+fn v6_octets(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+fn with_steering_word(word: u16) -> [u8; UDP_PAYLOAD_LEN] {
+    let mut payload = [0u8; UDP_PAYLOAD_LEN];
+    payload[..2].copy_from_slice(&word.to_be_bytes());
+    payload[2..].copy_from_slice(&FILLER);
+    payload
+}
+
+/// UDP payload whose first two bytes make the UDP checksum equal the probe id.
+///
+/// Why: the checksum is the only UDP field that is not hashed yet is quoted
+/// in the first 8 bytes. One's-complement sums are linear: with a zero word
+/// the sum is `!c0` (`c0` its checksum), and adding the word `!target + c0`
+/// brings it to `!c0 + c0 + !target = !target`, i.e. checksum `target`.
+fn udp_payload(flow: &ProbeFlow, id: ProbeId) -> [u8; UDP_PAYLOAD_LEN] {
+    let zero = with_steering_word(0);
+    let (sport, dport) = ports(flow);
+    let header = UdpHeader {
+        source_port: sport,
+        destination_port: dport,
+        length: (UdpHeader::LEN + UDP_PAYLOAD_LEN) as u16,
+        checksum: 0,
+    };
+    let c0 = match (flow.source(), flow.destination()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            header.calc_checksum_ipv4_raw(s.octets(), d.octets(), &zero)
+        }
+        (s, d) => header.calc_checksum_ipv6_raw(v6_octets(s), v6_octets(d), &zero),
+    }
+    .expect("tiny payload");
+    with_steering_word(ones_add(!id.raw(), c0))
+}
+
+/// ICMP echo payload whose first two bytes are `!seq`: `seq + !seq` is the
+/// same (negative zero) for every seq, so the ICMP checksum — which some load
+/// balancers hash together with the identifier — never changes within a flow.
+fn icmp_payload(id: ProbeId) -> [u8; ICMP_PAYLOAD_LEN] {
+    with_steering_word(!id.raw())
+}
+
+/// One's-complement 16-bit addition (end-around carry).
+fn ones_add(a: u16, b: u16) -> u16 {
+    let sum = u32::from(a) + u32::from(b);
+    ((sum & 0xffff) + (sum >> 16)) as u16
+}
