@@ -12,7 +12,11 @@ use traceroute_user::capture::interface;
 use traceroute_user::packet::PacketSummary;
 
 #[derive(Parser)]
-#[command(name = "traceroute-agent", version, about = "eBPF-assisted network path agent")]
+#[command(
+    name = "traceroute-agent",
+    version,
+    about = "eBPF-assisted network path agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,14 +92,19 @@ struct CaptureLine {
     summary: Option<PacketSummary>,
 }
 
-async fn capture(interfaces: Vec<String>, count: Option<u64>, seconds: Option<f64>) -> anyhow::Result<()> {
+async fn capture(
+    interfaces: Vec<String>,
+    count: Option<u64>,
+    seconds: Option<f64>,
+) -> anyhow::Result<()> {
     let mut capture = EbpfCapture::load().context("loading the eBPF capture")?;
     capture.capture_unregistered(true)?;
     for ifname in &interfaces {
         capture.attach(ifname)?;
     }
     let mut events = capture.events(4096)?;
-    let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline =
+        seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut seen = 0u64;
     let mut stdout = std::io::stdout().lock();
     tracing::info!("capture ready");

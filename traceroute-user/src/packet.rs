@@ -67,7 +67,8 @@ mod tests {
     use etherparse::PacketBuilder;
 
     fn echo_request_v4() -> Vec<u8> {
-        let builder = PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64).icmpv4_echo_request(7, 1);
+        let builder =
+            PacketBuilder::ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64).icmpv4_echo_request(7, 1);
         let payload = [0u8; 8];
         let mut out = Vec::new();
         builder.write(&mut out, &payload).unwrap();
