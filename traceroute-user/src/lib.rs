@@ -1,11 +1,17 @@
 //! traceroute-agent: an eBPF-assisted network path agent.
 //!
-//! The modules follow the data flow: a request names a target, probes go out,
-//! [`capture`] sees the replies (in the kernel when it can, with sockets when it
-//! cannot), and the results become `NetworkPath` records.
+//! The modules follow the data flow of a trace:
+//! [`resolve`] the target → [`route`] lookup (interface, source, gateway) →
+//! [`probe`] crafting → [`trace`] engine (pacing, sending, bookkeeping) →
+//! [`capture`] of replies (eBPF, or sockets as fallback) → [`reply`] decoding and
+//! correlation → [`path`] assembly of the `NetworkPath` record → [`sinks`].
 
 pub mod capture;
 pub mod packet;
 pub mod path;
 pub mod probe;
 pub mod reply;
+pub mod resolve;
+pub mod route;
+pub mod sinks;
+pub mod trace;

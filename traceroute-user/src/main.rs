@@ -7,9 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
+use std::io::IsTerminal;
+
+use traceroute_user::capture::CaptureMode;
 use traceroute_user::capture::ebpf::EbpfCapture;
 use traceroute_user::capture::interface;
 use traceroute_user::packet::PacketSummary;
+use traceroute_user::probe::{Protocol, Ttl};
+use traceroute_user::resolve::FamilyPreference;
+use traceroute_user::sinks;
+use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Trace the path to HOST and print a NetworkPath record (JSON) or a table.
+    Trace(TraceArgs),
     /// Attach the kernel capture to interfaces and print every probe- or
     /// reply-like packet it sees (ICMP errors and echo, TCP SYN-ACK/RST, outgoing
     /// TCP/UDP/echo) as JSON lines: a diagnostic showing the eBPF pipeline works.
@@ -41,8 +50,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // A one-shot trace keeps its stderr for problems; the others narrate.
+    init_logging(match cli.command {
+        Command::Trace(_) => "warn",
+        _ => "info",
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -52,6 +65,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Trace(args) => trace(args).await,
             Command::Capture {
                 interfaces,
                 count,
@@ -63,14 +77,130 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("traceroute-agent: {e:#}");
-            ExitCode::FAILURE
+            // Bad input is a usage error, like clap's own: exit code 2.
+            let usage = e
+                .downcast_ref::<TraceError>()
+                .is_some_and(|t| t.code() == "INVALID_REQUEST");
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn init_logging() {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Json,
+    Table,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ProtocolArg {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// Host name or IP address to trace.
+    host: String,
+    /// Probe protocol.
+    #[arg(long, value_enum, default_value = "udp")]
+    protocol: ProtocolArg,
+    /// Same as --protocol tcp.
+    #[arg(short = 'T', conflicts_with_all = ["udp", "icmp"])]
+    tcp: bool,
+    /// Same as --protocol udp.
+    #[arg(short = 'U', conflicts_with_all = ["tcp", "icmp"])]
+    udp: bool,
+    /// Same as --protocol icmp.
+    #[arg(short = 'I', conflicts_with_all = ["tcp", "udp"])]
+    icmp: bool,
+    /// Destination port (default: TCP 80, UDP 33434).
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Highest TTL probed.
+    #[arg(short, long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..))]
+    max_ttl: u8,
+    /// Independent runs, one probe per hop each (traceroute.runs[]).
+    #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
+    queries: u8,
+    /// How long one probe waits for its answer, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    timeout_ms: u64,
+    /// Output format (default: table on a terminal, JSON otherwise).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
+    #[arg(long, value_enum, default_value = "auto")]
+    capture: CaptureMode,
+    /// Use IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    ipv6: bool,
+    /// Resolve hop addresses to names.
+    #[arg(long)]
+    reverse_dns: bool,
+    /// Probes per second (pacing; keeps routers' ICMP rate limits happy).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pps: u32,
+}
+
+impl TraceArgs {
+    fn protocol(&self) -> Protocol {
+        match (self.tcp, self.udp, self.icmp, self.protocol) {
+            (true, _, _, _) => Protocol::Tcp,
+            (_, true, _, _) => Protocol::Udp,
+            (_, _, true, _) => Protocol::Icmp,
+            (_, _, _, ProtocolArg::Tcp) => Protocol::Tcp,
+            (_, _, _, ProtocolArg::Udp) => Protocol::Udp,
+            (_, _, _, ProtocolArg::Icmp) => Protocol::Icmp,
+        }
+    }
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    let mut request = TraceRequest::new(args.host.clone(), args.protocol());
+    request.port = args.port;
+    request.max_ttl = Ttl::new(args.max_ttl).context("max-ttl must be at least 1")?;
+    request.queries = args.queries;
+    request.timeout = Duration::from_millis(args.timeout_ms);
+    request.reverse_dns = args.reverse_dns;
+    request.family = match (args.ipv4, args.ipv6) {
+        (true, _) => FamilyPreference::V4,
+        (_, true) => FamilyPreference::V6,
+        _ => FamilyPreference::Any,
+    };
+    let tracer = Tracer::new(TracerConfig {
+        capture: args.capture,
+        probes_per_second: args.pps,
+    })
+    .await?;
+    let path = tracer.trace(&request).await?;
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    });
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Format::Json => sinks::write_json_line(&mut stdout, &path)?,
+        Format::Table => {
+            stdout.write_all(sinks::table::render(&path).as_bytes())?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

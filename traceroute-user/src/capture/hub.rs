@@ -30,7 +30,7 @@ pub enum CaptureMode {
 }
 
 /// Where the timestamps of a capture come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TimestampSource {
     /// `bpf_ktime_get_ns` in the TC programs, on both probe and reply.

@@ -159,15 +159,8 @@ pub struct RttStats {
     pub max: f64,
 }
 
-/// Where an RTT's two timestamps were taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TimestampSource {
-    /// eBPF TC programs: kernel clock on egress and ingress.
-    Kernel,
-    /// Userspace around socket calls (fallback capture).
-    Socket,
-}
+/// Where an RTT's two timestamps were taken (defined by the capture).
+pub use crate::capture::TimestampSource;
 
 /// Extra: top-level capture facts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

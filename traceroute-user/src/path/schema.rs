@@ -1,23 +1,14 @@
 //! The JSON Schema of `NetworkPath` records, extras included.
 //!
-//! The validator (`boon`) is a dev-dependency, so the agent binary does not
-//! carry it; integration tests validate with it against [`SCHEMA`]:
-//!
-//! ```ignore
-//! let mut schemas = boon::Schemas::new();
-//! let mut compiler = boon::Compiler::new();
-//! compiler.enable_format_assertions(); // ipv4/ipv6/uuid formats are part of the contract
-//! compiler.add_resource("network-path.schema.json", serde_json::from_str(SCHEMA)?)?;
-//! let index = compiler.compile("network-path.schema.json", &mut schemas)?;
-//! schemas.validate(&record, index)?;
-//! ```
+//! Every record the tests produce is checked with [`validate`]; consumers can
+//! use the schema file itself.
 
 /// Text of `schema/network-path.schema.json` (draft 2020-12).
 pub const SCHEMA: &str = include_str!("../../schema/network-path.schema.json");
 
-/// Validates a record against [`SCHEMA`], one message per violation.
-#[cfg(test)]
-pub(crate) fn validate(record: &serde_json::Value) -> Result<(), Vec<String>> {
+/// Validates a record against [`SCHEMA`] (formats such as ipv4/uuid included),
+/// one message per violation.
+pub fn validate(record: &serde_json::Value) -> Result<(), Vec<String>> {
     const LOCATION: &str = "network-path.schema.json";
     let schema: serde_json::Value = serde_json::from_str(SCHEMA).expect("schema is JSON");
     let mut schemas = boon::Schemas::new();

@@ -1,0 +1,17 @@
+//! Where finished `NetworkPath` records go: JSON (one object per line) and a
+//! readable table for people.
+
+pub mod table;
+
+use std::io::{self, Write};
+
+use crate::path::NetworkPath;
+
+/// Writes `path` as one JSON line: the format log shippers and the API use.
+pub fn write_json_line(out: &mut impl Write, path: &NetworkPath) -> io::Result<()> {
+    let mut line = serde_json::to_vec(path).map_err(io::Error::other)?;
+    line.push(b'\n');
+    // One write call per record: no interleaving of partial lines.
+    out.write_all(&line)?;
+    out.flush()
+}
