@@ -46,6 +46,10 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<f64>,
+        /// Attach exactly as a trace does: only registered flows reach userspace,
+        /// so nothing is printed. For measuring what the programs cost traffic.
+        #[arg(long)]
+        registered_only: bool,
     },
 }
 
@@ -70,7 +74,8 @@ fn main() -> ExitCode {
                 interfaces,
                 count,
                 seconds,
-            } => capture(interfaces, count, seconds).await,
+                registered_only,
+            } => capture(interfaces, count, seconds, registered_only).await,
         }
     });
     match result {
@@ -226,9 +231,10 @@ async fn capture(
     interfaces: Vec<String>,
     count: Option<u64>,
     seconds: Option<f64>,
+    registered_only: bool,
 ) -> anyhow::Result<()> {
     let mut capture = EbpfCapture::load().context("loading the eBPF capture")?;
-    capture.capture_unregistered(true)?;
+    capture.capture_unregistered(!registered_only)?;
     for ifname in &interfaces {
         capture.attach(ifname)?;
     }
