@@ -716,6 +716,15 @@ mod tests {
         assert!(matches!(err, ResolveError::NotFound { .. }));
     }
 
+    /// Both are used from tasks of a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn futures_are_send(rdns: ReverseDns, ip: IpAddr) -> impl std::future::Future + Send {
+        async move {
+            rdns.lookup(ip).await;
+            resolve_target("h", FamilyPreference::Any, Duration::ZERO).await
+        }
+    }
+
     #[test]
     fn error_codes() {
         let t = ResolveError::Timeout {

@@ -32,6 +32,9 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// only costs a re-query per destination.
 const MAX_ENTRIES: usize = 4096;
 
+/// Receive buffer asked for on the notification socket.
+const MONITOR_RCVBUF: usize = 1 << 20;
+
 /// An Ethernet (EUI-48) hardware address.
 ///
 /// Kept as a newtype so that it prints and serializes the way every network
@@ -198,8 +201,7 @@ impl RouteError {
     }
 }
 
-/// A cached answer, with the neighbour it depends on so that neighbour
-/// notifications only drop the entries they concern.
+/// A cached answer (a route, or an error that describes routing state).
 #[derive(Debug, Clone)]
 struct Entry {
     result: Result<Route, RouteError>,
@@ -289,9 +291,14 @@ impl RouteCache {
     pub async fn new() -> Result<RouteCache, RouteError> {
         // Subscribe before answering anything, so no change can slip between
         // a query and the moment we start listening.
-        let (monitor_conn, _monitor_handle, messages) =
+        let (mut monitor_conn, _monitor_handle, messages) =
             rtnetlink::new_multicast_connection(monitor::GROUPS)
                 .map_err(|e| RouteError::Netlink(format!("subscribing to notifications: {e}")))?;
+        // Bursts (a routing daemon reloading) overflow the default buffer;
+        // an overflow is handled (everything is dropped) but costs re-queries.
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = rtnetlink::sys::AsyncSocket::socket_mut(monitor_conn.socket_mut())
+            .set_rx_buf_sz(MONITOR_RCVBUF);
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| RouteError::Netlink(format!("opening netlink socket: {e}")))?;
 
@@ -440,6 +447,12 @@ mod tests {
         assert_eq!(v["interface"]["mac"], serde_json::Value::Null);
         assert_eq!(v["gateway"], "198.18.1.1");
         assert_eq!(route.next_hop(), route.gateway.unwrap());
+    }
+
+    /// The cache is shared across tasks of a multi-threaded runtime.
+    #[allow(dead_code, clippy::manual_async_fn)]
+    fn lookups_are_send(cache: RouteCache, ip: IpAddr) -> impl std::future::Future + Send + Sync {
+        async move { cache.lookup(ip).await }
     }
 
     #[test]

@@ -1,0 +1,424 @@
+//! The route cache against a real kernel: a host namespace wired by a veth
+//! pair to a router namespace, both created here and deleted on drop (also
+//! when a test panics). Needs root (network namespaces). Uses only
+//! 198.18.0.0/15 and 2001:db8::/32, never the root namespace, sends nothing:
+//! neighbour entries are added as permanent entries.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use traceroute_user::route::{MacAddr, RouteCache, RouteError};
+
+/// A network namespace that exists as long as this value.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "rt{}-{}{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            tag
+        );
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS...`, which must succeed.
+    fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    fn link_json(&self, dev: &str) -> serde_json::Value {
+        let out = self.ip(&["-j", "link", "show", "dev", dev]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link output");
+        v[0].clone()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed (are we root?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Host `h` (v0: 198.18.1.2/24, 2001:db8:1::2/64, MTU 1400) linked to router
+/// `r` (v1: .1 and ::1, plus .3 and ::3 as a second gateway), default routes
+/// via .1 / ::1, permanent neighbour entries for both gateways.
+struct Lab {
+    h: Netns,
+    /// Only has to exist: it owns the gateway end of the veth pair.
+    _r: Netns,
+    gw_mac: MacAddr,
+}
+
+/// The MAC the host believes the second gateway has (no frame is ever sent).
+const GW2_MAC: &str = "02:00:5e:00:00:03";
+
+impl Lab {
+    fn new() -> Lab {
+        let h = Netns::new("h");
+        let r = Netns::new("r");
+        h.ip(&[
+            "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", &r.name,
+        ]);
+        // No link-local addresses: their DAD completing a second later would
+        // be a notification of its own and blur what the tests observe.
+        h.ip(&["link", "set", "v0", "addrgenmode", "none"]);
+        r.ip(&["link", "set", "v1", "addrgenmode", "none"]);
+        h.ip(&["link", "set", "v0", "mtu", "1400", "up"]);
+        r.ip(&["link", "set", "v1", "mtu", "1400", "up"]);
+        h.ip(&["addr", "add", "198.18.1.2/24", "dev", "v0"]);
+        h.ip(&["addr", "add", "2001:db8:1::2/64", "dev", "v0", "nodad"]);
+        for a in ["198.18.1.1/24", "198.18.1.3/24"] {
+            r.ip(&["addr", "add", a, "dev", "v1"]);
+        }
+        for a in ["2001:db8:1::1/64", "2001:db8:1::3/64"] {
+            r.ip(&["addr", "add", a, "dev", "v1", "nodad"]);
+        }
+        h.ip(&["route", "add", "default", "via", "198.18.1.1"]);
+        h.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+        let gw_mac: MacAddr = r.link_json("v1")["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mac = gw_mac.to_string();
+        for gw in ["198.18.1.1", "2001:db8:1::1"] {
+            h.ip(&[
+                "neigh",
+                "replace",
+                gw,
+                "lladdr",
+                &mac,
+                "dev",
+                "v0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        for gw in ["198.18.1.3", "2001:db8:1::3"] {
+            h.ip(&[
+                "neigh",
+                "replace",
+                gw,
+                "lladdr",
+                GW2_MAC,
+                "dev",
+                "v0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        Lab { h, _r: r, gw_mac }
+    }
+
+    /// Runs `body` on a thread inside the host namespace, with its own
+    /// current-thread runtime (the route cache binds to the namespace of the
+    /// thread that creates it). A panic in `body` fails the test after the
+    /// namespaces are removed by `Drop`.
+    fn run_in_host<F, Fut>(&self, body: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let path = format!("/run/netns/{}", self.h.name);
+        let thread = std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: plain syscall on a valid fd; only this thread moves.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(body());
+        });
+        if let Err(panic) = thread.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Polls `cond` for up to two seconds, letting the runtime deliver
+/// notifications in between.
+async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn lookup_reports_interface_source_gateway_and_macs() {
+    let lab = Lab::new();
+    let link = lab.h.link_json("v0");
+    let (if_index, if_mac, if_mtu) = (
+        link["ifindex"].as_u64().unwrap() as u32,
+        link["address"]
+            .as_str()
+            .unwrap()
+            .parse::<MacAddr>()
+            .unwrap(),
+        link["mtu"].as_u64().unwrap() as u32,
+    );
+    let lo_index = lab.h.link_json("lo")["ifindex"].as_u64().unwrap() as u32;
+    let gw_mac = lab.gw_mac;
+    lab.run_in_host(move || async move {
+        let cache = RouteCache::new().await.unwrap();
+        for (dst, src, gw) in [
+            ("198.19.7.7", "198.18.1.2", "198.18.1.1"),
+            ("2001:db8:7::7", "2001:db8:1::2", "2001:db8:1::1"),
+        ] {
+            let route = cache.lookup(ip(dst)).await.unwrap();
+            assert_eq!(route.destination, ip(dst));
+            assert_eq!(route.interface.name, "v0");
+            assert_eq!(route.interface.index, if_index);
+            assert_eq!(route.interface.mac, Some(if_mac));
+            assert_eq!(route.interface.mtu, if_mtu);
+            assert_eq!(if_mtu, 1400);
+            assert_eq!(route.source, ip(src));
+            assert_eq!(route.gateway, Some(ip(gw)));
+            assert_eq!(route.gateway_mac, Some(gw_mac), "{dst}");
+        }
+
+        // On-link: no gateway; the MAC is the destination's own.
+        for (dst, src) in [
+            ("198.18.1.1", "198.18.1.2"),
+            ("2001:db8:1::1", "2001:db8:1::2"),
+        ] {
+            let route = cache.lookup(ip(dst)).await.unwrap();
+            assert_eq!(route.gateway, None, "{dst}");
+            assert_eq!(route.gateway_mac, Some(gw_mac), "{dst}");
+            assert_eq!(route.source, ip(src));
+            assert_eq!(route.interface.index, if_index);
+        }
+        // On-link without a neighbour entry: no MAC, still a route.
+        let route = cache.lookup(ip("198.18.1.77")).await.unwrap();
+        assert_eq!((route.gateway, route.gateway_mac), (None, None));
+
+        // Local destinations go through lo.
+        for dst in ["198.18.1.2", "2001:db8:1::2", "127.0.0.1"] {
+            let route = cache.lookup(ip(dst)).await.unwrap();
+            assert_eq!(route.interface.name, "lo", "{dst}");
+            assert_eq!(route.interface.index, lo_index);
+            assert_eq!(route.gateway, None);
+            assert_eq!(route.source, ip(dst));
+        }
+    });
+}
+
+#[test]
+fn rejecting_routes_and_missing_routes_are_errors() {
+    let lab = Lab::new();
+    lab.h.ip(&["route", "add", "blackhole", "198.19.2.0/24"]);
+    lab.h.ip(&["route", "add", "prohibit", "198.19.3.0/24"]);
+    lab.h.ip(&["route", "add", "unreachable", "198.19.4.0/24"]);
+    lab.h
+        .ip(&["-6", "route", "add", "blackhole", "2001:db8:2::/48"]);
+    lab.h
+        .ip(&["-6", "route", "add", "unreachable", "2001:db8:4::/48"]);
+    let h = lab.h.name.clone();
+    lab.run_in_host(move || async move {
+        let cache = RouteCache::new().await.unwrap();
+        for dst in ["198.19.2.1", "198.19.3.1", "2001:db8:2::1"] {
+            let err = cache.lookup(ip(dst)).await.unwrap_err();
+            assert_eq!(err, RouteError::NoRoute(ip(dst)));
+            assert_eq!(err.code(), "NETUNREACH");
+        }
+        for dst in ["198.19.4.1", "2001:db8:4::1"] {
+            let err = cache.lookup(ip(dst)).await.unwrap_err();
+            assert_eq!(err, RouteError::HostUnreachable(ip(dst)));
+            assert_eq!(err.code(), "HOSTUNREACH");
+        }
+
+        // Reachable now, not once the default routes are gone: the cached
+        // answers must not survive the deletion.
+        assert!(cache.lookup(ip("198.19.7.7")).await.is_ok());
+        assert!(cache.lookup(ip("2001:db8:7::7")).await.is_ok());
+        run(&["ip", "-n", &h, "route", "del", "default"]);
+        run(&["ip", "-n", &h, "-6", "route", "del", "default"]);
+        for dst in ["198.19.7.7", "2001:db8:7::7"] {
+            eventually("the deleted default route", async || {
+                cache.lookup(ip(dst)).await == Err(RouteError::NoRoute(ip(dst)))
+            })
+            .await;
+        }
+    });
+}
+
+#[test]
+fn cache_serves_repeats_and_follows_route_changes() {
+    let lab = Lab::new();
+    let h = lab.h.name.clone();
+    let gw_mac = lab.gw_mac;
+    lab.run_in_host(move || async move {
+        let cache = RouteCache::new().await.unwrap();
+        let dst4 = ip("198.19.7.7");
+        let dst6 = ip("2001:db8:7::7");
+        // Notifications from the lab's setup may still be arriving; wait
+        // until a repeat lookup is served from the cache at all.
+        eventually("a cached repeat lookup", async || {
+            cache.lookup(dst4).await.unwrap();
+            let queries = cache.netlink_queries();
+            cache.lookup(dst4).await.unwrap();
+            cache.netlink_queries() == queries
+        })
+        .await;
+        let first = cache.lookup(dst4).await.unwrap();
+        cache.lookup(dst6).await.unwrap();
+
+        // Repeats are served without netlink traffic.
+        let queries = cache.netlink_queries();
+        let hits = cache.hits();
+        assert!(queries >= 2);
+        for _ in 0..5 {
+            assert_eq!(cache.lookup(dst4).await.unwrap(), first);
+            cache.lookup(dst6).await.unwrap();
+        }
+        assert_eq!(
+            cache.netlink_queries(),
+            queries,
+            "repeat lookups went to netlink"
+        );
+        assert_eq!(cache.hits(), hits + 10);
+
+        // Another gateway: the notification invalidates, the next lookup
+        // sees the new route and the new gateway's MAC.
+        let refreshes = cache.refreshes();
+        run(&[
+            "ip",
+            "-n",
+            &h,
+            "route",
+            "replace",
+            "default",
+            "via",
+            "198.18.1.3",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &h,
+            "-6",
+            "route",
+            "replace",
+            "default",
+            "via",
+            "2001:db8:1::3",
+        ]);
+        let gw2: MacAddr = GW2_MAC.parse().unwrap();
+        for (dst, gw) in [(dst4, "198.18.1.3"), (dst6, "2001:db8:1::3")] {
+            eventually("the replaced default route", async || {
+                let route = cache.lookup(dst).await.unwrap();
+                route.gateway == Some(ip(gw)) && route.gateway_mac == Some(gw2)
+            })
+            .await;
+        }
+        assert!(cache.refreshes() > refreshes, "no invalidation counted");
+
+        // A neighbour's new MAC reaches cached routes through it...
+        let refreshes = cache.refreshes();
+        let moved = "02:00:5e:00:00:33";
+        run(&[
+            "ip",
+            "-n",
+            &h,
+            "neigh",
+            "replace",
+            "198.18.1.3",
+            "lladdr",
+            moved,
+            "dev",
+            "v0",
+            "nud",
+            "permanent",
+        ]);
+        eventually("the neighbour change", async || {
+            cache.lookup(dst4).await.unwrap().gateway_mac == Some(moved.parse().unwrap())
+        })
+        .await;
+        assert!(cache.refreshes() > refreshes);
+        // ...without dropping routes through other next hops.
+        let queries = cache.netlink_queries();
+        assert_eq!(cache.lookup(dst6).await.unwrap().gateway_mac, Some(gw2));
+        assert_eq!(cache.netlink_queries(), queries);
+
+        // Link changes (MTU) are picked up too.
+        run(&["ip", "-n", &h, "link", "set", "v0", "mtu", "1300"]);
+        eventually("the MTU change", async || {
+            cache.lookup(dst4).await.unwrap().interface.mtu == 1300
+        })
+        .await;
+
+        // And back to the first gateway.
+        run(&[
+            "ip",
+            "-n",
+            &h,
+            "route",
+            "replace",
+            "default",
+            "via",
+            "198.18.1.1",
+        ]);
+        eventually("the restored default route", async || {
+            cache.lookup(dst4).await.unwrap().gateway_mac == Some(gw_mac)
+        })
+        .await;
+    });
+}
+
+#[test]
+fn source_is_the_routes_prefsrc() {
+    // Two addresses on the interface; a route that names its source.
+    let lab = Lab::new();
+    lab.h.ip(&["addr", "add", "198.18.2.2/24", "dev", "v0"]);
+    lab.h.ip(&[
+        "route",
+        "add",
+        "198.19.9.0/24",
+        "via",
+        "198.18.1.1",
+        "src",
+        "198.18.2.2",
+    ]);
+    lab.run_in_host(move || async move {
+        let cache = RouteCache::new().await.unwrap();
+        let route = cache.lookup(ip("198.19.9.9")).await.unwrap();
+        assert_eq!(route.source, ip("198.18.2.2"), "prefsrc of the route wins");
+        let route = cache.lookup(ip("198.19.7.7")).await.unwrap();
+        assert_eq!(route.source, ip("198.18.1.2"));
+    });
+}
