@@ -136,3 +136,211 @@ fn answer_of(reply: &Reply, packet: &CapturedPacket, target: IpAddr) -> Answer {
         terminal: destination || packet.kind == EventKind::DestUnreachable,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use etherparse::PacketBuilder;
+    use traceroute_common::Direction;
+
+    use super::*;
+    use crate::probe::Ttl;
+    use crate::trace::state::Status;
+
+    const SRC: [u8; 4] = [198, 18, 1, 1];
+    const DST: [u8; 4] = [198, 18, 5, 2];
+    const HOP: [u8; 4] = [198, 18, 2, 2];
+
+    fn engine_for<'a>(
+        flow: &'a ProbeFlow,
+        sender: &'a ProbeSender,
+        pacer: &'a Pacer,
+    ) -> Engine<'a> {
+        Engine {
+            flow,
+            sender,
+            pacer,
+            plan: Plan {
+                max_ttl: Ttl::new(8).unwrap(),
+                attempts: 2,
+                timeout: Duration::from_secs(1),
+            },
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    fn key(attempt: u8, ttl: u8) -> ProbeKey {
+        ProbeKey {
+            attempt,
+            ttl: Ttl::new(ttl).unwrap(),
+        }
+    }
+
+    fn packet(kind: EventKind, bytes: Vec<u8>, at_ms: u64) -> CapturedPacket {
+        CapturedPacket {
+            timestamp: MonotonicTime::from_nanos(1_000_000_000 + at_ms * 1_000_000),
+            ifindex: 2,
+            direction: if kind == EventKind::Probe {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            kind,
+            cookie: 1,
+            packet_len: bytes.len() as u32,
+            bytes,
+        }
+    }
+
+    /// An ICMP error from `from` quoting the first `quote` bytes of `probe`.
+    fn icmp_error(from: [u8; 4], ty: u8, code: u8, probe: &[u8], quote: usize) -> Vec<u8> {
+        let b = PacketBuilder::ipv4(from, SRC, 60).icmpv4_raw(ty, code, [0; 4]);
+        let mut out = Vec::new();
+        b.write(&mut out, &probe[..quote]).unwrap();
+        out
+    }
+
+    fn state_with_sent(engine: &Engine<'_>, sent_ms: u64) -> TraceState {
+        let mut state = TraceState::new(engine.plan);
+        for attempt in 0..2 {
+            for ttl in 1..=8 {
+                state.on_sent(
+                    key(attempt, ttl),
+                    MonotonicTime::from_nanos(1_000_000_000 + sent_ms * 1_000_000),
+                );
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn udp_replies_map_to_their_probe_and_rtt_uses_the_kernel_tx_stamp() {
+        let flow = ProbeFlow::udp(
+            SocketAddr::from((SRC, 40001)),
+            SocketAddr::from((DST, 33434)),
+        )
+        .unwrap();
+        let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
+        let engine = engine_for(&flow, &sender, &pacer);
+        let mut state = state_with_sent(&engine, 0);
+        let mut ignored = Ignored::default();
+
+        let probe = build_probe(&flow, Ttl::new(2).unwrap(), 1);
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::Probe, probe.clone(), 1),
+        );
+        // A router quoting only the RFC 792 minimum (IP header + 8 bytes).
+        let te = icmp_error(HOP, 11, 0, &probe, 28);
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::TimeExceeded, te, 4),
+        );
+        let p = &state.probes()[&key(1, 2)];
+        assert_eq!(
+            p.rtt(),
+            Some(Duration::from_millis(3)),
+            "kernel RX - kernel TX"
+        );
+        let Status::Answered(a) = &p.status else {
+            panic!("not answered")
+        };
+        assert_eq!(a.from, IpAddr::from(HOP));
+        assert!(!a.destination && !a.terminal);
+
+        let probe = build_probe(&flow, Ttl::new(5).unwrap(), 0);
+        let unreach = icmp_error(DST, 3, 3, &probe, probe.len());
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::DestUnreachable, unreach, 6),
+        );
+        let Status::Answered(a) = &state.probes()[&key(0, 5)].status else {
+            panic!()
+        };
+        assert!(
+            a.destination && a.terminal,
+            "port unreachable from the target"
+        );
+        assert_eq!(state.end_ttl(), Ttl::new(5));
+        assert_eq!(ignored, Ignored::default());
+    }
+
+    #[test]
+    fn unreachable_from_a_router_ends_the_path_without_reaching_it() {
+        let flow = ProbeFlow::udp(
+            SocketAddr::from((SRC, 40001)),
+            SocketAddr::from((DST, 33434)),
+        )
+        .unwrap();
+        let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
+        let engine = engine_for(&flow, &sender, &pacer);
+        let mut state = state_with_sent(&engine, 0);
+        let mut ignored = Ignored::default();
+        let probe = build_probe(&flow, Ttl::new(3).unwrap(), 0);
+        let prohibited = icmp_error(HOP, 3, 13, &probe, 28);
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::DestUnreachable, prohibited, 2),
+        );
+        let Status::Answered(a) = &state.probes()[&key(0, 3)].status else {
+            panic!()
+        };
+        assert!(!a.destination && a.terminal);
+        assert_eq!(state.end_ttl(), Ttl::new(3));
+    }
+
+    #[test]
+    fn tcp_replies_with_a_foreign_salt_are_ignored_and_counted() {
+        let flow = ProbeFlow::tcp(SocketAddr::from((SRC, 40001)), SocketAddr::from((DST, 80)))
+            .unwrap()
+            .with_salt(0x5151);
+        let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
+        let engine = engine_for(&flow, &sender, &pacer);
+        let mut state = state_with_sent(&engine, 0);
+        let mut ignored = Ignored::default();
+        let id = crate::probe::ProbeId::new(Ttl::new(4).unwrap(), 1);
+        let synack = |salt: u16| {
+            let ack = crate::probe::TcpSeq::new(salt, id).0.wrapping_add(1);
+            let b = PacketBuilder::ipv4(DST, SRC, 60)
+                .tcp(80, 40001, 9, 1024)
+                .syn()
+                .ack(ack);
+            let mut out = Vec::new();
+            b.write(&mut out, &[]).unwrap();
+            out
+        };
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::TcpSynAck, synack(0x1111), 2),
+        );
+        assert_eq!(ignored.unmatched, 1, "spoofed/stray SYN-ACK");
+        assert_eq!(state.probes()[&key(1, 4)].status, Status::Pending);
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::TcpSynAck, synack(0x5151), 3),
+        );
+        let Status::Answered(a) = &state.probes()[&key(1, 4)].status else {
+            panic!()
+        };
+        assert!(a.destination);
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::TcpSynAck, synack(0x5151), 4),
+        );
+        assert_eq!(state.duplicates(), 1);
+        engine.on_packet(
+            &mut state,
+            &mut ignored,
+            &packet(EventKind::TcpRst, vec![0x45, 0, 1], 5),
+        );
+        assert_eq!(ignored.malformed, 1);
+    }
+}
