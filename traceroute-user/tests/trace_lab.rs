@@ -172,8 +172,8 @@ fn ecmp_flow_sees_one_consistent_path() {
     let dst = lab.primary("dst", Family::V4).unwrap();
     let paths = lab.path("src", "dst", Family::V4).unwrap();
     let mut branches_seen = std::collections::HashSet::new();
-    for _ in 0..6 {
-        let t = trace(&lab, "src", &[&dst.to_string(), "-U"]);
+    for _ in 0..16 {
+        let t = trace(&lab, "src", &[&dst.to_string(), "-U", "-q", "2"]);
         let first = hops(&t.record, 0);
         for i in 1..runs(&t.record) {
             assert_eq!(
@@ -194,7 +194,7 @@ fn ecmp_flow_sees_one_consistent_path() {
         }
         branches_seen.insert(first[1].1.clone());
     }
-    // Six flows (six source ports) over a 2-way ECMP: both branches, with overwhelming odds.
+    // 16 flows (16 source ports) over a 2-way ECMP: both branches (odds of not: 3e-5).
     assert_eq!(branches_seen.len(), 2, "{branches_seen:?}");
 }
 
