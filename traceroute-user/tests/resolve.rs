@@ -6,89 +6,34 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::netns::Netns;
 use traceroute_user::resolve::{
     FamilyPreference, ResolveError, ReverseDns, ReverseDnsConfig, resolve_target,
 };
 
-/// A network namespace that exists as long as this value.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "rt{}-{}dns",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `body` on a thread inside the namespace with a current-thread
-    /// runtime; the resolver's blocking threads are started from that thread
-    /// and inherit its namespace.
-    fn run_inside<F, Fut>(&self, body: F)
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = ()>,
-    {
-        let path = format!("/run/netns/{}", self.name);
-        let thread = std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: plain syscall on a valid fd; only this thread moves.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let inside = netns_id();
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    // The resolver runs on blocking threads: make sure they
-                    // are in the namespace too before trusting the isolation.
-                    let blocking = tokio::task::spawn_blocking(netns_id).await.unwrap();
-                    assert_eq!(blocking, inside, "blocking thread escaped the namespace");
-                    body().await
-                });
-        });
-        if let Err(panic) = thread.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// Runs `body` in a fresh namespace that has only loopback: no DNS query can
+/// leave it. The resolver runs on blocking threads, so first make sure they are
+/// in the namespace too before trusting the isolation.
+fn run_isolated<F, Fut>(body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let ns = Netns::new("dns");
+    ns.run_inside(|| async move {
+        let inside = netns_id();
+        let blocking = tokio::task::spawn_blocking(netns_id).await.unwrap();
+        assert_eq!(blocking, inside, "blocking thread escaped the namespace");
+        body().await
+    });
 }
 
 fn netns_id() -> std::path::PathBuf {
     std::fs::read_link("/proc/thread-self/ns/net").unwrap()
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed (are we root?): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -99,7 +44,7 @@ const T: Duration = Duration::from_secs(3);
 
 #[test]
 fn localhost_resolves_from_hosts_file() {
-    Netns::new().run_inside(|| async {
+    run_isolated(|| async {
         let r = resolve_target("localhost", FamilyPreference::Any, T)
             .await
             .unwrap();
@@ -116,7 +61,7 @@ fn localhost_resolves_from_hosts_file() {
 
 #[test]
 fn invalid_tld_fails_within_the_timeout() {
-    Netns::new().run_inside(|| async {
+    run_isolated(|| async {
         let timeout = Duration::from_secs(2);
         let start = Instant::now();
         let err = resolve_target("no-such-host.invalid", FamilyPreference::Any, timeout)
@@ -143,7 +88,7 @@ fn invalid_tld_fails_within_the_timeout() {
 
 #[test]
 fn literals_skip_dns_and_honour_the_family() {
-    Netns::new().run_inside(|| async {
+    run_isolated(|| async {
         for (host, fam, want) in [
             ("198.18.0.1", FamilyPreference::Any, "198.18.0.1"),
             ("198.18.0.1", FamilyPreference::V4, "198.18.0.1"),
@@ -179,7 +124,7 @@ fn literals_skip_dns_and_honour_the_family() {
 
 #[test]
 fn reverse_dns_names_and_caches() {
-    Netns::new().run_inside(|| async {
+    run_isolated(|| async {
         let rdns = ReverseDns::new();
         let name = rdns.lookup(ip("127.0.0.1")).await;
         assert!(name.as_deref().is_some_and(|n| !n.is_empty()), "{name:?}");
@@ -210,7 +155,7 @@ fn reverse_dns_names_and_caches() {
 
 #[test]
 fn reverse_dns_cache_is_bounded_and_expires() {
-    Netns::new().run_inside(|| async {
+    run_isolated(|| async {
         let rdns = ReverseDns::with_config(ReverseDnsConfig {
             capacity: 3,
             negative_ttl: Duration::from_millis(50),

@@ -6,66 +6,17 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::netns::{Netns, run};
 use traceroute_user::route::{MacAddr, RouteCache, RouteError};
 
-/// A network namespace that exists as long as this value.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "rt{}-{}{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            tag
-        );
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n NAME ARGS...`, which must succeed.
-    fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "-n", &self.name];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-
-    fn link_json(&self, dev: &str) -> serde_json::Value {
-        let out = self.ip(&["-j", "link", "show", "dev", dev]);
-        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link output");
-        v[0].clone()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed (are we root?): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+fn link_json(ns: &Netns, dev: &str) -> serde_json::Value {
+    let out = ns.ip(&["-j", "link", "show", "dev", dev]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link output");
+    v[0].clone()
 }
 
 /// Host `h` (v0: 198.18.1.2/24, 2001:db8:1::2/64, MTU 1400) linked to router
@@ -104,7 +55,7 @@ impl Lab {
         }
         h.ip(&["route", "add", "default", "via", "198.18.1.1"]);
         h.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
-        let gw_mac: MacAddr = r.link_json("v1")["address"]
+        let gw_mac: MacAddr = link_json(&r, "v1")["address"]
             .as_str()
             .unwrap()
             .parse()
@@ -139,30 +90,13 @@ impl Lab {
         Lab { h, _r: r, gw_mac }
     }
 
-    /// Runs `body` on a thread inside the host namespace, with its own
-    /// current-thread runtime (the route cache binds to the namespace of the
-    /// thread that creates it). A panic in `body` fails the test after the
-    /// namespaces are removed by `Drop`.
+    /// Runs `body` inside the host namespace (see `Netns::run_inside`).
     fn run_in_host<F, Fut>(&self, body: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
     {
-        let path = format!("/run/netns/{}", self.h.name);
-        let thread = std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: plain syscall on a valid fd; only this thread moves.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(body());
-        });
-        if let Err(panic) = thread.join() {
-            std::panic::resume_unwind(panic);
-        }
+        self.h.run_inside(body)
     }
 }
 
@@ -183,7 +117,7 @@ async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
 #[test]
 fn lookup_reports_interface_source_gateway_and_macs() {
     let lab = Lab::new();
-    let link = lab.h.link_json("v0");
+    let link = link_json(&lab.h, "v0");
     let (if_index, if_mac, if_mtu) = (
         link["ifindex"].as_u64().unwrap() as u32,
         link["address"]
@@ -193,7 +127,7 @@ fn lookup_reports_interface_source_gateway_and_macs() {
             .unwrap(),
         link["mtu"].as_u64().unwrap() as u32,
     );
-    let lo_index = lab.h.link_json("lo")["ifindex"].as_u64().unwrap() as u32;
+    let lo_index = link_json(&lab.h, "lo")["ifindex"].as_u64().unwrap() as u32;
     let gw_mac = lab.gw_mac;
     lab.run_in_host(move || async move {
         let cache = RouteCache::new().await.unwrap();
