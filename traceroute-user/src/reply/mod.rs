@@ -1,0 +1,493 @@
+//! Decoding what the capture delivers: replies to our probes, and our own
+//! probes leaving (so their kernel TX timestamps can be matched).
+//!
+//! [`Reply::parse`] takes the bytes from the outer IP header on (possibly
+//! truncated, as captured) and recovers the probe they belong to: its
+//! [`FlowKey`] as we sent it and its [`ProbeId`] (see [`crate::probe`] for
+//! where each protocol carries it). Malformed, truncated or foreign packets
+//! give a [`ReplyError`], never a panic.
+//!
+//! TCP: the [`ProbeId`] comes from the low half of the probe's sequence
+//! number, so [`Reply::tcp_seq`] is exposed as well and the caller must check
+//! [`TcpSeq::salt`] against its flow's salt before trusting the id (a SYN-ACK
+//! or RST of an unrelated connection on the same ports would not carry it).
+
+use std::net::IpAddr;
+
+use etherparse::err::{ip::LaxHeaderSliceError, tcp::HeaderSliceError as TcpSliceError};
+use etherparse::{LaxIpSlice, TcpSlice};
+use serde::{Deserialize, Serialize};
+use traceroute_common::{EventKind, FlowKey, proto};
+
+use crate::probe::{ProbeId, TcpSeq};
+
+/// ICMP message types we decode.
+mod icmp_type {
+    pub const V4_ECHO_REPLY: u8 = 0;
+    pub const V4_DEST_UNREACHABLE: u8 = 3;
+    pub const V4_ECHO_REQUEST: u8 = 8;
+    pub const V4_TIME_EXCEEDED: u8 = 11;
+    pub const V6_DEST_UNREACHABLE: u8 = 1;
+    pub const V6_TIME_EXCEEDED: u8 = 3;
+    pub const V6_ECHO_REQUEST: u8 = 128;
+    pub const V6_ECHO_REPLY: u8 = 129;
+}
+
+/// ICMP header length (type, code, checksum, 4 bytes that depend on the type).
+const ICMP_HEADER_LEN: usize = 8;
+/// RFC 4884: where extensions start when a router does not fill in the length
+/// field (pre-RFC 4884 behaviour, still common).
+const ICMP_EXTENSION_COMPAT_OFFSET: usize = 128;
+
+/// One MPLS label stack entry from an ICMP extension (RFC 4950).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MplsLabel {
+    /// 20-bit label value.
+    pub label: u32,
+    /// Traffic class (formerly EXP) bits.
+    pub exp: u8,
+    /// Bottom-of-stack flag.
+    pub bottom_of_stack: bool,
+    /// TTL of the label stack entry.
+    pub ttl: u8,
+}
+
+/// What the quoted copy of our probe inside an ICMP error tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quote {
+    /// TTL / hop limit our probe had when the router saw it (usually 0 or 1
+    /// for time exceeded; more means a router in between did not decrement).
+    pub ttl: u8,
+    /// Length of our probe according to the quoted IP header.
+    pub ip_len: u16,
+    /// Bytes of the quoted transport header present (8 is the RFC 792 minimum).
+    pub transport_len: usize,
+    /// RFC 4884 "original datagram" length in bytes when the router set it.
+    pub original_datagram_len: Option<usize>,
+}
+
+/// A decoded reply (or egress probe) matched to the probe it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// What the packet is. [`EventKind::Probe`] for our own outgoing probes.
+    pub kind: EventKind,
+    /// Outer source address: the responding router or destination (ourselves
+    /// for [`EventKind::Probe`]).
+    pub source: IpAddr,
+    /// Outer destination address.
+    pub destination: IpAddr,
+    /// Outer TTL / hop limit (for a probe: the TTL it was sent with).
+    pub ttl: u8,
+    /// ICMP / ICMPv6 `(type, code)` when the packet is ICMP.
+    pub icmp: Option<(u8, u8)>,
+    /// The probe's flow as we sent it (remote = probe destination).
+    pub flow: FlowKey,
+    /// The probe's identity; `None` when the packet does not carry a valid one.
+    /// For TCP check [`Reply::tcp_seq`]'s salt first.
+    pub probe_id: Option<ProbeId>,
+    /// TCP only: the sequence number of our probe (from the quote, from
+    /// `ack - 1` of a SYN-ACK/RST, or from the probe itself).
+    pub tcp_seq: Option<TcpSeq>,
+    /// IPv4 only: the identification field of our probe (quoted or own).
+    pub ip_id: Option<u16>,
+    /// ICMP errors only: facts about the quoted probe.
+    pub quote: Option<Quote>,
+    /// MPLS label stack from ICMP extensions, outermost first.
+    pub mpls_labels: Vec<MplsLabel>,
+}
+
+/// Why a captured packet could not be decoded into a [`Reply`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("outer IP header: {0}")]
+    Outer(#[source] LaxHeaderSliceError),
+    #[error("quoted IP header: {0}")]
+    Quoted(#[source] LaxHeaderSliceError),
+    #[error("IPv6 extension headers could not be parsed")]
+    ExtensionHeaders,
+    #[error("IP fragment (probes and their replies are never fragmented)")]
+    Fragment,
+    #[error("truncated {layer}: need {needed} bytes, have {available}")]
+    Truncated {
+        layer: &'static str,
+        needed: usize,
+        available: usize,
+    },
+    #[error("TCP header: {0}")]
+    Tcp(#[source] TcpSliceError),
+    #[error("IP protocol {0} is not one of our probes or replies")]
+    UnsupportedProtocol(u8),
+    #[error("ICMP type {icmp_type} code {code} is not a reply we handle")]
+    UnsupportedIcmp { icmp_type: u8, code: u8 },
+    #[error("TCP segment with flags {0:#04x} is neither a SYN, a SYN-ACK nor a RST")]
+    UnsupportedTcp(u8),
+    #[error("ICMP error quotes an IPv{quoted} packet inside IPv{outer}")]
+    QuoteVersionMismatch { outer: u8, quoted: u8 },
+    #[error("quoted ICMP type {0} is not an echo request")]
+    QuotedIcmpNotEcho(u8),
+}
+
+/// An IP layer (outer or quoted), reduced to what we use.
+struct Ip<'a> {
+    version: u8,
+    source: IpAddr,
+    destination: IpAddr,
+    ttl: u8,
+    /// IPv4 identification (None for IPv6).
+    id: Option<u16>,
+    /// Length per the header (v4 total length; v6 40 + payload length).
+    len: u16,
+    protocol: u8,
+    payload: &'a [u8],
+}
+
+impl<'a> Ip<'a> {
+    fn from_slice(slice: LaxIpSlice<'a>) -> Ip<'a> {
+        let payload = slice.payload();
+        match &slice {
+            LaxIpSlice::Ipv4(v4) => {
+                let h = v4.header();
+                Ip {
+                    version: 4,
+                    source: h.source_addr().into(),
+                    destination: h.destination_addr().into(),
+                    ttl: h.ttl(),
+                    id: Some(h.identification()),
+                    len: h.total_len(),
+                    protocol: payload.ip_number.0,
+                    payload: payload.payload,
+                }
+            }
+            LaxIpSlice::Ipv6(v6) => {
+                let h = v6.header();
+                Ip {
+                    version: 6,
+                    source: h.source_addr().into(),
+                    destination: h.destination_addr().into(),
+                    ttl: h.hop_limit(),
+                    id: None,
+                    len: h.payload_length().saturating_add(40),
+                    protocol: payload.ip_number.0,
+                    payload: payload.payload,
+                }
+            }
+        }
+    }
+}
+
+/// Parses an IP layer, rejecting fragments and broken extension headers.
+fn parse_ip(
+    bytes: &[u8],
+    wrap: fn(LaxHeaderSliceError) -> ReplyError,
+) -> Result<Ip<'_>, ReplyError> {
+    let (slice, ext_error) = LaxIpSlice::from_slice(bytes).map_err(wrap)?;
+    // Why only v4's offset: a first fragment still starts with the transport
+    // header; for IPv6 any fragment header that fragments is refused.
+    let fragment = match &slice {
+        LaxIpSlice::Ipv4(v4) => v4.header().fragments_offset().value() != 0,
+        LaxIpSlice::Ipv6(v6) => v6.is_payload_fragmented(),
+    };
+    if ext_error.is_some() {
+        return Err(ReplyError::ExtensionHeaders);
+    }
+    if fragment {
+        return Err(ReplyError::Fragment);
+    }
+    Ok(Ip::from_slice(slice))
+}
+
+fn need(layer: &'static str, bytes: &[u8], needed: usize) -> Result<(), ReplyError> {
+    if bytes.len() < needed {
+        Err(ReplyError::Truncated {
+            layer,
+            needed,
+            available: bytes.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn flow_key(remote: IpAddr, protocol: u8, local_port: u16, remote_port: u16) -> FlowKey {
+    match remote {
+        IpAddr::V4(a) => FlowKey::v4(a.octets(), protocol, local_port, remote_port),
+        IpAddr::V6(a) => FlowKey::v6(a.octets(), protocol, local_port, remote_port),
+    }
+}
+
+/// Transport fields of one of our probes, read from its first bytes.
+struct ProbeFields {
+    flow: FlowKey,
+    probe_id: Option<ProbeId>,
+    tcp_seq: Option<TcpSeq>,
+}
+
+/// Reads our probe's identity from its transport header (`t`, at least the
+/// ports; the id needs 8 bytes). `destination` is the probe's destination.
+fn probe_fields(
+    version: u8,
+    destination: IpAddr,
+    protocol: u8,
+    t: &[u8],
+) -> Result<ProbeFields, ReplyError> {
+    let is_icmp =
+        (version == 4 && protocol == proto::ICMP) || (version == 6 && protocol == proto::ICMPV6);
+    if is_icmp {
+        need("quoted ICMP header", t, 6)?;
+        let echo = if version == 4 {
+            icmp_type::V4_ECHO_REQUEST
+        } else {
+            icmp_type::V6_ECHO_REQUEST
+        };
+        if t[0] != echo {
+            return Err(ReplyError::QuotedIcmpNotEcho(t[0]));
+        }
+        let probe_id = (t.len() >= 8)
+            .then(|| ProbeId::from_raw(be16(t, 6)))
+            .flatten();
+        return Ok(ProbeFields {
+            flow: flow_key(destination, protocol, be16(t, 4), 0),
+            probe_id,
+            tcp_seq: None,
+        });
+    }
+    if protocol != proto::TCP && protocol != proto::UDP {
+        return Err(ReplyError::UnsupportedProtocol(protocol));
+    }
+    need("transport ports", t, 4)?;
+    let flow = flow_key(destination, protocol, be16(t, 0), be16(t, 2));
+    let (probe_id, tcp_seq) = match (protocol, t.len() >= 8) {
+        (proto::TCP, true) => {
+            let seq = TcpSeq(be32(t, 4));
+            (seq.probe_id(), Some(seq))
+        }
+        // The UDP checksum is the id.
+        (_, true) => (ProbeId::from_raw(be16(t, 6)), None),
+        (_, false) => (None, None),
+    };
+    Ok(ProbeFields {
+        flow,
+        probe_id,
+        tcp_seq,
+    })
+}
+
+impl Reply {
+    /// Decodes `bytes` (from the outer IP header on). See the module docs.
+    ///
+    /// The direction is read from the content: a TCP SYN without ACK, a UDP
+    /// datagram or an echo request is one of our probes ([`EventKind::Probe`]);
+    /// a capture that also sees foreign traffic should pass only egress
+    /// packets of registered flows as probes.
+    pub fn parse(bytes: &[u8]) -> Result<Reply, ReplyError> {
+        let ip = parse_ip(bytes, ReplyError::Outer)?;
+        match (ip.version, ip.protocol) {
+            (4, proto::ICMP) | (6, proto::ICMPV6) => Self::icmp(&ip),
+            (_, proto::TCP) => Self::tcp(&ip),
+            (_, proto::UDP) => Self::own_probe(&ip, None),
+            (_, other) => Err(ReplyError::UnsupportedProtocol(other)),
+        }
+    }
+
+    /// The probe id, trusted only if the TCP salt matches `salt` (the salt of
+    /// this reply's flow); non-TCP ids are returned as they are.
+    pub fn probe_id_with_salt(&self, salt: u16) -> Option<ProbeId> {
+        match self.tcp_seq {
+            Some(seq) if seq.salt() != salt => None,
+            _ => self.probe_id,
+        }
+    }
+
+    fn base(ip: &Ip<'_>, kind: EventKind, fields: ProbeFields) -> Reply {
+        Reply {
+            kind,
+            source: ip.source,
+            destination: ip.destination,
+            ttl: ip.ttl,
+            icmp: None,
+            flow: fields.flow,
+            probe_id: fields.probe_id,
+            tcp_seq: fields.tcp_seq,
+            ip_id: None,
+            quote: None,
+            mpls_labels: Vec::new(),
+        }
+    }
+
+    /// One of our probes leaving: the identity is in its own headers.
+    fn own_probe(ip: &Ip<'_>, icmp: Option<(u8, u8)>) -> Result<Reply, ReplyError> {
+        need("probe transport header", ip.payload, 8)?;
+        let fields = probe_fields(ip.version, ip.destination, ip.protocol, ip.payload)?;
+        let mut reply = Self::base(ip, EventKind::Probe, fields);
+        reply.icmp = icmp;
+        reply.ip_id = ip.id;
+        if reply.probe_id.is_none() {
+            reply.probe_id = ip.id.and_then(ProbeId::from_raw);
+        }
+        Ok(reply)
+    }
+
+    fn tcp(ip: &Ip<'_>) -> Result<Reply, ReplyError> {
+        let tcp = TcpSlice::from_slice(ip.payload).map_err(ReplyError::Tcp)?;
+        let flags = ip.payload[13];
+        if tcp.syn() && !tcp.ack() {
+            return Self::own_probe(ip, None);
+        }
+        let kind = if tcp.rst() {
+            EventKind::TcpRst
+        } else if tcp.syn() && tcp.ack() {
+            EventKind::TcpSynAck
+        } else {
+            return Err(ReplyError::UnsupportedTcp(flags));
+        };
+        // The reply comes from the destination: our ports are swapped, and
+        // the acknowledgment number (if valid) is our sequence number + 1.
+        let tcp_seq = tcp
+            .ack()
+            .then(|| TcpSeq::from_ack(tcp.acknowledgment_number()));
+        let fields = ProbeFields {
+            flow: flow_key(
+                ip.source,
+                proto::TCP,
+                tcp.destination_port(),
+                tcp.source_port(),
+            ),
+            probe_id: tcp_seq.and_then(TcpSeq::probe_id),
+            tcp_seq,
+        };
+        Ok(Self::base(ip, kind, fields))
+    }
+
+    fn icmp(ip: &Ip<'_>) -> Result<Reply, ReplyError> {
+        let icmp = ip.payload;
+        need("ICMP header", icmp, ICMP_HEADER_LEN)?;
+        let (icmp_type, code) = (icmp[0], icmp[1]);
+        let v4 = ip.version == 4;
+        use icmp_type::*;
+        let kind = match (v4, icmp_type) {
+            (true, V4_TIME_EXCEEDED) | (false, V6_TIME_EXCEEDED) => EventKind::TimeExceeded,
+            (true, V4_DEST_UNREACHABLE) | (false, V6_DEST_UNREACHABLE) => {
+                EventKind::DestUnreachable
+            }
+            (true, V4_ECHO_REPLY) | (false, V6_ECHO_REPLY) => EventKind::EchoReply,
+            (true, V4_ECHO_REQUEST) | (false, V6_ECHO_REQUEST) => {
+                return Self::own_probe(ip, Some((icmp_type, code)));
+            }
+            _ => return Err(ReplyError::UnsupportedIcmp { icmp_type, code }),
+        };
+        if kind == EventKind::EchoReply {
+            // Echo replies carry our identifier and sequence back.
+            let fields = ProbeFields {
+                flow: flow_key(ip.source, ip.protocol, be16(icmp, 4), 0),
+                probe_id: ProbeId::from_raw(be16(icmp, 6)),
+                tcp_seq: None,
+            };
+            let mut reply = Self::base(ip, kind, fields);
+            reply.icmp = Some((icmp_type, code));
+            return Ok(reply);
+        }
+        Self::icmp_error(ip, kind, (icmp_type, code))
+    }
+
+    /// Time exceeded / destination unreachable: the probe is in the quote.
+    fn icmp_error(ip: &Ip<'_>, kind: EventKind, type_code: (u8, u8)) -> Result<Reply, ReplyError> {
+        let body = &ip.payload[ICMP_HEADER_LEN..];
+        // RFC 4884 length of the original datagram: in 32-bit words at byte 5
+        // for ICMPv4, in 64-bit words at byte 4 for ICMPv6. It is only valid
+        // from 128 bytes on; smaller values are junk from old routers (these
+        // bytes were "unused"), so they count as absent.
+        let length_field = if ip.version == 4 {
+            usize::from(ip.payload[5]) * 4
+        } else {
+            usize::from(ip.payload[4]) * 8
+        };
+        let original_len = if length_field >= ICMP_EXTENSION_COMPAT_OFFSET {
+            length_field
+        } else {
+            0
+        };
+        let quote = match original_len {
+            0 => body,
+            n => &body[..n.min(body.len())],
+        };
+        let inner = parse_ip(quote, ReplyError::Quoted)?;
+        if inner.version != ip.version {
+            return Err(ReplyError::QuoteVersionMismatch {
+                outer: ip.version,
+                quoted: inner.version,
+            });
+        }
+        let fields = probe_fields(
+            inner.version,
+            inner.destination,
+            inner.protocol,
+            inner.payload,
+        )?;
+        let mut reply = Self::base(ip, kind, fields);
+        reply.icmp = Some(type_code);
+        reply.ip_id = inner.id;
+        if reply.probe_id.is_none() {
+            // The quote is too short for the transport id: the IPv4 ID is ours too.
+            reply.probe_id = inner.id.and_then(ProbeId::from_raw);
+        }
+        reply.quote = Some(Quote {
+            ttl: inner.ttl,
+            ip_len: inner.len,
+            transport_len: inner.payload.len(),
+            original_datagram_len: (original_len > 0).then_some(original_len),
+        });
+        reply.mpls_labels = mpls_labels(body, original_len);
+        Ok(reply)
+    }
+}
+
+/// MPLS labels from the ICMP extension structure (RFC 4884 / RFC 4950) after
+/// the quoted datagram, if any. Anything malformed just yields fewer labels.
+fn mpls_labels(body: &[u8], original_len: usize) -> Vec<MplsLabel> {
+    let start = if original_len > 0 {
+        original_len
+    } else {
+        ICMP_EXTENSION_COMPAT_OFFSET
+    };
+    let mut labels = Vec::new();
+    // Extension header: version 2 in the high nibble, reserved, checksum.
+    let Some(ext) = body.get(start..) else {
+        return labels;
+    };
+    if ext.len() < 4 || ext[0] >> 4 != 2 {
+        return labels;
+    }
+    let mut objects = &ext[4..];
+    // Each object: length (with its 4-byte header), class-num, c-type.
+    while objects.len() >= 4 {
+        let len = usize::from(be16(objects, 0));
+        let (class, c_type) = (objects[2], objects[3]);
+        if len < 4 || len > objects.len() {
+            break;
+        }
+        if class == 1 && c_type == 1 {
+            for entry in objects[4..len].chunks_exact(4) {
+                let v = be32(entry, 0);
+                labels.push(MplsLabel {
+                    label: v >> 12,
+                    exp: ((v >> 9) & 0x7) as u8,
+                    bottom_of_stack: (v >> 8) & 1 == 1,
+                    ttl: v as u8,
+                });
+            }
+        }
+        objects = &objects[len..];
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests;
