@@ -13,5 +13,6 @@ pub mod probe;
 pub mod reply;
 pub mod resolve;
 pub mod route;
+pub mod service;
 pub mod sinks;
 pub mod trace;

@@ -51,6 +51,10 @@ enum Command {
         #[arg(long)]
         registered_only: bool,
     },
+    /// Run as a service: HTTP API (Unix socket, optional TCP), scheduled
+    /// targets written as JSON lines, Prometheus metrics. SIGHUP reloads the
+    /// config and reopens the output file; SIGTERM stops gracefully.
+    Serve(Box<ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
                 seconds,
                 registered_only,
             } => capture(interfaces, count, seconds, registered_only).await,
+            Command::Serve(args) => serve(*args).await,
         }
     });
     match result {
@@ -283,4 +288,106 @@ async fn capture(
         tracing::info!(counter = name, value, "capture counter");
     }
     Ok(())
+}
+
+/// `serve` flags: each overrides the config file's value.
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// TOML config file (re-read on SIGHUP).
+    #[arg(short, long)]
+    config: Option<std::path::PathBuf>,
+    /// Unix socket path of the API.
+    #[arg(long)]
+    socket: Option<std::path::PathBuf>,
+    /// No Unix socket (then --listen is required).
+    #[arg(long, conflicts_with = "socket")]
+    no_socket: bool,
+    /// Permission bits of the socket file (octal).
+    #[arg(long, value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+    /// Group of the socket file (name or id).
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Also serve the API on this TCP address (loopback unless --allow-non-loopback).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Allow a non-loopback --listen address (the API has no authentication).
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
+    #[arg(long, value_enum)]
+    capture: Option<CaptureMode>,
+    /// Probes per second across all traces.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pps: Option<u32>,
+    /// `namespace` of every record.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Append the JSON lines of scheduled runs to this file instead of stdout.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+    /// Most API traces at once (more get 503 + Retry-After).
+    #[arg(long)]
+    max_concurrent: Option<usize>,
+    /// How long in-flight traces may finish after SIGTERM (e.g. 10s).
+    #[arg(long, value_parser = parse_duration_arg)]
+    shutdown_grace: Option<Duration>,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("invalid octal mode {s:?}"))
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    traceroute_user::service::config::parse_duration(s)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use traceroute_user::service;
+    let config_file = args.config.clone();
+    let overrides = move |c: &mut service::Config| {
+        let a = &args;
+        if let Some(s) = &a.socket {
+            c.api.socket = s.clone();
+        }
+        if a.no_socket {
+            c.api.socket = Default::default();
+        }
+        if let Some(m) = a.socket_mode {
+            c.api.socket_mode = m;
+        }
+        if let Some(g) = &a.socket_group {
+            c.api.socket_group = Some(g.clone());
+        }
+        if let Some(l) = a.listen {
+            c.api.listen = Some(l);
+        }
+        if a.allow_non_loopback {
+            c.api.allow_non_loopback = true;
+        }
+        if let Some(m) = a.capture {
+            c.capture = m;
+        }
+        if let Some(p) = a.pps {
+            c.probes_per_second = p;
+        }
+        if let Some(n) = &a.namespace {
+            c.namespace = n.clone();
+        }
+        if let Some(o) = &a.output {
+            c.output.path = Some(o.clone());
+        }
+        if let Some(m) = a.max_concurrent {
+            c.api.max_concurrent_traces = m;
+        }
+        if let Some(g) = a.shutdown_grace {
+            c.shutdown_grace = g;
+        }
+    };
+    service::run(service::Options {
+        config_file,
+        overrides: Box::new(overrides),
+    })
+    .await
 }

@@ -3,7 +3,9 @@
 //! Every command first runs the setup check (installing only what is missing),
 //! so a fresh machine needs nothing but this repository and cargo.
 
+mod bench;
 mod demo;
+mod install;
 mod setup;
 mod test;
 mod util;
@@ -40,6 +42,10 @@ enum Cmd {
     Test,
     /// Bring up a lab and show the agent at work in it.
     Demo,
+    /// The agent side by side with peer tools in a lab; writes target/bench/report.{json,md}.
+    Bench(bench::Options),
+    /// Install the agent as a systemd service: binary, unit, sample config, user.
+    Install(install::InstallArgs),
     /// Named lab topologies for manual exploration.
     Lab {
         #[command(subcommand)]
@@ -92,6 +98,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         }
         Cmd::Test => test::run_all(),
         Cmd::Demo => demo::run(),
+        Cmd::Install(args) => install::run_install(args),
+        Cmd::Bench(options) => bench::run(options),
         Cmd::Lab { action } => lab(action),
     }
 }

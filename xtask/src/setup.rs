@@ -20,13 +20,15 @@ const EBPF_PACKAGES: &[&str] = &[
     "zlib1g-dev",
 ];
 
-/// Debian packages the lab and its ground-truth tests use.
+/// Debian packages the lab and the tests use: namespaces and nft for the lab,
+/// ping and traceroute as ground truth, systemd-analyze for the unit file.
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
     "iputils-ping",
     "traceroute",
     "procps",
+    "systemd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,6 +1,7 @@
 //! Where finished `NetworkPath` records go: JSON (one object per line) and a
 //! readable table for people.
 
+pub mod file;
 pub mod table;
 
 use std::io::{self, Write};

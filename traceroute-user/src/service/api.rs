@@ -1,0 +1,481 @@
+//! The HTTP API (DESIGN.md §4): a drop-in for the system-probe traceroute
+//! module, plus `/health` and `/metrics`.
+//!
+//! Routing and parameter parsing are done here by hand rather than with
+//! extractors, so that every bad input — unknown paths and methods included —
+//! gets the same `{"code", "message"}` JSON body. README.md ("Running as a
+//! service") documents every parameter and status code; the table in
+//! [`status_of`] is the contract.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use serde::Serialize;
+
+use super::config::{
+    MAX_E2E_QUERIES, MAX_HOP_TIMEOUT, MAX_QUERIES, MAX_TTL_LIMIT, MIN_HOP_TIMEOUT, parse_protocol,
+};
+use super::metrics::Origin;
+use super::{ServiceError, Shared, trace_deadline};
+use crate::probe::{Protocol, Ttl};
+use crate::resolve;
+use crate::trace::TraceRequest;
+
+/// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
+pub const MAX_PATH: usize = 1024;
+/// Longest query string accepted.
+pub const MAX_QUERY: usize = 2048;
+/// Longest `client_id`.
+pub const MAX_CLIENT_ID: usize = 256;
+
+const TRACE_PREFIX: &str = "/traceroute/";
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+/// The HTTP status of an error code.
+pub fn status_of(code: &str) -> StatusCode {
+    match code {
+        "INVALID_REQUEST" | "NOT_SUPPORTED" => StatusCode::BAD_REQUEST,
+        "NOT_FOUND" => StatusCode::NOT_FOUND,
+        "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
+        "URI_TOO_LONG" => StatusCode::URI_TOO_LONG,
+        // The request was fine; the resolver or the network said no.
+        "DNS" | "NETUNREACH" | "HOSTUNREACH" => StatusCode::BAD_GATEWAY,
+        "TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
+        "BUSY" | "SHUTTING_DOWN" => StatusCode::SERVICE_UNAVAILABLE,
+        // DENIED (the agent lacks a privilege), UNKNOWN, anything else: ours.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: &ServiceError) -> Response {
+    let body = serde_json::to_vec(&ErrorBody {
+        code: e.code,
+        message: &e.message,
+    })
+    .unwrap_or_default();
+    let mut r = json_response(status_of(e.code), body);
+    match e.code {
+        "BUSY" => {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        "METHOD_NOT_ALLOWED" => {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        _ => {}
+    }
+    r
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::new("INVALID_REQUEST", message)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
+    let response = match route(&shared, &method, &uri).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    shared.metrics.http_answer(response.status().as_u16());
+    response
+}
+
+async fn route(shared: &Shared, method: &Method, uri: &Uri) -> Result<Response, ServiceError> {
+    let path = uri.path();
+    let query = uri.query().unwrap_or("");
+    if path.len() > MAX_PATH || query.len() > MAX_QUERY {
+        return Err(ServiceError::new(
+            "URI_TOO_LONG",
+            format!("path is limited to {MAX_PATH} bytes and the query string to {MAX_QUERY}"),
+        ));
+    }
+    let known = path == "/health" || path == "/metrics" || path.starts_with(TRACE_PREFIX);
+    if !known {
+        return Err(ServiceError::new(
+            "NOT_FOUND",
+            "no such endpoint (GET /traceroute/{host}, /health, /metrics)",
+        ));
+    }
+    if method != Method::GET {
+        return Err(ServiceError::new(
+            "METHOD_NOT_ALLOWED",
+            format!("{method} is not allowed; use GET"),
+        ));
+    }
+    match path {
+        "/health" => Ok(health(shared)),
+        "/metrics" => {
+            let mut r = Response::new(Body::from(shared.metrics.render()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            Ok(r)
+        }
+        _ => traceroute(shared, &path[TRACE_PREFIX.len()..], query).await,
+    }
+}
+
+fn health(shared: &Shared) -> Response {
+    #[derive(Serialize)]
+    struct Health {
+        status: &'static str,
+        version: &'static str,
+        capture: crate::capture::TimestampSource,
+        api_traces_in_flight: usize,
+        targets: usize,
+    }
+    let config = shared.config();
+    let stopping = shared.is_stopping();
+    let body = Health {
+        status: if stopping { "stopping" } else { "ok" },
+        version: env!("CARGO_PKG_VERSION"),
+        capture: shared.tracer.capture().source(),
+        api_traces_in_flight: config.api.max_concurrent_traces
+            - shared.api_slots.available_permits(),
+        targets: config.targets.len(),
+    };
+    let status = if stopping {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json_response(status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The parsed query of `/traceroute/{host}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    pub protocol: Protocol,
+    pub port: Option<u16>,
+    pub max_ttl: u8,
+    pub timeout: Duration,
+    pub queries: u8,
+    pub e2e_queries: u8,
+    pub reverse_dns: bool,
+    pub client_id: String,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            protocol: Protocol::Udp,
+            port: None,
+            max_ttl: 30,
+            timeout: Duration::from_secs(1),
+            queries: 3,
+            e2e_queries: 0,
+            reverse_dns: false,
+            client_id: String::new(),
+        }
+    }
+}
+
+/// A decimal number, digits only (no sign, no spaces), at most `max`.
+fn number(key: &str, value: &str, max: u64) -> Result<u64, ServiceError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(format!(
+            "{key} must be a non-negative integer, got {:?}",
+            shown(value)
+        )));
+    }
+    match value.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(invalid(format!(
+            "{key} is out of range (at most {max}), got {}",
+            shown(value)
+        ))),
+    }
+}
+
+/// Go's `strconv.ParseBool` spellings.
+fn boolean(key: &str, value: &str) -> Result<bool, ServiceError> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(invalid(format!(
+            "{key} must be true or false, got {:?}",
+            shown(value)
+        ))),
+    }
+}
+
+/// At most 64 characters of user input in messages.
+fn shown(value: &str) -> String {
+    let mut s: String = value.chars().take(64).collect();
+    if s.len() < value.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Parses the query string of `/traceroute/{host}`. Empty values mean "the
+/// default" (as do zeros for port, max_ttl, timeout and traceroute_queries,
+/// which is what the system-probe client sends when nothing is configured).
+pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
+    let mut p = Params::default();
+    let mut seen = HashSet::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !seen.insert(key.clone()) {
+            return Err(invalid(format!("parameter {:?} given twice", shown(&key))));
+        }
+        let v = value.as_ref();
+        let empty = v.is_empty();
+        match key.as_ref() {
+            "protocol" if !empty => {
+                p.protocol = parse_protocol(v).ok_or_else(|| {
+                    invalid(format!(
+                        "unknown protocol {:?} (TCP, UDP or ICMP)",
+                        shown(v)
+                    ))
+                })?
+            }
+            "port" if !empty => {
+                let n = number("port", v, 65535)?;
+                p.port = (n != 0).then_some(n as u16);
+            }
+            "max_ttl" if !empty => {
+                let n = number("max_ttl", v, u64::from(MAX_TTL_LIMIT))?;
+                if n != 0 {
+                    p.max_ttl = n as u8;
+                }
+            }
+            "timeout" if !empty => {
+                // Nanoseconds, as Go's time.Duration.
+                let max = MAX_HOP_TIMEOUT.as_nanos() as u64;
+                let n = number("timeout", v, max)
+                    .map_err(|e| invalid(format!("{} (nanoseconds, at most 30 s)", e.message)))?;
+                if n != 0 {
+                    let t = Duration::from_nanos(n);
+                    if t < MIN_HOP_TIMEOUT {
+                        return Err(invalid(format!(
+                            "timeout is in nanoseconds and must be at least 1 ms (1000000), got {n}"
+                        )));
+                    }
+                    p.timeout = t;
+                }
+            }
+            "tcp_method" if !empty => match v.to_ascii_lowercase().as_str() {
+                // Our TCP probes are raw SYNs; syn_socket differs only in how
+                // the original sends them, prefer_sack falls back to SYN.
+                "syn" | "syn_socket" | "prefer_sack" => {}
+                "sack" => {
+                    return Err(ServiceError::new(
+                        "NOT_SUPPORTED",
+                        "tcp_method=sack is not supported; use syn (or prefer_sack, which falls back to syn)",
+                    ));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown tcp_method {:?} (syn, syn_socket, prefer_sack)",
+                        shown(v)
+                    )));
+                }
+            },
+            "traceroute_queries" if !empty => {
+                let n = number("traceroute_queries", v, u64::from(MAX_QUERIES))?;
+                if n != 0 {
+                    p.queries = n as u8;
+                }
+            }
+            "e2e_queries" if !empty => {
+                p.e2e_queries = number("e2e_queries", v, u64::from(MAX_E2E_QUERIES))? as u8;
+            }
+            "reverse_dns" if !empty => p.reverse_dns = boolean("reverse_dns", v)?,
+            "client_id" => {
+                if v.chars().count() > MAX_CLIENT_ID || v.chars().any(char::is_control) {
+                    return Err(invalid(format!(
+                        "client_id must be at most {MAX_CLIENT_ID} printable characters"
+                    )));
+                }
+                p.client_id = v.to_string();
+            }
+            // Sent by newer system-probe clients; no meaning here.
+            "tcp_syn_paris_traceroute_mode" | "disable_windows_driver" if !empty => {
+                boolean(&key, v)?;
+            }
+            "protocol"
+            | "port"
+            | "max_ttl"
+            | "timeout"
+            | "tcp_method"
+            | "traceroute_queries"
+            | "e2e_queries"
+            | "reverse_dns"
+            | "tcp_syn_paris_traceroute_mode"
+            | "disable_windows_driver" => {}
+            other => {
+                return Err(invalid(format!(
+                    "unknown parameter {:?} (protocol, port, max_ttl, timeout, tcp_method, \
+                     traceroute_queries, e2e_queries, reverse_dns, client_id)",
+                    shown(other)
+                )));
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// The `{host}` path segment, percent-decoded and validated.
+pub fn parse_host(raw: &str) -> Result<String, ServiceError> {
+    if raw.is_empty() {
+        return Err(invalid("missing host: GET /traceroute/{host}"));
+    }
+    if raw.contains('/') {
+        return Err(invalid("the host must be a single path segment"));
+    }
+    let host = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| invalid("the host is not valid UTF-8"))?;
+    if resolve::parse_literal(&host)
+        .map_err(|e| invalid(e.to_string()))?
+        .is_none()
+    {
+        resolve::validate_host(&host).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(host.into_owned())
+}
+
+async fn traceroute(
+    shared: &Shared,
+    raw_host: &str,
+    query: &str,
+) -> Result<Response, ServiceError> {
+    let started = Instant::now();
+    let host = parse_host(raw_host)?;
+    let params = parse_params(query)?;
+    if shared.is_stopping() {
+        return Err(ServiceError::new(
+            "SHUTTING_DOWN",
+            "the agent is shutting down",
+        ));
+    }
+    let Ok(_permit) = Arc::clone(&shared.api_slots).try_acquire_owned() else {
+        return Err(ServiceError::new(
+            "BUSY",
+            "too many traces in flight; retry later",
+        ));
+    };
+    let config = shared.config();
+    let mut request = TraceRequest::new(host.clone(), params.protocol);
+    request.port = params.port;
+    request.max_ttl = Ttl::new(params.max_ttl).unwrap_or(Ttl::MIN);
+    request.queries = params.queries;
+    request.timeout = params.timeout;
+    request.reverse_dns = params.reverse_dns;
+    // Probing stops early enough to leave room for resolution and reverse DNS.
+    let limit = config.api.request_timeout;
+    request.deadline = Some(trace_deadline(
+        request.max_ttl,
+        request.queries,
+        request.timeout,
+        config.probes_per_second,
+        limit.mul_f64(0.8),
+    ));
+    let result = shared
+        .trace(&request, params.e2e_queries, &[], Origin::Api, limit)
+        .await;
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(path) => {
+            tracing::info!(
+                client_id = params.client_id,
+                host,
+                protocol = %params.protocol,
+                ms,
+                "traceroute"
+            );
+            let body = serde_json::to_vec(&path)
+                .map_err(|e| ServiceError::new("UNKNOWN", format!("encoding the record: {e}")))?;
+            Ok(json_response(StatusCode::OK, body))
+        }
+        Err(e) => {
+            tracing::warn!(
+                client_id = params.client_id,
+                host,
+                protocol = %params.protocol,
+                code = e.code,
+                ms,
+                "traceroute failed: {}",
+                e.message
+            );
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_probe_client_query() {
+        let p = parse_params(
+            "client_id=abc&port=443&max_ttl=20&timeout=500000000&protocol=TCP&traceroute_queries=2",
+        )
+        .unwrap();
+        assert_eq!(p.protocol, Protocol::Tcp);
+        assert_eq!(p.port, Some(443));
+        assert_eq!(p.max_ttl, 20);
+        assert_eq!(p.timeout, Duration::from_millis(500));
+        assert_eq!(p.queries, 2);
+        assert_eq!(p.client_id, "abc");
+        // Zeros mean defaults, as the Go client sends them.
+        let p =
+            parse_params("port=0&max_ttl=0&timeout=0&protocol=udp&traceroute_queries=0").unwrap();
+        assert_eq!(p, Params::default());
+        assert_eq!(parse_params("").unwrap(), Params::default());
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status_of("INVALID_REQUEST"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of("DNS"), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_of("TIMEOUT"), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status_of("BUSY"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of("DENIED"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of("UNKNOWN"), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(parse_host("198.18.0.1").unwrap(), "198.18.0.1");
+        assert_eq!(parse_host("%5B2001:db8::1%5D").unwrap(), "[2001:db8::1]");
+        assert_eq!(parse_host("dst.lab.example").unwrap(), "dst.lab.example");
+        for bad in ["", "..", "a%2Fb", "a/b", "%ff", "127.1", "a%00b", "x%20y"] {
+            assert_eq!(
+                parse_host(bad).unwrap_err().code,
+                "INVALID_REQUEST",
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The service configuration: a TOML file (`serve --config FILE`), overridable
+//! by command-line flags. Unknown keys are errors, so a typo never silently
+//! falls back to a default. README.md ("Running as a service") is the reference.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::capture::CaptureMode;
+use crate::probe::Protocol;
+use crate::resolve::{self, FamilyPreference};
+
+/// Where the Unix socket lives unless configured otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/traceroute-agent/traceroute-agent.sock";
+
+/// Highest `max_ttl` accepted from the API and the config.
+pub const MAX_TTL_LIMIT: u8 = 64;
+/// Most runs (`traceroute_queries`, `queries`) per trace.
+pub const MAX_QUERIES: u8 = 10;
+/// Most end-to-end probes per trace.
+pub const MAX_E2E_QUERIES: u8 = 100;
+/// Shortest and longest per-hop timeouts accepted.
+pub const MIN_HOP_TIMEOUT: Duration = Duration::from_millis(1);
+pub const MAX_HOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most scheduled targets in one config.
+pub const MAX_TARGETS: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `namespace` of every record.
+    pub namespace: String,
+    /// Tags added to every record (API answers and scheduled runs; a target's
+    /// own tags come after these).
+    pub tags: Vec<String>,
+    /// Reply capture: `auto` (eBPF, falling back to sockets), `ebpf`, `socket`.
+    pub capture: CaptureMode,
+    /// Probes per second across every trace of the process.
+    pub probes_per_second: u32,
+    /// On SIGTERM: how long in-flight traces may take to finish before they are cancelled.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    pub api: ApiConfig,
+    pub output: OutputConfig,
+    pub targets: Vec<Target>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: "default".into(),
+            tags: Vec::new(),
+            capture: CaptureMode::Auto,
+            probes_per_second: 200,
+            shutdown_grace: Duration::from_secs(10),
+            api: ApiConfig::default(),
+            output: OutputConfig::default(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Path of the Unix socket; `""` disables it.
+    pub socket: PathBuf,
+    /// Permission bits of the socket file, as an octal string.
+    #[serde(deserialize_with = "octal_mode")]
+    pub socket_mode: u32,
+    /// Group owning the socket file (name or numeric id); unchanged when absent.
+    pub socket_group: Option<String>,
+    /// TCP listener (`127.0.0.1:8089`, `[::1]:8089`); none when absent.
+    pub listen: Option<SocketAddr>,
+    /// A non-loopback `listen` address is refused unless this is true: the API
+    /// has no authentication.
+    pub allow_non_loopback: bool,
+    /// Most API traces running at once; more are answered 503 + Retry-After.
+    pub max_concurrent_traces: usize,
+    /// Bound on one API request from start to answer (resolution, probing,
+    /// reverse DNS, e2e probes); past it the answer is 504 `TIMEOUT`.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: 0o660,
+            socket_group: None,
+            listen: None,
+            allow_non_loopback: false,
+            max_concurrent_traces: 32,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// JSON lines of scheduled runs go to this file (appended, reopened on
+    /// SIGHUP); to stdout when absent.
+    pub path: Option<PathBuf>,
+}
+
+/// A scheduled target.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub host: String,
+    #[serde(default = "default_protocol", deserialize_with = "protocol")]
+    pub protocol: Protocol,
+    /// Destination port; the protocol's default when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Time between the starts of two runs.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Runs (`traceroute.runs[]`) per trace.
+    #[serde(default = "default_queries")]
+    pub queries: u8,
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: u8,
+    /// Per-hop timeout.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub reverse_dns: bool,
+    /// `any`, `v4` or `v6`.
+    #[serde(default)]
+    pub family: FamilyPreference,
+    /// Stop after this many runs (none: run forever).
+    #[serde(default)]
+    pub count: Option<u64>,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Udp
+}
+fn default_queries() -> u8 {
+    3
+}
+fn default_max_ttl() -> u8 {
+    30
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and cross-field rules.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if self.namespace.is_empty() || self.namespace.len() > 256 {
+            bail!("namespace must be 1 to 256 characters");
+        }
+        if !(1..=100_000).contains(&self.probes_per_second) {
+            bail!("probes_per_second must be 1..=100000");
+        }
+        if self.api.max_concurrent_traces == 0 || self.api.max_concurrent_traces > 10_000 {
+            bail!("api.max_concurrent_traces must be 1..=10000");
+        }
+        if self.api.request_timeout < Duration::from_secs(1)
+            || self.api.request_timeout > Duration::from_secs(3600)
+        {
+            bail!("api.request_timeout must be between 1s and 1h");
+        }
+        if self.api.socket_mode > 0o777 {
+            bail!("api.socket_mode must be at most 0777");
+        }
+        if let Some(addr) = self.api.listen
+            && !addr.ip().is_loopback()
+            && !self.api.allow_non_loopback
+        {
+            bail!(
+                "api.listen = {addr} is not a loopback address; the API has no authentication \
+                 (set api.allow_non_loopback = true to allow it)"
+            );
+        }
+        if self.api.socket.as_os_str().is_empty() && self.api.listen.is_none() {
+            bail!("no listener: api.socket is empty and api.listen is not set");
+        }
+        if self.targets.len() > MAX_TARGETS {
+            bail!("at most {MAX_TARGETS} targets");
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            t.validate()
+                .map_err(|e| anyhow::anyhow!("targets[{i}] ({}): {e}", t.host))?;
+        }
+        Ok(())
+    }
+}
+
+impl Target {
+    fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if resolve::parse_literal(&self.host)?.is_none() {
+            resolve::validate_host(&self.host)?;
+        }
+        if self.port == Some(0) {
+            bail!("port must be 1..=65535");
+        }
+        if self.interval < Duration::from_millis(100) {
+            bail!("interval must be at least 100ms");
+        }
+        if !(1..=MAX_QUERIES).contains(&self.queries) {
+            bail!("queries must be 1..={MAX_QUERIES}");
+        }
+        if !(1..=MAX_TTL_LIMIT).contains(&self.max_ttl) {
+            bail!("max_ttl must be 1..={MAX_TTL_LIMIT}");
+        }
+        if self.timeout < MIN_HOP_TIMEOUT || self.timeout > MAX_HOP_TIMEOUT {
+            bail!("timeout must be between 1ms and 30s");
+        }
+        if self.count == Some(0) {
+            bail!("count must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"1s"`, `"500ms"`, `"2m"`, `"1h"`, `"1.5s"`, `"250us"` (also a bare
+/// number of seconds in TOML).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (e.g. \"1s\", \"500ms\", \"5m\")"))?;
+    let scale = match unit.trim() {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" | "" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(format!("duration {text:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Int(u64),
+        Float(f64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+        Raw::Int(n) => parse_duration(&n.to_string()).map_err(serde::de::Error::custom),
+        Raw::Float(f) => parse_duration(&f.to_string()).map_err(serde::de::Error::custom),
+    }
+}
+
+fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = String::deserialize(d)?;
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .map_err(|_| serde::de::Error::custom(format!("invalid octal mode {text:?}")))
+}
+
+/// `"tcp"`, `"UDP"`, `"Icmp"`: case-insensitive.
+pub fn parse_protocol(text: &str) -> Option<Protocol> {
+    match text.to_ascii_uppercase().as_str() {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        "ICMP" => Some(Protocol::Icmp),
+        _ => None,
+    }
+}
+
+fn protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_protocol(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!("unknown protocol {text:?} (tcp, udp or icmp)"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_parses() {
+        let text = include_str!("../../../packaging/config.toml");
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.api.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.api.socket_mode, 0o660);
+    }
+
+    #[test]
+    fn full_config() {
+        let c = Config::parse(
+            r#"
+            namespace = "lab"
+            tags = ["env:test"]
+            capture = "socket"
+            probes_per_second = 500
+            shutdown_grace = "2s"
+            [api]
+            socket = "/tmp/x.sock"
+            socket_mode = "0600"
+            listen = "127.0.0.1:8089"
+            max_concurrent_traces = 4
+            request_timeout = "30s"
+            [output]
+            path = "/tmp/paths.jsonl"
+            [[targets]]
+            host = "198.18.5.2"
+            protocol = "TCP"
+            port = 80
+            interval = "1s"
+            tags = ["t:1"]
+            [[targets]]
+            host = "dst.lab.example"
+            interval = 60
+            timeout = "500ms"
+            family = "v6"
+            count = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.namespace, "lab");
+        assert_eq!(c.capture, CaptureMode::Socket);
+        assert_eq!(c.api.socket_mode, 0o600);
+        assert_eq!(c.api.listen, Some("127.0.0.1:8089".parse().unwrap()));
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets[0].protocol, Protocol::Tcp);
+        assert_eq!(c.targets[1].protocol, Protocol::Udp);
+        assert_eq!(c.targets[1].interval, Duration::from_secs(60));
+        assert_eq!(c.targets[1].timeout, Duration::from_millis(500));
+        assert_eq!(c.targets[1].family, FamilyPreference::V6);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        for (text, why) in [
+            ("nope = 1", "unknown field"),
+            ("[api]\nlisten = \"198.18.0.1:80\"", "loopback"),
+            ("[api]\nsocket = \"\"", "no listener"),
+            ("[api]\nsocket_mode = \"999\"", "octal"),
+            ("probes_per_second = 0", "probes_per_second"),
+            ("shutdown_grace = \"5 parsecs\"", "unit"),
+            (
+                "[[targets]]\nhost = \"a..b\"\ninterval = \"1s\"",
+                "empty label",
+            ),
+            ("[[targets]]\nhost = \"h\"\ninterval = \"1ms\"", "interval"),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nprotocol = \"sctp\"",
+                "protocol",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nmax_ttl = 0",
+                "max_ttl",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nqueries = 11",
+                "queries",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\ntimeout = \"1m\"",
+                "timeout",
+            ),
+            ("[[targets]]\nhost = \"h\"", "interval"),
+        ] {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e400s").is_err());
+    }
+}

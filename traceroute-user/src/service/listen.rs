@@ -1,0 +1,180 @@
+//! The API's listeners: a Unix socket (default) and, when configured, TCP.
+//!
+//! The socket file is created with the configured mode (umask applied around
+//! `bind`, so it never exists with wider permissions) and group; a stale file
+//! left by a dead agent is removed first, but a socket some live process still
+//! answers on is not (two agents never share a path). The file is removed when
+//! the server stops.
+
+use std::ffi::CString;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use tokio::net::{TcpListener, UnixListener};
+
+use super::config::ApiConfig;
+
+pub struct Listeners {
+    unix: Option<(UnixListener, SocketFile)>,
+    tcp: Option<TcpListener>,
+}
+
+/// Removes the socket file on drop.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => tracing::debug!(path = %self.0.display(), "socket removed"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %self.0.display(), "removing socket: {e}"),
+        }
+    }
+}
+
+impl Listeners {
+    /// Binds everything configured (must run inside the runtime).
+    pub fn open(config: &ApiConfig) -> anyhow::Result<Listeners> {
+        let unix = if config.socket.as_os_str().is_empty() {
+            None
+        } else {
+            Some(bind_unix(
+                &config.socket,
+                config.socket_mode,
+                config.socket_group.as_deref(),
+            )?)
+        };
+        let tcp = match config.listen {
+            Some(addr) => {
+                let std = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("listening on {addr}"))?;
+                std.set_nonblocking(true)?;
+                tracing::info!(%addr, "API listening on TCP");
+                Some(TcpListener::from_std(std)?)
+            }
+            None => None,
+        };
+        Ok(Listeners { unix, tcp })
+    }
+
+    /// Serves `router` on every listener until `shutdown` completes and
+    /// the open connections are done; then removes the socket file.
+    pub fn serve(
+        self,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            let signal = move || {
+                let mut rx = rx.clone();
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+            };
+            let mut socket_file = None;
+            if let Some((listener, file)) = self.unix {
+                socket_file = Some(file);
+                let server = axum::serve(listener, router.clone()).with_graceful_shutdown(signal());
+                tasks.spawn(async move {
+                    if let Err(e) = server.await {
+                        tracing::error!("unix socket server: {e}");
+                    }
+                });
+            }
+            if let Some(listener) = self.tcp {
+                let server = axum::serve(listener, router).with_graceful_shutdown(signal());
+                tasks.spawn(async move {
+                    if let Err(e) = server.await {
+                        tracing::error!("tcp server: {e}");
+                    }
+                });
+            }
+            shutdown.await;
+            let _ = tx.send(true);
+            while tasks.join_next().await.is_some() {}
+            drop(socket_file);
+        }
+    }
+}
+
+fn bind_unix(
+    path: &Path,
+    mode: u32,
+    group: Option<&str>,
+) -> anyhow::Result<(UnixListener, SocketFile)> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "{} is in use by a running process (another agent?)",
+                    path.display()
+                );
+            }
+            tracing::info!(path = %path.display(), "removing stale socket");
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+    }
+    // SAFETY: umask only changes the process's file creation mask; it is
+    // restored right after bind.
+    let old = unsafe { libc::umask(!mode & 0o777) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let std = bound.with_context(|| format!("binding {}", path.display()))?;
+    let file = SocketFile(path.to_path_buf());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    if let Some(group) = group {
+        let gid = group_id(group)?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("chgrp {group} {}", path.display()))?;
+    }
+    std.set_nonblocking(true)?;
+    tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "API listening on unix socket");
+    Ok((UnixListener::from_std(std)?, file))
+}
+
+/// A group name or numeric id.
+fn group_id(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = CString::new(group).context("group name contains NUL")?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: zeroed C struct filled in by getgrnam_r.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the given lengths for the duration of the call.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        bail!("unknown group {group:?}");
+    }
+    Ok(grp.gr_gid)
+}

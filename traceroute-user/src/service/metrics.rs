@@ -1,0 +1,306 @@
+//! Prometheus metrics of the service (`GET /metrics`, OpenMetrics text).
+//!
+//! Trace outcomes are counted here as traces finish. Probes sent and replies by
+//! kind are counted from the finished `NetworkPath` records (one probe per
+//! reported hop per run, plus the e2e probes): probes the tracer sent past the
+//! TTL where the path ended are not in the record and not counted. Capture and
+//! route-cache counters are read from the tracer at scrape time.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::path::NetworkPath;
+use crate::probe::Protocol;
+use crate::trace::Tracer;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Where a trace came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Api,
+    Schedule,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Schedule => "schedule",
+        }
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0])
+}
+
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<Labels, Counter>,
+    failed: Family<Labels, Counter>,
+    probes: Family<Labels, Counter>,
+    replies: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    in_flight: Family<Labels, Gauge>,
+    requests: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    pub fn new(tracer: Weak<Tracer>) -> Metrics {
+        let mut registry = Registry::with_prefix("traceroute_agent");
+        let runs = Family::<Labels, Counter>::default();
+        let failed = Family::<Labels, Counter>::default();
+        let probes = Family::<Labels, Counter>::default();
+        let replies = Family::<Labels, Counter>::default();
+        let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let in_flight = Family::<Labels, Gauge>::default();
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "runs",
+            "Traces run, by protocol and origin (api, schedule)",
+            runs.clone(),
+        );
+        registry.register(
+            "failed_runs",
+            "Traces that failed, by protocol, origin and error code",
+            failed.clone(),
+        );
+        registry.register(
+            "probes_sent",
+            "Probes of finished traces (one per reported hop per run, plus e2e probes)",
+            probes.clone(),
+        );
+        registry.register(
+            "replies_matched",
+            "Replies matched to probes in finished traces, by kind",
+            replies.clone(),
+        );
+        registry.register(
+            "trace_duration_seconds",
+            "Time from request to finished record, by protocol",
+            duration.clone(),
+        );
+        registry.register(
+            "traces_in_flight",
+            "Traces running now, by origin",
+            in_flight.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP API answers by status code",
+            requests.clone(),
+        );
+        // Make the gauges visible at 0 before the first trace.
+        for origin in [Origin::Api, Origin::Schedule] {
+            let _ = in_flight.get_or_create(&vec![("origin", origin.as_str().to_string())]);
+        }
+        registry.register_collector(Box::new(TracerCollector { tracer }));
+        Metrics {
+            registry,
+            runs,
+            failed,
+            probes,
+            replies,
+            duration,
+            in_flight,
+            requests,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn http_answer(&self, status: u16) {
+        self.requests
+            .get_or_create(&vec![("status", status.to_string())])
+            .inc();
+    }
+
+    /// Counts a trace as running until the guard is dropped; a guard dropped
+    /// without [`InFlight::finish`] (the client went away, shutdown) counts
+    /// as a failed run with code `CANCELLED`.
+    pub fn start(self: &Arc<Self>, protocol: Protocol, origin: Origin) -> InFlight {
+        self.in_flight
+            .get_or_create(&vec![("origin", origin.as_str().to_string())])
+            .inc();
+        InFlight {
+            metrics: Arc::clone(self),
+            protocol,
+            origin,
+            started: std::time::Instant::now(),
+            done: false,
+        }
+    }
+
+    fn finished(&self, protocol: Protocol, origin: Origin, code: Option<&str>, took: Duration) {
+        let p = protocol.as_str().to_string();
+        let o = origin.as_str().to_string();
+        self.runs
+            .get_or_create(&vec![("protocol", p.clone()), ("origin", o.clone())])
+            .inc();
+        if let Some(code) = code {
+            self.failed
+                .get_or_create(&vec![
+                    ("protocol", p.clone()),
+                    ("origin", o),
+                    ("code", code.to_string()),
+                ])
+                .inc();
+        }
+        self.duration
+            .get_or_create(&vec![("protocol", p)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts the probes and replies of a finished record.
+    pub fn count_path(&self, path: &NetworkPath) {
+        let p = path.protocol.as_str().to_string();
+        let mut probes = u64::from(path.e2e_probe.packets_sent);
+        for run in &path.traceroute.runs {
+            probes += run.hops.len() as u64;
+            for hop in &run.hops {
+                let Some(ip) = hop.ip_address else { continue };
+                let kind = reply_kind(ip.is_ipv6(), hop.icmp_type);
+                self.replies
+                    .get_or_create(&vec![("protocol", p.clone()), ("kind", kind.to_string())])
+                    .inc();
+            }
+        }
+        if path.e2e_probe.packets_received > 0 {
+            self.replies
+                .get_or_create(&vec![("protocol", p.clone()), ("kind", "e2e".to_string())])
+                .inc_by(u64::from(path.e2e_probe.packets_received));
+        }
+        self.probes
+            .get_or_create(&vec![("protocol", p)])
+            .inc_by(probes);
+    }
+}
+
+fn reply_kind(v6: bool, icmp_type: Option<u8>) -> &'static str {
+    match (v6, icmp_type) {
+        (_, None) => "tcp",
+        (false, Some(11)) | (true, Some(3)) => "time_exceeded",
+        (false, Some(3)) | (true, Some(1)) => "dest_unreachable",
+        (false, Some(0)) | (true, Some(129)) => "echo_reply",
+        _ => "other",
+    }
+}
+
+/// A running trace (see [`Metrics::start`]).
+pub struct InFlight {
+    metrics: Arc<Metrics>,
+    protocol: Protocol,
+    origin: Origin,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl InFlight {
+    /// Records the outcome: `None` for success, else the error code.
+    pub fn finish(mut self, code: Option<&str>) {
+        self.done = true;
+        self.metrics
+            .finished(self.protocol, self.origin, code, self.started.elapsed());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.metrics.finished(
+                self.protocol,
+                self.origin,
+                Some("CANCELLED"),
+                self.started.elapsed(),
+            );
+        }
+        self.metrics
+            .in_flight
+            .get_or_create(&vec![("origin", self.origin.as_str().to_string())])
+            .dec();
+    }
+}
+
+/// Capture and route-cache counters, read from the tracer at scrape time.
+struct TracerCollector {
+    tracer: Weak<Tracer>,
+}
+
+impl std::fmt::Debug for TracerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracerCollector").finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(m)
+}
+
+impl Collector for TracerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(tracer) = self.tracer.upgrade() else {
+            return Ok(());
+        };
+        let counters = tracer.capture().counters();
+        let events = counters
+            .get("packets_matched")
+            .or(counters.get("delivered"))
+            .copied()
+            .unwrap_or(0);
+        counter(
+            &mut encoder,
+            "capture_events",
+            "Packets the capture handed to userspace (kernel packets_matched in eBPF mode)",
+            events,
+        )?;
+        counter(
+            &mut encoder,
+            "capture_ring_buffer_drops",
+            "Matched packets lost because the eBPF ring buffer was full",
+            counters.get("ring_buffer_full").copied().unwrap_or(0),
+        )?;
+        let c = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "capture_counter",
+            "Every capture counter by name (kernel counters in eBPF mode, dispatch counters always)",
+            None,
+            c.metric_type(),
+        )?;
+        for (name, value) in &counters {
+            let labels = [("counter", *name)];
+            ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+        }
+        counter(
+            &mut encoder,
+            "route_cache_refreshes",
+            "Route cache invalidations caused by routing changes",
+            tracer.routes().refreshes(),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! `traceroute-agent serve`: one process holding the [`Tracer`] (capture and
+//! route cache), answering the HTTP API ([`api`]) and running scheduled
+//! targets ([`scheduler`]) whose records go out as JSON lines.
+//!
+//! Signals: SIGHUP re-reads the config file (targets, namespace, tags, output
+//! path; a bad file keeps the running config) and reopens the output file;
+//! SIGTERM/SIGINT stop accepting, let in-flight traces finish within
+//! `shutdown_grace`, cancel the rest, drop the tracer (detaching the eBPF
+//! programs), remove the socket and exit 0.
+
+pub mod api;
+pub mod config;
+pub mod listen;
+pub mod metrics;
+pub mod scheduler;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+
+use crate::path::{E2eProbe, NetworkPath};
+use crate::probe::Ttl;
+use crate::resolve::FamilyPreference;
+use crate::sinks::file::JsonLines;
+use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
+pub use config::Config;
+use metrics::{Metrics, Origin};
+
+/// An error with its API code; [`api`] turns it into a status and JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<TraceError> for ServiceError {
+    fn from(e: TraceError) -> ServiceError {
+        ServiceError::new(e.code(), e.to_string())
+    }
+}
+
+/// What `serve` runs with: the config plus where it came from, so SIGHUP can
+/// re-read it and re-apply the command-line overrides.
+pub struct Options {
+    pub config_file: Option<PathBuf>,
+    /// Applied to every config read (the file's values lose to flags).
+    pub overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+}
+
+impl Options {
+    /// Reads the file (or the defaults), applies the overrides, validates.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config_file {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        (self.overrides)(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// State shared by the API handlers and the scheduler.
+pub struct Shared {
+    pub tracer: Arc<Tracer>,
+    pub metrics: Arc<Metrics>,
+    config: RwLock<Arc<Config>>,
+    /// API trace slots (`api.max_concurrent_traces`).
+    pub api_slots: Arc<Semaphore>,
+    /// True once shutdown began: new API traces are refused.
+    stopping: watch::Sender<bool>,
+    /// True once the grace period is over: running traces give up.
+    cancel: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Completes when running traces must give up.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancel.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Completes when shutdown began.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Runs one trace (plus `e2e` end-to-end probes) within `limit` and
+    /// stamps the record with the configured namespace and tags. Counted in
+    /// the metrics; a trace whose future is dropped counts as `CANCELLED`.
+    pub async fn trace(
+        &self,
+        request: &TraceRequest,
+        e2e: u8,
+        extra_tags: &[String],
+        origin: Origin,
+        limit: Duration,
+    ) -> Result<NetworkPath, ServiceError> {
+        let flight = self.metrics.start(request.protocol, origin);
+        let result = tokio::select! {
+            r = self.trace_inner(request, e2e) => r,
+            _ = self.cancelled() => Err(ServiceError::new(
+                "SHUTTING_DOWN",
+                "the agent is shutting down; the trace was cancelled",
+            )),
+            _ = tokio::time::sleep(limit) => Err(ServiceError::new(
+                "TIMEOUT",
+                format!("the trace did not finish within {} ms", limit.as_millis()),
+            )),
+        };
+        match result {
+            Ok(mut path) => {
+                let config = self.config();
+                path.namespace = config.namespace.clone();
+                path.tags = config
+                    .tags
+                    .iter()
+                    .chain(extra_tags)
+                    .cloned()
+                    .collect::<Vec<_>>();
+                self.metrics.count_path(&path);
+                flight.finish(None);
+                Ok(path)
+            }
+            Err(e) => {
+                flight.finish(Some(e.code));
+                Err(e)
+            }
+        }
+    }
+
+    async fn trace_inner(
+        &self,
+        request: &TraceRequest,
+        e2e: u8,
+    ) -> Result<NetworkPath, ServiceError> {
+        let mut path = self.tracer.trace(request).await?;
+        if e2e > 0 {
+            path.e2e_probe = self.e2e(request, &path, e2e).await?;
+        }
+        Ok(path)
+    }
+
+    /// End-to-end probes through the tracer: a second trace of the same
+    /// address with TTLs up to where the destination answered and one run per
+    /// e2e probe; each run's destination answer (or its absence) is one sample.
+    async fn e2e(
+        &self,
+        request: &TraceRequest,
+        path: &NetworkPath,
+        count: u8,
+    ) -> Result<E2eProbe, ServiceError> {
+        let Some(first) = path.traceroute.runs.first() else {
+            return Ok(E2eProbe::from_samples(&[]));
+        };
+        let reached_ttl = path
+            .traceroute
+            .runs
+            .iter()
+            .filter(|r| r.destination_reached)
+            .filter_map(|r| r.hops.last().map(|h| h.ttl))
+            .min();
+        let mut e2e = request.clone();
+        e2e.host = first.destination.ip_address.to_string();
+        e2e.family = FamilyPreference::Any;
+        e2e.reverse_dns = false;
+        e2e.queries = count;
+        e2e.max_ttl = reached_ttl.unwrap_or(request.max_ttl);
+        let probes = self.tracer.trace(&e2e).await?;
+        let samples: Vec<Option<Duration>> = probes
+            .traceroute
+            .runs
+            .iter()
+            .map(|run| {
+                let hop = run.hops.last().filter(|_| run.destination_reached)?;
+                hop.rtt.map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            })
+            .collect();
+        Ok(E2eProbe::from_samples(&samples))
+    }
+}
+
+/// The total deadline given to the tracer: the time to send every probe at
+/// the pacing rate plus one timeout plus slack, never above `cap`.
+pub fn trace_deadline(
+    max_ttl: Ttl,
+    queries: u8,
+    timeout: Duration,
+    pps: u32,
+    cap: Duration,
+) -> Duration {
+    let probes = u32::from(max_ttl.get()) * u32::from(queries);
+    let natural = Duration::from_secs(1) * probes / pps.max(1) + timeout + Duration::from_secs(1);
+    natural.min(cap)
+}
+
+/// Runs the service until SIGTERM/SIGINT.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let config = options.load()?;
+    let tracer = Arc::new(
+        Tracer::new(TracerConfig {
+            capture: config.capture,
+            probes_per_second: config.probes_per_second,
+        })
+        .await
+        .context("starting the tracer")?,
+    );
+    let metrics = Arc::new(Metrics::new(Arc::downgrade(&tracer)));
+    let sink = Arc::new(open_sink(&config)?);
+    let listeners = listen::Listeners::open(&config.api)?;
+    let shared = Arc::new(Shared {
+        tracer,
+        metrics,
+        api_slots: Arc::new(Semaphore::new(config.api.max_concurrent_traces)),
+        config: RwLock::new(Arc::new(config.clone())),
+        stopping: watch::channel(false).0,
+        cancel: watch::channel(false).0,
+    });
+    let mut scheduler = scheduler::Scheduler::new(Arc::clone(&shared), sink);
+    scheduler.apply(&config.targets);
+    let mut servers = tokio::spawn(listeners.serve(api::router(Arc::clone(&shared)), {
+        let shared = Arc::clone(&shared);
+        async move { shared.stopped().await }
+    }));
+    tracing::info!(
+        capture = ?shared.tracer.capture().source(),
+        targets = config.targets.len(),
+        "traceroute-agent serving"
+    );
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&options, &shared, &mut scheduler),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    let grace = shared.config().shutdown_grace;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+    shared.stopping.send_replace(true);
+    let drained = tokio::time::timeout(grace, async {
+        scheduler.stop().await;
+        let _ = (&mut servers).await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over: cancelling running traces");
+        shared.cancel.send_replace(true);
+        let finished = tokio::time::timeout(Duration::from_secs(2), async {
+            scheduler.stop().await;
+            let _ = (&mut servers).await;
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!("traces still running after cancellation: aborting them");
+            servers.abort();
+            let _ = servers.await;
+        }
+    }
+    scheduler.abort_and_wait().await;
+    drop(scheduler);
+    let Ok(shared) = Arc::try_unwrap(shared) else {
+        // Something still holds the state (a handler that ignored the
+        // cancellation); the runtime's shutdown drops it right after.
+        tracing::warn!("state still referenced at exit");
+        return Ok(());
+    };
+    drop(shared.metrics);
+    match Arc::try_unwrap(shared.tracer) {
+        Ok(tracer) => drop(tracer),
+        Err(_) => tracing::warn!("tracer still referenced at exit"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn open_sink(config: &Config) -> anyhow::Result<JsonLines> {
+    Ok(match &config.output.path {
+        Some(path) => JsonLines::file(path)?,
+        None => JsonLines::stdout(),
+    })
+}
+
+fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Scheduler) {
+    if let Err(e) = scheduler.sink().reopen() {
+        tracing::error!("reopening the output file: {e}");
+    }
+    let Some(file) = &options.config_file else {
+        tracing::info!("SIGHUP: output reopened (no config file to reload)");
+        return;
+    };
+    let new = match options.load() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                file = %file.display(),
+                "config reload failed, keeping the running config: {e:#}"
+            );
+            return;
+        }
+    };
+    let old = shared.config();
+    if new.api != old.api
+        || new.capture != old.capture
+        || new.probes_per_second != old.probes_per_second
+    {
+        tracing::warn!("changes to [api], capture and probes_per_second apply after a restart");
+    }
+    if new.output != old.output {
+        match open_sink(&new) {
+            Ok(sink) => scheduler.set_sink(Arc::new(sink)),
+            Err(e) => tracing::error!("opening the new output, keeping the old one: {e:#}"),
+        }
+    }
+    scheduler.apply(&new.targets);
+    tracing::info!(targets = new.targets.len(), "config reloaded");
+    shared.set_config(new);
+}

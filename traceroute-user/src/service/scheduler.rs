@@ -1,0 +1,205 @@
+//! Scheduled targets: each `[[targets]]` entry is one task that traces its
+//! target every `interval` and writes each record as one JSON line.
+//!
+//! * Spread: a target's first run starts at a random point of its first
+//!   interval, so many targets with one interval do not fire together.
+//! * Jitter: each later start is `interval` after the previous start, moved by
+//!   up to ±5 % of the interval.
+//! * One run per target at a time: a task runs its traces one after the other;
+//!   a run longer than the interval delays the next one (missed starts are
+//!   skipped, never queued).
+//! * A failed run is logged and counted (`failed_runs_total`); it writes no line.
+//! * Reload ([`Scheduler::apply`]): unchanged targets keep their task and
+//!   rhythm; removed or changed ones are cancelled; new ones start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::config::Target;
+use super::metrics::Origin;
+use crate::probe::Ttl;
+use crate::sinks::file::JsonLines;
+use crate::trace::TraceRequest;
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    sink: Arc<Mutex<Arc<JsonLines>>>,
+    tasks: HashMap<String, JoinHandle<()>>,
+    /// Set on shutdown: tasks start no new run.
+    stop: watch::Sender<bool>,
+}
+
+impl Scheduler {
+    pub fn new(shared: Arc<Shared>, sink: Arc<JsonLines>) -> Scheduler {
+        Scheduler {
+            shared,
+            sink: Arc::new(Mutex::new(sink)),
+            tasks: HashMap::new(),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    pub fn sink(&self) -> Arc<JsonLines> {
+        Arc::clone(&self.sink.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn set_sink(&self, sink: Arc<JsonLines>) {
+        *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+
+    /// Makes the running targets those of `targets`.
+    pub fn apply(&mut self, targets: &[Target]) {
+        let mut wanted: HashMap<String, &Target> = HashMap::new();
+        for t in targets {
+            // Two identical entries are one target.
+            wanted.insert(format!("{t:?}"), t);
+        }
+        // A finished task (its `count` reached) stays finished while wanted.
+        self.tasks.retain(|key, task| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, target) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let task = tokio::spawn(run_target(
+                Arc::clone(&self.shared),
+                Arc::clone(&self.sink),
+                target.clone(),
+                self.stop.subscribe(),
+            ));
+            self.tasks.insert(key, task);
+        }
+    }
+
+    /// Asks every task to stop after its current run and waits for them.
+    pub async fn stop(&mut self) {
+        self.stop.send_replace(true);
+        for task in self.tasks.values_mut() {
+            if !task.is_finished() {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Cancels every task now.
+    pub fn abort(&mut self) {
+        for (_, task) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+
+    /// Cancels every task and waits until their futures are dropped.
+    pub async fn abort_and_wait(&mut self) {
+        let tasks: Vec<_> = self.tasks.drain().map(|(_, t)| t).collect();
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            // A finished task may already have been awaited by `stop`.
+            if !task.is_finished() {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        return 0.5;
+    }
+    (u64::from_ne_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn request_of(target: &Target, pps: u32, cap: Duration) -> TraceRequest {
+    let mut req = TraceRequest::new(target.host.clone(), target.protocol);
+    req.port = target.port;
+    req.max_ttl = Ttl::new(target.max_ttl).unwrap_or(Ttl::MIN);
+    req.queries = target.queries;
+    req.timeout = target.timeout;
+    req.family = target.family;
+    req.reverse_dns = target.reverse_dns;
+    req.deadline = Some(super::trace_deadline(
+        req.max_ttl,
+        req.queries,
+        req.timeout,
+        pps,
+        cap,
+    ));
+    req
+}
+
+async fn run_target(
+    shared: Arc<Shared>,
+    sink: Arc<Mutex<Arc<JsonLines>>>,
+    target: Target,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = target.interval;
+    let mut next = Instant::now() + interval.mul_f64(random_unit());
+    let mut runs = 0u64;
+    loop {
+        if target.count.is_some_and(|c| runs >= c) {
+            tracing::debug!(host = target.host, runs, "target done");
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let started = Instant::now();
+        let config = shared.config();
+        // Probing stops after the larger of the interval and the API's request
+        // bound; resolution and reverse DNS get 10 s more before the run is
+        // given up as TIMEOUT.
+        let cap = config.api.request_timeout.max(interval);
+        let request = request_of(&target, config.probes_per_second, cap);
+        let limit = cap + Duration::from_secs(10);
+        match shared
+            .trace(&request, 0, &target.tags, Origin::Schedule, limit)
+            .await
+        {
+            Ok(path) => {
+                let sink = Arc::clone(&sink.lock().unwrap_or_else(|e| e.into_inner()));
+                if let Err(e) = sink.write(&path) {
+                    tracing::error!(host = target.host, "writing the record: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(
+                host = target.host,
+                protocol = %target.protocol,
+                code = e.code,
+                "scheduled trace failed: {}",
+                e.message
+            ),
+        }
+        runs += 1;
+        // ±5 % jitter around the interval, measured from this run's start.
+        let jitter = interval.mul_f64(0.1 * random_unit());
+        next = started + interval.mul_f64(0.95) + jitter;
+        let now = Instant::now();
+        if next < now {
+            // The run overran its interval: start again now, skip the missed ones.
+            next = now;
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `cargo xtask bench`: the agent side by side with its peers, in one run,
+//! reported as ratios (DESIGN.md §6). Nothing here asserts anything about
+//! speed; the bench fails only when the agent itself fails.
+//!
+//! 1. Trace wall time through the `chain` lab (src — r1 — r2 — r3 (silent) —
+//!    r4 — dst): the agent (UDP, TCP, ICMP) and classic traceroute,
+//!    tcptraceroute, mtr and scamper, each process timed from outside, with the
+//!    hops each found checked against the lab's ground truth.
+//! 2. What the capture costs other traffic: iperf3 TCP throughput across a
+//!    veth, alternating runs without and with the agent's programs attached.
+//!
+//! The report is printed and written to `target/bench/report.{json,md}`.
+//! Every probe stays inside lab namespaces (198.18.0.0/15).
+
+mod peers;
+mod report;
+mod throughput;
+mod trace;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{is_root, root};
+use crate::{build_release, setup};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Timed runs per tool in the trace benchmark (median, min and max are reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Throughput alternations: each is one iperf3 run without and one with the capture.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub alternations: u32,
+    /// Length of each iperf3 transfer, in seconds.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub seconds: u32,
+}
+
+pub fn run(options: Options) -> Result<()> {
+    setup::ensure()?;
+    if !is_root() {
+        bail!(
+            "the bench creates network namespaces and loads eBPF programs: run as root (sudo -E cargo xtask bench)"
+        );
+    }
+    build_release()?;
+    let unavailable = peers::ensure();
+
+    let trace = trace::run(options.runs, &unavailable)?;
+    let throughput = throughput::run(options.alternations, options.seconds, &unavailable)?;
+    let report = report::Report { trace, throughput };
+
+    let markdown = report::markdown(&report);
+    println!("\n{markdown}");
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(&report::json(&report))?;
+    std::fs::write(dir.join("report.json"), json + "\n").context("writing report.json")?;
+    std::fs::write(dir.join("report.md"), markdown).context("writing report.md")?;
+    println!(
+        "bench: report written to {}/report.{{json,md}}",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Median of a non-empty sample (mean of the middle two for an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+}
