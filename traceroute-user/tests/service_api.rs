@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::agent::{assert_valid, expected};
 use service_support::{Agent, client_query, eventually, hop_addrs, request};
-use traceroute_lab::{Family, Hook, IcmpRateLimit, Lab, Proto, Topology};
+use traceroute_lab::{Family, Hook, Lab, Proto, Topology};
 
 const CONFIG: &str = r#"
 namespace = "lab-ns"
@@ -324,21 +324,9 @@ fn client_disconnect_cancels_its_trace() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// src - r1 - ... - r10: every router is a target at another depth.
-fn long_chain() -> Topology {
-    let mut t = Topology::new("svc-long").host("src");
-    let mut prev = "src".to_string();
-    for i in 1..=10 {
-        let r = format!("r{i}");
-        t = t.router(&r).link(&prev, &r);
-        prev = r;
-    }
-    t.icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
-}
-
 #[test]
 fn two_hundred_concurrent_requests_no_cross_talk_bounded_memory() {
-    let lab = Lab::up(&long_chain()).unwrap();
+    let lab = Lab::up(&common::topologies::long_chain("svc-long")).unwrap();
     let agent = Agent::start_with(
         &lab,
         "src",

@@ -9,27 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::agent::{AGENT, assert_valid, hops};
-use traceroute_lab::{Family, IcmpRateLimit, Lab, Topology};
+use traceroute_lab::{Family, Lab};
 use traceroute_user::capture::CaptureMode;
 use traceroute_user::probe::Protocol;
 use traceroute_user::resolve::FamilyPreference;
 use traceroute_user::trace::{TraceRequest, Tracer, TracerConfig};
 
-/// src - r1 - ... - r10: every router's address is a destination at a different depth.
-fn long_chain() -> Topology {
-    let mut t = Topology::new("long").host("src");
-    let mut prev = "src".to_string();
-    for i in 1..=10 {
-        let r = format!("r{i}");
-        t = t.router(&r).link(&prev, &r);
-        prev = r;
-    }
-    t.icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
-}
-
 #[test]
 fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
-    let lab = Lab::up(&long_chain()).unwrap();
+    let lab = Lab::up(&common::topologies::long_chain("long")).unwrap();
     // (target, protocol, expected addresses) for every router, v4 x 3 protocols + v6 x 2.
     let mut cases: Vec<(IpAddr, Protocol, Vec<String>)> = Vec::new();
     for (family, protocols) in [

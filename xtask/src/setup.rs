@@ -72,7 +72,7 @@ fn install_debian_packages(wanted: &[&str]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-fn debian_package_installed(name: &str) -> bool {
+pub(crate) fn debian_package_installed(name: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", name])
         .output()

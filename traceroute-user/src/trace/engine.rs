@@ -201,6 +201,14 @@ mod tests {
         out
     }
 
+    fn udp_flow() -> ProbeFlow {
+        ProbeFlow::udp(
+            SocketAddr::from((SRC, 40001)),
+            SocketAddr::from((DST, 33434)),
+        )
+        .unwrap()
+    }
+
     fn state_with_sent(engine: &Engine<'_>, sent_ms: u64) -> TraceState {
         let mut state = TraceState::new(engine.plan);
         for attempt in 0..2 {
@@ -216,11 +224,7 @@ mod tests {
 
     #[test]
     fn udp_replies_map_to_their_probe_and_rtt_uses_the_kernel_tx_stamp() {
-        let flow = ProbeFlow::udp(
-            SocketAddr::from((SRC, 40001)),
-            SocketAddr::from((DST, 33434)),
-        )
-        .unwrap();
+        let flow = udp_flow();
         let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
         let engine = engine_for(&flow, &sender, &pacer);
         let mut state = state_with_sent(&engine, 0);
@@ -271,11 +275,7 @@ mod tests {
 
     #[test]
     fn unreachable_from_a_router_ends_the_path_without_reaching_it() {
-        let flow = ProbeFlow::udp(
-            SocketAddr::from((SRC, 40001)),
-            SocketAddr::from((DST, 33434)),
-        )
-        .unwrap();
+        let flow = udp_flow();
         let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
         let engine = engine_for(&flow, &sender, &pacer);
         let mut state = state_with_sent(&engine, 0);

@@ -1,6 +1,7 @@
 //! The peer tools the bench compares against, installed from Debian when
 //! missing. A peer that cannot be installed is reported, not fatal.
 
+use crate::setup::debian_package_installed;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -75,12 +76,4 @@ fn installed(package: &str, program: &str, apt: bool) -> bool {
     } else {
         which(program).is_some()
     }
-}
-
-fn debian_package_installed(name: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", name])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
 }
