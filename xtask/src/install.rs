@@ -112,3 +112,36 @@ pub fn run_install(args: InstallArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_install_places_every_file_and_keeps_an_edited_config() {
+        let dest = std::env::temp_dir().join(format!("trl-install-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dest);
+        let bin = std::env::current_exe().unwrap();
+        let args = || InstallArgs {
+            destdir: Some(dest.clone()),
+            bin: Some(bin.clone()),
+        };
+        run_install(args()).unwrap();
+        let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("usr/local/bin/traceroute-agent"), 0o755);
+        assert_eq!(mode("etc/systemd/system/traceroute-agent.service"), 0o644);
+        assert_eq!(mode("etc/traceroute-agent/config.toml"), 0o640);
+        let unit =
+            fs::read_to_string(dest.join("etc/systemd/system/traceroute-agent.service")).unwrap();
+        assert!(unit.contains("ExecStart=/usr/local/bin/traceroute-agent serve"));
+
+        let config = dest.join("etc/traceroute-agent/config.toml");
+        fs::write(&config, "# edited by the operator\n").unwrap();
+        run_install(args()).unwrap();
+        assert_eq!(
+            fs::read_to_string(&config).unwrap(),
+            "# edited by the operator\n"
+        );
+        fs::remove_dir_all(&dest).unwrap();
+    }
+}
