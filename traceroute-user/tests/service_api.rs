@@ -119,10 +119,12 @@ fn api_answers_like_system_probe_checked_against_ground_truth() {
             "kind=\"echo_reply\""
         ) > 0.0
     );
-    assert!(m("traceroute_agent_replies_matched_total", "kind=\"tcp\"") > 0.0);
-    assert_eq!(
-        m("traceroute_agent_replies_matched_total", "kind=\"e2e\""),
-        5.0
+    // The TCP trace's SYN-ACK plus the five end-to-end probes' SYN-ACKs.
+    assert!(
+        m(
+            "traceroute_agent_replies_matched_total",
+            "kind=\"tcp_syn_ack\""
+        ) >= 6.0
     );
     assert_eq!(
         m("traceroute_agent_traces_in_flight", "origin=\"api\""),

@@ -1,10 +1,9 @@
 //! Prometheus metrics of the service (`GET /metrics`, OpenMetrics text).
 //!
-//! Trace outcomes are counted here as traces finish. Probes sent and replies by
-//! kind are counted from the finished `NetworkPath` records (one probe per
-//! reported hop per run, plus the e2e probes): probes the tracer sent past the
-//! TTL where the path ended are not in the record and not counted. Capture and
-//! route-cache counters are read from the tracer at scrape time.
+//! Trace outcomes are counted here as traces finish, with the tracer's own
+//! counts of probes sent and answers taken by kind (`TraceStats`, e2e probes
+//! included). Capture and route-cache counters are read from the tracer at
+//! scrape time.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -17,8 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::path::NetworkPath;
 use crate::probe::Protocol;
+use crate::trace::TraceStats;
 use crate::trace::Tracer;
 
 type Labels = Vec<(&'static str, String)>;
@@ -169,38 +168,17 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts the probes and replies of a finished record.
-    pub fn count_path(&self, path: &NetworkPath) {
-        let p = path.protocol.as_str().to_string();
-        let mut probes = u64::from(path.e2e_probe.packets_sent);
-        for run in &path.traceroute.runs {
-            probes += run.hops.len() as u64;
-            for hop in &run.hops {
-                let Some(ip) = hop.ip_address else { continue };
-                let kind = reply_kind(ip.is_ipv6(), hop.icmp_type);
-                self.replies
-                    .get_or_create(&vec![("protocol", p.clone()), ("kind", kind.to_string())])
-                    .inc();
-            }
-        }
-        if path.e2e_probe.packets_received > 0 {
+    /// Counts the probes a trace sent and the answers it took, by kind.
+    pub fn count_stats(&self, protocol: Protocol, stats: &TraceStats) {
+        let p = protocol.as_str().to_string();
+        for (kind, n) in &stats.answers {
             self.replies
-                .get_or_create(&vec![("protocol", p.clone()), ("kind", "e2e".to_string())])
-                .inc_by(u64::from(path.e2e_probe.packets_received));
+                .get_or_create(&vec![("protocol", p.clone()), ("kind", kind.to_string())])
+                .inc_by(*n);
         }
         self.probes
             .get_or_create(&vec![("protocol", p)])
-            .inc_by(probes);
-    }
-}
-
-fn reply_kind(v6: bool, icmp_type: Option<u8>) -> &'static str {
-    match (v6, icmp_type) {
-        (_, None) => "tcp",
-        (false, Some(11)) | (true, Some(3)) => "time_exceeded",
-        (false, Some(3)) | (true, Some(1)) => "dest_unreachable",
-        (false, Some(0)) | (true, Some(129)) => "echo_reply",
-        _ => "other",
+            .inc_by(stats.probes_sent);
     }
 }
 

@@ -26,7 +26,7 @@ use crate::path::{E2eProbe, NetworkPath};
 use crate::probe::Ttl;
 use crate::resolve::FamilyPreference;
 use crate::sinks::file::JsonLines;
-use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
+use crate::trace::{TraceError, TraceRequest, TraceStats, Tracer, TracerConfig};
 pub use config::Config;
 use metrics::{Metrics, Origin};
 
@@ -124,7 +124,12 @@ impl Shared {
     ) -> Result<NetworkPath, ServiceError> {
         let flight = self.metrics.start(request.protocol, origin);
         let result = tokio::select! {
-            r = self.trace_inner(request, e2e) => r,
+            r = self.trace_inner(request, e2e) => r.map(|(path, stats)| {
+                for s in &stats {
+                    self.metrics.count_stats(request.protocol, s);
+                }
+                path
+            }),
             _ = self.cancelled() => Err(ServiceError::new(
                 "SHUTTING_DOWN",
                 "the agent is shutting down; the trace was cancelled",
@@ -144,7 +149,6 @@ impl Shared {
                     .chain(extra_tags)
                     .cloned()
                     .collect::<Vec<_>>();
-                self.metrics.count_path(&path);
                 flight.finish(None);
                 Ok(path)
             }
@@ -155,44 +159,43 @@ impl Shared {
         }
     }
 
+    /// The trace, then the end-to-end probes; the stats of both for metrics.
     async fn trace_inner(
         &self,
         request: &TraceRequest,
         e2e: u8,
-    ) -> Result<NetworkPath, ServiceError> {
-        let mut path = self.tracer.trace(request).await?;
+    ) -> Result<(NetworkPath, Vec<TraceStats>), ServiceError> {
+        let (mut path, stats) = self.tracer.trace_with_stats(request).await?;
+        let mut all = vec![stats];
         if e2e > 0 {
-            path.e2e_probe = self.e2e(request, &path, e2e).await?;
+            let (probe, stats) = self.e2e(request, &path, e2e).await?;
+            path.e2e_probe = probe;
+            all.push(stats);
         }
-        Ok(path)
+        Ok((path, all))
     }
 
-    /// End-to-end probes through the tracer: a second trace of the same
-    /// address with TTLs up to where the destination answered and one run per
-    /// e2e probe; each run's destination answer (or its absence) is one sample.
+    /// End-to-end probes: `count` probes of the same protocol to the address
+    /// the trace reached, all with TTL 64 so only the destination answers;
+    /// each answer (or its absence) is one RTT sample.
     async fn e2e(
         &self,
         request: &TraceRequest,
         path: &NetworkPath,
         count: u8,
-    ) -> Result<E2eProbe, ServiceError> {
+    ) -> Result<(E2eProbe, TraceStats), ServiceError> {
         let Some(first) = path.traceroute.runs.first() else {
-            return Ok(E2eProbe::from_samples(&[]));
+            return Ok((E2eProbe::from_samples(&[]), TraceStats::default()));
         };
-        let reached_ttl = path
-            .traceroute
-            .runs
-            .iter()
-            .filter(|r| r.destination_reached)
-            .filter_map(|r| r.hops.last().map(|h| h.ttl))
-            .min();
+        let ttl = Ttl::new(E2E_TTL).expect("nonzero");
         let mut e2e = request.clone();
         e2e.host = first.destination.ip_address.to_string();
         e2e.family = FamilyPreference::Any;
         e2e.reverse_dns = false;
         e2e.queries = count;
-        e2e.max_ttl = reached_ttl.unwrap_or(request.max_ttl);
-        let probes = self.tracer.trace(&e2e).await?;
+        e2e.first_ttl = ttl;
+        e2e.max_ttl = ttl;
+        let (probes, stats) = self.tracer.trace_with_stats(&e2e).await?;
         let samples: Vec<Option<Duration>> = probes
             .traceroute
             .runs
@@ -202,9 +205,12 @@ impl Shared {
                 hop.rtt.map(|ms| Duration::from_secs_f64(ms / 1000.0))
             })
             .collect();
-        Ok(E2eProbe::from_samples(&samples))
+        Ok((E2eProbe::from_samples(&samples), stats))
     }
 }
+
+/// TTL of end-to-end probes: high enough for any path, like ping's default.
+const E2E_TTL: u8 = 64;
 
 /// The total deadline given to the tracer: the time to send every probe at
 /// the pacing rate plus one timeout plus slack, never above `cap`.

@@ -2,6 +2,7 @@
 //! flight at once, feed what the capture delivers into the [`TraceState`], stop
 //! when it is settled or the total deadline passes.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -11,13 +12,22 @@ use traceroute_common::EventKind;
 use super::pacer::Pacer;
 use super::sender::ProbeSender;
 use super::state::{Answer, Plan, ProbeKey, TraceState};
-use crate::capture::{CapturedPacket, FlowSubscription, MonotonicTime};
+use crate::capture::{CapturedPacket, FlowSubscription, MonotonicTime, kind_name};
 use crate::probe::{ProbeFlow, Protocol, build_probe};
 use crate::reply::Reply;
 
 /// Upper bound on how long the loop sleeps between checks, so silent hops can
 /// be given up early as soon as the evidence allows.
 const TICK: Duration = Duration::from_millis(10);
+
+/// What one trace did, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceStats {
+    pub probes_sent: u64,
+    /// Answers taken, by what they were.
+    pub answers: BTreeMap<&'static str, u64>,
+    pub ignored: Ignored,
+}
 
 /// What did not fit the trace: counted, never fatal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,9 +53,9 @@ impl Engine<'_> {
     pub async fn run(
         &self,
         subscription: &mut FlowSubscription,
-    ) -> std::io::Result<(TraceState, Ignored)> {
+    ) -> std::io::Result<(TraceState, TraceStats)> {
         let mut state = TraceState::new(self.plan);
-        let mut ignored = Ignored::default();
+        let mut stats = TraceStats::default();
         loop {
             state.settle(MonotonicTime::now());
             if state.is_done() || Instant::now() >= self.deadline {
@@ -58,19 +68,20 @@ impl Engine<'_> {
             tokio::select! {
                 biased;
                 packet = subscription.recv() => match packet {
-                    Some(p) => self.on_packet(&mut state, &mut ignored, &p),
+                    Some(p) => self.on_packet(&mut state, &mut stats, &p),
                     None => break,
                 },
                 _ = self.pacer.wait(), if want_send => {
                     if let Some(key) = state.next_to_send() {
                         self.send(&mut state, key)?;
+                        stats.probes_sent += 1;
                     }
                 }
                 _ = nap => {}
             }
         }
-        ignored.duplicates = state.duplicates();
-        Ok((state, ignored))
+        stats.ignored.duplicates = state.duplicates();
+        Ok((state, stats))
     }
 
     fn send(&self, state: &mut TraceState, key: ProbeKey) -> std::io::Result<()> {
@@ -89,7 +100,8 @@ impl Engine<'_> {
         }
     }
 
-    fn on_packet(&self, state: &mut TraceState, ignored: &mut Ignored, packet: &CapturedPacket) {
+    fn on_packet(&self, state: &mut TraceState, stats: &mut TraceStats, packet: &CapturedPacket) {
+        let ignored = &mut stats.ignored;
         let Ok(reply) = Reply::parse(&packet.bytes) else {
             ignored.malformed += 1;
             return;
@@ -111,7 +123,9 @@ impl Engine<'_> {
             return;
         }
         let answer = answer_of(&reply, packet, self.flow.destination());
-        if !state.on_answer(key, answer) && !state.probes().contains_key(&key) {
+        if state.on_answer(key, answer) {
+            *stats.answers.entry(kind_name(packet.kind)).or_default() += 1;
+        } else if !state.probes().contains_key(&key) {
             ignored.unmatched += 1;
         }
     }
@@ -162,6 +176,7 @@ mod tests {
             sender,
             pacer,
             plan: Plan {
+                first_ttl: Ttl::MIN,
                 max_ttl: Ttl::new(8).unwrap(),
                 attempts: 2,
                 timeout: Duration::from_secs(1),
@@ -228,19 +243,19 @@ mod tests {
         let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
         let engine = engine_for(&flow, &sender, &pacer);
         let mut state = state_with_sent(&engine, 0);
-        let mut ignored = Ignored::default();
+        let mut stats = TraceStats::default();
 
         let probe = build_probe(&flow, Ttl::new(2).unwrap(), 1);
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::Probe, probe.clone(), 1),
         );
         // A router quoting only the RFC 792 minimum (IP header + 8 bytes).
         let te = icmp_error(HOP, 11, 0, &probe, 28);
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::TimeExceeded, te, 4),
         );
         let p = &state.probes()[&key(1, 2)];
@@ -259,7 +274,7 @@ mod tests {
         let unreach = icmp_error(DST, 3, 3, &probe, probe.len());
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::DestUnreachable, unreach, 6),
         );
         let Status::Answered(a) = &state.probes()[&key(0, 5)].status else {
@@ -270,7 +285,9 @@ mod tests {
             "port unreachable from the target"
         );
         assert_eq!(state.end_ttl(), Ttl::new(5));
-        assert_eq!(ignored, Ignored::default());
+        assert_eq!(stats.ignored, Ignored::default());
+        assert_eq!(stats.answers.get("time_exceeded"), Some(&1));
+        assert_eq!(stats.answers.get("dest_unreachable"), Some(&1));
     }
 
     #[test]
@@ -279,12 +296,12 @@ mod tests {
         let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
         let engine = engine_for(&flow, &sender, &pacer);
         let mut state = state_with_sent(&engine, 0);
-        let mut ignored = Ignored::default();
+        let mut stats = TraceStats::default();
         let probe = build_probe(&flow, Ttl::new(3).unwrap(), 0);
         let prohibited = icmp_error(HOP, 3, 13, &probe, 28);
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::DestUnreachable, prohibited, 2),
         );
         let Status::Answered(a) = &state.probes()[&key(0, 3)].status else {
@@ -302,7 +319,7 @@ mod tests {
         let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
         let engine = engine_for(&flow, &sender, &pacer);
         let mut state = state_with_sent(&engine, 0);
-        let mut ignored = Ignored::default();
+        let mut stats = TraceStats::default();
         let id = crate::probe::ProbeId::new(Ttl::new(4).unwrap(), 1);
         let synack = |salt: u16| {
             let ack = crate::probe::TcpSeq::new(salt, id).0.wrapping_add(1);
@@ -316,14 +333,14 @@ mod tests {
         };
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::TcpSynAck, synack(0x1111), 2),
         );
-        assert_eq!(ignored.unmatched, 1, "spoofed/stray SYN-ACK");
+        assert_eq!(stats.ignored.unmatched, 1, "spoofed/stray SYN-ACK");
         assert_eq!(state.probes()[&key(1, 4)].status, Status::Pending);
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::TcpSynAck, synack(0x5151), 3),
         );
         let Status::Answered(a) = &state.probes()[&key(1, 4)].status else {
@@ -332,15 +349,15 @@ mod tests {
         assert!(a.destination);
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::TcpSynAck, synack(0x5151), 4),
         );
         assert_eq!(state.duplicates(), 1);
         engine.on_packet(
             &mut state,
-            &mut ignored,
+            &mut stats,
             &packet(EventKind::TcpRst, vec![0x45, 0, 1], 5),
         );
-        assert_eq!(ignored.malformed, 1);
+        assert_eq!(stats.ignored.malformed, 1);
     }
 }

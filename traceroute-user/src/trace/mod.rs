@@ -21,7 +21,8 @@ use crate::path::{
 use crate::probe::{ProbeFlow, Protocol, Ttl};
 use crate::resolve::{FamilyPreference, ResolveError, ReverseDns, resolve_target};
 use crate::route::{Route, RouteCache, RouteError};
-use engine::{Engine, Ignored};
+use engine::Engine;
+pub use engine::{Ignored, TraceStats};
 use pacer::Pacer;
 use sender::ProbeSender;
 use state::{Plan, ProbeKey, Status, TraceState};
@@ -34,6 +35,9 @@ pub struct TraceRequest {
     pub protocol: Protocol,
     /// Destination port (TCP/UDP); the protocol's default when `None`.
     pub port: Option<u16>,
+    /// Lowest TTL probed: 1 for a trace; `max_ttl` for end-to-end probes that
+    /// should only reach the destination.
+    pub first_ttl: Ttl,
     pub max_ttl: Ttl,
     /// Independent runs (one probe per hop each): `traceroute.runs[]`.
     pub queries: u8,
@@ -51,6 +55,7 @@ impl TraceRequest {
             host: host.into(),
             protocol,
             port: None,
+            first_ttl: Ttl::MIN,
             max_ttl: Ttl::new(30).expect("nonzero"),
             queries: 3,
             timeout: Duration::from_secs(1),
@@ -64,7 +69,8 @@ impl TraceRequest {
     /// plus one timeout, plus slack.
     fn total_deadline(&self, probes_per_second: u32) -> Duration {
         self.deadline.unwrap_or_else(|| {
-            let probes = u32::from(self.max_ttl.get()) * u32::from(self.queries);
+            let hops = u32::from(self.max_ttl.get().saturating_sub(self.first_ttl.get())) + 1;
+            let probes = hops * u32::from(self.queries);
             Duration::from_secs(1) * probes / probes_per_second.max(1)
                 + self.timeout
                 + Duration::from_secs(1)
@@ -164,9 +170,23 @@ impl Tracer {
 
     /// Runs one trace.
     pub async fn trace(&self, request: &TraceRequest) -> Result<NetworkPath, TraceError> {
+        self.trace_with_stats(request).await.map(|(path, _)| path)
+    }
+
+    /// Runs one trace and also says what it took (probes, answers by kind,
+    /// ignored packets), for metrics.
+    pub async fn trace_with_stats(
+        &self,
+        request: &TraceRequest,
+    ) -> Result<(NetworkPath, TraceStats), TraceError> {
         if request.queries == 0 {
             return Err(TraceError::InvalidRequest(
                 "queries must be at least 1".into(),
+            ));
+        }
+        if request.first_ttl > request.max_ttl {
+            return Err(TraceError::InvalidRequest(
+                "the first TTL is above the maximum TTL".into(),
             ));
         }
         let resolved =
@@ -182,6 +202,7 @@ impl Tracer {
             self.open_flow(request.protocol, &route, target, port)?;
 
         let plan = Plan {
+            first_ttl: request.first_ttl,
             max_ttl: request.max_ttl,
             attempts: request.queries,
             timeout: request.timeout,
@@ -193,12 +214,12 @@ impl Tracer {
             plan,
             deadline: Instant::now() + request.total_deadline(self.probes_per_second),
         };
-        let (state, ignored) = engine
+        let (state, stats) = engine
             .run(&mut subscription)
             .await
             .map_err(TraceError::Send)?;
         drop(subscription);
-        log_ignored(&request.host, ignored);
+        log_ignored(&request.host, stats.ignored);
 
         let mut runs = runs_of(&state, &flow, self.capture.source());
         if request.reverse_dns {
@@ -227,7 +248,7 @@ impl Tracer {
                 TimestampSource::Socket => CaptureMethod::Socket,
             },
         });
-        Ok(path)
+        Ok((path, stats))
     }
 
     /// Picks a flow no other trace uses and registers it with the capture.
@@ -293,12 +314,13 @@ fn runs_of(state: &TraceState, flow: &ProbeFlow, source: TimestampSource) -> Vec
     );
     (0..state.plan().attempts)
         .map(|attempt| {
-            let observations: Vec<HopObservation> = Ttl::range(Ttl::MIN, state.last_ttl())
-                .map(|ttl| HopObservation {
-                    ttl,
-                    attempts: vec![outcome(state, ProbeKey { attempt, ttl }, source)],
-                })
-                .collect();
+            let observations: Vec<HopObservation> =
+                Ttl::range(state.plan().first_ttl, state.last_ttl())
+                    .map(|ttl| HopObservation {
+                        ttl,
+                        attempts: vec![outcome(state, ProbeKey { attempt, ttl }, source)],
+                    })
+                    .collect();
             Run::from_observations(src, dst, &observations)
         })
         .collect()

@@ -69,6 +69,8 @@ impl Probe {
 
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
+    /// Lowest TTL probed: 1 for a trace, the last one for end-to-end probes.
+    pub first_ttl: Ttl,
     pub max_ttl: Ttl,
     pub attempts: u8,
     /// Longest wait for one probe's answer.
@@ -114,16 +116,9 @@ impl TraceState {
 
     /// The next probe to send, in attempt-major order, skipping TTLs beyond the end.
     pub fn next_to_send(&self) -> Option<ProbeKey> {
-        let last = self.last_ttl().get();
+        let (first, last) = (self.plan.first_ttl, self.last_ttl());
         (0..self.plan.attempts)
-            .flat_map(|attempt| {
-                (1..=last).filter_map(move |t| {
-                    Some(ProbeKey {
-                        attempt,
-                        ttl: Ttl::new(t)?,
-                    })
-                })
-            })
+            .flat_map(|attempt| Ttl::range(first, last).map(move |ttl| ProbeKey { attempt, ttl }))
             .find(|k| !self.probes.contains_key(k))
     }
 
@@ -235,6 +230,7 @@ mod tests {
 
     fn plan(max_ttl: u8, attempts: u8) -> Plan {
         Plan {
+            first_ttl: Ttl::MIN,
             max_ttl: t(max_ttl),
             attempts,
             timeout: Duration::from_millis(1000),
@@ -361,6 +357,20 @@ mod tests {
         s.on_sent(key(0, 1), at(10));
         s.on_answer(key(0, 1), answer(at(19), true));
         assert_eq!(s.probes()[&key(0, 1)].rtt(), Some(Duration::from_millis(9)));
+    }
+
+    #[test]
+    fn a_fixed_ttl_plan_probes_only_that_ttl() {
+        let mut s = TraceState::new(Plan {
+            first_ttl: t(64),
+            ..plan(64, 3)
+        });
+        let mut sent = Vec::new();
+        while let Some(k) = s.next_to_send() {
+            sent.push((k.attempt, k.ttl.get()));
+            s.on_sent(k, at(0));
+        }
+        assert_eq!(sent, vec![(0, 64), (1, 64), (2, 64)]);
     }
 
     #[test]
