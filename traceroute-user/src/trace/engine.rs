@@ -148,6 +148,7 @@ fn answer_of(reply: &Reply, packet: &CapturedPacket, target: IpAddr) -> Answer {
         destination,
         // An unreachable from a router ends the path too: nothing gets past it.
         terminal: destination || packet.kind == EventKind::DestUnreachable,
+        mpls_labels: reply.mpls_labels.clone(),
     }
 }
 
@@ -288,6 +289,37 @@ mod tests {
         assert_eq!(stats.ignored, Ignored::default());
         assert_eq!(stats.answers.get("time_exceeded"), Some(&1));
         assert_eq!(stats.answers.get("dest_unreachable"), Some(&1));
+    }
+
+    #[test]
+    fn mpls_labels_from_icmp_extensions_reach_the_answer() {
+        let flow = udp_flow();
+        let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
+        let engine = engine_for(&flow, &sender, &pacer);
+        let mut state = state_with_sent(&engine, 0);
+        let mut stats = TraceStats::default();
+        let probe = build_probe(&flow, Ttl::new(3).unwrap(), 0);
+        // RFC 4884: the quote padded to 128 bytes (length 32 words in byte 5), then
+        // an extension (version 2) with one MPLS object (class 1, c-type 1).
+        let mut body = probe[..28].to_vec();
+        body.resize(128, 0);
+        body.extend_from_slice(&[0x20, 0, 0, 0, 0, 8, 1, 1]);
+        body.extend_from_slice(&(16005u32 << 12 | 1 << 8 | 7).to_be_bytes());
+        let b = PacketBuilder::ipv4(HOP, SRC, 60).icmpv4_raw(11, 0, [0, 32, 0, 0]);
+        let mut te = Vec::new();
+        b.write(&mut te, &body).unwrap();
+        engine.on_packet(
+            &mut state,
+            &mut stats,
+            &packet(EventKind::TimeExceeded, te, 2),
+        );
+        let Status::Answered(a) = &state.probes()[&key(0, 3)].status else {
+            panic!("not answered")
+        };
+        assert_eq!(a.mpls_labels.len(), 1);
+        assert_eq!(a.mpls_labels[0].label, 16005);
+        assert!(a.mpls_labels[0].bottom_of_stack);
+        assert_eq!(a.mpls_labels[0].ttl, 7);
     }
 
     #[test]

@@ -341,7 +341,7 @@ fn outcome(state: &TraceState, key: ProbeKey, source: TimestampSource) -> Attemp
         reply_ttl: Some(answer.reply_ttl),
         is_destination: answer.destination,
         timestamp_source: Some(source),
-        mpls_labels: Vec::new(),
+        mpls_labels: answer.mpls_labels.clone(),
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::capture::MonotonicTime;
 use crate::probe::Ttl;
+use crate::reply::MplsLabel;
 
 /// Which probe: attempt number (0-based, one per run) and TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +40,8 @@ pub struct Answer {
     pub destination: bool,
     /// Nothing beyond this hop will answer (destination, or unreachable from a router).
     pub terminal: bool,
+    /// MPLS label stack the router reported in ICMP extensions (RFC 4950).
+    pub mpls_labels: Vec<MplsLabel>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -253,6 +256,7 @@ mod tests {
             reply_ttl: 60,
             destination,
             terminal: destination,
+            mpls_labels: Vec::new(),
         }
     }
 
