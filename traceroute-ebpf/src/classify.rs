@@ -118,6 +118,14 @@ pub fn classify(ctx: &TcContext, l3: u32, direction: Direction) -> Option<Match>
 /// One of our probes leaving: TCP, UDP or ICMP echo request to a flow's remote.
 #[inline(always)]
 fn probe(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
+    // TCP probes are bare SYNs: every other segment (the bulk of real traffic)
+    // is dismissed before any address load or map lookup.
+    if ip.protocol == proto::TCP {
+        let flags: u8 = load(ctx, ip.l4 + 13)?;
+        if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+            return None;
+        }
+    }
     let dst = address(ctx, l3, ip.version, false)?;
     let flow = match ip.protocol {
         proto::TCP | proto::UDP => {

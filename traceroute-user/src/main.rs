@@ -50,6 +50,10 @@ enum Command {
         /// so nothing is printed. For measuring what the programs cost traffic.
         #[arg(long)]
         registered_only: bool,
+        /// Measure the programs' kernel run time per packet (BPF run-time
+        /// statistics, on while the command runs) and log it at exit.
+        #[arg(long)]
+        stats: bool,
     },
     /// Run as a service: HTTP API (Unix socket, optional TCP), scheduled
     /// targets written as JSON lines, Prometheus metrics. SIGHUP reloads the
@@ -79,7 +83,8 @@ fn main() -> ExitCode {
                 count,
                 seconds,
                 registered_only,
-            } => capture(interfaces, count, seconds, registered_only).await,
+                stats,
+            } => capture(interfaces, count, seconds, registered_only, stats).await,
             Command::Serve(args) => serve(*args).await,
         }
     });
@@ -237,7 +242,12 @@ async fn capture(
     count: Option<u64>,
     seconds: Option<f64>,
     registered_only: bool,
+    stats: bool,
 ) -> anyhow::Result<()> {
+    let _stats_on = stats
+        .then(traceroute_user::capture::ebpf::enable_run_time_stats)
+        .transpose()
+        .context("enabling BPF run-time statistics")?;
     let mut capture = EbpfCapture::load().context("loading the eBPF capture")?;
     capture.capture_unregistered(!registered_only)?;
     for ifname in &interfaces {
@@ -286,6 +296,16 @@ async fn capture(
     }
     for (name, value) in capture.counters()? {
         tracing::info!(counter = name, value, "capture counter");
+    }
+    if stats {
+        for p in capture.program_stats()? {
+            tracing::info!(
+                program = p.program,
+                runs = p.runs,
+                ns_per_packet = p.ns_per_run().unwrap_or(0.0),
+                "program run time"
+            );
+        }
     }
     Ok(())
 }

@@ -146,3 +146,28 @@ fn userspace_twin_survives_every_prefix() {
         }
     }
 }
+
+#[tokio::test]
+async fn run_time_statistics_count_every_program_run() {
+    let _stats = traceroute_user::capture::ebpf::enable_run_time_stats().unwrap();
+    let flows = registered_flows();
+    let mut capture = load_with(&flows);
+    let probe = packets::udp_probe(V::Four, 1);
+    let reply = packets::ethernet(&packets::time_exceeded(V::Four, &probe, 28));
+    for _ in 0..25 {
+        capture.test_run(Direction::Ingress, &reply).unwrap();
+    }
+    let stats = capture.program_stats().unwrap();
+    let ingress = stats
+        .iter()
+        .find(|s| s.program == "capture_ingress")
+        .unwrap();
+    let egress = stats
+        .iter()
+        .find(|s| s.program == "capture_egress")
+        .unwrap();
+    assert_eq!(ingress.runs, 25, "{stats:?}");
+    assert!(ingress.ns_per_run().unwrap() > 0.0);
+    assert_eq!(egress.runs, 0);
+    assert_eq!(egress.ns_per_run(), None);
+}

@@ -99,6 +99,10 @@ fn transport_flow(b: &[u8], ip: &Ip, dst: [u8; 16]) -> Option<FlowKey> {
 }
 
 fn probe(b: &[u8], ip: &Ip) -> Option<FlowKey> {
+    // TCP probes are bare SYNs (SYN without ACK or RST).
+    if ip.protocol == proto::TCP && *b.get(ip.l4 + 13)? & 0x16 != 0x02 {
+        return None;
+    }
     transport_flow(b, ip, address(b, 0, ip.version, false)?)
 }
 

@@ -62,6 +62,28 @@ pub enum EbpfCaptureError {
     Poll(#[from] std::io::Error),
 }
 
+/// Kernel-measured cost of one program (BPF_ENABLE_STATS run time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: &'static str,
+    pub runs: u64,
+    pub run_time: std::time::Duration,
+}
+
+impl ProgramStats {
+    /// Mean kernel time per packet, in nanoseconds.
+    pub fn ns_per_run(&self) -> Option<f64> {
+        (self.runs > 0).then(|| self.run_time.as_nanos() as f64 / self.runs as f64)
+    }
+}
+
+/// Turns on the kernel's per-program run-time accounting for as long as the
+/// returned descriptor lives (it costs two clock reads per program run).
+pub fn enable_run_time_stats() -> Result<std::os::fd::OwnedFd, EbpfCaptureError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| EbpfCaptureError::Poll(std::io::Error::other(e.to_string())))
+}
+
 /// Both programs, with the direction each attaches to.
 const PROGRAMS: [&str; 2] = [INGRESS_PROGRAM, EGRESS_PROGRAM];
 
@@ -299,6 +321,33 @@ impl EbpfCapture {
             events.extend(decode_event(&item));
         }
         Ok((result.return_value as i32, events))
+    }
+
+    /// How often each program ran and the kernel time it took in total. Only
+    /// counted while BPF run-time statistics are on (see [`enable_run_time_stats`]).
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>, EbpfCaptureError> {
+        PROGRAMS
+            .into_iter()
+            .map(|name| {
+                let program: &SchedClassifier = self
+                    .ebpf
+                    .program(name)
+                    .ok_or(EbpfCaptureError::Program {
+                        name,
+                        source: aya::programs::ProgramError::UnexpectedProgramType,
+                    })?
+                    .try_into()
+                    .map_err(|source| EbpfCaptureError::Program { name, source })?;
+                let info = program
+                    .info()
+                    .map_err(|source| EbpfCaptureError::Program { name, source })?;
+                Ok(ProgramStats {
+                    program: name,
+                    runs: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
     }
 
     /// Sums the per-CPU counters of the programs.

@@ -300,6 +300,41 @@ pub fn corpus() -> Vec<Case> {
             Some((Probe, echo_flow(v))),
         ));
         cases.push(case("echo reply on egress", v, echo_reply(v), true, None));
+        // Our kernel's RST answering a SYN-ACK, and data of the flow: not probes.
+        let ours = |syn: bool, ack: bool, rst: bool| {
+            let mut b = ip(v, true, true, 64).start().tcp(SPORT, TCP_PORT, 5, 1024);
+            if syn {
+                b = b.syn();
+            }
+            if ack {
+                b = b.ack(778);
+            }
+            if rst {
+                b = b.rst();
+            }
+            build!(b, &[1, 2, 3])
+        };
+        cases.push(case(
+            "outgoing rst of the flow",
+            v,
+            ours(false, true, true),
+            true,
+            None,
+        ));
+        cases.push(case(
+            "outgoing ack of the flow",
+            v,
+            ours(false, true, false),
+            true,
+            None,
+        ));
+        cases.push(case(
+            "outgoing syn-ack of the flow",
+            v,
+            ours(true, true, false),
+            true,
+            None,
+        ));
         cases.push(case(
             "time exceeded, udp, 8-byte quote",
             v,

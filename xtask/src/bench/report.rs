@@ -86,6 +86,10 @@ fn compact_hops(hops: &[String]) -> String {
     parts.join(" ")
 }
 
+fn ns(v: Option<f64>) -> String {
+    v.map_or("-".into(), |ns| format!("{ns:.1} ns"))
+}
+
 fn throughput_section(t: &Throughput) -> String {
     let mut out = String::from(
         "## What the capture costs other traffic: iperf3 TCP a -> b across one veth\n\n",
@@ -122,11 +126,15 @@ fn throughput_section(t: &Throughput) -> String {
     let seen: Vec<String> = t.packets_seen.iter().map(u64::to_string).collect();
     out += &format!(
         "\nRatio with/without: {} (run-to-run spread without the capture: {})\n\
-         Packets the programs saw per run with the capture: {}\n",
+         Packets the programs saw per run with the capture: {}\n\n\
+         Kernel time per packet (BPF run-time statistics, median over the runs): \
+         ingress program {}, egress program {}\n",
         t.ratio().map_or("-".into(), |r| format!("{r:.3}")),
         t.spread_without()
             .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
-        seen.join(", ")
+        seen.join(", "),
+        ns(t.median_ns("capture_ingress")),
+        ns(t.median_ns("capture_egress")),
     );
     out
 }
@@ -197,6 +205,9 @@ pub fn json(report: &Report) -> Value {
             "ratio_with_to_without": tp.ratio(),
             "spread_without_capture": tp.spread_without(),
             "packets_seen_with_capture": tp.packets_seen,
+            "ns_per_packet_with_capture": tp.ns_per_packet,
+            "median_ns_per_packet_ingress": tp.median_ns("capture_ingress"),
+            "median_ns_per_packet_egress": tp.median_ns("capture_egress"),
         },
     })
 }

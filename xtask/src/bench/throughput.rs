@@ -27,10 +27,24 @@ pub struct Throughput {
     /// `packets_seen` counter of the capture after each run with it: proof the
     /// programs were in the path.
     pub packets_seen: Vec<u64>,
+    /// Kernel-measured mean run time per packet of each program (BPF run-time
+    /// statistics), one entry per run with the capture: a cost that does not
+    /// drown in the throughput noise of a shared machine.
+    pub ns_per_packet: Vec<Vec<(String, f64)>>,
     pub unavailable: Option<String>,
 }
 
 impl Throughput {
+    /// Median over the runs of `program`'s mean nanoseconds per packet.
+    pub fn median_ns(&self, program: &str) -> Option<f64> {
+        let v: Vec<f64> = self
+            .ns_per_packet
+            .iter()
+            .flat_map(|run| run.iter().filter(|(p, _)| p == program).map(|(_, ns)| *ns))
+            .collect();
+        median(&v)
+    }
+
     pub fn median_without(&self) -> Option<f64> {
         median(&self.without_bps)
     }
@@ -59,6 +73,7 @@ impl Throughput {
             without_bps: Vec::new(),
             with_bps: Vec::new(),
             packets_seen: Vec::new(),
+            ns_per_packet: Vec::new(),
             unavailable: Some(reason),
         }
     }
@@ -87,6 +102,7 @@ pub fn run(alternations: u32, seconds: u32, unavailable: &Unavailable) -> Result
         without_bps: Vec::new(),
         with_bps: Vec::new(),
         packets_seen: Vec::new(),
+        ns_per_packet: Vec::new(),
         unavailable: None,
     };
     for i in 1..=alternations {
@@ -99,7 +115,7 @@ pub fn run(alternations: u32, seconds: u32, unavailable: &Unavailable) -> Result
         }
         let capture = Capture::start(&lab, "a", &ifname)?;
         let with = iperf(&lab, server, seconds);
-        let seen = capture.stop(&lab)?;
+        let (seen, ns) = capture.stop(&lab)?;
         match with {
             Ok(bps) => result.with_bps.push(bps),
             Err(reason) => bail!(
@@ -107,6 +123,7 @@ pub fn run(alternations: u32, seconds: u32, unavailable: &Unavailable) -> Result
             ),
         }
         result.packets_seen.push(seen);
+        result.ns_per_packet.push(ns);
     }
     Ok(result)
 }
@@ -172,9 +189,15 @@ impl Capture {
         let (reader, writer) = std::io::pipe().context("creating a pipe")?;
         let agent = agent_binary();
         let mut cmd = lab.command(node, &agent.to_string_lossy())?;
-        cmd.args(["capture", "--interface", ifname, "--registered-only"])
-            .stdout(Stdio::null())
-            .stderr(writer);
+        cmd.args([
+            "capture",
+            "--interface",
+            ifname,
+            "--registered-only",
+            "--stats",
+        ])
+        .stdout(Stdio::null())
+        .stderr(writer);
         // The lab kills it on drop, whatever happens below.
         let pid = lab.spawn(node, &mut cmd)?;
         drop(cmd); // our copy of the pipe's write end: EOF when the agent exits
@@ -202,8 +225,9 @@ impl Capture {
         bail!("the agent's capture {problem}:\n{}", log.join("\n"))
     }
 
-    /// SIGTERM (the agent detaches and logs its counters); returns `packets_seen`.
-    fn stop(self, lab: &Lab) -> Result<u64> {
+    /// SIGTERM (the agent detaches and logs its counters); returns
+    /// `packets_seen` and each program's nanoseconds per packet.
+    fn stop(self, lab: &Lab) -> Result<(u64, Vec<(String, f64)>)> {
         let out = lab.stop(self.pid)?;
         let log = self.log.join().unwrap_or_default();
         if !out.status.success() {
@@ -213,8 +237,23 @@ impl Capture {
                 log.join("\n")
             );
         }
-        Ok(log.iter().find_map(|l| packets_seen(l)).unwrap_or(0))
+        let seen = log.iter().find_map(|l| packets_seen(l)).unwrap_or(0);
+        Ok((seen, log.iter().filter_map(|l| run_time(l)).collect()))
     }
+}
+
+/// (program, ns) from `... program run time program="capture_ingress" runs=.. ns_per_packet=41.5`.
+fn run_time(line: &str) -> Option<(String, f64)> {
+    if !line.contains("program run time") {
+        return None;
+    }
+    let program = line.split("program=\"").nth(1)?.split('"').next()?;
+    let ns = line
+        .split("ns_per_packet=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    Some((program.to_string(), ns.parse().ok()?))
 }
 
 /// The value in `... capture counter counter="packets_seen" value=1234`.
@@ -225,7 +264,17 @@ fn packets_seen(line: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::packets_seen;
+    use super::{packets_seen, run_time};
+
+    #[test]
+    fn reads_program_run_time() {
+        let line = "2026-11-25T01:40:00Z  INFO traceroute_agent: program run time program=\"capture_ingress\" runs=1000 ns_per_packet=41.5";
+        assert_eq!(run_time(line), Some(("capture_ingress".into(), 41.5)));
+        assert_eq!(
+            run_time("capture counter counter=\"malformed\" value=0"),
+            None
+        );
+    }
 
     #[test]
     fn reads_packets_seen_counter() {
