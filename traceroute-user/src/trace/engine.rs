@@ -238,66 +238,70 @@ mod tests {
         state
     }
 
-    #[test]
-    fn udp_replies_map_to_their_probe_and_rtt_uses_the_kernel_tx_stamp() {
-        let flow = udp_flow();
+    /// Runs `check` with an engine for `flow` whose 2 x 8 probes were all sent at 0 ms.
+    fn with_engine(
+        flow: ProbeFlow,
+        check: impl FnOnce(&Engine<'_>, &mut TraceState, &mut TraceStats),
+    ) {
         let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
         let engine = engine_for(&flow, &sender, &pacer);
         let mut state = state_with_sent(&engine, 0);
         let mut stats = TraceStats::default();
+        check(&engine, &mut state, &mut stats);
+    }
 
-        let probe = build_probe(&flow, Ttl::new(2).unwrap(), 1);
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::Probe, probe.clone(), 1),
-        );
-        // A router quoting only the RFC 792 minimum (IP header + 8 bytes).
-        let te = icmp_error(HOP, 11, 0, &probe, 28);
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::TimeExceeded, te, 4),
-        );
-        let p = &state.probes()[&key(1, 2)];
-        assert_eq!(
-            p.rtt(),
-            Some(Duration::from_millis(3)),
-            "kernel RX - kernel TX"
-        );
-        let Status::Answered(a) = &p.status else {
-            panic!("not answered")
-        };
-        assert_eq!(a.from, IpAddr::from(HOP));
-        assert!(!a.destination && !a.terminal);
+    /// Feeds one captured packet of `kind` seen at `at_ms` to the engine.
+    fn feed(
+        engine: &Engine<'_>,
+        state: &mut TraceState,
+        stats: &mut TraceStats,
+        kind: EventKind,
+        bytes: Vec<u8>,
+        at_ms: u64,
+    ) {
+        engine.on_packet(state, stats, &packet(kind, bytes, at_ms));
+    }
 
-        let probe = build_probe(&flow, Ttl::new(5).unwrap(), 0);
-        let unreach = icmp_error(DST, 3, 3, &probe, probe.len());
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::DestUnreachable, unreach, 6),
-        );
-        let Status::Answered(a) = &state.probes()[&key(0, 5)].status else {
-            panic!()
-        };
-        assert!(
-            a.destination && a.terminal,
-            "port unreachable from the target"
-        );
-        assert_eq!(state.end_ttl(), Ttl::new(5));
-        assert_eq!(stats.ignored, Ignored::default());
-        assert_eq!(stats.answers.get("time_exceeded"), Some(&1));
-        assert_eq!(stats.answers.get("dest_unreachable"), Some(&1));
+    fn answer(state: &TraceState, attempt: u8, ttl: u8) -> &crate::trace::state::Answer {
+        match &state.probes()[&key(attempt, ttl)].status {
+            Status::Answered(a) => a,
+            other => panic!("probe ({attempt}, {ttl}) not answered: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn udp_replies_map_to_their_probe_and_rtt_uses_the_kernel_tx_stamp() {
+        let flow = udp_flow();
+        let probe2 = build_probe(&flow, Ttl::new(2).unwrap(), 1);
+        let probe5 = build_probe(&flow, Ttl::new(5).unwrap(), 0);
+        with_engine(flow, |engine, state, stats| {
+            feed(engine, state, stats, EventKind::Probe, probe2.clone(), 1);
+            // A router quoting only the RFC 792 minimum (IP header + 8 bytes).
+            let te = icmp_error(HOP, 11, 0, &probe2, 28);
+            feed(engine, state, stats, EventKind::TimeExceeded, te, 4);
+            let rtt = state.probes()[&key(1, 2)].rtt();
+            assert_eq!(rtt, Some(Duration::from_millis(3)), "kernel RX - kernel TX");
+            let a = answer(state, 1, 2);
+            assert_eq!(a.from, IpAddr::from(HOP));
+            assert!(!a.destination && !a.terminal);
+
+            let unreach = icmp_error(DST, 3, 3, &probe5, probe5.len());
+            feed(engine, state, stats, EventKind::DestUnreachable, unreach, 6);
+            let a = answer(state, 0, 5);
+            assert!(
+                a.destination && a.terminal,
+                "port unreachable from the target"
+            );
+            assert_eq!(state.end_ttl(), Ttl::new(5));
+            assert_eq!(stats.ignored, Ignored::default());
+            assert_eq!(stats.answers.get("time_exceeded"), Some(&1));
+            assert_eq!(stats.answers.get("dest_unreachable"), Some(&1));
+        });
     }
 
     #[test]
     fn mpls_labels_from_icmp_extensions_reach_the_answer() {
         let flow = udp_flow();
-        let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
-        let engine = engine_for(&flow, &sender, &pacer);
-        let mut state = state_with_sent(&engine, 0);
-        let mut stats = TraceStats::default();
         let probe = build_probe(&flow, Ttl::new(3).unwrap(), 0);
         // RFC 4884: the quote padded to 128 bytes (length 32 words in byte 5), then
         // an extension (version 2) with one MPLS object (class 1, c-type 1).
@@ -308,39 +312,34 @@ mod tests {
         let b = PacketBuilder::ipv4(HOP, SRC, 60).icmpv4_raw(11, 0, [0, 32, 0, 0]);
         let mut te = Vec::new();
         b.write(&mut te, &body).unwrap();
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::TimeExceeded, te, 2),
-        );
-        let Status::Answered(a) = &state.probes()[&key(0, 3)].status else {
-            panic!("not answered")
-        };
-        assert_eq!(a.mpls_labels.len(), 1);
-        assert_eq!(a.mpls_labels[0].label, 16005);
-        assert!(a.mpls_labels[0].bottom_of_stack);
-        assert_eq!(a.mpls_labels[0].ttl, 7);
+        with_engine(flow, |engine, state, stats| {
+            feed(engine, state, stats, EventKind::TimeExceeded, te, 2);
+            let labels = &answer(state, 0, 3).mpls_labels;
+            assert_eq!(labels.len(), 1);
+            assert_eq!(labels[0].label, 16005);
+            assert!(labels[0].bottom_of_stack);
+            assert_eq!(labels[0].ttl, 7);
+        });
     }
 
     #[test]
     fn unreachable_from_a_router_ends_the_path_without_reaching_it() {
         let flow = udp_flow();
-        let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
-        let engine = engine_for(&flow, &sender, &pacer);
-        let mut state = state_with_sent(&engine, 0);
-        let mut stats = TraceStats::default();
         let probe = build_probe(&flow, Ttl::new(3).unwrap(), 0);
-        let prohibited = icmp_error(HOP, 3, 13, &probe, 28);
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::DestUnreachable, prohibited, 2),
-        );
-        let Status::Answered(a) = &state.probes()[&key(0, 3)].status else {
-            panic!()
-        };
-        assert!(!a.destination && a.terminal);
-        assert_eq!(state.end_ttl(), Ttl::new(3));
+        with_engine(flow, |engine, state, stats| {
+            let prohibited = icmp_error(HOP, 3, 13, &probe, 28);
+            feed(
+                engine,
+                state,
+                stats,
+                EventKind::DestUnreachable,
+                prohibited,
+                2,
+            );
+            let a = answer(state, 0, 3);
+            assert!(!a.destination && a.terminal);
+            assert_eq!(state.end_ttl(), Ttl::new(3));
+        });
     }
 
     #[test]
@@ -348,10 +347,6 @@ mod tests {
         let flow = ProbeFlow::tcp(SocketAddr::from((SRC, 40001)), SocketAddr::from((DST, 80)))
             .unwrap()
             .with_salt(0x5151);
-        let (sender, pacer) = (ProbeSender::new(), Pacer::new(100));
-        let engine = engine_for(&flow, &sender, &pacer);
-        let mut state = state_with_sent(&engine, 0);
-        let mut stats = TraceStats::default();
         let id = crate::probe::ProbeId::new(Ttl::new(4).unwrap(), 1);
         let synack = |salt: u16| {
             let ack = crate::probe::TcpSeq::new(salt, id).0.wrapping_add(1);
@@ -363,33 +358,37 @@ mod tests {
             b.write(&mut out, &[]).unwrap();
             out
         };
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::TcpSynAck, synack(0x1111), 2),
-        );
-        assert_eq!(stats.ignored.unmatched, 1, "spoofed/stray SYN-ACK");
-        assert_eq!(state.probes()[&key(1, 4)].status, Status::Pending);
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::TcpSynAck, synack(0x5151), 3),
-        );
-        let Status::Answered(a) = &state.probes()[&key(1, 4)].status else {
-            panic!()
-        };
-        assert!(a.destination);
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::TcpSynAck, synack(0x5151), 4),
-        );
-        assert_eq!(state.duplicates(), 1);
-        engine.on_packet(
-            &mut state,
-            &mut stats,
-            &packet(EventKind::TcpRst, vec![0x45, 0, 1], 5),
-        );
-        assert_eq!(stats.ignored.malformed, 1);
+        with_engine(flow, |engine, state, stats| {
+            feed(
+                engine,
+                state,
+                stats,
+                EventKind::TcpSynAck,
+                synack(0x1111),
+                2,
+            );
+            assert_eq!(stats.ignored.unmatched, 1, "spoofed/stray SYN-ACK");
+            assert_eq!(state.probes()[&key(1, 4)].status, Status::Pending);
+            feed(
+                engine,
+                state,
+                stats,
+                EventKind::TcpSynAck,
+                synack(0x5151),
+                3,
+            );
+            assert!(answer(state, 1, 4).destination);
+            feed(
+                engine,
+                state,
+                stats,
+                EventKind::TcpSynAck,
+                synack(0x5151),
+                4,
+            );
+            assert_eq!(state.duplicates(), 1);
+            feed(engine, state, stats, EventKind::TcpRst, vec![0x45, 0, 1], 5);
+            assert_eq!(stats.ignored.malformed, 1);
+        });
     }
 }
