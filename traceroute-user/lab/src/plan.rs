@@ -569,6 +569,12 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The planned path from node `src` to node `dst`.
+    fn src_to_dst(p: &Plan, family: Family) -> Vec<Vec<Hop>> {
+        let (src, dst) = (p.node_index("src").unwrap(), p.node_index("dst").unwrap());
+        p.path(src, dst, family).unwrap()
+    }
+
     fn addrs(hops: &[Vec<Hop>]) -> Vec<Vec<IpAddr>> {
         hops.iter()
             .map(|h| h.iter().map(|h| h.addr).collect())
@@ -610,13 +616,7 @@ mod tests {
             .find(|r| r.prefix == dst_net)
             .unwrap();
         assert_eq!(route.nexthops.len(), 2);
-        let path = p
-            .path(
-                p.node_index("src").unwrap(),
-                p.node_index("dst").unwrap(),
-                Family::V4,
-            )
-            .unwrap();
+        let path = src_to_dst(&p, Family::V4);
         assert_eq!(path.len(), 3);
         assert_eq!(path[1].len(), 2);
         // r3 is reached over either branch.
@@ -658,23 +658,11 @@ mod tests {
     fn static_route_overrides() {
         let t = named::ecmp().static_route("r1", "198.18.6.0/24", &["r2b"]);
         let p = Plan::new(&t).unwrap();
-        let path = p
-            .path(
-                p.node_index("src").unwrap(),
-                p.node_index("dst").unwrap(),
-                Family::V4,
-            )
-            .unwrap();
+        let path = src_to_dst(&p, Family::V4);
         assert_eq!(path[1].len(), 1);
         assert_eq!(path[1][0].node, "r2b");
         // v6 is untouched and still multipath.
-        let path6 = p
-            .path(
-                p.node_index("src").unwrap(),
-                p.node_index("dst").unwrap(),
-                Family::V6,
-            )
-            .unwrap();
+        let path6 = src_to_dst(&p, Family::V6);
         assert_eq!(path6[1].len(), 2);
     }
 

@@ -374,7 +374,7 @@ mod tests {
             ("0x7f.1", "numeric"),
             ("0x7f000001", "numeric"),
             ("1.2.3.4.5", "numeric"),
-            ("256.1.1.1", "numeric"),
+            ("256.1.1", "numeric"),
             ("example.123", "numeric"),
         ];
         for (host, why) in bad {
