@@ -292,6 +292,11 @@ impl Lab {
                 let _ = writeln!(b, "addr add {a}/64 dev {} nodad", i.ifname);
             }
         }
+        // No dummy interfaces needed (not every kernel has the module): the
+        // loopback holds any number of local /32s.
+        for t in &self.plan.nodes[x].targets {
+            let _ = writeln!(b, "addr add {t}/32 dev lo");
+        }
         b
     }
 
@@ -599,18 +604,46 @@ impl Lab {
         to: &str,
         family: Family,
     ) -> Result<Vec<Option<IpAddr>>, LabError> {
-        let path = self.path(from, to, family)?;
-        path.iter()
-            .enumerate()
-            .map(|(ttl, alternatives)| match alternatives.as_slice() {
-                [hop] => Ok((!hop.silent).then_some(hop.addr)),
-                _ => Err(LabError::Multipath {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    ttl: ttl + 1,
-                }),
-            })
-            .collect()
+        single_path(self.path(from, to, family)?, from, to)
+    }
+
+    /// The extra target addresses of `node` (see
+    /// [`Topology::targets`](crate::Topology::targets)), in order; empty if
+    /// it has none.
+    pub fn targets(&self, node: &str) -> Result<Vec<IpAddr>, LabError> {
+        let x = self.node(node)?;
+        Ok(self.plan.nodes[x]
+            .targets
+            .iter()
+            .map(|&a| IpAddr::V4(a))
+            .collect())
+    }
+
+    /// The node `addr` belongs to: one of its interface addresses or targets.
+    pub fn owner(&self, addr: IpAddr) -> Option<&str> {
+        self.plan
+            .owner(addr)
+            .map(|x| self.plan.nodes[x].name.as_str())
+    }
+
+    /// Ground truth for a trace to any lab address, e.g. a
+    /// [target](Self::targets): like [`path`](Self::path), the routers on
+    /// the way to the node owning `dst`, that node excluded. The destination
+    /// line of a tracer is `dst` itself, since a host answers echo, TCP and
+    /// UDP from the address probed.
+    pub fn path_to(&self, from: &str, dst: IpAddr) -> Result<Vec<Vec<Hop>>, LabError> {
+        let to = self.plan.owner(dst).ok_or(LabError::UnknownAddress(dst))?;
+        self.plan.path_to(self.node(from)?, to, dst)
+    }
+
+    /// [`path_to`](Self::path_to) for single-path routes, as
+    /// [`expected_hops`](Self::expected_hops).
+    pub fn expected_hops_to(
+        &self,
+        from: &str,
+        dst: IpAddr,
+    ) -> Result<Vec<Option<IpAddr>>, LabError> {
+        single_path(self.path_to(from, dst)?, from, &dst.to_string())
     }
 
     /// Peers a declared TCP listener or UDP echo on `node` has seen, in
@@ -757,6 +790,22 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// One address per TTL (`None` for a silent router), or an error naming
+/// the first TTL with several possible routers.
+fn single_path(path: Vec<Vec<Hop>>, from: &str, to: &str) -> Result<Vec<Option<IpAddr>>, LabError> {
+    path.iter()
+        .enumerate()
+        .map(|(ttl, alternatives)| match alternatives.as_slice() {
+            [hop] => Ok((!hop.silent).then_some(hop.addr)),
+            _ => Err(LabError::Multipath {
+                from: from.to_string(),
+                to: to.to_string(),
+                ttl: ttl + 1,
+            }),
+        })
+        .collect()
 }
 
 fn tun_name(link_number: usize) -> String {

@@ -16,6 +16,11 @@
 //! [`Lab::expected_hops`]: per TTL, the address each router answers from
 //! (its interface facing the source).
 //!
+//! A node can also own many extra IPv4 target addresses
+//! ([`Topology::targets`], from `198.19.128.0/17`, see [`Lab::targets`]),
+//! routed to it like its links; [`Lab::path_to`] and
+//! [`Lab::expected_hops_to`] give the ground truth for any lab address.
+//!
 //! [`mod@named`] holds ready-made topologies; [`keeper`] runs them as
 //! persistent labs for `cargo xtask lab up|down|list`.
 //!
@@ -60,6 +65,8 @@ pub enum LabError {
     Topology(String),
     #[error("unknown node {0:?}")]
     UnknownNode(String),
+    #[error("no node of the lab owns {0}")]
+    UnknownAddress(std::net::IpAddr),
     #[error("no link between {0:?} and {1:?}")]
     NoLink(String, String),
     #[error("{node:?} has no {family} address")]

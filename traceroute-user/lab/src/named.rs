@@ -1,16 +1,17 @@
 //! Ready-made topologies shared by tests, the demo, benchmarks and
 //! `cargo xtask lab up NAME`.
 //!
-//! All of them disable ICMP rate limiting ([`IcmpRateLimit::UNLIMITED`]) so
-//! parallel tracers see every hop; declare a limit explicitly to test rate
-//! limiting. Every destination host is called `dst`, every source `src`.
+//! All of them but [`fanout`] disable ICMP rate limiting
+//! ([`IcmpRateLimit::UNLIMITED`]) so parallel tracers see every hop; declare
+//! a limit explicitly to test rate limiting. Every source is called `src`,
+//! every single destination host `dst`.
 
 use std::time::Duration;
 
 use crate::topology::{IcmpRateLimit, Topology};
 
 /// Names accepted by [`named`].
-pub const NAMES: &[&str] = &["chain", "ecmp", "nat", "delay", "ipv6"];
+pub const NAMES: &[&str] = &["chain", "ecmp", "nat", "delay", "ipv6", "fanout"];
 
 /// Looks a topology up by name.
 pub fn named(name: &str) -> Option<Topology> {
@@ -20,6 +21,7 @@ pub fn named(name: &str) -> Option<Topology> {
         "nat" => nat(),
         "delay" => delay(),
         "ipv6" => ipv6(),
+        "fanout" => fanout(),
         _ => return None,
     })
 }
@@ -119,4 +121,38 @@ pub fn ipv6() -> Topology {
         .link("r3", "dst")
         .tcp_listen("dst", 80)
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// Targets per destination host of [`fanout`].
+pub const FANOUT_TARGETS: u16 = 256;
+
+/// `src — gw — {d1, d2, d3, d4}`, v4+v6: each `d_i` owns
+/// [`FANOUT_TARGETS`] IPv4 targets ([`Topology::targets`]: d1
+/// `198.19.128.1`–`198.19.129.0`, d2 from `198.19.132.1`, d3 from
+/// `198.19.136.1`, d4 from `198.19.140.1`) and listens on TCP 80 on all of
+/// its addresses. For load tests: many traces at once through one router.
+///
+/// Unlike the other named topologies it keeps Linux's default ICMP rate
+/// limits, which every new network namespace starts with:
+/// `net.ipv4.icmp_ratelimit=1000` (per peer: a burst of 6 errors, then one
+/// per second — time-exceeded and unreachable, `icmp_ratemask`),
+/// `net.ipv4.icmp_msgs_per_sec=1000` and `net.ipv4.icmp_msgs_burst=50`
+/// (global budget), `net.ipv6.icmp.ratelimit=100`. So gw answers only a
+/// few of many quick probes that expire at it, as a real router would;
+/// echo replies and TCP answers of the targets are not limited.
+///
+/// Links: 1 src–gw, 2 gw–d1, 3 gw–d2, 4 gw–d3, 5 gw–d4.
+pub fn fanout() -> Topology {
+    let mut t = Topology::new("fanout")
+        .host("src")
+        .router("gw")
+        .link("src", "gw");
+    for d in ["d1", "d2", "d3", "d4"] {
+        t = t
+            .host(d)
+            .link("gw", d)
+            .targets(d, FANOUT_TARGETS)
+            .tcp_listen(d, 80);
+    }
+    t
 }

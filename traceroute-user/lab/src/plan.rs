@@ -33,6 +33,9 @@ pub(crate) struct PNode {
     pub nat_out: Vec<String>,
     pub tcp_listen: Vec<u16>,
     pub udp_echo: Vec<u16>,
+    /// Block the node's extra target addresses come from, and the addresses.
+    pub target_block: Option<Prefix>,
+    pub targets: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +105,13 @@ pub struct Hop {
 }
 
 const MAX_LINKS: usize = 255;
+
+/// Target blocks: `198.19.(128 + 4k).0/22` for the k-th node with targets.
+const TARGET_BASE: Ipv4Addr = Ipv4Addr::new(198, 19, 128, 0);
+const TARGET_BLOCK_LEN: u8 = 22;
+const MAX_TARGET_NODES: usize = 32;
+/// A /22 minus its first and last address.
+const MAX_TARGETS: u16 = 1022;
 
 impl Plan {
     pub fn new(t: &Topology) -> Result<Plan, LabError> {
@@ -248,6 +258,8 @@ impl Plan {
                 nat_out: Vec::new(),
                 tcp_listen: Vec::new(),
                 udp_echo: Vec::new(),
+                target_block: None,
+                targets: Vec::new(),
             })
             .collect();
 
@@ -314,6 +326,37 @@ impl Plan {
             nodes[node(n)?].sysctls.push((k.clone(), v.clone()));
         }
 
+        if !t.targets.is_empty() && !t.ipv4 {
+            return err("targets are IPv4 addresses, but IPv4 is disabled".into());
+        }
+        if t.targets.len() > MAX_TARGET_NODES {
+            return err(format!("at most {MAX_TARGET_NODES} nodes with targets"));
+        }
+        for (k, (n, count)) in t.targets.iter().enumerate() {
+            let pn = &mut nodes[node(n)?];
+            if pn.target_block.is_some() {
+                return err(format!("targets of {n:?} declared twice"));
+            }
+            if !(1..=MAX_TARGETS).contains(count) {
+                return err(format!("{count} targets for {n:?}: want 1..={MAX_TARGETS}"));
+            }
+            let base = u32::from(TARGET_BASE) + ((k as u32) << (32 - TARGET_BLOCK_LEN));
+            let block = Prefix::new(IpAddr::V4(base.into()), TARGET_BLOCK_LEN)?;
+            if let Some(l) = links.iter().find(|l| {
+                l.v4.is_some_and(|p| p.contains(block.addr) || block.contains(p.addr))
+            }) {
+                return err(format!(
+                    "target block {block} of {n:?} overlaps link {} ({})",
+                    l.number,
+                    l.v4.expect("checked")
+                ));
+            }
+            pn.target_block = Some(block);
+            pn.targets = (1..=u32::from(*count))
+                .map(|i| Ipv4Addr::from(base + i))
+                .collect();
+        }
+
         let mut plan = Plan {
             nodes,
             links,
@@ -321,6 +364,7 @@ impl Plan {
             ipv6: t.ipv6,
         };
         plan.compute_routes(&hidden);
+        plan.compute_target_routes(&hidden);
 
         for sr in &t.static_routes {
             let x = node(&sr.node)?;
@@ -447,6 +491,71 @@ impl Plan {
         }
     }
 
+    /// Routes to every node's target block, along the same shortest paths
+    /// (and ECMP groups) as to the node itself: BFS from the owner through
+    /// routers only, the owner being the last hop.
+    fn compute_target_routes(&mut self, hidden: &[Vec<bool>]) {
+        let n = self.nodes.len();
+        for owner in 0..n {
+            let Some(prefix) = self.nodes[owner].target_block else {
+                continue;
+            };
+            let mut dist = vec![usize::MAX; n];
+            dist[owner] = 0;
+            let mut queue = VecDeque::from([owner]);
+            while let Some(m) = queue.pop_front() {
+                if m != owner && self.nodes[m].kind != NodeKind::Router {
+                    continue;
+                }
+                for i in &self.nodes[m].ifaces {
+                    if dist[i.peer] == usize::MAX {
+                        dist[i.peer] = dist[m] + 1;
+                        queue.push_back(i.peer);
+                    }
+                }
+            }
+            for x in 0..n {
+                // Behind a NAT: invisible from x when every link of the owner is.
+                let behind_nat = self.nodes[owner].ifaces.iter().all(|i| hidden[x][i.link]);
+                if x == owner || dist[x] == usize::MAX || behind_nat {
+                    continue;
+                }
+                let nexthops: Vec<NextHop> = self.nodes[x]
+                    .ifaces
+                    .iter()
+                    .filter(|i| {
+                        (i.peer == owner || self.nodes[i.peer].kind == NodeKind::Router)
+                            && dist[i.peer].checked_add(1) == Some(dist[x])
+                    })
+                    .filter_map(|i| {
+                        let peer_if = self.nodes[i.peer]
+                            .ifaces
+                            .iter()
+                            .find(|p| p.link == i.link)?;
+                        Some(NextHop {
+                            link: i.link,
+                            peer: i.peer,
+                            via: peer_if.addr(Family::V4)?,
+                        })
+                    })
+                    .collect();
+                if !nexthops.is_empty() {
+                    self.nodes[x].routes.push(Route { prefix, nexthops });
+                }
+            }
+        }
+    }
+
+    /// The node an address belongs to: one of its interfaces or targets.
+    pub fn owner(&self, addr: IpAddr) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.ifaces
+                .iter()
+                .any(|i| i.addr(Family::V4) == Some(addr) || i.addr(Family::V6) == Some(addr))
+                || matches!(addr, IpAddr::V4(a) if n.targets.contains(&a))
+        })
+    }
+
     /// The first address of `family` a node has (on its first link).
     pub fn primary(&self, node: usize, family: Family) -> Option<IpAddr> {
         self.nodes[node].ifaces.iter().find_map(|i| i.addr(family))
@@ -480,17 +589,28 @@ impl Plan {
     /// For each TTL, the routers a probe from `from` to `to`'s primary
     /// address may expire at (several with ECMP), excluding `to` itself.
     pub fn path(&self, from: usize, to: usize, family: Family) -> Result<Vec<Vec<Hop>>, LabError> {
-        let no_route = || LabError::NoRoute {
-            from: self.nodes[from].name.clone(),
-            to: self.nodes[to].name.clone(),
-            family,
-        };
         let dst = self
             .primary(to, family)
             .ok_or_else(|| LabError::NoAddress {
                 node: self.nodes[to].name.clone(),
                 family,
             })?;
+        self.path_to(from, to, dst)
+    }
+
+    /// For each TTL, the routers a probe from `from` to `dst`, an address
+    /// owned by node `to`, may expire at, excluding `to` itself.
+    pub fn path_to(&self, from: usize, to: usize, dst: IpAddr) -> Result<Vec<Vec<Hop>>, LabError> {
+        let family = if dst.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let no_route = || LabError::NoRoute {
+            from: self.nodes[from].name.clone(),
+            to: self.nodes[to].name.clone(),
+            family,
+        };
         let mut layer = BTreeSet::from([from]);
         let mut hops = Vec::new();
         for _ttl in 1..=64 {
@@ -682,6 +802,80 @@ mod tests {
             .nat("n", "y");
         assert!(Plan::new(&t).is_err());
         assert!(Plan::new(&named::chain().static_route("r1", "198.18.9.0/24", &["dst"])).is_err());
+    }
+
+    #[test]
+    fn fanout_targets_are_routed_to_their_owner() {
+        let p = Plan::new(&named::fanout()).unwrap();
+        let (src, gw) = (p.node_index("src").unwrap(), p.node_index("gw").unwrap());
+        let d1 = &p.nodes[p.node_index("d1").unwrap()];
+        assert_eq!(d1.targets.len(), 256);
+        assert_eq!(d1.targets[0], "198.19.128.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(d1.targets[255], "198.19.129.0".parse::<Ipv4Addr>().unwrap());
+        let d4 = p.node_index("d4").unwrap();
+        assert_eq!(
+            p.nodes[d4].target_block,
+            Some("198.19.140.0/22".parse().unwrap())
+        );
+        let route = |x: usize, prefix: &str| {
+            let prefix: Prefix = prefix.parse().unwrap();
+            p.nodes[x]
+                .routes
+                .iter()
+                .find(|r| r.prefix == prefix)
+                .cloned()
+        };
+        let at_gw = route(gw, "198.19.140.0/22").unwrap();
+        assert_eq!(at_gw.nexthops.len(), 1);
+        assert_eq!(
+            at_gw.nexthops[0].via,
+            ip("198.18.5.2"),
+            "gw sends d4's block to d4"
+        );
+        assert_eq!(
+            route(src, "198.19.140.0/22").unwrap().nexthops[0].via,
+            ip("198.18.1.2")
+        );
+        assert!(route(d4, "198.19.140.0/22").is_none(), "local to d4");
+
+        let target = ip("198.19.140.7");
+        assert_eq!(p.owner(target), Some(d4));
+        assert_eq!(p.owner(ip("198.19.141.7")), None, "beyond the 256 targets");
+        assert_eq!(p.owner(ip("198.18.5.2")), Some(d4));
+        let path = p.path_to(src, d4, target).unwrap();
+        assert_eq!(addrs(&path), vec![vec![ip("198.18.1.2")]]);
+    }
+
+    #[test]
+    fn targets_follow_ecmp_groups() {
+        let p = Plan::new(&named::ecmp().targets("dst", 4)).unwrap();
+        let (src, dst) = (p.node_index("src").unwrap(), p.node_index("dst").unwrap());
+        assert_eq!(p.nodes[dst].targets.len(), 4);
+        let target = IpAddr::V4(p.nodes[dst].targets[3]);
+        assert_eq!(target, ip("198.19.128.4"));
+        let path = p.path_to(src, dst, target).unwrap();
+        assert_eq!(addrs(&path), addrs(&src_to_dst(&p, Family::V4)));
+        assert_eq!(path[1].len(), 2, "both branches");
+    }
+
+    #[test]
+    fn rejects_bad_targets() {
+        let chain = || named::chain();
+        assert!(Plan::new(&chain().targets("dst", 0)).is_err());
+        assert!(Plan::new(&chain().targets("dst", 1023)).is_err());
+        assert!(Plan::new(&chain().targets("dst", 1022)).is_ok());
+        assert!(Plan::new(&chain().targets("dst", 1).targets("dst", 1)).is_err());
+        assert!(Plan::new(&chain().targets("nope", 1)).is_err());
+        assert!(Plan::new(&chain().ipv4(false).targets("dst", 1)).is_err());
+        // Link 128 behind a NAT is 198.19.128.0/24: the first target block.
+        let mut t = Topology::new("t").router("o").router("n").host("h");
+        for _ in 0..127 {
+            t = t.link("o", "n");
+        }
+        let t = t.link("n", "h").nat("n", "o");
+        assert!(Plan::new(&t).is_ok());
+        let err = Plan::new(&t.targets("o", 1)).unwrap_err().to_string();
+        assert!(err.contains("overlaps link 128"), "{err}");
     }
 
     #[test]

@@ -209,6 +209,11 @@ pub(crate) struct DropRule {
 /// ECMP next-hop groups where several neighbours are equally close, hashed
 /// on the 5-tuple so different flows may take different branches while each
 /// flow keeps to one.
+///
+/// Extra target addresses ([`targets`](Self::targets)) come from
+/// `198.19.128.0/17`: the k-th node given targets (0-based, in the order of
+/// the `targets` calls) owns the block `198.19.(128 + 4k).0/22` and its
+/// targets are the block's first addresses from `.1` on.
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub(crate) name: String,
@@ -225,6 +230,7 @@ pub struct Topology {
     pub(crate) drops: Vec<DropRule>,
     pub(crate) static_routes: Vec<StaticRoute>,
     pub(crate) sysctls: Vec<(String, String, String)>,
+    pub(crate) targets: Vec<(String, u16)>,
 }
 
 impl Topology {
@@ -245,6 +251,7 @@ impl Topology {
             drops: Vec::new(),
             static_routes: Vec::new(),
             sysctls: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -374,6 +381,19 @@ impl Topology {
             prefix: prefix.to_string(),
             via: via.iter().map(|s| s.to_string()).collect(),
         });
+        self
+    }
+
+    /// Gives `node` `count` extra IPv4 addresses (1..=1022) to be traced to,
+    /// routed to it like its own links: every other node gets a route for
+    /// the node's `/22` target block along the same shortest paths (ECMP
+    /// included). The addresses sit on the node's loopback, so the node
+    /// answers ping, TCP ([`tcp_listen`](Self::tcp_listen) binds all
+    /// addresses) and UDP from the address that was probed. At most 32
+    /// nodes per topology; IPv4 only. See [`Lab::targets`](crate::Lab::targets)
+    /// and [`Lab::path_to`](crate::Lab::path_to).
+    pub fn targets(mut self, node: &str, count: u16) -> Topology {
+        self.targets.push((node.to_string(), count));
         self
     }
 

@@ -6,6 +6,7 @@ mod chain;
 mod common;
 mod delay;
 mod ecmp;
+mod fanout;
 mod features;
 mod named;
 mod nat;
