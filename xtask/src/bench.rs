@@ -2,20 +2,29 @@
 //! reported as ratios (DESIGN.md §6). Nothing here asserts anything about
 //! speed; the bench fails only when the agent itself fails.
 //!
-//! 1. Trace wall time through the `chain` lab (src — r1 — r2 — r3 (silent) —
-//!    r4 — dst): the agent (UDP, TCP, ICMP) and classic traceroute,
-//!    tcptraceroute, mtr and scamper, each process timed from outside, with the
-//!    hops each found checked against the lab's ground truth.
+//! 1. One trace through the `chain` lab (src — r1 — r2 — r3 (silent) — r4 —
+//!    dst): the agent (UDP, TCP, ICMP) and classic traceroute,
+//!    tcptraceroute, mtr and scamper, each at its own defaults and at
+//!    matched settings, each process timed from outside, with the probes it
+//!    sent (counted on src's interface) and the hops it found checked
+//!    against the lab's ground truth.
 //! 2. What the capture costs other traffic: iperf3 TCP throughput across a
 //!    veth, alternating runs without and with the agent's programs attached.
+//! 3. Load: N traces at once through one agent service in the `fanout` lab
+//!    (default ICMP rate limits), beside scamper tracing the same list.
 //!
 //! The report is printed and written to `target/bench/report.{json,md}`.
 //! Every probe stays inside lab namespaces (198.18.0.0/15).
 
+mod counter;
+mod http;
+mod load;
 mod peers;
+mod process;
 mod report;
 mod throughput;
 mod trace;
+mod truth;
 
 use std::path::PathBuf;
 
@@ -36,6 +45,17 @@ pub struct Options {
     /// Length of each iperf3 transfer, in seconds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
     pub seconds: u32,
+    /// Load benchmark: numbers of targets traced at once (at most 1024).
+    #[arg(long, value_delimiter = ',', default_value = "64,256,1024",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub load: Vec<u16>,
+    /// Skip the load benchmark.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Probes per second of the agent service in the load benchmark, and of
+    /// scamper's matched run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub load_pps: u32,
 }
 
 pub fn run(options: Options) -> Result<()> {
@@ -50,7 +70,17 @@ pub fn run(options: Options) -> Result<()> {
 
     let trace = trace::run(options.runs, &unavailable)?;
     let throughput = throughput::run(options.alternations, options.seconds, &unavailable)?;
-    let report = report::Report { trace, throughput };
+    let load = if options.no_load {
+        None
+    } else {
+        let sizes: Vec<usize> = options.load.iter().map(|&n| usize::from(n)).collect();
+        Some(load::run(&sizes, options.load_pps, &unavailable)?)
+    };
+    let report = report::Report {
+        trace,
+        throughput,
+        load,
+    };
 
     let markdown = report::markdown(&report);
     println!("\n{markdown}");
@@ -84,14 +114,37 @@ fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
+/// Median, min and max of a sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+fn spread(values: &[f64]) -> Option<Spread> {
+    Some(Spread {
+        median: median(values)?,
+        min: values.iter().copied().reduce(f64::min)?,
+        max: values.iter().copied().reduce(f64::max)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
 
     #[test]
     fn medians() {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn spreads() {
+        assert_eq!(spread(&[]), None);
+        let s = spread(&[4.0, 1.0, 3.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (3.0, 1.0, 4.0));
     }
 }

@@ -1,14 +1,19 @@
 //! The bench report: one markdown rendering (printed and written to
 //! report.md) and the same numbers as JSON (report.json).
 
+mod load;
+
 use serde_json::{Value, json};
 
+use super::Spread;
+use super::load::LoadBench;
 use super::throughput::Throughput;
-use super::trace::{Measurement, TraceBench};
+use super::trace::{Measurement, Setting, TraceBench};
 
 pub struct Report {
     pub trace: TraceBench,
     pub throughput: Throughput,
+    pub load: Option<LoadBench>,
 }
 
 pub fn markdown(report: &Report) -> String {
@@ -16,57 +21,97 @@ pub fn markdown(report: &Report) -> String {
     out += &trace_section(&report.trace);
     out += "\n";
     out += &throughput_section(&report.throughput);
+    if let Some(l) = &report.load {
+        out += "\n";
+        out += &load::section(l);
+    }
     out
 }
 
 fn trace_section(t: &TraceBench) -> String {
     let mut out = format!(
-        "## Trace wall time: chain lab with a silent hop (src - r1 - r2 - r3 (silent) - r4 - dst)\n\n\
-         {} runs per tool, one process per trace, timed from outside; destination {}.\n\
-         Expected hops: {}\n\n",
+        "## One trace: chain lab with a silent hop (src - r1 - r2 - r3 (silent) - r4 - dst)\n\n\
+         {} runs per tool and setting, one process per trace, timed from outside; destination {}.\n\
+         Expected hops: {}\n\
+         Probes: packets leaving src's interface toward the lab during the run (UDP, TCP SYN, \
+         ICMP echo request; counted by nftables on the egress hook, so ARP and neighbour \
+         discovery are not included). Medians, (min-max) over the runs; ratios against the \
+         agent's UDP trace at the same setting.\n",
         t.runs,
         t.destination,
         t.expected.join(" ")
     );
-    let headers = [
-        "tool",
-        "median",
-        "min",
-        "max",
-        "/ agent UDP",
-        "hops",
-        "notes",
-    ];
-    let rows: Vec<Vec<String>> = t.measurements.iter().map(|m| trace_row(t, m)).collect();
-    out += &table(&headers, &rows);
-    out += "\nCommands (in src's namespace):\n\n";
-    for m in &t.measurements {
-        out += &format!("- {}: `{}`\n", m.tool, m.command);
+    for setting in Setting::ALL {
+        out += &match setting {
+            Setting::Defaults => {
+                "\n### Each tool at its own defaults (only reverse DNS off)\n\n".to_string()
+            }
+            Setting::Matched => {
+                "\n### Matched: 3 probes per hop, max TTL 30, 1 s wait\n\n".to_string()
+            }
+        };
+        let headers = [
+            "tool",
+            "wall time",
+            "/ agent UDP",
+            "probes",
+            "/ agent UDP",
+            "hops",
+            "notes",
+        ];
+        let of_setting = || t.measurements.iter().filter(|m| m.setting == setting);
+        let rows: Vec<Vec<String>> = of_setting().map(|m| trace_row(t, m)).collect();
+        out += &table(&headers, &rows);
+        out += "\nCommands (in src's namespace):\n\n";
+        for m in of_setting() {
+            out += &format!("- {}: `{}`\n", m.tool, m.command);
+        }
     }
     out
 }
 
+/// `median (min-max)` with `unit` after each number, `-` without values.
+fn spread_text(s: Option<Spread>, decimals: usize, unit: &str) -> String {
+    let Some(s) = s else {
+        return "-".into();
+    };
+    let n = |v: f64| format!("{v:.decimals$}");
+    if n(s.min) == n(s.max) {
+        format!("{}{unit}", n(s.median))
+    } else {
+        format!("{}{unit} ({}-{})", n(s.median), n(s.min), n(s.max))
+    }
+}
+
+fn ratio_text(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
 fn trace_row(t: &TraceBench, m: &Measurement) -> Vec<String> {
     if let Some(reason) = &m.unavailable {
-        let dash = "-".to_string();
-        let mut row = vec![m.tool.clone(), dash.clone(), dash.clone(), dash.clone()];
-        row.extend([dash.clone(), dash, format!("unavailable: {reason}")]);
+        let mut row = vec![m.tool.clone()];
+        row.extend(std::iter::repeat_n("-".to_string(), 5));
+        row.push(format!("unavailable: {reason}"));
         return row;
     }
-    let secs = |s: Option<f64>| s.map_or("-".into(), |s| format!("{s:.3} s"));
     let matching = m.matching_runs(&t.expected);
     let mut hops = format!("{matching}/{} ok", m.hops.len());
     if let Some(wrong) = m.hops.iter().find(|h| **h != t.expected) {
         hops += &format!(", got {}", compact_hops(wrong));
     }
+    let mut note = m.note.clone();
+    if !m.probes_reported.is_empty() {
+        let reported: Vec<String> = m.probes_reported.iter().map(u64::to_string).collect();
+        note += &format!("; says it sent {}", reported.join(", "));
+    }
     vec![
         m.tool.clone(),
-        secs(m.median_s()),
-        secs(m.min_s()),
-        secs(m.max_s()),
-        t.ratio(m).map_or("-".into(), |r| format!("{r:.2}x")),
+        spread_text(m.wall(), 3, " s"),
+        ratio_text(t.ratio(m)),
+        spread_text(m.probes_sent(), 0, ""),
+        ratio_text(t.probe_ratio(m)),
         hops,
-        m.note.clone(),
+        note,
     ]
 }
 
@@ -140,7 +185,7 @@ fn throughput_section(t: &Throughput) -> String {
 }
 
 /// A markdown table padded to line up in a terminal too.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -163,6 +208,14 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `{"median", "min", "max"}` or null.
+pub(super) fn spread_json(s: Option<Spread>) -> Value {
+    s.map_or(
+        Value::Null,
+        |s| json!({"median": s.median, "min": s.min, "max": s.max}),
+    )
+}
+
 pub fn json(report: &Report) -> Value {
     let t = &report.trace;
     let tools: Vec<Value> = t
@@ -171,14 +224,17 @@ pub fn json(report: &Report) -> Value {
         .map(|m| {
             json!({
                 "tool": m.tool,
+                "setting": m.setting.label(),
                 "command": m.command,
                 "available": m.unavailable.is_none(),
                 "unavailable_reason": m.unavailable,
                 "wall_s": m.wall_s,
-                "median_s": m.median_s(),
-                "min_s": m.min_s(),
-                "max_s": m.max_s(),
+                "wall": spread_json(m.wall()),
                 "ratio_to_agent_udp": t.ratio(m),
+                "probes_sent": m.probes,
+                "probes": spread_json(m.probes_sent()),
+                "probe_ratio_to_agent_udp": t.probe_ratio(m),
+                "probes_reported_by_tool": m.probes_reported,
                 "hops": m.hops,
                 "runs_with_expected_hops": m.matching_runs(&t.expected),
                 "note": m.note,
@@ -192,8 +248,10 @@ pub fn json(report: &Report) -> Value {
             "destination": t.destination.to_string(),
             "runs": t.runs,
             "expected_hops": t.expected,
+            "probes_counted": "packets leaving src's interface to lab addresses: UDP, TCP SYN, ICMP echo request (nftables egress hook)",
             "tools": tools,
         },
+        "load": report.load.as_ref().map(load::json),
         "throughput": {
             "available": tp.unavailable.is_none(),
             "unavailable_reason": tp.unavailable,
@@ -223,6 +281,17 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(compact_hops(&hops), "a * b *x5");
+    }
+
+    #[test]
+    fn spreads_as_text() {
+        let s = |median, min, max| Some(Spread { median, min, max });
+        assert_eq!(
+            spread_text(s(0.24, 0.231, 0.262), 3, " s"),
+            "0.240 s (0.231-0.262)"
+        );
+        assert_eq!(spread_text(s(45.0, 45.0, 45.0), 0, ""), "45");
+        assert_eq!(spread_text(None, 0, ""), "-");
     }
 
     #[test]

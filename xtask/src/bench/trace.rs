@@ -1,5 +1,9 @@
-//! Benchmark 1: wall time of one trace through a chain with a silent hop, the
-//! agent side by side with its peers, each process timed from outside.
+//! Benchmark 1: one trace through a chain with a silent hop, the agent
+//! side by side with its peers, each process timed from outside, each tool
+//! twice: at its own defaults (only name resolution turned off) and at
+//! matched settings (3 probes per hop, max TTL 30, 1 s wait). Next to the
+//! wall time: the probes each run sent, counted on src's interface, and
+//! the hops it found against the lab's ground truth.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -8,9 +12,30 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use traceroute_lab::{Family, Lab};
 
-use super::median;
+use super::counter::ProbeCounter;
 use super::peers::Unavailable;
+use super::{Spread, spread};
 use crate::util::agent_binary;
+
+/// How a tool is configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// The tool's own defaults; only reverse DNS is turned off (`-n`).
+    Defaults,
+    /// 3 probes per hop, max TTL 30, 1 s wait, for every tool.
+    Matched,
+}
+
+impl Setting {
+    pub const ALL: [Setting; 2] = [Setting::Defaults, Setting::Matched];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Setting::Defaults => "defaults",
+            Setting::Matched => "matched",
+        }
+    }
+}
 
 /// A run that takes longer than this is killed and counted as a failure.
 const TIMEOUT_S: u32 = 120;
@@ -19,10 +44,16 @@ const TIMEOUT_S: u32 = 120;
 pub struct Measurement {
     /// Short name, e.g. "agent UDP".
     pub tool: String,
+    pub setting: Setting,
     /// The command line run in src's namespace.
     pub command: String,
     /// Wall time of each run, in seconds.
     pub wall_s: Vec<f64>,
+    /// Probes each run sent, counted on src's interface.
+    pub probes: Vec<u64>,
+    /// Probes the agent says each run sent (`probing.probes_sent` of its
+    /// record), when its records carry it.
+    pub probes_reported: Vec<u64>,
     /// Hops found in each run: the address per TTL, `*` for silence.
     pub hops: Vec<Vec<String>>,
     /// Extra facts, e.g. the agent's capture method.
@@ -32,16 +63,13 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    pub fn median_s(&self) -> Option<f64> {
-        median(&self.wall_s)
+    pub fn wall(&self) -> Option<Spread> {
+        spread(&self.wall_s)
     }
 
-    pub fn min_s(&self) -> Option<f64> {
-        self.wall_s.iter().copied().reduce(f64::min)
-    }
-
-    pub fn max_s(&self) -> Option<f64> {
-        self.wall_s.iter().copied().reduce(f64::max)
+    pub fn probes_sent(&self) -> Option<Spread> {
+        let v: Vec<f64> = self.probes.iter().map(|&p| p as f64).collect();
+        spread(&v)
     }
 
     /// Runs whose hops equal `expected`.
@@ -59,14 +87,26 @@ pub struct TraceBench {
     pub destination: IpAddr,
     /// Ground truth: the lab's hops, then the destination.
     pub expected: Vec<String>,
-    /// The agent's UDP trace first: every ratio is relative to it.
+    /// Every tool at every setting; per setting the agent's UDP trace
+    /// first: every ratio is relative to it.
     pub measurements: Vec<Measurement>,
 }
 
 impl TraceBench {
-    /// Median of `m` over the agent's UDP median.
+    /// The agent's UDP trace at `setting`.
+    fn baseline(&self, setting: Setting) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| m.setting == setting)
+    }
+
+    /// Median wall time of `m` over the agent's UDP median at the same setting.
     pub fn ratio(&self, m: &Measurement) -> Option<f64> {
-        Some(m.median_s()? / self.measurements.first()?.median_s()?)
+        Some(m.wall()?.median / self.baseline(m.setting)?.wall()?.median)
+    }
+
+    /// Median probes of `m` over the agent's UDP median at the same setting.
+    pub fn probe_ratio(&self, m: &Measurement) -> Option<f64> {
+        let base = self.baseline(m.setting)?.probes_sent()?.median;
+        (base > 0.0).then_some(m.probes_sent()?.median / base)
     }
 }
 
@@ -80,10 +120,10 @@ struct Tool {
 }
 
 impl Tool {
-    fn agent(name: &'static str, dst: &str, protocol: &[&str]) -> Tool {
+    fn agent(name: &'static str, dst: &str, protocol: &[&str], matched: &[&str]) -> Tool {
         let mut args = vec!["trace", dst, "--format", "json"];
         args.extend(protocol);
-        args.extend(["-q", "3", "--timeout-ms", "1000", "-m", "30"]);
+        args.extend(matched);
         Tool {
             name,
             package: None,
@@ -121,26 +161,42 @@ impl Tool {
     }
 }
 
-/// Comparable settings everywhere: 3 probes per hop, 1 s wait, numeric, max TTL 30.
-fn tools(dst: &str) -> Vec<Tool> {
-    let scamper_udp = "trace -P udp-paris -q 3 -w 1 -m 30";
-    let scamper_icmp = "trace -P icmp-paris -q 3 -w 1 -m 30";
+/// Every tool at `setting`. Defaults: the plain command plus `-n` (the
+/// agent does no reverse DNS by default; `--format json` only picks the
+/// output). Matched: 3 probes per hop, 1 s wait, max TTL 30 for all.
+fn tools(dst: &str, setting: Setting) -> Vec<Tool> {
+    let matched = setting == Setting::Matched;
+    let pick = |flags: &'static [&'static str]| if matched { flags } else { &[] };
+    let agent_matched = pick(&["-q", "3", "--timeout-ms", "1000", "-m", "30"]);
+    let tr_matched = pick(&["-w", "1", "-q", "3", "-m", "30"]);
+    let mtr_matched = pick(&["--report-cycles", "3", "-m", "30"]);
+    let scamper_matched = if matched { " -q 3 -w 1 -m 30" } else { "" };
+    let agent = |name, protocol: &[&str]| Tool::agent(name, dst, protocol, agent_matched);
     let tr = |name, extra: &[&str]| {
         let mut args = vec!["-n"];
         args.extend(extra);
-        args.extend(["-w", "1", "-q", "3", "-m", "30", dst]);
+        args.extend(tr_matched);
+        args.push(dst);
         Tool::peer(name, "traceroute", "traceroute", &args)
     };
+    let mut tcptraceroute = vec!["-n"];
+    tcptraceroute.extend(tr_matched);
+    tcptraceroute.extend([dst, "80"]);
     let mtr = |name, extra: &[&str]| {
-        let mut args = vec!["--report", "--report-cycles", "3", "-n", "-m", "30"];
+        let mut args = vec!["-n", "--report"];
+        args.extend(mtr_matched);
         args.extend(extra);
         args.push(dst);
         Tool::peer(name, "mtr-tiny", "mtr", &args)
     };
+    let scamper = |name, method: &str| {
+        let command = format!("trace -P {method}{scamper_matched}");
+        Tool::peer(name, "scamper", "scamper", &["-c", &command, "-i", dst])
+    };
     vec![
-        Tool::agent("agent UDP", dst, &["-U"]),
-        Tool::agent("agent TCP:80", dst, &["-T", "-p", "80"]),
-        Tool::agent("agent ICMP", dst, &["-I"]),
+        agent("agent UDP", &["-U"]),
+        agent("agent TCP:80", &["-T", "-p", "80"]),
+        agent("agent ICMP", &["-I"]),
         tr("traceroute UDP", &[]),
         tr("traceroute TCP:80", &["-T", "-p", "80"]),
         tr("traceroute ICMP", &["-I"]),
@@ -148,28 +204,19 @@ fn tools(dst: &str) -> Vec<Tool> {
             "tcptraceroute",
             "tcptraceroute",
             "tcptraceroute",
-            &["-n", "-w", "1", "-q", "3", "-m", "30", dst, "80"],
+            &tcptraceroute,
         ),
         mtr("mtr ICMP", &[]),
         mtr("mtr TCP:80", &["--tcp", "-P", "80"]),
-        Tool::peer(
-            "scamper UDP-paris",
-            "scamper",
-            "scamper",
-            &["-c", scamper_udp, "-i", dst],
-        ),
-        Tool::peer(
-            "scamper ICMP-paris",
-            "scamper",
-            "scamper",
-            &["-c", scamper_icmp, "-i", dst],
-        ),
+        scamper("scamper UDP-paris", "udp-paris"),
+        scamper("scamper ICMP-paris", "icmp-paris"),
     ]
 }
 
 pub fn run(runs: u32, unavailable: &Unavailable) -> Result<TraceBench> {
     println!("bench: lab `chain`: src - r1 - r2 - r3 (silent) - r4 - dst");
     let lab = Lab::up(&traceroute_lab::named::chain()).context("bringing up the chain lab")?;
+    let counter = ProbeCounter::install(&lab, "src", lab.ifname("src", "r1")?)?;
     let destination = lab.primary("dst", Family::V4)?;
     let mut expected: Vec<String> = lab
         .expected_hops("src", "dst", Family::V4)?
@@ -178,13 +225,20 @@ pub fn run(runs: u32, unavailable: &Unavailable) -> Result<TraceBench> {
         .collect();
     expected.push(destination.to_string());
 
-    let tools = tools(&destination.to_string());
+    let dst = destination.to_string();
+    let tools: Vec<(Setting, Tool)> = Setting::ALL
+        .iter()
+        .flat_map(|&s| tools(&dst, s).into_iter().map(move |t| (s, t)))
+        .collect();
     let mut measurements: Vec<Measurement> = tools
         .iter()
-        .map(|t| Measurement {
+        .map(|(setting, t)| Measurement {
             tool: t.name.to_string(),
+            setting: *setting,
             command: t.command_line(),
             wall_s: Vec::new(),
+            probes: Vec::new(),
+            probes_reported: Vec::new(),
             hops: Vec::new(),
             note: String::new(),
             unavailable: t.package.and_then(|p| unavailable.get(p).cloned()),
@@ -194,15 +248,20 @@ pub fn run(runs: u32, unavailable: &Unavailable) -> Result<TraceBench> {
     // Round-robin, so background load spreads over all tools alike.
     for run in 1..=runs {
         println!("bench: trace run {run}/{runs}");
-        for (tool, m) in tools.iter().zip(&mut measurements) {
+        for ((_, tool), m) in tools.iter().zip(&mut measurements) {
             if m.unavailable.is_some() {
                 continue;
             }
-            match time_once(&lab, tool) {
-                Ok((wall, hops, note)) => {
-                    m.wall_s.push(wall);
-                    m.hops.push(hops);
-                    m.note = note;
+            let before = counter.read(&lab)?;
+            let outcome = time_once(&lab, tool);
+            let probes = counter.read(&lab)? - before;
+            match outcome {
+                Ok(once) => {
+                    m.wall_s.push(once.wall_s);
+                    m.probes.push(probes);
+                    m.probes_reported.extend(once.probes_reported);
+                    m.hops.push(once.hops);
+                    m.note = once.note;
                 }
                 Err(reason) if tool.package.is_none() => {
                     bail!("the agent failed: `{}`: {reason}", m.command)
@@ -222,8 +281,16 @@ pub fn run(runs: u32, unavailable: &Unavailable) -> Result<TraceBench> {
     })
 }
 
-/// Runs `tool` once in src's namespace: wall time in seconds, hops, note.
-fn time_once(lab: &Lab, tool: &Tool) -> Result<(f64, Vec<String>, String), String> {
+/// What one run of a tool gave.
+struct Once {
+    wall_s: f64,
+    hops: Vec<String>,
+    note: String,
+    probes_reported: Option<u64>,
+}
+
+/// Runs `tool` once in src's namespace.
+fn time_once(lab: &Lab, tool: &Tool) -> Result<Once, String> {
     let mut cmd = lab.command("src", "timeout").map_err(|e| e.to_string())?;
     cmd.arg(TIMEOUT_S.to_string())
         .arg(&tool.program)
@@ -242,15 +309,27 @@ fn time_once(lab: &Lab, tool: &Tool) -> Result<(f64, Vec<String>, String), Strin
             error_line(&tool.program, &out.stderr)
         ));
     }
-    let (hops, note) = if tool.package.is_none() {
-        agent_hops(&stdout)?
+    let (hops, note, probes_reported) = if tool.package.is_none() {
+        let (hops, note) = agent_hops(&stdout)?;
+        (hops, note, agent_probes(&stdout))
     } else {
-        (text_hops(&stdout), String::new())
+        (text_hops(&stdout), String::new(), None)
     };
     if hops.is_empty() {
         return Err(format!("no hops in its output: {:?}", stdout.trim()));
     }
-    Ok((wall, hops, note))
+    Ok(Once {
+        wall_s: wall,
+        hops,
+        note,
+        probes_reported,
+    })
+}
+
+/// `probing.probes_sent` of the agent's record, where it has one.
+fn agent_probes(json: &str) -> Option<u64> {
+    let path: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    path["probing"]["probes_sent"].as_u64()
 }
 
 /// The line of `stderr` that names the problem: the first mentioning an
@@ -397,5 +476,32 @@ HOST: vm                          Loss%   Snt   Last   Avg  Best  Wrst StDev
         assert_eq!(hops, v(EXPECTED));
         assert_eq!(note, "capture: ebpf");
         assert!(agent_hops("not json").is_err());
+        assert_eq!(agent_probes(json), None, "today's records");
+        assert_eq!(agent_probes(r#"{"probing":{"probes_sent":27}}"#), Some(27));
+    }
+
+    #[test]
+    fn defaults_add_only_numeric_output() {
+        let commands = |s| -> Vec<String> {
+            tools("198.18.5.2", s)
+                .iter()
+                .map(Tool::command_line)
+                .collect()
+        };
+        let defaults = commands(Setting::Defaults);
+        assert_eq!(
+            defaults[0],
+            "traceroute-agent trace 198.18.5.2 --format json -U"
+        );
+        assert!(defaults.contains(&"traceroute -n 198.18.5.2".to_string()));
+        assert!(defaults.contains(&"tcptraceroute -n 198.18.5.2 80".to_string()));
+        assert!(defaults.contains(&"mtr -n --report 198.18.5.2".to_string()));
+        assert!(defaults.contains(&"scamper -c \"trace -P udp-paris\" -i 198.18.5.2".to_string()));
+        let matched = commands(Setting::Matched);
+        assert!(matched.contains(&"traceroute -n -w 1 -q 3 -m 30 198.18.5.2".to_string()));
+        assert!(matched.contains(
+            &"mtr -n --report --report-cycles 3 -m 30 --tcp -P 80 198.18.5.2".to_string()
+        ));
+        assert_eq!(defaults.len(), matched.len());
     }
 }

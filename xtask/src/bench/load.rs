@@ -1,0 +1,187 @@
+//! Benchmark 3: many traces at once. In the `fanout` lab (src — gw —
+//! d1..d4, 1024 target addresses, the kernel's default ICMP rate limits)
+//! one agent service in src answers N API requests (ICMP, one query, max
+//! TTL 8) with at most 32 in flight, and scamper traces the same N targets
+//! from a list, once at its default rate and once at the agent's. For each:
+//! traces per second, hops found against the ground truth (shared ones
+//! apart), invented loss, probes sent (counted on src's interface), CPU per
+//! trace and peak RSS.
+
+mod scamper;
+mod service;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use traceroute_lab::{Family, Lab, named};
+
+use super::counter::ProbeCounter;
+use super::peers::Unavailable;
+use super::process::Usage;
+use super::truth::Tally;
+
+/// Traces the client keeps in flight: the service's default
+/// `api.max_concurrent_traces`.
+pub const IN_FLIGHT: usize = 32;
+
+/// gw allows a burst of 6 time-exceeded per peer, then one per second: a
+/// pause this long before each tool gives every tool the same full burst.
+const REFILL: Duration = Duration::from_secs(6);
+
+/// Requests (or scamper tasks) as given to each tool.
+pub const MAX_TTL: u8 = 8;
+
+pub struct LoadBench {
+    /// Probes per second of the agent, and of scamper's matched run.
+    pub pps: u32,
+    /// The router every trace crosses, from src's side.
+    pub gateway: IpAddr,
+    pub sizes: Vec<SizeResult>,
+}
+
+/// All tools for one number of targets.
+pub struct SizeResult {
+    pub targets: usize,
+    pub runs: Vec<LoadRun>,
+}
+
+/// One tool tracing all targets of one size.
+pub struct LoadRun {
+    pub tool: String,
+    pub command: String,
+    pub wall_s: f64,
+    pub tally: Tally,
+    /// Counted on src's interface while the tool ran.
+    pub probes_counted: u64,
+    /// What the tool says it sent (the agent's `probing.probes_sent`,
+    /// scamper's `probe_count`), when every record says it.
+    pub probes_reported: Option<u64>,
+    pub usage: Option<Usage>,
+    /// Targets without a record, by reason.
+    pub failures: BTreeMap<String, u64>,
+    /// 503 BUSY answers retried.
+    pub busy_retries: u64,
+    pub note: String,
+    pub unavailable: Option<String>,
+}
+
+impl LoadRun {
+    fn new(tool: String, command: String) -> LoadRun {
+        LoadRun {
+            tool,
+            command,
+            wall_s: 0.0,
+            tally: Tally::default(),
+            probes_counted: 0,
+            probes_reported: None,
+            usage: None,
+            failures: BTreeMap::new(),
+            busy_retries: 0,
+            note: String::new(),
+            unavailable: None,
+        }
+    }
+
+    pub fn traces_per_s(&self, targets: usize) -> Option<f64> {
+        (self.unavailable.is_none() && self.wall_s > 0.0).then(|| targets as f64 / self.wall_s)
+    }
+
+    pub fn cpu_ms_per_trace(&self, targets: usize) -> Option<f64> {
+        Some(self.usage?.cpu_s * 1000.0 / targets as f64)
+    }
+}
+
+/// The targets of one size and the ground truth of each.
+pub struct Targets {
+    pub addrs: Vec<IpAddr>,
+    /// Per target: the answering address per TTL (`None`: silent), the
+    /// target itself last.
+    pub truth: Vec<Vec<Option<IpAddr>>>,
+}
+
+impl Targets {
+    fn new(lab: &Lab, addrs: &[IpAddr]) -> Result<Targets> {
+        let truth = addrs
+            .iter()
+            .map(|&t| {
+                let mut hops = lab.expected_hops_to("src", t)?;
+                hops.push(Some(t));
+                Ok(hops)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Targets {
+            addrs: addrs.to_vec(),
+            truth,
+        })
+    }
+
+    pub fn truth_of(&self, target: IpAddr) -> Option<&[Option<IpAddr>]> {
+        let i = self.addrs.iter().position(|&a| a == target)?;
+        Some(&self.truth[i])
+    }
+}
+
+/// A directory for sockets, lists and outputs, removed on drop.
+pub struct WorkDir(pub PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run(sizes: &[usize], pps: u32, unavailable: &Unavailable) -> Result<LoadBench> {
+    println!("bench: lab `fanout`: src - gw - {{d1..d4}}, 1024 targets, default ICMP rate limits");
+    let lab = Lab::up(&named::fanout()).context("bringing up the fanout lab")?;
+    let counter = ProbeCounter::install(&lab, "src", lab.ifname("src", "gw")?)?;
+    let gateway = lab.addr("gw", "src", Family::V4)?;
+    let all = interleaved(&lab)?;
+    let dir = WorkDir(std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).context("creating the bench's temp dir")?;
+
+    let agent = service::Service::start(&lab, &dir, pps)?;
+    let mut results = Vec::new();
+    for &n in sizes {
+        let n = n.min(all.len());
+        let targets = Targets::new(&lab, &all[..n])?;
+        let mut runs = Vec::new();
+        println!("bench: load, {n} targets: agent service");
+        std::thread::sleep(REFILL);
+        runs.push(agent.trace_all(&lab, &counter, &targets)?);
+        for rate in [None, Some(pps)] {
+            println!("bench: load, {n} targets: {}", scamper::name(rate));
+            std::thread::sleep(REFILL);
+            runs.push(scamper::run(
+                &lab,
+                &counter,
+                &dir,
+                &targets,
+                rate,
+                unavailable.get("scamper"),
+            )?);
+        }
+        results.push(SizeResult { targets: n, runs });
+    }
+    agent.stop(&lab)?;
+    Ok(LoadBench {
+        pps,
+        gateway,
+        sizes: results,
+    })
+}
+
+/// The fanout targets round-robin over d1..d4, so any prefix of the list
+/// spreads over all four hosts.
+fn interleaved(lab: &Lab) -> Result<Vec<IpAddr>> {
+    let lists = ["d1", "d2", "d3", "d4"]
+        .iter()
+        .map(|d| lab.targets(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+    Ok((0..longest)
+        .flat_map(|i| lists.iter().filter_map(move |l| l.get(i).copied()))
+        .collect())
+}
