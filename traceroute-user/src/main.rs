@@ -161,8 +161,8 @@ struct TraceArgs {
     /// Resolve hop addresses to names.
     #[arg(long)]
     reverse_dns: bool,
-    /// Probes per second (pacing; keeps routers' ICMP rate limits happy).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Safety rail: most probes per second (each router's ICMP budget paces probing).
+    #[arg(long, default_value_t = traceroute_user::trace::DEFAULT_PROBES_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pps: u32,
 }
 
@@ -194,6 +194,10 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let tracer = Tracer::new(TracerConfig {
         capture: args.capture,
         probes_per_second: args.pps,
+        // Replies come back where the probes leave; attaching to that one
+        // interface is what makes a one-shot trace start fast.
+        watch_all_interfaces: false,
+        ..TracerConfig::default()
     })
     .await?;
     let path = tracer.trace(&request).await?;
@@ -337,7 +341,7 @@ struct ServeArgs {
     /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
     #[arg(long, value_enum)]
     capture: Option<CaptureMode>,
-    /// Probes per second across all traces.
+    /// Safety rail: most probes per second across all traces.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pps: Option<u32>,
     /// `namespace` of every record.

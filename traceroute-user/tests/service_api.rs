@@ -332,7 +332,11 @@ fn two_hundred_concurrent_requests_no_cross_talk_bounded_memory() {
     let agent = Agent::start_with(
         &lab,
         "src",
-        Some("capture = \"ebpf\"\nprobes_per_second = 20000\n[api]\nmax_concurrent_traces = 64\n"),
+        // The lab's routers do not rate-limit ICMP; tell the agent so.
+        Some(
+            "capture = \"ebpf\"\nprobes_per_second = 20000\nrouter_icmp_burst = 10000\n\
+             router_icmp_per_second = 10000\n[api]\nmax_concurrent_traces = 64\n",
+        ),
         &[],
     );
     let path: Vec<IpAddr> = lab

@@ -24,7 +24,9 @@ fn target(host: &str, protocol: &str, interval: &str, count: Option<u32>, tag: &
 
 fn header(output: &std::path::Path) -> String {
     format!(
+        // The named labs' routers do not rate-limit ICMP; tell the agent so.
         "namespace = \"sched\"\ntags = [\"agent:lab\"]\ncapture = \"ebpf\"\nprobes_per_second = 2000\n\
+         router_icmp_burst = 10000\nrouter_icmp_per_second = 10000\n\
          [output]\npath = \"{}\"\n",
         output.display()
     )

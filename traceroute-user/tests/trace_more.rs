@@ -13,6 +13,7 @@ use traceroute_lab::{Family, Lab};
 use traceroute_user::capture::CaptureMode;
 use traceroute_user::probe::Protocol;
 use traceroute_user::resolve::FamilyPreference;
+use traceroute_user::trace::budget::Rate;
 use traceroute_user::trace::{TraceRequest, Tracer, TracerConfig};
 
 #[test]
@@ -51,6 +52,13 @@ fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
                     Tracer::new(TracerConfig {
                         capture: CaptureMode::Ebpf,
                         probes_per_second: 5000,
+                        // The lab's routers have ICMP rate limiting off: this
+                        // test is about correlating 50 traces at once.
+                        router_rate: Rate {
+                            burst: 10_000,
+                            per_second: 100_000.0,
+                        },
+                        ..TracerConfig::default()
                     })
                     .await
                     .unwrap(),

@@ -270,6 +270,11 @@ impl FlowSubscription {
         self.rx.recv().await
     }
 
+    /// A packet that is already queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<CapturedPacket> {
+        self.rx.try_recv().ok()
+    }
+
     pub fn source(&self) -> TimestampSource {
         self.capture.source()
     }

@@ -71,4 +71,20 @@ impl MonotonicTime {
     pub fn since(self, earlier: MonotonicTime) -> Option<Duration> {
         self.0.checked_sub(earlier.0).map(Duration::from_nanos)
     }
+
+    /// `self - d`, or the clock's origin.
+    pub fn saturating_sub(self, d: Duration) -> MonotonicTime {
+        Self(self.0.saturating_sub(duration_nanos(d)))
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl std::ops::Add<Duration> for MonotonicTime {
+    type Output = MonotonicTime;
+    fn add(self, d: Duration) -> MonotonicTime {
+        Self(self.0.saturating_add(duration_nanos(d)))
+    }
 }

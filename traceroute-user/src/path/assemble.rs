@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use super::model::{
-    E2eProbe, Hop, HopCount, NetworkPath, PathDestination, PathSource, RttStats, Run,
-    RunDestination, RunSource, TimestampSource, Traceroute,
+    E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, RttStats, Run,
+    RunDestination, RunSource, SharedHop, TimestampSource, Traceroute,
 };
 use crate::probe::{Protocol, Ttl};
 use crate::reply::MplsLabel;
@@ -29,12 +29,30 @@ pub struct AttemptOutcome {
     pub is_destination: bool,
     pub timestamp_source: Option<TimestampSource>,
     pub mpls_labels: Vec<MplsLabel>,
+    /// Unanswered: why.
+    pub no_answer: Option<NoAnswer>,
+    /// Unanswered after being sent: how long it waited.
+    pub waited: Option<Duration>,
+    /// Answered for another trace (see [`SharedHop`]).
+    pub shared: Option<SharedHop>,
 }
 
 impl AttemptOutcome {
-    /// No answer.
+    /// Sent, waited its full time, no answer.
     pub fn silent() -> Self {
-        Self::default()
+        Self {
+            no_answer: Some(NoAnswer::Timeout),
+            ..Self::default()
+        }
+    }
+
+    /// No answer, for `reason`.
+    pub fn unanswered(reason: NoAnswer, waited: Option<Duration>) -> Self {
+        Self {
+            no_answer: Some(reason),
+            waited,
+            ..Self::default()
+        }
     }
 
     /// An answer from `responder` after `rtt`; fill in the rest as known.
@@ -99,6 +117,13 @@ impl Hop {
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         });
+        // Without an answer, the most telling reason: a full wait first.
+        let unanswered = obs
+            .attempts
+            .iter()
+            .filter(|_| chosen.is_none())
+            .filter_map(|a| a.no_answer.map(|r| (r, a.waited)))
+            .min_by_key(|(r, _)| *r != NoAnswer::Timeout);
         Hop {
             ttl: obs.ttl,
             ip_address: chosen,
@@ -116,6 +141,10 @@ impl Hop {
                 .filter(|ip| Some(*ip) != chosen)
                 .collect(),
             mpls_labels: best.map(|a| a.mpls_labels.clone()).unwrap_or_default(),
+            no_answer: unanswered.map(|(r, _)| r.kind()),
+            not_sent_reason: unanswered.and_then(|(r, _)| r.not_sent_reason()),
+            waited: unanswered.and_then(|(_, w)| w).map(millis),
+            shared: best.and_then(|a| a.shared.clone()),
         }
     }
 }
@@ -257,6 +286,7 @@ impl NetworkPath {
             e2e_probe,
             tags: Vec::new(),
             capture: None,
+            probing: None,
         }
     }
 }

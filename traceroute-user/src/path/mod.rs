@@ -11,8 +11,9 @@ pub mod schema;
 
 pub use assemble::{AttemptOutcome, HopObservation};
 pub use model::{
-    CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, NetworkPath, PathDestination,
-    PathSource, RttStats, Run, RunDestination, RunSource, TimestampSource, Traceroute, Via,
+    CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, NetworkPath, NoAnswer,
+    NoAnswerKind, NotSentReason, PathDestination, PathSource, Probing, RttStats, Run,
+    RunDestination, RunSource, SharedHop, TimestampSource, Traceroute, Via,
 };
 
 #[cfg(test)]

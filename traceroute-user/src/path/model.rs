@@ -27,6 +27,25 @@ pub struct NetworkPath {
     /// Extra: how replies were captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureInfo>,
+    /// Extra: what the probing cost and whether anything was left undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probing: Option<Probing>,
+}
+
+/// Extra: the probing behind a record (traceroute runs and e2e probes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probing {
+    pub probes_sent: u64,
+    /// Of which re-probes of routers suspected of rate limiting.
+    pub reprobes: u64,
+    /// Probes never sent (router budget, probe rate, deadline).
+    pub probes_not_sent: u64,
+    /// Hops reused from another trace (see `Hop::shared`).
+    pub shared_hops: u64,
+    /// Why this record reports less than was asked: `rate_limited`,
+    /// `cut_short`, `router_budget`, `probe_rate`, `deadline`. Empty when
+    /// every unanswered hop waited its full time.
+    pub degraded: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +150,105 @@ pub struct Hop {
     /// Extra: MPLS label stack from the ICMP extension of that reply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mpls_labels: Vec<MplsLabel>,
+    /// Extra, unanswered hops only: why there is no answer. Only `timeout`
+    /// (sent, waited its full time) means the hop was silent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_answer: Option<NoAnswerKind>,
+    /// Extra, with `no_answer: not_sent`: what kept the probe back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_sent_reason: Option<NotSentReason>,
+    /// Extra, unanswered hops whose probe was sent: how long it waited (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited: Option<f64>,
+    /// Extra: this hop was observed by another trace (the gateway, which
+    /// every trace leaving by the same source, interface and gateway crosses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedHop>,
+}
+
+/// Why a probe has no answer (the record's `no_answer` plus `not_sent_reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoAnswer {
+    /// Sent, and waited its full time: silent.
+    Timeout,
+    /// Its router answered before (or other traces at this position) and
+    /// later hops answered: suspected ICMP rate limiting.
+    RateLimited,
+    /// Sent, but the trace's deadline ended its wait early.
+    CutShort,
+    /// Never sent.
+    NotSent(NotSentReason),
+}
+
+impl NoAnswer {
+    /// The label of logs and metrics (a not-sent probe by its reason).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoAnswer::Timeout => "timeout",
+            NoAnswer::RateLimited => "rate_limited",
+            NoAnswer::CutShort => "cut_short",
+            NoAnswer::NotSent(r) => r.as_str(),
+        }
+    }
+
+    pub fn kind(self) -> NoAnswerKind {
+        match self {
+            NoAnswer::Timeout => NoAnswerKind::Timeout,
+            NoAnswer::RateLimited => NoAnswerKind::RateLimited,
+            NoAnswer::CutShort => NoAnswerKind::CutShort,
+            NoAnswer::NotSent(_) => NoAnswerKind::NotSent,
+        }
+    }
+
+    pub fn not_sent_reason(self) -> Option<NotSentReason> {
+        match self {
+            NoAnswer::NotSent(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoAnswerKind {
+    Timeout,
+    RateLimited,
+    CutShort,
+    NotSent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotSentReason {
+    /// The router's ICMP budget would not allow it before the deadline.
+    RouterBudget,
+    /// The process-wide probe rate would not allow it before the deadline.
+    ProbeRate,
+    /// The trace ended first.
+    Deadline,
+}
+
+impl NotSentReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotSentReason::RouterBudget => "router_budget",
+            NotSentReason::ProbeRate => "probe_rate",
+            NotSentReason::Deadline => "deadline",
+        }
+    }
+}
+
+/// Extra: who observed a shared hop, and how long before this trace used it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharedHop {
+    pub test_run_id: Uuid,
+    pub run_id: Uuid,
+    pub protocol: Protocol,
+    pub destination: IpAddr,
+    /// Source port of the observing flow (ICMP: its echo identifier).
+    pub flow_id: u16,
+    /// Milliseconds between the observation and its use.
+    pub age: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

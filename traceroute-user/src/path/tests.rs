@@ -195,10 +195,12 @@ fn serialization_uses_the_contract_field_names() {
     assert_eq!(hops[0]["icmp_code"], 0);
     assert_eq!(hops[0]["reply_ttl"], 254);
     assert_eq!(hops[0]["timestamp_source"], "kernel");
-    // The silent hop, exactly as the contract shows it (plus per-attempt nulls).
+    // The silent hop, exactly as the contract shows it (plus per-attempt
+    // nulls and why it has no answer).
     assert_eq!(
         hops[1],
-        json!({"ttl": 2, "ip_address": "", "reachable": false, "rtts": [null, null, null]})
+        json!({"ttl": 2, "ip_address": "", "reachable": false, "rtts": [null, null, null],
+               "no_answer": "timeout"})
     );
     assert_eq!(hops[2]["ip_address"], "198.19.0.9");
     assert_eq!(hops[2]["rtt"], 1.25);
@@ -516,4 +518,69 @@ fn ipv6_record_validates() {
     assert_eq!(v["protocol"], "ICMP");
     assert_eq!(v["traceroute"]["runs"][0]["hops"][0]["rtt"], 0.25);
     assert!(v["source"].get("via").is_none());
+}
+
+#[test]
+fn unanswered_hops_say_why_and_shared_hops_say_whose() {
+    let obs = vec![
+        HopObservation {
+            ttl: ttl(1),
+            attempts: vec![AttemptOutcome {
+                shared: Some(SharedHop {
+                    test_run_id: uuid::Uuid::nil(),
+                    run_id: uuid::Uuid::nil(),
+                    protocol: Protocol::Tcp,
+                    destination: ip("198.18.5.2"),
+                    flow_id: 40001,
+                    age: 12.5,
+                }),
+                ..router(1, 0.2)
+            }],
+        },
+        HopObservation {
+            ttl: ttl(2),
+            attempts: vec![AttemptOutcome::unanswered(
+                NoAnswer::NotSent(NotSentReason::RouterBudget),
+                None,
+            )],
+        },
+        HopObservation {
+            ttl: ttl(3),
+            attempts: vec![AttemptOutcome::unanswered(
+                NoAnswer::RateLimited,
+                Some(ms(10.0)),
+            )],
+        },
+        HopObservation {
+            ttl: ttl(4),
+            attempts: vec![destination(1.0)],
+        },
+    ];
+    let run = Run::from_observations(sock("198.18.0.5:1"), sock("198.19.0.9:2"), &obs);
+    let mut path = record();
+    path.traceroute.runs = vec![run];
+    path.probing = Some(Probing {
+        probes_sent: 3,
+        reprobes: 1,
+        probes_not_sent: 1,
+        shared_hops: 1,
+        degraded: vec!["rate_limited".into(), "router_budget".into()],
+    });
+    let v = serde_json::to_value(&path).unwrap();
+    validate(&v).unwrap();
+    let hops = &v["traceroute"]["runs"][0]["hops"];
+    assert_eq!(hops[0]["shared"]["flow_id"], 40001);
+    assert_eq!(hops[0]["shared"]["age"], 12.5);
+    assert_eq!(hops[1]["no_answer"], "not_sent");
+    assert_eq!(hops[1]["not_sent_reason"], "router_budget");
+    assert!(hops[1].get("waited").is_none(), "never sent, never waited");
+    assert_eq!(hops[2]["no_answer"], "rate_limited");
+    assert_eq!(hops[2]["waited"], 10.0);
+    assert!(hops[3].get("no_answer").is_none());
+    assert_eq!(
+        v["probing"]["degraded"],
+        json!(["rate_limited", "router_budget"])
+    );
+    let back: NetworkPath = serde_json::from_value(v).unwrap();
+    assert_eq!(back, path);
 }

@@ -22,7 +22,7 @@ use super::config::{
     MAX_E2E_QUERIES, MAX_HOP_TIMEOUT, MAX_QUERIES, MAX_TTL_LIMIT, MIN_HOP_TIMEOUT, parse_protocol,
 };
 use super::metrics::Origin;
-use super::{ServiceError, Shared, trace_deadline};
+use super::{API_ADMISSION_WAIT, ServiceError, Shared};
 use crate::probe::{Protocol, Ttl};
 use crate::resolve;
 use crate::trace::TraceRequest;
@@ -393,13 +393,8 @@ async fn traceroute(
     request.reverse_dns = params.reverse_dns;
     // Probing stops early enough to leave room for resolution and reverse DNS.
     let limit = config.api.request_timeout;
-    request.deadline = Some(trace_deadline(
-        request.max_ttl,
-        request.queries,
-        request.timeout,
-        config.probes_per_second,
-        limit.mul_f64(0.8),
-    ));
+    request.deadline = Some(shared.tracer.deadline_for(&request).min(limit.mul_f64(0.8)));
+    request.admission_wait = API_ADMISSION_WAIT;
     let result = shared
         .trace(&request, params.e2e_queries, &[], Origin::Api, limit)
         .await;

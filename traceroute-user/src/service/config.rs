@@ -37,8 +37,13 @@ pub struct Config {
     pub tags: Vec<String>,
     /// Reply capture: `auto` (eBPF, falling back to sockets), `ebpf`, `socket`.
     pub capture: CaptureMode,
-    /// Probes per second across every trace of the process.
+    /// Safety rail: probes per second across every trace of the process
+    /// (routers' budgets pace probing; this only caps a runaway).
     pub probes_per_second: u32,
+    /// ICMP errors a router is assumed to send us at once (Linux: 6).
+    pub router_icmp_burst: u32,
+    /// ... and per second after that (Linux: 1).
+    pub router_icmp_per_second: f64,
     /// On SIGTERM: how long in-flight traces may take to finish before they are cancelled.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -47,13 +52,25 @@ pub struct Config {
     pub targets: Vec<Target>,
 }
 
+impl Config {
+    /// The router budget the tracer assumes, with the 2 % it keeps to spare.
+    pub fn router_rate(&self) -> crate::trace::budget::Rate {
+        crate::trace::budget::Rate {
+            burst: self.router_icmp_burst,
+            per_second: self.router_icmp_per_second / 1.02,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             namespace: "default".into(),
             tags: Vec::new(),
             capture: CaptureMode::Auto,
-            probes_per_second: 200,
+            probes_per_second: crate::trace::DEFAULT_PROBES_PER_SECOND,
+            router_icmp_burst: crate::trace::budget::Rate::ROUTER_DEFAULT.burst,
+            router_icmp_per_second: 1.0,
             shutdown_grace: Duration::from_secs(10),
             api: ApiConfig::default(),
             output: OutputConfig::default(),
@@ -176,6 +193,12 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.probes_per_second) {
             bail!("probes_per_second must be 1..=100000");
+        }
+        if !(1..=100_000).contains(&self.router_icmp_burst) {
+            bail!("router_icmp_burst must be 1..=100000");
+        }
+        if !(0.01..=100_000.0).contains(&self.router_icmp_per_second) {
+            bail!("router_icmp_per_second must be 0.01..=100000");
         }
         if self.api.max_concurrent_traces == 0 || self.api.max_concurrent_traces > 10_000 {
             bail!("api.max_concurrent_traces must be 1..=10000");

@@ -47,6 +47,10 @@ pub struct Metrics {
     runs: Family<Labels, Counter>,
     failed: Family<Labels, Counter>,
     probes: Family<Labels, Counter>,
+    not_sent: Family<Labels, Counter>,
+    degraded: Family<Labels, Counter>,
+    reprobes: Family<Labels, Counter>,
+    shared_hops: Family<Labels, Counter>,
     replies: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     in_flight: Family<Labels, Gauge>,
@@ -59,6 +63,10 @@ impl Metrics {
         let runs = Family::<Labels, Counter>::default();
         let failed = Family::<Labels, Counter>::default();
         let probes = Family::<Labels, Counter>::default();
+        let not_sent = Family::<Labels, Counter>::default();
+        let degraded = Family::<Labels, Counter>::default();
+        let reprobes = Family::<Labels, Counter>::default();
+        let shared_hops = Family::<Labels, Counter>::default();
         let replies = Family::<Labels, Counter>::default();
         let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram,
@@ -79,6 +87,26 @@ impl Metrics {
             "probes_sent",
             "Probes of finished traces (one per reported hop per run, plus e2e probes)",
             probes.clone(),
+        );
+        registry.register(
+            "probes_not_sent",
+            "Probes finished traces never sent, by reason (router_budget, probe_rate, deadline)",
+            not_sent.clone(),
+        );
+        registry.register(
+            "degraded_traces",
+            "Finished traces reporting less than asked, by reason (rate_limited, cut_short, router_budget, probe_rate, deadline)",
+            degraded.clone(),
+        );
+        registry.register(
+            "reprobes",
+            "Probes sent again to routers suspected of rate limiting",
+            reprobes.clone(),
+        );
+        registry.register(
+            "shared_hops",
+            "Hops reported from another trace's observation of the shared gateway",
+            shared_hops.clone(),
         );
         registry.register(
             "replies_matched",
@@ -110,6 +138,10 @@ impl Metrics {
             runs,
             failed,
             probes,
+            not_sent,
+            degraded,
+            reprobes,
+            shared_hops,
             replies,
             duration,
             in_flight,
@@ -176,8 +208,31 @@ impl Metrics {
                 .get_or_create(&vec![("protocol", p.clone()), ("kind", kind.to_string())])
                 .inc_by(*n);
         }
+        for (reason, n) in &stats.not_sent {
+            self.not_sent
+                .get_or_create(&vec![
+                    ("protocol", p.clone()),
+                    ("reason", reason.to_string()),
+                ])
+                .inc_by(*n);
+        }
+        for reason in &stats.degraded {
+            self.degraded
+                .get_or_create(&vec![
+                    ("protocol", p.clone()),
+                    ("reason", reason.to_string()),
+                ])
+                .inc();
+        }
+        let by_protocol = vec![("protocol", p)];
+        self.reprobes
+            .get_or_create(&by_protocol)
+            .inc_by(stats.reprobes);
+        self.shared_hops
+            .get_or_create(&by_protocol)
+            .inc_by(stats.shared_hops);
         self.probes
-            .get_or_create(&vec![("protocol", p)])
+            .get_or_create(&by_protocol)
             .inc_by(stats.probes_sent);
     }
 }

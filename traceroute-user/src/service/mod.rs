@@ -22,7 +22,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
-use crate::path::{E2eProbe, NetworkPath};
+use crate::path::{E2eProbe, NetworkPath, NoAnswerKind};
 use crate::probe::Ttl;
 use crate::resolve::FamilyPreference;
 use crate::sinks::file::JsonLines;
@@ -196,10 +196,18 @@ impl Shared {
         e2e.first_ttl = ttl;
         e2e.max_ttl = ttl;
         let (probes, stats) = self.tracer.trace_with_stats(&e2e).await?;
+        // A probe never sent, or not given its full wait, is no sample of loss.
         let samples: Vec<Option<Duration>> = probes
             .traceroute
             .runs
             .iter()
+            .filter(|run| {
+                run.destination_reached
+                    || run
+                        .hops
+                        .last()
+                        .is_some_and(|h| h.no_answer.is_none_or(|n| n == NoAnswerKind::Timeout))
+            })
             .map(|run| {
                 let hop = run.hops.last().filter(|_| run.destination_reached)?;
                 hop.rtt.map(|ms| Duration::from_secs_f64(ms / 1000.0))
@@ -212,19 +220,9 @@ impl Shared {
 /// TTL of end-to-end probes: high enough for any path, like ping's default.
 const E2E_TTL: u8 = 64;
 
-/// The total deadline given to the tracer: the time to send every probe at
-/// the pacing rate plus one timeout plus slack, never above `cap`.
-pub fn trace_deadline(
-    max_ttl: Ttl,
-    queries: u8,
-    timeout: Duration,
-    pps: u32,
-    cap: Duration,
-) -> Duration {
-    let probes = u32::from(max_ttl.get()) * u32::from(queries);
-    let natural = Duration::from_secs(1) * probes / pps.max(1) + timeout + Duration::from_secs(1);
-    natural.min(cap)
-}
+/// How long an API trace may wait to be admitted when the routers it needs
+/// are busy with other traces, before it is answered `503 BUSY`.
+pub const API_ADMISSION_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs the service until SIGTERM/SIGINT.
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -233,6 +231,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         Tracer::new(TracerConfig {
             capture: config.capture,
             probes_per_second: config.probes_per_second,
+            router_rate: config.router_rate(),
+            ..TracerConfig::default()
         })
         .await
         .context("starting the tracer")?,
@@ -339,8 +339,11 @@ fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Schedul
     if new.api != old.api
         || new.capture != old.capture
         || new.probes_per_second != old.probes_per_second
+        || new.router_rate() != old.router_rate()
     {
-        tracing::warn!("changes to [api], capture and probes_per_second apply after a restart");
+        tracing::warn!(
+            "changes to [api], capture, probes_per_second and router_icmp_* apply after a restart"
+        );
     }
     if new.output != old.output {
         match open_sink(&new) {

@@ -130,7 +130,7 @@ fn random_unit() -> f64 {
     (u64::from_ne_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn request_of(target: &Target, pps: u32, cap: Duration) -> TraceRequest {
+fn request_of(shared: &Shared, target: &Target, cap: Duration) -> TraceRequest {
     let mut req = TraceRequest::new(target.host.clone(), target.protocol);
     req.port = target.port;
     req.max_ttl = Ttl::new(target.max_ttl).unwrap_or(Ttl::MIN);
@@ -138,13 +138,10 @@ fn request_of(target: &Target, pps: u32, cap: Duration) -> TraceRequest {
     req.timeout = target.timeout;
     req.family = target.family;
     req.reverse_dns = target.reverse_dns;
-    req.deadline = Some(super::trace_deadline(
-        req.max_ttl,
-        req.queries,
-        req.timeout,
-        pps,
-        cap,
-    ));
+    req.deadline = Some(shared.tracer.deadline_for(&req).min(cap));
+    // A run waits for busy routers at most half its interval; then it is
+    // skipped (counted as failed with code BUSY) rather than run short.
+    req.admission_wait = target.interval / 2;
     req
 }
 
@@ -172,7 +169,7 @@ async fn run_target(
         // bound; resolution and reverse DNS get 10 s more before the run is
         // given up as TIMEOUT.
         let cap = config.api.request_timeout.max(interval);
-        let request = request_of(&target, config.probes_per_second, cap);
+        let request = request_of(&shared, &target, cap);
         let limit = cap + Duration::from_secs(10);
         match shared
             .trace(&request, 0, &target.tags, Origin::Schedule, limit)

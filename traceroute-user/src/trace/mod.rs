@@ -1,31 +1,37 @@
 //! A trace from request to `NetworkPath`: resolve the target, look up the route,
 //! reserve a flow, probe (see [`engine`]), and assemble the record.
 
+pub mod budget;
 pub mod engine;
-pub mod pacer;
 pub mod ports;
+pub mod prober;
+#[cfg(test)]
+mod scenarios;
 pub mod sender;
-pub mod state;
+pub mod share;
+#[cfg(test)]
+pub mod sim;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use uuid::Uuid;
 
-use crate::capture::{Capture, CaptureError, CaptureMode, FlowSubscription};
+use crate::capture::{Capture, CaptureError, CaptureMode, FlowSubscription, MonotonicTime};
 use crate::path::{
     AttemptOutcome, CaptureInfo, CaptureMethod, E2eProbe, HopObservation,
-    Interface as PathInterface, NetworkPath, PathDestination, PathSource, Run, TimestampSource,
-    Via,
+    Interface as PathInterface, NetworkPath, PathDestination, PathSource, Probing, Run, SharedHop,
+    TimestampSource, Via,
 };
 use crate::probe::{ProbeFlow, Protocol, Ttl};
 use crate::resolve::{FamilyPreference, ResolveError, ReverseDns, resolve_target};
 use crate::route::{Route, RouteCache, RouteError};
-use engine::Engine;
-pub use engine::{Ignored, TraceStats};
-use pacer::Pacer;
+use budget::{Origin, ProbeRail, Rate, RouterBudgets, RouterKey};
+use engine::LiveNetwork;
+pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
+use prober::{Prober, Setup, Status};
 use sender::ProbeSender;
-use state::{Plan, ProbeKey, Status, TraceState};
+use share::{HopShare, Observer, ShareConfig};
 
 /// What to trace and how.
 #[derive(Clone, Debug)]
@@ -45,6 +51,9 @@ pub struct TraceRequest {
     pub timeout: Duration,
     /// Bound on the whole trace; derived from the other limits when `None`.
     pub deadline: Option<Duration>,
+    /// How long the trace may wait to be admitted when the routers it needs
+    /// are busy with other traces; zero refuses at once ([`TraceError::Busy`]).
+    pub admission_wait: Duration,
     pub family: FamilyPreference,
     pub reverse_dns: bool,
 }
@@ -60,19 +69,20 @@ impl TraceRequest {
             queries: 3,
             timeout: Duration::from_secs(1),
             deadline: None,
+            admission_wait: Duration::ZERO,
             family: FamilyPreference::Any,
             reverse_dns: false,
         }
     }
 
-    /// The default total deadline: time to send every probe at the pacing rate,
-    /// plus one timeout, plus slack.
-    fn total_deadline(&self, probes_per_second: u32) -> Duration {
+    /// The default total deadline: two waits (a probe and one re-probe of a
+    /// rate-limited router), the time a router's budget needs for attempts
+    /// beyond its burst, and a second of slack.
+    pub fn total_deadline(&self, router_rate: Rate) -> Duration {
         self.deadline.unwrap_or_else(|| {
-            let hops = u32::from(self.max_ttl.get().saturating_sub(self.first_ttl.get())) + 1;
-            let probes = hops * u32::from(self.queries);
-            Duration::from_secs(1) * probes / probes_per_second.max(1)
-                + self.timeout
+            let beyond_burst = u32::from(self.queries).saturating_sub(router_rate.burst);
+            self.timeout * 2
+                + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
                 + Duration::from_secs(1)
         })
     }
@@ -92,6 +102,11 @@ pub enum TraceError {
     Send(#[source] std::io::Error),
     #[error("reserving a source port: {0}")]
     Port(#[source] std::io::Error),
+    #[error(
+        "the routers on this path are answering other traces: this one could not finish in time (try again in {} s)",
+        retry_after.as_secs().max(1)
+    )]
+    Busy { retry_after: Duration },
 }
 
 impl TraceError {
@@ -102,6 +117,7 @@ impl TraceError {
             TraceError::Resolve(e) => e.code(),
             TraceError::Route(e) => e.code(),
             TraceError::Capture(_) => "UNKNOWN",
+            TraceError::Busy { .. } => "BUSY",
             TraceError::Send(e) | TraceError::Port(e) => match e.raw_os_error() {
                 Some(libc::EPERM | libc::EACCES) => "DENIED",
                 Some(libc::ENETUNREACH) => "NETUNREACH",
@@ -116,46 +132,72 @@ impl TraceError {
 #[derive(Clone, Copy, Debug)]
 pub struct TracerConfig {
     pub capture: CaptureMode,
-    /// Probes per second across all traces.
+    /// Safety rail: probes per second across all traces. Router budgets, not
+    /// this, pace probing; it only caps a runaway.
     pub probes_per_second: u32,
+    /// What we assume a router lets us have: Linux's default burst of 6,
+    /// then 1 per second.
+    pub router_rate: Rate,
+    pub policy: Policy,
+    pub share: ShareConfig,
+    /// Attach the capture to every interface that is up at start (a service,
+    /// where replies may come back anywhere), or only to each trace's
+    /// outgoing interface when it starts (a one-shot CLI trace).
+    pub watch_all_interfaces: bool,
 }
+
+/// The default safety rail, probes per second.
+pub const DEFAULT_PROBES_PER_SECOND: u32 = 2000;
 
 impl Default for TracerConfig {
     fn default() -> Self {
         Self {
             capture: CaptureMode::Auto,
-            probes_per_second: 200,
+            probes_per_second: DEFAULT_PROBES_PER_SECOND,
+            router_rate: Rate::ROUTER_DEFAULT,
+            policy: Policy::default(),
+            share: ShareConfig::default(),
+            watch_all_interfaces: true,
         }
     }
 }
 
-/// Everything traces share: capture, route cache, raw sockets, pacing.
+/// Everything traces share: capture, route cache, raw sockets, router
+/// budgets, the probe rail and the first hops they have in common.
 pub struct Tracer {
     capture: Capture,
     routes: RouteCache,
     sender: ProbeSender,
-    pacer: Pacer,
+    routers: RouterBudgets,
+    rail: ProbeRail,
+    share: HopShare,
+    policy: Policy,
     rdns: ReverseDns,
-    probes_per_second: u32,
     hostname: String,
 }
 
 /// How many times a flow is re-drawn when another trace holds it.
 const FLOW_ATTEMPTS: usize = 16;
+/// How often a trace waiting for admission looks again.
+const ADMISSION_RECHECK: Duration = Duration::from_millis(250);
 
 impl Tracer {
-    /// Starts the capture (watching every interface that is up) and the route cache.
+    /// Starts the capture and the route cache.
     pub async fn new(config: TracerConfig) -> Result<Self, TraceError> {
         let capture = Capture::start(config.capture)?;
-        let watched = capture.watch_all_interfaces()?;
-        tracing::debug!(?watched, "capture watching interfaces");
+        if config.watch_all_interfaces {
+            let watched = capture.watch_all_interfaces()?;
+            tracing::debug!(?watched, "capture watching interfaces");
+        }
         Ok(Self {
             capture,
             routes: RouteCache::new().await?,
             sender: ProbeSender::new(),
-            pacer: Pacer::new(config.probes_per_second),
+            routers: RouterBudgets::new(config.router_rate),
+            rail: ProbeRail::new(config.probes_per_second),
+            share: HopShare::new(config.share),
+            policy: config.policy,
             rdns: ReverseDns::new(),
-            probes_per_second: config.probes_per_second,
             hostname: hostname(),
         })
     }
@@ -168,32 +210,34 @@ impl Tracer {
         &self.routes
     }
 
+    fn shared(&self) -> prober::Shared<'_> {
+        prober::Shared {
+            routers: &self.routers,
+            rail: &self.rail,
+            share: &self.share,
+        }
+    }
+
     /// Runs one trace.
     pub async fn trace(&self, request: &TraceRequest) -> Result<NetworkPath, TraceError> {
         self.trace_with_stats(request).await.map(|(path, _)| path)
     }
 
     /// Runs one trace and also says what it took (probes, answers by kind,
-    /// ignored packets), for metrics.
+    /// not-sent probes, ignored packets), for metrics.
     pub async fn trace_with_stats(
         &self,
         request: &TraceRequest,
     ) -> Result<(NetworkPath, TraceStats), TraceError> {
-        if request.queries == 0 {
-            return Err(TraceError::InvalidRequest(
-                "queries must be at least 1".into(),
-            ));
-        }
-        if request.first_ttl > request.max_ttl {
-            return Err(TraceError::InvalidRequest(
-                "the first TTL is above the maximum TTL".into(),
-            ));
-        }
+        validate(request)?;
         let resolved =
             resolve_target(&request.host, request.family, Duration::from_secs(5)).await?;
         let target = resolved.addr;
         let route = self.routes.lookup(target).await?;
         self.capture.watch_interface(&route.interface.name)?;
+        let origin = origin_of(&route);
+        let deadline = request.total_deadline(self.routers.rate());
+        self.admit(request, origin, deadline).await?;
         let port = request
             .port
             .or(request.protocol.default_port().map(|p| p.0))
@@ -201,54 +245,123 @@ impl Tracer {
         let (flow, mut subscription, _reservation) =
             self.open_flow(request.protocol, &route, target, port)?;
 
-        let plan = Plan {
-            first_ttl: request.first_ttl,
-            max_ttl: request.max_ttl,
-            attempts: request.queries,
-            timeout: request.timeout,
-        };
-        let engine = Engine {
-            flow: &flow,
+        let test_run_id = Uuid::new_v4();
+        let run_ids: Vec<Uuid> = (0..request.queries).map(|_| Uuid::new_v4()).collect();
+        let observers = run_ids
+            .iter()
+            .map(|run_id| Observer {
+                test_run_id,
+                run_id: *run_id,
+                protocol: request.protocol,
+                destination: target,
+                flow_id: flow_id(&flow),
+            })
+            .collect();
+        let mut prober = Prober::new(Setup {
+            plan: Plan {
+                first_ttl: request.first_ttl,
+                max_ttl: request.max_ttl,
+                attempts: request.queries,
+                timeout: request.timeout,
+            },
+            policy: self.policy,
+            flow,
+            origin,
+            deadline: MonotonicTime::now() + deadline,
+            observers,
+        });
+        let mut network = LiveNetwork {
             sender: &self.sender,
-            pacer: &self.pacer,
-            plan,
-            deadline: Instant::now() + request.total_deadline(self.probes_per_second),
+            subscription: &mut subscription,
+            news: self.share.subscribe(),
+            closed: false,
         };
-        let (state, stats) = engine
-            .run(&mut subscription)
+        engine::drive(&mut prober, &mut network, self.shared())
             .await
             .map_err(TraceError::Send)?;
         drop(subscription);
-        log_ignored(&request.host, stats.ignored);
+        let stats = prober.stats().clone();
+        log_outcome(&request.host, &prober);
 
-        let mut runs = runs_of(&state, &flow, self.capture.source());
+        let now = MonotonicTime::now();
+        let mut runs = runs_of(&prober, self.capture.source(), now);
+        for (run, id) in runs.iter_mut().zip(&run_ids) {
+            run.run_id = *id;
+        }
         if request.reverse_dns {
             self.fill_reverse_dns(&mut runs).await;
         }
+        let protocol = request.protocol;
         let mut path = NetworkPath::new(
-            request.protocol,
+            protocol,
             PathSource {
                 hostname: self.hostname.clone(),
                 via: Some(via_of(&route)),
             },
             PathDestination {
                 hostname: request.host.clone(),
-                port: if request.protocol == Protocol::Icmp {
-                    0
-                } else {
-                    port
-                },
+                port: if protocol == Protocol::Icmp { 0 } else { port },
             },
             runs,
             E2eProbe::from_samples(&[]),
         );
+        path.test_run_id = test_run_id;
         path.capture = Some(CaptureInfo {
             method: match self.capture.source() {
                 TimestampSource::Kernel => CaptureMethod::Ebpf,
                 TimestampSource::Socket => CaptureMethod::Socket,
             },
         });
+        path.probing = Some(probing_of(&prober));
         Ok((path, stats))
+    }
+
+    /// The total deadline a request gets with this tracer's router budgets.
+    pub fn deadline_for(&self, request: &TraceRequest) -> Duration {
+        request.total_deadline(self.routers.rate())
+    }
+
+    /// Admits a trace only when the routers it will ask (as far as they are
+    /// known) and the probe rail can let its probes out before its deadline;
+    /// otherwise waits up to `admission_wait` for them, then refuses.
+    async fn admit(
+        &self,
+        request: &TraceRequest,
+        origin: Origin,
+        deadline: Duration,
+    ) -> Result<(), TraceError> {
+        let waited_until = tokio::time::Instant::now() + request.admission_wait;
+        loop {
+            let wait = self.predicted_wait(request, origin);
+            // Room for the probes' own waits after the last one leaves.
+            let fits = wait + request.timeout <= deadline;
+            if fits {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= waited_until {
+                return Err(TraceError::Busy { retry_after: wait });
+            }
+            tokio::time::sleep(ADMISSION_RECHECK.min(waited_until - now)).await;
+        }
+    }
+
+    /// How long the last of the request's probes would wait for router
+    /// budgets and the rail, if it started now.
+    fn predicted_wait(&self, request: &TraceRequest, origin: Origin) -> Duration {
+        let now = MonotonicTime::now();
+        let attempts = u32::from(request.queries);
+        let routers = Ttl::range(request.first_ttl, request.max_ttl)
+            .map(|ttl| {
+                self.routers
+                    .earliest(RouterKey::Position(origin, ttl), now, attempts)
+                    .since(now)
+                    .unwrap_or_default()
+            })
+            .max()
+            .unwrap_or_default();
+        let hops = u32::from(request.max_ttl.get() - request.first_ttl.get()) + 1;
+        routers.max(self.rail.backlog(now, hops * attempts))
     }
 
     /// Picks a flow no other trace uses and registers it with the capture.
@@ -305,43 +418,113 @@ impl Tracer {
     }
 }
 
+fn validate(request: &TraceRequest) -> Result<(), TraceError> {
+    if request.queries == 0 || request.queries > prober::MAX_ATTEMPTS {
+        return Err(TraceError::InvalidRequest(format!(
+            "queries must be 1..={}",
+            prober::MAX_ATTEMPTS
+        )));
+    }
+    if request.first_ttl > request.max_ttl {
+        return Err(TraceError::InvalidRequest(
+            "the first TTL is above the maximum TTL".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn origin_of(route: &Route) -> Origin {
+    Origin {
+        source: route.source,
+        ifindex: route.interface.index,
+        gateway: route.gateway,
+    }
+}
+
+/// What identifies a flow besides its addresses: the source port, or the
+/// echo identifier.
+pub(crate) fn flow_id(flow: &ProbeFlow) -> u16 {
+    flow.source_port()
+        .map(|p| p.0)
+        .or(flow.icmp_identifier())
+        .unwrap_or(0)
+}
+
 /// One run per attempt: per TTL up to where the path ended, what came back.
-fn runs_of(state: &TraceState, flow: &ProbeFlow, source: TimestampSource) -> Vec<Run> {
+fn runs_of(prober: &Prober, source: TimestampSource, now: MonotonicTime) -> Vec<Run> {
+    let flow = prober.flow();
     let src = SocketAddr::new(flow.source(), flow.source_port().map_or(0, |p| p.0));
     let dst = SocketAddr::new(
         flow.destination(),
         flow.destination_port().map_or(0, |p| p.0),
     );
-    (0..state.plan().attempts)
+    let plan = prober.plan();
+    (0..plan.attempts)
         .map(|attempt| {
-            let observations: Vec<HopObservation> =
-                Ttl::range(state.plan().first_ttl, state.last_ttl())
-                    .map(|ttl| HopObservation {
-                        ttl,
-                        attempts: vec![outcome(state, ProbeKey { attempt, ttl }, source)],
-                    })
-                    .collect();
+            let observations: Vec<HopObservation> = Ttl::range(plan.first_ttl, prober.last_ttl())
+                .map(|ttl| HopObservation {
+                    ttl,
+                    attempts: vec![outcome(prober, ProbeKey { attempt, ttl }, source, now)],
+                })
+                .collect();
             Run::from_observations(src, dst, &observations)
         })
         .collect()
 }
 
-fn outcome(state: &TraceState, key: ProbeKey, source: TimestampSource) -> AttemptOutcome {
-    let Some(probe) = state.probes().get(&key) else {
-        return AttemptOutcome::silent();
+fn outcome(
+    prober: &Prober,
+    key: ProbeKey,
+    source: TimestampSource,
+    now: MonotonicTime,
+) -> AttemptOutcome {
+    let Some(probe) = prober.probes().get(&key) else {
+        return AttemptOutcome::default();
     };
-    let Status::Answered(answer) = &probe.status else {
-        return AttemptOutcome::silent();
-    };
-    AttemptOutcome {
-        responder: Some(answer.from),
-        rtt: probe.rtt(),
-        icmp_type: answer.icmp_type,
-        icmp_code: answer.icmp_code,
-        reply_ttl: Some(answer.reply_ttl),
-        is_destination: answer.destination,
-        timestamp_source: Some(source),
-        mpls_labels: answer.mpls_labels.clone(),
+    match &probe.status {
+        Status::Answered(answer) => AttemptOutcome {
+            responder: Some(answer.from),
+            rtt: answer.rtt,
+            icmp_type: answer.icmp_type,
+            icmp_code: answer.icmp_code,
+            reply_ttl: Some(answer.reply_ttl),
+            is_destination: answer.destination,
+            timestamp_source: Some(source),
+            mpls_labels: answer.mpls_labels.clone(),
+            ..AttemptOutcome::default()
+        },
+        Status::Shared(hop) => AttemptOutcome {
+            responder: Some(hop.responder),
+            rtt: hop.rtt,
+            icmp_type: hop.icmp_type,
+            icmp_code: hop.icmp_code,
+            reply_ttl: Some(hop.reply_ttl),
+            timestamp_source: Some(source),
+            shared: Some(SharedHop {
+                test_run_id: hop.by.test_run_id,
+                run_id: hop.by.run_id,
+                protocol: hop.by.protocol,
+                destination: hop.by.destination,
+                flow_id: hop.by.flow_id,
+                age: (now.since(hop.observed_at).unwrap_or_default().as_secs_f64() * 1e6).round()
+                    / 1e3,
+            }),
+            ..AttemptOutcome::default()
+        },
+        Status::Unanswered { reason, waited } => AttemptOutcome::unanswered(*reason, *waited),
+        // The prober settles every probe it reports; anything else was cut off.
+        _ => AttemptOutcome::unanswered(crate::path::NoAnswer::CutShort, None),
+    }
+}
+
+fn probing_of(prober: &Prober) -> Probing {
+    let stats = prober.stats();
+    Probing {
+        probes_sent: stats.probes_sent,
+        reprobes: stats.reprobes,
+        probes_not_sent: stats.not_sent.values().sum(),
+        shared_hops: stats.shared_hops,
+        degraded: prober.degraded().into_iter().map(str::to_string).collect(),
     }
 }
 
@@ -360,7 +543,9 @@ fn via_of(route: &Route) -> Via {
     }
 }
 
-fn log_ignored(host: &str, ignored: Ignored) {
+fn log_outcome(host: &str, prober: &Prober) {
+    let stats = prober.stats();
+    let ignored = stats.ignored;
     if ignored != Ignored::default() {
         tracing::debug!(
             host,
@@ -368,6 +553,15 @@ fn log_ignored(host: &str, ignored: Ignored) {
             unmatched = ignored.unmatched,
             duplicates = ignored.duplicates,
             "packets ignored during trace"
+        );
+    }
+    let degraded = prober.degraded();
+    if !degraded.is_empty() {
+        tracing::info!(
+            host,
+            ?degraded,
+            not_sent = stats.not_sent.values().sum::<u64>(),
+            "trace degraded: some hops have no answer for reasons other than silence"
         );
     }
 }

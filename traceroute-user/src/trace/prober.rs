@@ -1,0 +1,793 @@
+//! The probing state machine of one trace, free of I/O and of clocks: the
+//! driver ([`super::engine`]) asks [`Prober::poll`] what to do at a given time,
+//! sends what it is told, and feeds back what the capture saw. The same code
+//! runs against the simulated network of the scenario tests.
+//!
+//! * **Order and window.** Probes go TTL-major (every attempt of TTL 1, then
+//!   TTL 2, ...), at most [`Policy::window`] scheduled or in flight at once, as
+//!   traceroute's `-N`: a short path's whole first window leaves at once.
+//! * **Budgets, not a clock.** A probe that makes a router answer first
+//!   reserves one of that router's tokens ([`RouterBudgets`]) and a slot on the
+//!   process-wide rail ([`ProbeRail`]); it is sent when both allow. Probes the
+//!   destination answers without an ICMP error (TCP, ICMP echo) need no router
+//!   token once the destination's TTL is known.
+//! * **First hop shared.** TTL 1 is asked once per origin and reused by other
+//!   traces ([`HopShare`]).
+//! * **Giving up, from measured RTTs** ([`Policy::wait_for`]): a probe waits
+//!   the request's timeout, but no longer than `here` × an RTT already seen
+//!   at its TTL or `near` × the slowest RTT of a later hop (traceroute's
+//!   `-w MAX,HERE,NEAR`), and never less than `min_wait`.
+//! * **Rate limiting.** A probe left unanswered by a router that answered
+//!   this trace at that TTL before (or other traces at that position), while
+//!   later hops answer, is suspected rate-limited: its router's budget is
+//!   marked spent and the probe is sent once more when the budget has
+//!   refilled, if the deadline allows.
+//! * **Truth.** Every probe ends answered, shared, or with the reason it has
+//!   no answer: waited its full time, suspected rate limiting, never sent
+//!   (router budget, probe rate, deadline), or sent but cut short by the
+//!   deadline. Only the first is silence.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use traceroute_common::EventKind;
+
+use super::budget::{Grant, Origin, ProbeRail, RouterBudgets, RouterKey};
+use super::share::{FirstHop, FirstHopPlan, HopShare, Observer};
+use crate::capture::{CapturedPacket, MonotonicTime, kind_name};
+use crate::path::{NoAnswer, NotSentReason};
+use crate::probe::{ProbeFlow, ProbeId, Protocol, Ttl};
+use crate::reply::{MplsLabel, Reply};
+
+/// Which probe: attempt number (0-based, one per run) and TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProbeKey {
+    pub attempt: u8,
+    pub ttl: Ttl,
+}
+
+/// The attempt byte of a re-probe carries this bit, so a late answer to the
+/// first probe and the answer to the re-probe are told apart.
+const REPROBE_BIT: u8 = 0x80;
+/// Attempts per TTL the wire encoding leaves room for.
+pub const MAX_ATTEMPTS: u8 = REPROBE_BIT - 1;
+
+impl ProbeKey {
+    /// The identity the probe carries on the wire.
+    pub fn wire_id(self, reprobe: bool) -> ProbeId {
+        let attempt = if reprobe {
+            self.attempt | REPROBE_BIT
+        } else {
+            self.attempt
+        };
+        ProbeId::new(self.ttl, attempt)
+    }
+
+    /// The key and whether it was a re-probe, from a wire identity.
+    pub fn from_wire(id: ProbeId) -> (ProbeKey, bool) {
+        let key = ProbeKey {
+            attempt: id.attempt() & !REPROBE_BIT,
+            ttl: id.ttl(),
+        };
+        (key, id.attempt() & REPROBE_BIT != 0)
+    }
+}
+
+/// What the request asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Lowest TTL probed: 1 for a trace, the last one for end-to-end probes.
+    pub first_ttl: Ttl,
+    pub max_ttl: Ttl,
+    /// Probes per TTL (runs); at most [`MAX_ATTEMPTS`].
+    pub attempts: u8,
+    /// Longest wait for one probe's answer (traceroute's MAX).
+    pub timeout: Duration,
+}
+
+/// How the tracer probes; one place for these defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Probes scheduled or in flight at once per trace (traceroute's `-N`).
+    pub window: usize,
+    /// Wait at most this many times an RTT already seen at the same TTL.
+    pub here: f64,
+    /// Wait at most this many times the slowest RTT of a later hop.
+    pub near: f64,
+    /// Never give up sooner than this (scheduling and ICMP generation jitter).
+    pub min_wait: Duration,
+    /// Re-probe a suspected rate-limited router once its budget refilled.
+    pub reprobe: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            window: 16,
+            here: 3.0,
+            near: 10.0,
+            min_wait: Duration::from_millis(10),
+            reprobe: true,
+        }
+    }
+}
+
+/// What the prober shares with every other trace of the process.
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    pub routers: &'a RouterBudgets,
+    pub rail: &'a ProbeRail,
+    pub share: &'a HopShare,
+}
+
+/// What answered a probe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub from: IpAddr,
+    /// When the reply was seen (kernel or socket timestamp).
+    pub received: MonotonicTime,
+    pub kind: EventKind,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    /// TTL / hop limit of the reply packet.
+    pub reply_ttl: u8,
+    /// The destination itself answered (SYN-ACK, RST, echo reply, port unreachable).
+    pub destination: bool,
+    /// Nothing beyond this hop will answer (destination, or unreachable from a router).
+    pub terminal: bool,
+    pub mpls_labels: Vec<MplsLabel>,
+    /// Round-trip time from the send it answers.
+    pub rtt: Option<Duration>,
+}
+
+/// One transmission of a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Send {
+    /// Userspace clock just before the send call.
+    pub at: MonotonicTime,
+    /// Kernel egress stamp, when the capture saw the probe leave.
+    pub tx_stamp: Option<MonotonicTime>,
+}
+
+impl Send {
+    fn stamp(&self) -> MonotonicTime {
+        self.tx_stamp.unwrap_or(self.at)
+    }
+}
+
+/// Where a probe stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    /// Not yet given a send time.
+    Queued,
+    /// Waiting for another trace's answer from the gateway, until then.
+    Deferred(MonotonicTime),
+    /// Budgets granted: leaves at this time.
+    Scheduled(MonotonicTime),
+    /// Sent; waiting for the answer.
+    InFlight,
+    Answered(Answer),
+    /// The gateway's answer to another trace, reused.
+    Shared(FirstHop),
+    /// Settled without an answer, and why.
+    Unanswered {
+        reason: NoAnswer,
+        /// How long the last send waited (none when never sent).
+        waited: Option<Duration>,
+    },
+}
+
+impl Status {
+    fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            Status::Answered(_) | Status::Shared(_) | Status::Unanswered { .. }
+        )
+    }
+
+    /// Counts against the window: probes on the wire. (Probes scheduled for
+    /// later do not: a router's slow refill must not hold up other TTLs.)
+    fn is_busy(&self) -> bool {
+        matches!(self, Status::InFlight)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// The first send, then the re-probe if there was one.
+    pub sends: Vec<Send>,
+    pub status: Status,
+}
+
+impl Probe {
+    pub fn rtt(&self) -> Option<Duration> {
+        match &self.status {
+            Status::Answered(a) => a.rtt,
+            _ => None,
+        }
+    }
+}
+
+/// What the driver should do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this probe now (a re-probe when `reprobe`).
+    Send { key: ProbeKey, reprobe: bool },
+    /// Nothing to do before this time (or before a packet arrives).
+    Wait(MonotonicTime),
+    /// Every probe that matters is settled.
+    Done,
+}
+
+/// What one trace did, for metrics and the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceStats {
+    pub probes_sent: u64,
+    /// Of which re-probes of suspected rate-limited routers.
+    pub reprobes: u64,
+    /// Probes never sent, by reason.
+    pub not_sent: BTreeMap<&'static str, u64>,
+    /// Hops reused from another trace.
+    pub shared_hops: u64,
+    /// Answers taken, by what they were.
+    pub answers: BTreeMap<&'static str, u64>,
+    pub ignored: Ignored,
+    /// Set when the trace ends: see [`Prober::degraded`].
+    pub degraded: Vec<&'static str>,
+}
+
+/// What did not fit the trace: counted, never fatal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ignored {
+    /// Packets our parser rejects (malformed, truncated before the probe id).
+    pub malformed: u64,
+    /// Parsed, but naming no probe of ours that was sent (unknown id, wrong TCP
+    /// salt, a reply stamped before its probe left: spoofed or stray).
+    pub unmatched: u64,
+    /// Second answers to an already answered probe.
+    pub duplicates: u64,
+}
+
+/// Everything a prober needs to know about its trace.
+pub struct Setup {
+    pub plan: Plan,
+    pub policy: Policy,
+    pub flow: ProbeFlow,
+    pub origin: Origin,
+    /// The trace gives up at this point whatever is still pending.
+    pub deadline: MonotonicTime,
+    /// Who this trace is, per attempt, for hops it shares with others.
+    pub observers: Vec<Observer>,
+}
+
+pub struct Prober {
+    setup: Setup,
+    /// TTL-major order of every probe.
+    order: Vec<ProbeKey>,
+    probes: BTreeMap<ProbeKey, Probe>,
+    /// Lowest TTL whose answer ended the path.
+    end_ttl: Option<Ttl>,
+    /// Fastest and slowest RTT seen per TTL.
+    rtts: HashMap<Ttl, (Duration, Duration)>,
+    /// This trace is the one asking the gateway for its origin.
+    claimed_first_hop: bool,
+    /// Scheduled probes that already hold their slot on the rail.
+    railed: std::collections::HashSet<ProbeKey>,
+    stats: TraceStats,
+    finished: bool,
+}
+
+impl Prober {
+    pub fn new(setup: Setup) -> Prober {
+        let plan = setup.plan;
+        let order: Vec<ProbeKey> = Ttl::range(plan.first_ttl, plan.max_ttl)
+            .flat_map(|ttl| (0..plan.attempts).map(move |attempt| ProbeKey { attempt, ttl }))
+            .collect();
+        let probes = order
+            .iter()
+            .map(|k| {
+                (
+                    *k,
+                    Probe {
+                        sends: Vec::new(),
+                        status: Status::Queued,
+                    },
+                )
+            })
+            .collect();
+        Prober {
+            setup,
+            order,
+            probes,
+            end_ttl: None,
+            rtts: HashMap::new(),
+            claimed_first_hop: false,
+            railed: Default::default(),
+            stats: TraceStats::default(),
+            finished: false,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.setup.plan
+    }
+
+    pub fn flow(&self) -> &ProbeFlow {
+        &self.setup.flow
+    }
+
+    pub fn probes(&self) -> &BTreeMap<ProbeKey, Probe> {
+        &self.probes
+    }
+
+    pub fn stats(&self) -> &TraceStats {
+        &self.stats
+    }
+
+    pub fn end_ttl(&self) -> Option<Ttl> {
+        self.end_ttl
+    }
+
+    /// The TTLs that matter: up to where the path ended, else up to max_ttl.
+    pub fn last_ttl(&self) -> Ttl {
+        self.end_ttl.unwrap_or(self.setup.plan.max_ttl)
+    }
+
+    /// Decides what to do at `now`.
+    pub fn poll(&mut self, now: MonotonicTime, shared: Shared<'_>) -> Action {
+        if self.finished {
+            return Action::Done;
+        }
+        self.settle(now, shared);
+        if self.is_done() {
+            self.finish(now, shared);
+            return Action::Done;
+        }
+        if now >= self.setup.deadline {
+            self.finish(now, shared);
+            return Action::Done;
+        }
+        let last = self.last_ttl();
+        let busy = self
+            .probes
+            .iter()
+            .filter(|(k, p)| k.ttl <= last && p.status.is_busy())
+            .count();
+        let mut wake = self.setup.deadline;
+        for i in 0..self.order.len() {
+            let key = self.order[i];
+            if key.ttl > last {
+                break;
+            }
+            match self.probes[&key].status.clone() {
+                Status::Scheduled(at) if at <= now => match self.release(key, now, shared) {
+                    Some(send) => return send,
+                    None => {
+                        if let Status::Scheduled(at) = self.probes[&key].status {
+                            wake = wake.min(at);
+                        }
+                    }
+                },
+                Status::Scheduled(at) => wake = wake.min(at),
+                Status::Deferred(until) if until > now => wake = wake.min(until),
+                Status::Queued | Status::Deferred(_) if busy < self.setup.policy.window => {
+                    match self.start(key, now, shared) {
+                        Status::Scheduled(at) if at <= now => {
+                            self.set(key, Status::Scheduled(at));
+                            if let Some(send) = self.release(key, now, shared) {
+                                return send;
+                            }
+                            if let Status::Scheduled(at) = self.probes[&key].status {
+                                wake = wake.min(at);
+                            }
+                        }
+                        status => {
+                            if let Status::Scheduled(at) | Status::Deferred(at) = status {
+                                wake = wake.min(at);
+                            }
+                            self.set(key, status);
+                        }
+                    }
+                }
+                Status::InFlight => {
+                    let probe = &self.probes[&key];
+                    if let Some(send) = probe.sends.last() {
+                        wake = wake.min(send.at + self.wait_for(key));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Action::Wait(wake.max(now))
+    }
+
+    /// Gives a queued probe its next status: shared, deferred, scheduled or
+    /// never sent.
+    fn start(&mut self, key: ProbeKey, now: MonotonicTime, shared: Shared<'_>) -> Status {
+        let setup = &self.setup;
+        let first_hop = key.ttl == Ttl::MIN && setup.origin.gateway.is_some();
+        if first_hop && !self.claimed_first_hop {
+            let claim_until = now + setup.plan.timeout;
+            match shared.share.plan(setup.origin, now, claim_until) {
+                FirstHopPlan::Reuse(hop) => {
+                    self.stats.shared_hops += 1;
+                    return Status::Shared(hop);
+                }
+                FirstHopPlan::WaitFor(until) => return Status::Deferred(until),
+                FirstHopPlan::Probe => self.claimed_first_hop = true,
+            }
+        }
+        let mut at = now;
+        if let Some(router) = self.router(key.ttl, shared) {
+            match shared.routers.reserve(router, now, self.send_limit()) {
+                Grant::At(t) => at = t,
+                Grant::TooLate(_) => return self.not_sent(NotSentReason::RouterBudget),
+            }
+        }
+        Status::Scheduled(at)
+    }
+
+    /// Sent by then, a probe still gets the shortest wait before the deadline.
+    fn send_limit(&self) -> MonotonicTime {
+        self.setup
+            .deadline
+            .saturating_sub(self.setup.policy.min_wait)
+    }
+
+    /// A scheduled probe whose time came takes its slot on the rail, which is
+    /// taken at send time so the rail only ever sees the present.
+    fn release(&mut self, key: ProbeKey, now: MonotonicTime, shared: Shared<'_>) -> Option<Action> {
+        let reprobe = !self.probes[&key].sends.is_empty();
+        if self.railed.remove(&key) {
+            return Some(Action::Send { key, reprobe });
+        }
+        match shared.rail.reserve(now, self.send_limit()) {
+            Grant::At(t) if t <= now => Some(Action::Send { key, reprobe }),
+            Grant::At(t) => {
+                self.railed.insert(key);
+                self.set(key, Status::Scheduled(t));
+                None
+            }
+            Grant::TooLate(_) => {
+                let status = self.not_sent(NotSentReason::ProbeRate);
+                self.set(key, status);
+                None
+            }
+        }
+    }
+
+    fn not_sent(&mut self, reason: NotSentReason) -> Status {
+        *self.stats.not_sent.entry(reason.as_str()).or_default() += 1;
+        Status::Unanswered {
+            reason: NoAnswer::NotSent(reason),
+            waited: None,
+        }
+    }
+
+    /// The router budget a probe at `ttl` spends: the router this trace saw
+    /// there, else the one other traces saw at that position of the origin
+    /// (the gateway's position is always its own). `None` when nothing is
+    /// known to answer there with an ICMP error: a destination answering TCP
+    /// or echo probes costs no router anything, and an unknown position is
+    /// paced by the window until someone learns what is there.
+    fn router(&self, ttl: Ttl, shared: Shared<'_>) -> Option<RouterKey> {
+        let protocol = self.setup.flow.protocol();
+        let free_at_destination = matches!(protocol, Protocol::Tcp | Protocol::Icmp);
+        let mut seen = self.probes.iter().filter(|(k, _)| k.ttl == ttl);
+        let seen = seen.find_map(|(_, p)| match &p.status {
+            Status::Answered(a) => Some(a),
+            _ => None,
+        });
+        if let Some(answer) = seen {
+            return (!(answer.destination && free_at_destination))
+                .then_some(RouterKey::Address(answer.from));
+        }
+        if free_at_destination && self.destination_ttl().is_some_and(|d| ttl >= d) {
+            return None;
+        }
+        let position = RouterKey::Position(self.setup.origin, ttl);
+        if ttl == Ttl::MIN && self.setup.origin.gateway.is_some() {
+            return Some(position);
+        }
+        Some(
+            shared
+                .routers
+                .known(position)
+                .map_or(self.own_hop(ttl), RouterKey::Address),
+        )
+    }
+
+    /// This trace's budget for a hop nobody has identified yet.
+    fn own_hop(&self, ttl: Ttl) -> RouterKey {
+        let id = self
+            .setup
+            .observers
+            .first()
+            .map_or(0, |o| o.test_run_id.as_u128());
+        RouterKey::TraceHop(id, ttl)
+    }
+
+    fn destination_ttl(&self) -> Option<Ttl> {
+        self.probes
+            .iter()
+            .filter_map(|(k, p)| match &p.status {
+                Status::Answered(a) if a.destination => Some(k.ttl),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn set(&mut self, key: ProbeKey, status: Status) {
+        if let Some(p) = self.probes.get_mut(&key) {
+            p.status = status;
+        }
+    }
+
+    /// The probe left at `at`.
+    pub fn on_sent(&mut self, key: ProbeKey, at: MonotonicTime) {
+        let Some(p) = self.probes.get_mut(&key) else {
+            return;
+        };
+        if !p.sends.is_empty() {
+            self.stats.reprobes += 1;
+        }
+        p.sends.push(Send { at, tx_stamp: None });
+        p.status = Status::InFlight;
+        self.stats.probes_sent += 1;
+    }
+
+    /// The socket had no room: try again shortly.
+    pub fn on_send_deferred(&mut self, key: ProbeKey, now: MonotonicTime) {
+        self.set(key, Status::Scheduled(now + Duration::from_millis(1)));
+    }
+
+    /// How long a probe at `key` waits before it is given up (see module docs).
+    pub fn wait_for(&self, key: ProbeKey) -> Duration {
+        let policy = &self.setup.policy;
+        let max = self.setup.plan.timeout;
+        let mut wait = max;
+        if let Some((fastest, _)) = self.rtts.get(&key.ttl) {
+            wait = wait.min(fastest.mul_f64(policy.here));
+        }
+        let slowest_later = self
+            .rtts
+            .iter()
+            .filter(|(ttl, _)| **ttl > key.ttl)
+            .map(|(_, (_, slowest))| *slowest)
+            .max();
+        if let Some(slowest) = slowest_later {
+            wait = wait.min(slowest.mul_f64(policy.near));
+        }
+        wait.max(policy.min_wait).min(max)
+    }
+
+    /// Gives up in-flight probes whose wait is over.
+    fn settle(&mut self, now: MonotonicTime, shared: Shared<'_>) {
+        let last = self.last_ttl();
+        let expired: Vec<(ProbeKey, Duration)> = self
+            .probes
+            .iter()
+            .filter(|(k, p)| k.ttl <= last && p.status == Status::InFlight)
+            .filter_map(|(k, p)| {
+                let waited = now.since(p.sends.last()?.at).unwrap_or_default();
+                (waited >= self.wait_for(*k)).then_some((*k, waited))
+            })
+            .collect();
+        for (key, waited) in expired {
+            let router = self.router(key.ttl, shared);
+            let status =
+                if let Some(router) = router.filter(|_| self.rate_limit_suspected(key, shared)) {
+                    shared.routers.exhausted(router, now);
+                    let can_retry = self.setup.policy.reprobe
+                        && self.probes[&key].sends.len() == 1
+                        && shared.routers.earliest(router, now, 1) + self.wait_for(key)
+                            <= self.setup.deadline;
+                    if can_retry {
+                        Status::Queued
+                    } else {
+                        Status::Unanswered {
+                            reason: NoAnswer::RateLimited,
+                            waited: Some(waited),
+                        }
+                    }
+                } else {
+                    Status::Unanswered {
+                        reason: NoAnswer::Timeout,
+                        waited: Some(waited),
+                    }
+                };
+            self.set(key, status);
+        }
+    }
+
+    /// A router that answers at this TTL (this trace saw it, or others did at
+    /// this position) is silent now, while a later hop answered: it is holding
+    /// back, not absent.
+    fn answers_at(&self, key: ProbeKey, shared: Shared<'_>) -> bool {
+        self.rtts.contains_key(&key.ttl)
+            || shared
+                .routers
+                .known(RouterKey::Position(self.setup.origin, key.ttl))
+                .is_some()
+    }
+
+    fn rate_limit_suspected(&self, key: ProbeKey, shared: Shared<'_>) -> bool {
+        let later_answered = self.probes.iter().any(|(k, p)| {
+            k.ttl > key.ttl && matches!(p.status, Status::Answered(_) | Status::Shared(_))
+        });
+        later_answered && self.answers_at(key, shared)
+    }
+
+    /// Reasons this trace reports less than it was asked to (not-sent probes,
+    /// suspected rate limiting, waits cut short by the deadline).
+    pub fn degraded(&self) -> Vec<&'static str> {
+        let last = self.last_ttl();
+        let mut reasons: Vec<&'static str> = self
+            .probes
+            .iter()
+            .filter(|(k, _)| k.ttl <= last)
+            .filter_map(|(_, p)| match &p.status {
+                Status::Unanswered { reason, .. } if *reason != NoAnswer::Timeout => {
+                    Some(reason.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        reasons
+    }
+
+    /// Every probe that matters has an outcome.
+    pub fn is_done(&self) -> bool {
+        let last = self.last_ttl();
+        self.probes
+            .iter()
+            .filter(|(k, _)| k.ttl <= last)
+            .all(|(_, p)| p.status.is_settled())
+    }
+
+    /// Ends the trace: what is still open gets its honest reason.
+    fn finish(&mut self, now: MonotonicTime, shared: Shared<'_>) {
+        let last = self.last_ttl();
+        let open: Vec<ProbeKey> = self
+            .probes
+            .iter()
+            .filter(|(k, p)| k.ttl <= last && !p.status.is_settled())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in open {
+            let probe = &self.probes[&key];
+            let status = match probe.sends.last() {
+                Some(send) if probe.status == Status::InFlight => Status::Unanswered {
+                    reason: NoAnswer::CutShort,
+                    waited: now.since(send.at),
+                },
+                _ => self.not_sent(NotSentReason::Deadline),
+            };
+            self.set(key, status);
+        }
+        if self.claimed_first_hop {
+            shared.share.release(self.setup.origin);
+        }
+        let plan = self.setup.plan;
+        for ttl in Ttl::range(plan.first_ttl, plan.max_ttl) {
+            shared.routers.forget(self.own_hop(ttl));
+        }
+        self.stats.degraded = self.degraded();
+        self.finished = true;
+    }
+
+    /// Feeds one captured packet of this trace's flow.
+    pub fn on_packet(&mut self, packet: &CapturedPacket, shared: Shared<'_>) {
+        let Ok(reply) = Reply::parse(&packet.bytes) else {
+            self.stats.ignored.malformed += 1;
+            return;
+        };
+        let id = match self.setup.flow.protocol() {
+            Protocol::Tcp => reply.probe_id_with_salt(self.setup.flow.salt()),
+            _ => reply.probe_id,
+        };
+        let Some(id) = id else {
+            self.stats.ignored.unmatched += 1;
+            return;
+        };
+        let (key, reprobe) = ProbeKey::from_wire(id);
+        let index = usize::from(reprobe);
+        if packet.kind == EventKind::Probe {
+            if let Some(send) = self
+                .probes
+                .get_mut(&key)
+                .and_then(|p| p.sends.get_mut(index))
+            {
+                send.tx_stamp.get_or_insert(packet.timestamp);
+            }
+            return;
+        }
+        let Some(send) = self.probes.get(&key).and_then(|p| p.sends.get(index)) else {
+            // A reply to a probe that never left: forged or stray.
+            self.stats.ignored.unmatched += 1;
+            return;
+        };
+        let Some(rtt) = packet.timestamp.since(send.stamp()) else {
+            // Stamped before its probe left: cannot be its answer.
+            self.stats.ignored.unmatched += 1;
+            return;
+        };
+        let probe = &self.probes[&key];
+        if matches!(probe.status, Status::Answered(_)) {
+            self.stats.ignored.duplicates += 1;
+            return;
+        }
+        let answer = answer_of(&reply, packet, self.setup.flow.destination(), rtt);
+        *self
+            .stats
+            .answers
+            .entry(kind_name(packet.kind))
+            .or_default() += 1;
+        self.take_answer(key, answer, shared);
+    }
+
+    fn take_answer(&mut self, key: ProbeKey, answer: Answer, shared: Shared<'_>) {
+        let origin = self.setup.origin;
+        if !answer.destination {
+            // A router answers for every flow crossing it; a destination
+            // answers only for itself.
+            shared
+                .routers
+                .learn(RouterKey::Position(origin, key.ttl), answer.from);
+            shared.routers.learn(self.own_hop(key.ttl), answer.from);
+        }
+        if let Some(rtt) = answer.rtt {
+            let entry = self.rtts.entry(key.ttl).or_insert((rtt, rtt));
+            entry.0 = entry.0.min(rtt);
+            entry.1 = entry.1.max(rtt);
+        }
+        if answer.terminal && self.end_ttl.is_none_or(|t| key.ttl < t) {
+            self.end_ttl = Some(key.ttl);
+        }
+        let gateway_answered = key.ttl == Ttl::MIN
+            && self.claimed_first_hop
+            && !answer.destination
+            && !answer.terminal;
+        if gateway_answered && let Some(by) = self.setup.observers.get(usize::from(key.attempt)) {
+            shared.share.publish(
+                origin,
+                FirstHop {
+                    responder: answer.from,
+                    rtt: answer.rtt,
+                    icmp_type: answer.icmp_type,
+                    icmp_code: answer.icmp_code,
+                    reply_ttl: answer.reply_ttl,
+                    observed_at: answer.received,
+                    by: by.clone(),
+                },
+            );
+        }
+        self.set(key, Status::Answered(answer));
+    }
+}
+
+/// Reads a reply as an answer: who, when, and whether the path ends there.
+fn answer_of(reply: &Reply, packet: &CapturedPacket, target: IpAddr, rtt: Duration) -> Answer {
+    let destination = match packet.kind {
+        EventKind::TcpSynAck | EventKind::TcpRst | EventKind::EchoReply => true,
+        // Port unreachable (UDP) or any unreachable from the target itself.
+        EventKind::DestUnreachable => reply.source == target,
+        EventKind::TimeExceeded | EventKind::Probe => false,
+    };
+    Answer {
+        from: reply.source,
+        received: packet.timestamp,
+        kind: packet.kind,
+        icmp_type: reply.icmp.map(|(t, _)| t),
+        icmp_code: reply.icmp.map(|(_, c)| c),
+        reply_ttl: reply.ttl,
+        destination,
+        // An unreachable from a router ends the path too: nothing gets past it.
+        terminal: destination || packet.kind == EventKind::DestUnreachable,
+        mpls_labels: reply.mpls_labels.clone(),
+        rtt: Some(rtt),
+    }
+}

@@ -1,0 +1,105 @@
+//! The probing core under overload, against real kernels: 200 scheduled
+//! targets at a 100 ms interval behind a gateway that keeps Linux's default
+//! ICMP rate limit (6, then 1 per second). Every record must report only what
+//! happened: a hop without an answer is either silent in the lab's ground
+//! truth (nothing is, in this lab) or says why it has no answer (not sent,
+//! rate limited, cut short); and the shared gateway is found for every trace,
+//! observed or reused from another trace (and marked so). Needs root.
+
+mod common;
+mod service_support;
+
+use std::time::Duration;
+
+use common::agent::assert_valid;
+use service_support::{Agent, eventually, lines};
+use traceroute_lab::{Family, Lab};
+
+#[test]
+fn scheduled_overload_reports_no_loss_that_did_not_happen_and_finds_the_gateway() {
+    let lab = Lab::up(&traceroute_lab::named::fanout()).unwrap();
+    let dir = service_support::TempDir::new("truth");
+    let out = dir.path("paths.jsonl");
+    let gw = lab.addr("gw", "src", Family::V4).unwrap();
+    let mut targets = Vec::new();
+    for d in ["d1", "d2", "d3", "d4"] {
+        targets.extend(lab.targets(d).unwrap().into_iter().take(50));
+    }
+    let mut config = format!(
+        "capture = \"ebpf\"\n[output]\npath = \"{}\"\n",
+        out.display()
+    );
+    for (i, t) in targets.iter().enumerate() {
+        let protocol = if i % 2 == 0 { "tcp" } else { "icmp" };
+        config.push_str(&format!(
+            "[[targets]]\nhost = \"{t}\"\nprotocol = \"{protocol}\"\ninterval = \"100ms\"\n\
+             queries = 3\nmax_ttl = 6\ntimeout = \"500ms\"\n"
+        ));
+    }
+    let mut agent = Agent::start_with(&lab, "src", Some(&config), &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || lines(&out).len() >= 400),
+        "only {} records:\n{}",
+        lines(&out).len(),
+        agent.log()
+    );
+    let status = agent.stop();
+    assert!(status.success(), "{status}\n{}", agent.log());
+
+    let records: Vec<serde_json::Value> = lines(&out)
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("one record per line"))
+        .collect();
+    let (mut observed_gw, mut shared_gw, mut marked) = (0, 0, 0);
+    for record in &records {
+        assert_valid(record);
+        let host: std::net::IpAddr = record["destination"]["hostname"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let truth = lab.expected_hops_to("src", host).unwrap();
+        for run in record["traceroute"]["runs"].as_array().unwrap() {
+            for hop in run["hops"].as_array().unwrap() {
+                let ttl = hop["ttl"].as_u64().unwrap() as usize;
+                let want = truth.get(ttl - 1).copied().flatten().unwrap_or(host);
+                match hop["ip_address"].as_str().unwrap() {
+                    "" => {
+                        let why = hop["no_answer"].as_str().unwrap_or("(none)");
+                        assert_ne!(
+                            why, "timeout",
+                            "TTL {ttl} to {host} reported silent, but {want} answers: {hop}"
+                        );
+                        assert_ne!(why, "(none)", "unanswered hop without a reason: {hop}");
+                        marked += 1;
+                    }
+                    ip => {
+                        assert_eq!(ip, want.to_string(), "TTL {ttl} to {host}: {hop}");
+                        if ttl == 1 {
+                            if hop.get("shared").is_some() {
+                                shared_gw += 1;
+                            } else {
+                                observed_gw += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            let first = &run["hops"][0];
+            assert_eq!(
+                first["ip_address"],
+                gw.to_string(),
+                "the gateway is found for every trace: {first}"
+            );
+        }
+    }
+    // Most first hops were reused rather than asked again.
+    assert!(
+        shared_gw > observed_gw,
+        "{shared_gw} shared, {observed_gw} observed"
+    );
+    eprintln!(
+        "{} records, gateway observed {observed_gw} / shared {shared_gw}, {marked} hops marked",
+        records.len()
+    );
+}
