@@ -171,5 +171,9 @@ fn print_lab(lab: &traceroute_lab::keeper::PersistentLab) {
                 i.name, i.peer
             );
         }
+        if let (Some(first), Some(last)) = (node.targets.first(), node.targets.last()) {
+            let n = node.targets.len();
+            println!("         targets    {n} addresses on lo, {first} .. {last}");
+        }
     }
 }

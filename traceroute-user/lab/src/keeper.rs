@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,6 +46,9 @@ pub struct NodeState {
     pub name: String,
     pub namespace: String,
     pub interfaces: Vec<Interface>,
+    /// Extra target addresses ([`Lab::targets`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<IpAddr>,
 }
 
 /// If this process was started as a keeper, runs the lab until a signal and
@@ -86,6 +90,7 @@ fn keep(spec: &str) -> Result<(), LabError> {
                 name: n.to_string(),
                 namespace: format!("{prefix}{n}"),
                 interfaces: Vec::new(),
+                targets: Vec::new(),
             })
             .collect(),
     };
@@ -100,6 +105,7 @@ fn keep(spec: &str) -> Result<(), LabError> {
     };
     for node in &mut state.nodes {
         node.interfaces = lab.interfaces(&node.name)?;
+        node.targets = lab.targets(&node.name)?;
     }
     state.ready = true;
     write_state(&state)?;

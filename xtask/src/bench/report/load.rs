@@ -12,8 +12,8 @@ pub fn section(l: &LoadBench) -> String {
          One agent service in src (`--pps {pps}`), {IN_FLIGHT} API requests in flight \
          (ICMP, 1 query, max TTL {MAX_TTL}; 503 BUSY retried after Retry-After); scamper traces \
          the same list at its default rate and at {pps} pps. Ground truth per target: gw \
-         ({gw}) at TTL 1, the target itself at TTL 2. gw answers a burst of 6 time-exceeded \
-         per second-long window and then one per second, as Linux does by default.\n\n\
+         ({gw}) at TTL 1, the target itself at TTL 2. Like any Linux router by default, gw \
+         sends src a burst of 6 time-exceeded, then one per second.\n\n\
          - hops found: expected answers reported with the right address (of them shared: \
          taken from another trace)\n\
          - invented loss: an expected answer reported as silence without a `rate_limited` \
