@@ -95,7 +95,8 @@ pub struct Policy {
     pub here: f64,
     /// Wait at most this many times the slowest RTT of a later hop.
     pub near: f64,
-    /// Never give up sooner than this (scheduling and ICMP generation jitter).
+    /// Never give up sooner than this: replies can sit in the capture pipeline
+    /// for a few milliseconds on a busy host, and routers generate ICMP late.
     pub min_wait: Duration,
     /// Re-probe a suspected rate-limited router once its budget refilled.
     pub reprobe: bool,
@@ -107,7 +108,7 @@ impl Default for Policy {
             window: 16,
             here: 3.0,
             near: 10.0,
-            min_wait: Duration::from_millis(10),
+            min_wait: Duration::from_millis(50),
             reprobe: true,
         }
     }

@@ -105,9 +105,9 @@ fn a_silent_hop_is_given_up_from_later_rtts_not_the_timeout() {
         assert_eq!(answered_by(&p, a, 5), Some(DST.into()));
     }
     assert_eq!(p.end_ttl(), Ttl::new(5));
-    // 10 x the slowest later RTT is 5 ms; the 10 ms floor decides.
+    // 10 x the slowest later RTT is 5 ms; the 50 ms floor decides.
     assert!(
-        world.elapsed() < Duration::from_millis(20),
+        world.elapsed() < Duration::from_millis(60),
         "{:?}",
         world.elapsed()
     );
