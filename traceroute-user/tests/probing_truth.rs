@@ -43,8 +43,14 @@ fn scheduled_overload_reports_no_loss_that_did_not_happen_and_finds_the_gateway(
         lines(&out).len(),
         agent.log()
     );
+    let runs = agent.metric("traceroute_agent_runs_total", "origin=\"schedule\"");
+    let busy = agent.metric("traceroute_agent_failed_runs_total", "code=\"BUSY\"");
+    let not_sent = agent.metric("traceroute_agent_probes_not_sent_total", "");
     let status = agent.stop();
     assert!(status.success(), "{status}\n{}", agent.log());
+    // 200 targets every 100 ms is more than the gateway's budget and the
+    // probe rail allow: what did not fit was refused or left unsent, and said so.
+    eprintln!("{runs} runs, {busy} refused (BUSY), {not_sent} probes not sent");
 
     let records: Vec<serde_json::Value> = lines(&out)
         .iter()

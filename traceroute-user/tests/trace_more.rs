@@ -14,7 +14,7 @@ use traceroute_user::capture::CaptureMode;
 use traceroute_user::probe::Protocol;
 use traceroute_user::resolve::FamilyPreference;
 use traceroute_user::trace::budget::Rate;
-use traceroute_user::trace::{Policy, TraceRequest, Tracer, TracerConfig};
+use traceroute_user::trace::{TraceRequest, Tracer, TracerConfig};
 
 #[test]
 fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
@@ -57,12 +57,6 @@ fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
                         router_rate: Rate {
                             burst: 10_000,
                             per_second: 100_000.0,
-                        },
-                        // 50 traces at once starve a 2-core debug build: give
-                        // late answers time to come out of the capture pipeline.
-                        policy: Policy {
-                            min_wait: Duration::from_millis(500),
-                            ..Policy::default()
                         },
                         ..TracerConfig::default()
                     })

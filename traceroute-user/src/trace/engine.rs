@@ -43,7 +43,7 @@ pub async fn drive<N: Network>(
     loop {
         // Whatever already arrived is taken before anything is given up.
         while let Some(packet) = network.ready() {
-            prober.on_packet(&packet, shared);
+            take(prober, network, &packet, shared);
         }
         match prober.poll(network.now(), shared) {
             Action::Done => return Ok(()),
@@ -62,11 +62,19 @@ pub async fn drive<N: Network>(
             }
             Action::Wait(until) => {
                 if let Some(packet) = network.next(until).await {
-                    prober.on_packet(&packet, shared);
+                    take(prober, network, &packet, shared);
                 }
             }
         }
     }
+}
+
+/// Hands a packet to the prober, noting how late it came.
+fn take<N: Network>(prober: &mut Prober, network: &N, packet: &CapturedPacket, shared: Shared<'_>) {
+    if let Some(lag) = network.now().since(packet.timestamp) {
+        shared.lag.observe(lag);
+    }
+    prober.on_packet(packet, shared);
 }
 
 /// Raw sockets, the trace's capture subscription and CLOCK_MONOTONIC.

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod engine;
+pub mod lag;
 pub mod ports;
 pub mod prober;
 #[cfg(test)]
@@ -171,6 +172,7 @@ pub struct Tracer {
     routers: RouterBudgets,
     rail: ProbeRail,
     share: HopShare,
+    lag: lag::DeliveryLag,
     policy: Policy,
     rdns: ReverseDns,
     hostname: String,
@@ -196,6 +198,7 @@ impl Tracer {
             routers: RouterBudgets::new(config.router_rate),
             rail: ProbeRail::new(config.probes_per_second),
             share: HopShare::new(config.share),
+            lag: lag::DeliveryLag::default(),
             policy: config.policy,
             rdns: ReverseDns::new(),
             hostname: hostname(),
@@ -212,6 +215,7 @@ impl Tracer {
 
     fn shared(&self) -> prober::Shared<'_> {
         prober::Shared {
+            lag: &self.lag,
             routers: &self.routers,
             rail: &self.rail,
             share: &self.share,

@@ -16,7 +16,8 @@
 //! * **Giving up, from measured RTTs** ([`Policy::wait_for`]): a probe waits
 //!   the request's timeout, but no longer than `here` × an RTT already seen
 //!   at its TTL or `near` × the slowest RTT of a later hop (traceroute's
-//!   `-w MAX,HERE,NEAR`), and never less than `min_wait`.
+//!   `-w MAX,HERE,NEAR`), and never less than `min_wait`; the capture
+//!   pipeline's recent delivery lag is added on top ([`DeliveryLag`]).
 //! * **Rate limiting.** A probe left unanswered by a router that answered
 //!   this trace at that TTL before (or other traces at that position), while
 //!   later hops answer, is suspected rate-limited: its router's budget is
@@ -34,6 +35,7 @@ use std::time::Duration;
 use traceroute_common::EventKind;
 
 use super::budget::{Grant, Origin, ProbeRail, RouterBudgets, RouterKey};
+use super::lag::DeliveryLag;
 use super::share::{FirstHop, FirstHopPlan, HopShare, Observer};
 use crate::capture::{CapturedPacket, MonotonicTime, kind_name};
 use crate::path::{NoAnswer, NotSentReason};
@@ -95,8 +97,9 @@ pub struct Policy {
     pub here: f64,
     /// Wait at most this many times the slowest RTT of a later hop.
     pub near: f64,
-    /// Never give up sooner than this: replies can sit in the capture pipeline
-    /// for a few milliseconds on a busy host, and routers generate ICMP late.
+    /// Never give up sooner than this (routers generate ICMP errors on a
+    /// slow path; the capture pipeline's own lag is added on top, see
+    /// [`DeliveryLag`]).
     pub min_wait: Duration,
     /// Re-probe a suspected rate-limited router once its budget refilled.
     pub reprobe: bool,
@@ -108,7 +111,7 @@ impl Default for Policy {
             window: 16,
             here: 3.0,
             near: 10.0,
-            min_wait: Duration::from_millis(50),
+            min_wait: Duration::from_millis(20),
             reprobe: true,
         }
     }
@@ -117,6 +120,7 @@ impl Default for Policy {
 /// What the prober shares with every other trace of the process.
 #[derive(Clone, Copy)]
 pub struct Shared<'a> {
+    pub lag: &'a DeliveryLag,
     pub routers: &'a RouterBudgets,
     pub rail: &'a ProbeRail,
     pub share: &'a HopShare,
@@ -394,7 +398,7 @@ impl Prober {
                 Status::InFlight => {
                     let probe = &self.probes[&key];
                     if let Some(send) = probe.sends.last() {
-                        wake = wake.min(send.at + self.wait_for(key));
+                        wake = wake.min(send.at + self.wait_for(key) + shared.lag.recent());
                     }
                 }
                 _ => {}
@@ -566,13 +570,15 @@ impl Prober {
     /// Gives up in-flight probes whose wait is over.
     fn settle(&mut self, now: MonotonicTime, shared: Shared<'_>) {
         let last = self.last_ttl();
+        // Waits are kernel time; what we have seen lags behind it.
+        let lag = shared.lag.recent();
         let expired: Vec<(ProbeKey, Duration)> = self
             .probes
             .iter()
             .filter(|(k, p)| k.ttl <= last && p.status == Status::InFlight)
             .filter_map(|(k, p)| {
                 let waited = now.since(p.sends.last()?.at).unwrap_or_default();
-                (waited >= self.wait_for(*k)).then_some((*k, waited))
+                (waited >= self.wait_for(*k) + lag).then_some((*k, waited))
             })
             .collect();
         for (key, waited) in expired {

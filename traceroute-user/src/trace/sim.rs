@@ -153,6 +153,9 @@ pub struct World {
     seq: u64,
     /// Every probe sent, as (time, destination, TTL).
     pub sent: Vec<(MonotonicTime, IpAddr, u8)>,
+    /// How long after the kernel saw a packet the trace gets it (a busy
+    /// capture pipeline); the packet keeps its kernel stamp.
+    pub delivery_delay: Duration,
 }
 
 pub fn t0() -> MonotonicTime {
@@ -176,6 +179,7 @@ impl World {
             packets: HashMap::new(),
             seq: 0,
             sent: Vec::new(),
+            delivery_delay: Duration::ZERO,
         }
     }
 
@@ -220,7 +224,7 @@ impl World {
             },
         );
         self.queue.push(Reverse(Queued {
-            at,
+            at: at + self.delivery_delay,
             seq: self.seq,
             flow_id,
         }));
@@ -381,6 +385,7 @@ pub fn icmp_error(from: IpAddr, ty: u8, code: u8, probe: &[u8]) -> Vec<u8> {
 
 /// The process-wide parts a tracer shares between its traces.
 pub struct Commons {
+    pub lag: super::lag::DeliveryLag,
     pub routers: RouterBudgets,
     pub rail: ProbeRail,
     pub share: HopShare,
@@ -395,6 +400,7 @@ impl Default for Commons {
 impl Commons {
     pub fn new() -> Commons {
         Commons {
+            lag: Default::default(),
             routers: RouterBudgets::new(Rate::ROUTER_DEFAULT),
             rail: ProbeRail::new(crate::trace::DEFAULT_PROBES_PER_SECOND),
             share: HopShare::new(ShareConfig::default()),
@@ -403,6 +409,7 @@ impl Commons {
 
     pub fn shared(&self) -> Shared<'_> {
         Shared {
+            lag: &self.lag,
             routers: &self.routers,
             rail: &self.rail,
             share: &self.share,
@@ -487,7 +494,8 @@ impl Network for SimNetwork {
         let mut world = self.world.borrow_mut();
         match world.pop(self.flow_id, until) {
             Some(p) => {
-                world.now = world.now.max(p.timestamp);
+                let delivered = p.timestamp + world.delivery_delay;
+                world.now = world.now.max(delivered);
                 Some(p)
             }
             None => {
