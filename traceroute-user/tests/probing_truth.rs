@@ -74,7 +74,8 @@ fn scheduled_overload_reports_no_loss_that_did_not_happen_and_finds_the_gateway(
                         let why = hop["no_answer"].as_str().unwrap_or("(none)");
                         assert_ne!(
                             why, "timeout",
-                            "TTL {ttl} to {host} reported silent, but {want} answers: {hop}"
+                            "TTL {ttl} to {host} ({}) reported silent, but {want} answers: {hop}\nrun: {run}",
+                            record["protocol"]
                         );
                         assert_ne!(why, "(none)", "unanswered hop without a reason: {hop}");
                         marked += 1;

@@ -172,18 +172,44 @@ impl EbpfCapture {
         if aya::util::KernelVersion::current().is_ok_and(|v| v < tcx) {
             let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         }
-        for name in PROGRAMS {
-            let key = (ifname.to_string(), name);
-            if self.attached.contains_key(&key) {
-                continue;
+        // Each TCX attachment waits for an RCU grace period (10-20 ms here);
+        // attached side by side, the two overlap. (Detaching is serialised by
+        // the kernel, so it gains nothing from the same trick.)
+        let wanted: Vec<&'static str> = PROGRAMS
+            .into_iter()
+            .filter(|name| !self.attached.contains_key(&(ifname.to_string(), *name)))
+            .collect();
+        let mut programs: Vec<(&'static str, &mut SchedClassifier)> = Vec::new();
+        for (name, program) in self.ebpf.programs_mut() {
+            if let Some(wanted) = wanted.iter().find(|w| **w == name) {
+                let classifier: &mut SchedClassifier =
+                    program
+                        .try_into()
+                        .map_err(|source| EbpfCaptureError::Program {
+                            name: wanted,
+                            source,
+                        })?;
+                programs.push((*wanted, classifier));
             }
-            let link = classifier(&mut self.ebpf, name)?
-                .attach(ifname, attach_type(name))
-                .map_err(|source| EbpfCaptureError::Attach {
-                    interface: ifname.to_string(),
-                    source,
-                })?;
-            self.attached.insert(key, link);
+        }
+        let links: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = programs
+                .into_iter()
+                .map(|(name, program)| {
+                    scope.spawn(move || (name, program.attach(ifname, attach_type(name))))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("attach thread"))
+                .collect()
+        });
+        for (name, link) in links {
+            let link = link.map_err(|source| EbpfCaptureError::Attach {
+                interface: ifname.to_string(),
+                source,
+            })?;
+            self.attached.insert((ifname.to_string(), name), link);
         }
         tracing::info!(interface = ifname, ifindex, l2_len, "capture attached");
         Ok(())

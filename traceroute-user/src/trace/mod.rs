@@ -186,14 +186,18 @@ const ADMISSION_RECHECK: Duration = Duration::from_millis(250);
 impl Tracer {
     /// Starts the capture and the route cache.
     pub async fn new(config: TracerConfig) -> Result<Self, TraceError> {
+        let started = std::time::Instant::now();
         let capture = Capture::start(config.capture)?;
+        tracing::debug!(ms = ms_since(started), "capture loaded");
         if config.watch_all_interfaces {
             let watched = capture.watch_all_interfaces()?;
             tracing::debug!(?watched, "capture watching interfaces");
         }
+        let routes = RouteCache::new().await?;
+        tracing::debug!(ms = ms_since(started), "route cache ready");
         Ok(Self {
             capture,
-            routes: RouteCache::new().await?,
+            routes,
             sender: ProbeSender::new(),
             routers: RouterBudgets::new(config.router_rate),
             rail: ProbeRail::new(config.probes_per_second),
@@ -234,11 +238,14 @@ impl Tracer {
         request: &TraceRequest,
     ) -> Result<(NetworkPath, TraceStats), TraceError> {
         validate(request)?;
+        let started = std::time::Instant::now();
         let resolved =
             resolve_target(&request.host, request.family, Duration::from_secs(5)).await?;
         let target = resolved.addr;
         let route = self.routes.lookup(target).await?;
+        tracing::debug!(ms = ms_since(started), "resolved and routed");
         self.capture.watch_interface(&route.interface.name)?;
+        tracing::debug!(ms = ms_since(started), "capture attached");
         let origin = origin_of(&route);
         let deadline = request.total_deadline(self.routers.rate());
         self.admit(request, origin, deadline).await?;
@@ -283,6 +290,7 @@ impl Tracer {
         engine::drive(&mut prober, &mut network, self.shared())
             .await
             .map_err(TraceError::Send)?;
+        tracing::debug!(ms = ms_since(started), "probing done");
         drop(subscription);
         let stats = prober.stats().clone();
         log_outcome(&request.host, &prober);
@@ -420,6 +428,10 @@ impl Tracer {
             }
         }
     }
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn validate(request: &TraceRequest) -> Result<(), TraceError> {

@@ -97,9 +97,10 @@ pub struct Policy {
     pub here: f64,
     /// Wait at most this many times the slowest RTT of a later hop.
     pub near: f64,
-    /// Never give up sooner than this (routers generate ICMP errors on a
-    /// slow path; the capture pipeline's own lag is added on top, see
-    /// [`DeliveryLag`]).
+    /// Never give up sooner than this: routers generate ICMP errors on a slow
+    /// path, and on a starved host the lab's own "network" queues packets for
+    /// tens of milliseconds (10 ms was seen to call answering hops silent).
+    /// The capture pipeline's own lag is added on top ([`DeliveryLag`]).
     pub min_wait: Duration,
     /// Re-probe a suspected rate-limited router once its budget refilled.
     pub reprobe: bool,
