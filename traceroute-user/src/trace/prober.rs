@@ -16,8 +16,9 @@
 //! * **Giving up, from measured RTTs** ([`Policy::wait_for`]): a probe waits
 //!   the request's timeout, but no longer than `here` × an RTT already seen
 //!   at its TTL or `near` × the slowest RTT of a later hop (traceroute's
-//!   `-w MAX,HERE,NEAR`), and never less than `min_wait`; the capture
-//!   pipeline's recent delivery lag is added on top ([`DeliveryLag`]).
+//!   `-w MAX,HERE,NEAR`, with NEAR 3 instead of 10), and never less than
+//!   `min_wait`; the capture pipeline's recent delivery lag is added on top
+//!   ([`DeliveryLag`]).
 //! * **Rate limiting.** A probe left unanswered by a router that answered
 //!   this trace at that TTL before (or other traces at that position), while
 //!   later hops answer, is suspected rate-limited: its router's budget is
@@ -111,7 +112,10 @@ impl Default for Policy {
         Policy {
             window: 16,
             here: 3.0,
-            near: 10.0,
+            // traceroute's NEAR is 10; a hop's answer comes before a later
+            // hop's on the same path, so 3x leaves room for a router's slow
+            // ICMP path while a silent hop on a 40 ms path costs 120 ms, not 400.
+            near: 3.0,
             min_wait: Duration::from_millis(20),
             reprobe: true,
         }
