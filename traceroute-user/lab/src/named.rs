@@ -1,25 +1,38 @@
 //! Ready-made topologies shared by tests, the demo, benchmarks and
 //! `cargo xtask lab up NAME`.
 //!
-//! All of them but [`fanout`] disable ICMP rate limiting
-//! ([`IcmpRateLimit::UNLIMITED`]) so parallel tracers see every hop; declare
-//! a limit explicitly to test rate limiting. Every source is called `src`,
-//! every single destination host `dst`.
+//! Most of them disable ICMP rate limiting ([`IcmpRateLimit::UNLIMITED`])
+//! so parallel tracers see every hop; [`chain_limited`], [`delay_silent`]
+//! and [`fanout`] keep the kernel's defaults
+//! ([`IcmpRateLimit::KERNEL_DEFAULT`]) as real routers would, for
+//! benchmarks. Every source is called `src`, every single destination host
+//! `dst`.
 
 use std::time::Duration;
 
 use crate::topology::{IcmpRateLimit, Topology};
 
 /// Names accepted by [`named`].
-pub const NAMES: &[&str] = &["chain", "ecmp", "nat", "delay", "ipv6", "fanout"];
+pub const NAMES: &[&str] = &[
+    "chain",
+    "chain-limited",
+    "ecmp",
+    "nat",
+    "delay",
+    "delay-silent",
+    "ipv6",
+    "fanout",
+];
 
 /// Looks a topology up by name.
 pub fn named(name: &str) -> Option<Topology> {
     Some(match name {
         "chain" => chain(),
+        "chain-limited" => chain_limited(),
         "ecmp" => ecmp(),
         "nat" => nat(),
         "delay" => delay(),
+        "delay-silent" => delay_silent(),
         "ipv6" => ipv6(),
         "fanout" => fanout(),
         _ => return None,
@@ -32,7 +45,18 @@ pub fn named(name: &str) -> Option<Topology> {
 /// Links 1..=5 in path order, so r_k faces the source with `198.18.k.2`
 /// and dst is `198.18.5.2` / `2001:db8:0:5::2`.
 pub fn chain() -> Topology {
-    Topology::new("chain")
+    chain_called("chain").icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// [`chain`] with the kernel's default ICMP rate limits
+/// ([`IcmpRateLimit::KERNEL_DEFAULT`]) on every node: each router answers
+/// src a burst of 6 errors, then one per second, like a real router.
+pub fn chain_limited() -> Topology {
+    chain_called("chain-limited").icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
+}
+
+fn chain_called(name: &str) -> Topology {
+    Topology::new(name)
         .host("src")
         .router("r1")
         .router("r2")
@@ -46,7 +70,6 @@ pub fn chain() -> Topology {
         .link("r4", "dst")
         .silent("r3")
         .tcp_listen("dst", 80)
-        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
 /// `src — r1 — {r2a, r2b} — r3 — dst`: r1 and r3 hold two-way ECMP groups
@@ -105,6 +128,29 @@ pub fn delay() -> Topology {
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
+/// `src — r1 —[20 ms each way]— r2 (silent) — r3 — dst`, v4+v6, with the
+/// kernel's default ICMP rate limits ([`IcmpRateLimit::KERNEL_DEFAULT`]):
+/// a path whose far hops answer after about 40 ms, with a silent router
+/// between answering ones. dst listens on TCP 80.
+///
+/// Links: 1 src–r1, 2 r1–r2 (delayed), 3 r2–r3, 4 r3–dst; r3 answers from
+/// `198.18.3.2`, dst is `198.18.4.2` / `2001:db8:0:4::2`.
+pub fn delay_silent() -> Topology {
+    Topology::new("delay-silent")
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link_delayed("r1", "r2", Duration::from_millis(20))
+        .link("r2", "r3")
+        .link("r3", "dst")
+        .silent("r2")
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
+}
+
 /// IPv6-only `src — r1 — r2 — r3 — dst`; dst is `2001:db8:0:4::2` and
 /// listens on TCP 80.
 pub fn ipv6() -> Topology {
@@ -132,8 +178,8 @@ pub const FANOUT_TARGETS: u16 = 256;
 /// `198.19.136.1`, d4 from `198.19.140.1`) and listens on TCP 80 on all of
 /// its addresses. For load tests: many traces at once through one router.
 ///
-/// Unlike the other named topologies it keeps Linux's default ICMP rate
-/// limits, which every new network namespace starts with:
+/// It keeps Linux's default ICMP rate limits, which every new network
+/// namespace starts with ([`IcmpRateLimit::KERNEL_DEFAULT`]):
 /// `net.ipv4.icmp_ratelimit=1000` (per peer: a burst of 6 errors, then one
 /// per second — time-exceeded and unreachable, `icmp_ratemask`),
 /// `net.ipv4.icmp_msgs_per_sec=1000` and `net.ipv4.icmp_msgs_burst=50`
@@ -154,5 +200,5 @@ pub fn fanout() -> Topology {
             .targets(d, FANOUT_TARGETS)
             .tcp_listen(d, 80);
     }
-    t
+    t.icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
 }

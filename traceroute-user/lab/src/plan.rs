@@ -726,6 +726,55 @@ mod tests {
     }
 
     #[test]
+    fn bench_topologies_keep_the_kernel_rate_limits() {
+        let chain = Plan::new(&named::chain()).unwrap();
+        let limited = Plan::new(&named::chain_limited()).unwrap();
+        assert_eq!(
+            addrs(&src_to_dst(&chain, Family::V4)),
+            addrs(&src_to_dst(&limited, Family::V4)),
+            "the same chain"
+        );
+        assert!(
+            chain
+                .nodes
+                .iter()
+                .all(|n| n.rate_limit == Some(IcmpRateLimit::UNLIMITED))
+        );
+        for p in [&limited, &Plan::new(&named::delay_silent()).unwrap()] {
+            assert!(
+                p.nodes
+                    .iter()
+                    .all(|n| n.rate_limit == Some(IcmpRateLimit::KERNEL_DEFAULT))
+            );
+        }
+
+        let p = Plan::new(&named::delay_silent()).unwrap();
+        let path = src_to_dst(&p, Family::V4);
+        assert_eq!(
+            addrs(&path),
+            vec![
+                vec![ip("198.18.1.2")],
+                vec![ip("198.18.2.2")],
+                vec![ip("198.18.3.2")]
+            ]
+        );
+        assert_eq!(
+            path.iter().map(|h| h[0].silent).collect::<Vec<_>>(),
+            [false, true, false],
+            "r2 is silent"
+        );
+        let dst = p.node_index("dst").unwrap();
+        assert_eq!(p.primary(dst, Family::V4), Some(ip("198.18.4.2")));
+        let delayed: Vec<usize> = p
+            .links
+            .iter()
+            .filter(|l| l.delay.is_some())
+            .map(|l| l.number)
+            .collect();
+        assert_eq!(delayed, [2], "r1-r2");
+    }
+
+    #[test]
     fn ecmp_group_and_alternatives() {
         let p = Plan::new(&named::ecmp()).unwrap();
         let r1 = p.node_index("r1").unwrap();

@@ -80,6 +80,29 @@ impl IcmpRateLimit {
         v6_ratelimit_ms: Some(0),
     };
 
+    /// Whatever the kernel gives a new network namespace: nothing is set.
+    /// Real routers rate-limit, and so do these. On Linux 6.18 a fresh
+    /// namespace has `net.ipv4.icmp_ratelimit=1000` (per peer: a burst of
+    /// 6 errors, then one per second — time-exceeded and unreachable, see
+    /// `icmp_ratemask`), `net.ipv4.icmp_msgs_per_sec=1000`,
+    /// `net.ipv4.icmp_msgs_burst=50` (global budget) and
+    /// `net.ipv6.icmp.ratelimit=100` (older kernels: 1000). The values are
+    /// the namespace's, not copied from the host's.
+    pub const KERNEL_DEFAULT: IcmpRateLimit = IcmpRateLimit {
+        ratelimit_ms: None,
+        msgs_per_sec: None,
+        msgs_burst: None,
+        v6_ratelimit_ms: None,
+    };
+
+    /// The sysctl names this type sets, in [`sysctls`](Self::sysctls) order.
+    pub const KEYS: [&'static str; 4] = [
+        "net.ipv4.icmp_ratelimit",
+        "net.ipv4.icmp_msgs_per_sec",
+        "net.ipv4.icmp_msgs_burst",
+        "net.ipv6.icmp.ratelimit",
+    ];
+
     pub(crate) fn sysctls(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut push = |key: &str, v: Option<u32>| {
@@ -87,10 +110,11 @@ impl IcmpRateLimit {
                 out.push((key.to_string(), v.to_string()));
             }
         };
-        push("net.ipv4.icmp_ratelimit", self.ratelimit_ms);
-        push("net.ipv4.icmp_msgs_per_sec", self.msgs_per_sec);
-        push("net.ipv4.icmp_msgs_burst", self.msgs_burst);
-        push("net.ipv6.icmp.ratelimit", self.v6_ratelimit_ms);
+        let [v4, per_sec, burst, v6] = Self::KEYS;
+        push(v4, self.ratelimit_ms);
+        push(per_sec, self.msgs_per_sec);
+        push(burst, self.msgs_burst);
+        push(v6, self.v6_ratelimit_ms);
         out
     }
 }
@@ -402,5 +426,22 @@ impl Topology {
         self.sysctls
             .push((node.to_string(), key.to_string(), value.to_string()));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_default_sets_nothing() {
+        assert!(IcmpRateLimit::KERNEL_DEFAULT.sysctls().is_empty());
+        assert_eq!(IcmpRateLimit::KERNEL_DEFAULT, IcmpRateLimit::default());
+        let keys: Vec<String> = IcmpRateLimit::UNLIMITED
+            .sysctls()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, IcmpRateLimit::KEYS);
     }
 }

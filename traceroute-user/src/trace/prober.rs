@@ -285,7 +285,8 @@ pub struct Prober {
     /// Scheduled probes that already hold their slot on the rail.
     railed: std::collections::HashSet<ProbeKey>,
     stats: TraceStats,
-    finished: bool,
+    /// When the trace ended.
+    finished: Option<MonotonicTime>,
 }
 
 impl Prober {
@@ -315,7 +316,7 @@ impl Prober {
             claimed_first_hop: false,
             railed: Default::default(),
             stats: TraceStats::default(),
-            finished: false,
+            finished: None,
         }
     }
 
@@ -335,6 +336,11 @@ impl Prober {
         &self.stats
     }
 
+    /// When the trace ended, once it has.
+    pub fn finished_at(&self) -> Option<MonotonicTime> {
+        self.finished
+    }
+
     pub fn end_ttl(&self) -> Option<Ttl> {
         self.end_ttl
     }
@@ -346,7 +352,7 @@ impl Prober {
 
     /// Decides what to do at `now`.
     pub fn poll(&mut self, now: MonotonicTime, shared: Shared<'_>) -> Action {
-        if self.finished {
+        if self.finished.is_some() {
             return Action::Done;
         }
         self.settle(now, shared);
@@ -380,8 +386,12 @@ impl Prober {
                     }
                 },
                 Status::Scheduled(at) => wake = wake.min(at),
-                Status::Deferred(until) if until > now => wake = wake.min(until),
-                Status::Queued | Status::Deferred(_) if busy < self.setup.policy.window => {
+                // A probe waiting for another trace's answer from the gateway
+                // looks again at every wake-up (news of that answer wakes us).
+                Status::Queued | Status::Deferred(_)
+                    if busy < self.setup.policy.window
+                        || matches!(self.probes[&key].status, Status::Deferred(_)) =>
+                {
                     match self.start(key, now, shared) {
                         Status::Scheduled(at) if at <= now => {
                             self.set(key, Status::Scheduled(at));
@@ -408,6 +418,11 @@ impl Prober {
                 }
                 _ => {}
             }
+        }
+        // Reusing the gateway's answer can settle the last open probe.
+        if self.is_done() {
+            self.finish(now, shared);
+            return Action::Done;
         }
         Action::Wait(wake.max(now))
     }
@@ -688,7 +703,7 @@ impl Prober {
             shared.routers.forget(self.own_hop(ttl));
         }
         self.stats.degraded = self.degraded();
-        self.finished = true;
+        self.finished = Some(now);
     }
 
     /// Feeds one captured packet of this trace's flow.

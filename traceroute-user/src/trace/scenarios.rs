@@ -258,6 +258,38 @@ fn a_gateway_shared_by_1000_traces_is_asked_a_handful_of_times() {
 }
 
 #[test]
+fn a_trace_waiting_for_the_shared_gateway_ends_as_soon_as_it_is_published() {
+    let mut world = World::new();
+    let gw = world.router(Router::new(GATEWAY, 5.0));
+    let targets = [Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2)];
+    for t in &targets {
+        world.host(*t, &[gw], Host::new(0.5));
+    }
+    let commons = Commons::new();
+    // Both start together: the first asks the gateway (5 ms away), the second
+    // has its destination's answer in 0.5 ms and waits only for the gateway.
+    let starts = [t0(), t0()];
+    let mut probers: Vec<Prober> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            prober(
+                flow(Protocol::Icmp, *t, 31000 + i as u16),
+                plan(8, 1, 1000),
+                t0(),
+                secs(3),
+            )
+        })
+        .collect();
+    run_many(&mut world, &commons, &mut probers, &starts);
+    assert!(matches!(status(&probers[1], 0, 1), Status::Shared(_)));
+    for p in &probers {
+        let took = p.finished_at().unwrap().since(t0()).unwrap();
+        assert!(took < Duration::from_millis(10), "{took:?}");
+    }
+}
+
+#[test]
 fn router_budget_exhaustion_gives_not_sent_never_silent() {
     let mut world = World::new();
     let gw = world.router(Router::new(GATEWAY, 0.2).limited(Limiter::linux()));

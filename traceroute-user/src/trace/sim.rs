@@ -540,6 +540,13 @@ pub fn run_many(
     let mut news = commons.share.subscribe();
     loop {
         let now = world.now;
+        for (flow_id, packet) in world.drain_due(now) {
+            if let Some(i) = by_flow.get(&flow_id) {
+                probers[*i].on_packet(&packet, commons.shared());
+                wake[*i] = Some(now);
+            }
+        }
+        // An answer from the gateway wakes every trace waiting for it.
         if news.has_changed().unwrap_or(false) {
             news.borrow_and_update();
             for (w, start) in wake.iter_mut().zip(starts) {
@@ -548,12 +555,6 @@ pub fn run_many(
                 {
                     *w = now;
                 }
-            }
-        }
-        for (flow_id, packet) in world.drain_due(now) {
-            if let Some(i) = by_flow.get(&flow_id) {
-                probers[*i].on_packet(&packet, commons.shared());
-                wake[*i] = Some(now);
             }
         }
         // Something published may let waiting traces go on: poll everyone due.

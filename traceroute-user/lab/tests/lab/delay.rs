@@ -40,3 +40,19 @@ fn traceroute_through_delay_shows_each_router_once() {
         assert_eq!(hops.len(), 3, "{family}: r1, r2, dst");
     }
 }
+
+#[test]
+fn delay_silent_hides_a_far_router_between_answering_ones() {
+    let lab = Lab::up(&named::delay_silent()).unwrap();
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    assert_eq!(dst.to_string(), "198.18.4.2");
+    let avg = ping_avg_ms(&lab, "src", dst, 3);
+    assert!((35.0..80.0).contains(&avg), "src -> dst: {avg} ms");
+    // One probe per hop: well inside every router's burst of 6.
+    let hops = traceroute(&lab, "src", &["-n", "-q1", "-w2", &dst.to_string()]);
+    let mut expected = lab.expected_hops("src", "dst", Family::V4).unwrap();
+    expected.push(Some(dst));
+    assert_eq!(hops, expected);
+    assert_eq!(hops[1], None, "r2 is silent");
+    assert_eq!(hops.len(), 4, "r1, r2, r3, dst");
+}

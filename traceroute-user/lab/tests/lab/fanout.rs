@@ -70,6 +70,27 @@ fn fanout_keeps_the_kernel_default_icmp_rate_limits() {
 }
 
 #[test]
+fn bench_topologies_keep_the_kernel_default_icmp_rate_limits() {
+    for topology in [named::chain_limited(), named::delay_silent()] {
+        let lab = Lab::up(&topology).unwrap();
+        for node in lab.nodes() {
+            let name = topology.name();
+            assert_eq!(
+                sysctl(&lab, node, "net.ipv4.icmp_ratelimit"),
+                "1000",
+                "{name} {node}"
+            );
+            assert_eq!(sysctl(&lab, node, "net.ipv4.icmp_msgs_per_sec"), "1000");
+            assert_eq!(sysctl(&lab, node, "net.ipv4.icmp_msgs_burst"), "50");
+            assert_ne!(sysctl(&lab, node, "net.ipv6.icmp.ratelimit"), "0");
+        }
+    }
+    // The chain itself still switches limiting off.
+    let lab = Lab::up(&named::chain()).unwrap();
+    assert_eq!(sysctl(&lab, "r1", "net.ipv4.icmp_ratelimit"), "0");
+}
+
+#[test]
 fn without_rate_limits_every_probe_is_answered() {
     // The control for the test above, and targets outside `fanout`.
     let topology = Topology::new("targets")
