@@ -71,8 +71,9 @@ pub async fn drive<N: Network>(
 
 /// Hands a packet to the prober, noting how late it came.
 fn take<N: Network>(prober: &mut Prober, network: &N, packet: &CapturedPacket, shared: Shared<'_>) {
-    if let Some(lag) = network.now().since(packet.timestamp) {
-        shared.lag.observe(lag);
+    let now = network.now();
+    if let Some(lag) = now.since(packet.timestamp) {
+        shared.lag.observe(lag, now);
     }
     prober.on_packet(packet, shared);
 }

@@ -1,32 +1,83 @@
-//! How late the capture pipeline hands over what the kernel saw.
+//! Two measures of how late answers can come right now, so giving up a probe
+//! follows the host and the network instead of a fixed slack.
 //!
-//! Replies are stamped by the kernel, but a trace learns of them only after
-//! the ring buffer, the dispatcher and its own queue: on a busy host that can
-//! take milliseconds. A probe is given up on the userspace clock, so its wait
-//! is lengthened by the recent delivery lag: a reply the kernel saw in time
-//! must never be called missing because it was still on its way to us.
+//! * [`DeliveryLag`]: replies are stamped by the kernel, but a trace learns
+//!   of them only after the ring buffer, the dispatcher and its own queue; on a
+//!   busy host that takes milliseconds. Waits run on the userspace clock, so
+//!   they are lengthened by the recent delivery lag: a reply the kernel saw in
+//!   time is never called missing because it was still on its way to us.
+//! * [`Jitter`]: how much later than its own best an answer from the same
+//!   responder came, recently, across all traces. Distance does not count
+//!   (a far responder's best is far too); queueing does. A starved host or a
+//!   congested path shows up here, and the give-up floor grows with it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// The recent worst delivery lag, decaying by an eighth per packet.
+use crate::capture::MonotonicTime;
+
+/// A recent maximum that halves every [`HALF_LIFE`].
 #[derive(Default)]
-pub struct DeliveryLag {
-    recent_ns: AtomicU64,
+pub struct DecayingMax {
+    /// (value in ns, when it was last updated)
+    state: Mutex<(f64, Option<MonotonicTime>)>,
 }
 
-impl DeliveryLag {
-    pub fn observe(&self, lag: Duration) {
-        let lag = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self
-            .recent_ns
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(lag.max(old - old / 8))
-            });
+/// How fast a spike is forgotten.
+pub const HALF_LIFE: Duration = Duration::from_secs(1);
+
+fn decayed(value: f64, from: Option<MonotonicTime>, now: MonotonicTime) -> f64 {
+    let elapsed = from
+        .and_then(|f| now.since(f))
+        .unwrap_or_default()
+        .as_secs_f64();
+    value * 0.5f64.powf(elapsed / HALF_LIFE.as_secs_f64())
+}
+
+impl DecayingMax {
+    pub fn observe(&self, value: Duration, now: MonotonicTime) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let old = decayed(state.0, state.1, now);
+        *state = (old.max(value.as_nanos() as f64), Some(now));
     }
 
-    pub fn recent(&self) -> Duration {
-        Duration::from_nanos(self.recent_ns.load(Ordering::Relaxed))
+    pub fn recent(&self, now: MonotonicTime) -> Duration {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Duration::from_nanos(decayed(state.0, state.1, now) as u64)
+    }
+}
+
+/// How late the capture pipeline hands packets over.
+pub type DeliveryLag = DecayingMax;
+
+/// Responders remembered for their best RTT; beyond this the table restarts.
+const MAX_RESPONDERS: usize = 65_536;
+
+/// Recent excess of answers' RTTs over their responder's best.
+#[derive(Default)]
+pub struct Jitter {
+    best: Mutex<HashMap<IpAddr, Duration>>,
+    excess: DecayingMax,
+}
+
+impl Jitter {
+    pub fn observe(&self, responder: IpAddr, rtt: Duration, now: MonotonicTime) {
+        let excess = {
+            let mut best = self.best.lock().unwrap_or_else(|e| e.into_inner());
+            if best.len() >= MAX_RESPONDERS {
+                best.clear();
+            }
+            let b = best.entry(responder).or_insert(rtt);
+            *b = (*b).min(rtt);
+            rtt - *b
+        };
+        self.excess.observe(excess, now);
+    }
+
+    pub fn recent(&self, now: MonotonicTime) -> Duration {
+        self.excess.recent(now)
     }
 }
 
@@ -34,16 +85,29 @@ impl DeliveryLag {
 mod tests {
     use super::*;
 
+    fn at(ms: u64) -> MonotonicTime {
+        MonotonicTime::from_nanos(10_000_000_000 + ms * 1_000_000)
+    }
+
     #[test]
-    fn a_late_delivery_counts_at_once_and_fades_with_timely_ones() {
+    fn a_spike_counts_at_once_and_halves_every_second() {
         let lag = DeliveryLag::default();
-        lag.observe(Duration::from_millis(40));
-        assert_eq!(lag.recent(), Duration::from_millis(40));
-        lag.observe(Duration::from_millis(1));
-        assert_eq!(lag.recent(), Duration::from_millis(35));
-        for _ in 0..60 {
-            lag.observe(Duration::ZERO);
-        }
-        assert!(lag.recent() < Duration::from_millis(1));
+        lag.observe(Duration::from_millis(40), at(0));
+        lag.observe(Duration::from_millis(1), at(0));
+        assert_eq!(lag.recent(at(0)), Duration::from_millis(40));
+        assert_eq!(lag.recent(at(1000)), Duration::from_millis(20));
+        assert!(lag.recent(at(10_000)) < Duration::from_millis(1));
+    }
+
+    #[test]
+    fn jitter_is_lateness_against_the_same_responder_not_distance() {
+        let jitter = Jitter::default();
+        let far = IpAddr::from([198, 18, 9, 2]);
+        let near = IpAddr::from([198, 18, 1, 2]);
+        jitter.observe(far, Duration::from_millis(200), at(0));
+        jitter.observe(near, Duration::from_millis(1), at(0));
+        assert_eq!(jitter.recent(at(0)), Duration::ZERO, "far is not late");
+        jitter.observe(near, Duration::from_millis(41), at(0));
+        assert_eq!(jitter.recent(at(0)), Duration::from_millis(40));
     }
 }

@@ -173,6 +173,7 @@ pub struct Tracer {
     rail: ProbeRail,
     share: HopShare,
     lag: lag::DeliveryLag,
+    jitter: lag::Jitter,
     policy: Policy,
     rdns: ReverseDns,
     hostname: String,
@@ -203,6 +204,7 @@ impl Tracer {
             rail: ProbeRail::new(config.probes_per_second),
             share: HopShare::new(config.share),
             lag: lag::DeliveryLag::default(),
+            jitter: lag::Jitter::default(),
             policy: config.policy,
             rdns: ReverseDns::new(),
             hostname: hostname(),
@@ -220,6 +222,7 @@ impl Tracer {
     fn shared(&self) -> prober::Shared<'_> {
         prober::Shared {
             lag: &self.lag,
+            jitter: &self.jitter,
             routers: &self.routers,
             rail: &self.rail,
             share: &self.share,

@@ -17,8 +17,8 @@
 //!   the request's timeout, but no longer than `here` × an RTT already seen
 //!   at its TTL or `near` × the slowest RTT of a later hop (traceroute's
 //!   `-w MAX,HERE,NEAR`, with NEAR 3 instead of 10), and never less than
-//!   `min_wait`; the capture pipeline's recent delivery lag is added on top
-//!   ([`DeliveryLag`]).
+//!   `min_wait` or twice the recent [`Jitter`]; the capture pipeline's recent
+//!   delivery lag is added on top ([`DeliveryLag`]).
 //! * **Rate limiting.** A probe left unanswered by a router that answered
 //!   this trace at that TTL before (or other traces at that position), while
 //!   later hops answer, is suspected rate-limited: its router's budget is
@@ -36,7 +36,7 @@ use std::time::Duration;
 use traceroute_common::EventKind;
 
 use super::budget::{Grant, Origin, ProbeRail, RouterBudgets, RouterKey};
-use super::lag::DeliveryLag;
+use super::lag::{DeliveryLag, Jitter};
 use super::share::{FirstHop, FirstHopPlan, HopShare, Observer};
 use crate::capture::{CapturedPacket, MonotonicTime, kind_name};
 use crate::path::{NoAnswer, NotSentReason};
@@ -98,10 +98,9 @@ pub struct Policy {
     pub here: f64,
     /// Wait at most this many times the slowest RTT of a later hop.
     pub near: f64,
-    /// Never give up sooner than this: routers generate ICMP errors on a slow
-    /// path, and on a starved host the lab's own "network" queues packets for
-    /// tens of milliseconds (10 ms was seen to call answering hops silent).
-    /// The capture pipeline's own lag is added on top ([`DeliveryLag`]).
+    /// Never give up sooner than this (routers generate ICMP errors on a slow
+    /// path), nor sooner than twice the recent [`Jitter`]; the capture
+    /// pipeline's own lag is added on top ([`DeliveryLag`]).
     pub min_wait: Duration,
     /// Re-probe a suspected rate-limited router once its budget refilled.
     pub reprobe: bool,
@@ -116,7 +115,7 @@ impl Default for Policy {
             // hop's on the same path, so 3x leaves room for a router's slow
             // ICMP path while a silent hop on a 40 ms path costs 120 ms, not 400.
             near: 3.0,
-            min_wait: Duration::from_millis(20),
+            min_wait: Duration::from_millis(10),
             reprobe: true,
         }
     }
@@ -126,6 +125,7 @@ impl Default for Policy {
 #[derive(Clone, Copy)]
 pub struct Shared<'a> {
     pub lag: &'a DeliveryLag,
+    pub jitter: &'a Jitter,
     pub routers: &'a RouterBudgets,
     pub rail: &'a ProbeRail,
     pub share: &'a HopShare,
@@ -287,6 +287,8 @@ pub struct Prober {
     stats: TraceStats,
     /// When the trace ended.
     finished: Option<MonotonicTime>,
+    /// The give-up floor now: `min_wait`, or twice the recent jitter.
+    floor: Duration,
 }
 
 impl Prober {
@@ -317,6 +319,7 @@ impl Prober {
             railed: Default::default(),
             stats: TraceStats::default(),
             finished: None,
+            floor: Duration::ZERO,
         }
     }
 
@@ -355,6 +358,11 @@ impl Prober {
         if self.finished.is_some() {
             return Action::Done;
         }
+        self.floor = self
+            .setup
+            .policy
+            .min_wait
+            .max(shared.jitter.recent(now) * 2);
         self.settle(now, shared);
         if self.is_done() {
             self.finish(now, shared);
@@ -413,7 +421,7 @@ impl Prober {
                 Status::InFlight => {
                     let probe = &self.probes[&key];
                     if let Some(send) = probe.sends.last() {
-                        wake = wake.min(send.at + self.wait_for(key) + shared.lag.recent());
+                        wake = wake.min(send.at + self.wait_for(key) + shared.lag.recent(now));
                     }
                 }
                 _ => {}
@@ -584,14 +592,14 @@ impl Prober {
         if let Some(slowest) = slowest_later {
             wait = wait.min(slowest.mul_f64(policy.near));
         }
-        wait.max(policy.min_wait).min(max)
+        wait.max(self.floor.max(policy.min_wait)).min(max)
     }
 
     /// Gives up in-flight probes whose wait is over.
     fn settle(&mut self, now: MonotonicTime, shared: Shared<'_>) {
         let last = self.last_ttl();
         // Waits are kernel time; what we have seen lags behind it.
-        let lag = shared.lag.recent();
+        let lag = shared.lag.recent(now);
         let expired: Vec<(ProbeKey, Duration)> = self
             .probes
             .iter()
@@ -767,6 +775,7 @@ impl Prober {
             shared.routers.learn(self.own_hop(key.ttl), answer.from);
         }
         if let Some(rtt) = answer.rtt {
+            shared.jitter.observe(answer.from, rtt, answer.received);
             let entry = self.rtts.entry(key.ttl).or_insert((rtt, rtt));
             entry.0 = entry.0.min(rtt);
             entry.1 = entry.1.max(rtt);

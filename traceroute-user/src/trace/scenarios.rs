@@ -105,9 +105,9 @@ fn a_silent_hop_is_given_up_from_later_rtts_not_the_timeout() {
         assert_eq!(answered_by(&p, a, 5), Some(DST.into()));
     }
     assert_eq!(p.end_ttl(), Ttl::new(5));
-    // 10 x the slowest later RTT is 5 ms; the 20 ms floor decides.
+    // 3 x the slowest later RTT is 1.5 ms; the 10 ms floor decides.
     assert!(
-        world.elapsed() < Duration::from_millis(30),
+        world.elapsed() < Duration::from_millis(20),
         "{:?}",
         world.elapsed()
     );
@@ -364,7 +364,7 @@ fn a_slow_capture_pipeline_does_not_turn_late_deliveries_into_silence() {
     let mut world = World::new();
     let path = chain(&mut world);
     // TTL 2 answers in 3 ms, the later hops in under 1: its give-up from
-    // their RTTs is the 20 ms floor, but every packet reaches us 30 ms late.
+    // their RTTs is the 10 ms floor, but every packet reaches us 30 ms late.
     world.routers[path[1]].rtt = Duration::from_millis(3);
     world.delivery_delay = Duration::from_millis(30);
     let p = prober(
@@ -380,6 +380,48 @@ fn a_slow_capture_pipeline_does_not_turn_late_deliveries_into_silence() {
             other => panic!("attempt {a}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn recent_jitter_raises_the_give_up_floor() {
+    let mut world = World::new();
+    let path = chain(&mut world);
+    // TTL 2 answers after 30 ms, the later hops in under 1 ms.
+    world.routers[path[1]].rtt = Duration::from_millis(30);
+    let world = Rc::new(RefCell::new(world));
+    let commons = Commons::new();
+    // Other traces just saw a responder answer 40 ms later than its best.
+    let busy = IpAddr::from([198, 18, 9, 9]);
+    commons.jitter.observe(busy, Duration::from_millis(1), t0());
+    commons
+        .jitter
+        .observe(busy, Duration::from_millis(41), t0());
+    let mut p = prober(
+        flow(Protocol::Tcp, DST, 40001),
+        plan(30, 1, 1000),
+        t0(),
+        secs(5),
+    );
+    run_one(&world, &commons, &mut p);
+    assert_eq!(
+        answered_by(&p, 0, 2),
+        Some(r(2).into()),
+        "{:?}",
+        status(&p, 0, 2)
+    );
+
+    // Without that jitter the same hop is given up at the 10 ms floor.
+    let mut quiet = World::new();
+    let path = chain(&mut quiet);
+    quiet.routers[path[1]].rtt = Duration::from_millis(30);
+    let p = prober(
+        flow(Protocol::Tcp, DST, 40001),
+        plan(30, 1, 1000),
+        t0(),
+        secs(5),
+    );
+    let (_, p) = run(quiet, p);
+    assert_eq!(no_answer(&p, 0, 2), Some(NoAnswer::Timeout));
 }
 
 #[test]

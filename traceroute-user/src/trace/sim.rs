@@ -386,6 +386,7 @@ pub fn icmp_error(from: IpAddr, ty: u8, code: u8, probe: &[u8]) -> Vec<u8> {
 /// The process-wide parts a tracer shares between its traces.
 pub struct Commons {
     pub lag: super::lag::DeliveryLag,
+    pub jitter: super::lag::Jitter,
     pub routers: RouterBudgets,
     pub rail: ProbeRail,
     pub share: HopShare,
@@ -401,6 +402,7 @@ impl Commons {
     pub fn new() -> Commons {
         Commons {
             lag: Default::default(),
+            jitter: Default::default(),
             routers: RouterBudgets::new(Rate::ROUTER_DEFAULT),
             rail: ProbeRail::new(crate::trace::DEFAULT_PROBES_PER_SECOND),
             share: HopShare::new(ShareConfig::default()),
@@ -410,6 +412,7 @@ impl Commons {
     pub fn shared(&self) -> Shared<'_> {
         Shared {
             lag: &self.lag,
+            jitter: &self.jitter,
             routers: &self.routers,
             rail: &self.rail,
             share: &self.share,
