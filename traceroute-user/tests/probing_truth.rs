@@ -110,3 +110,47 @@ fn scheduled_overload_reports_no_loss_that_did_not_happen_and_finds_the_gateway(
         records.len()
     );
 }
+
+/// Two API traces asking every router for 10 answers at once: a Linux router
+/// gives a source 6, then 1 a second, so the second trace cannot get its
+/// probes out before its deadline. It is refused up front (503 BUSY, after a
+/// bounded wait) instead of coming back with hops it never asked about.
+#[test]
+fn a_trace_the_routers_cannot_serve_in_time_is_refused_not_run_short() {
+    let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let agent = Agent::start_with(&lab, "src", Some("capture = \"ebpf\"\n"), &[]);
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    let want = common::agent::expected(&lab, "src", "dst", dst);
+    let query = service_support::client_query(80, 8, 1_000_000_000, "TCP", 10);
+    let target = format!("/traceroute/{dst}?{query}");
+    let replies: Vec<service_support::Reply> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| service_support::try_get(&agent.socket, &target).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 503],
+        "{:?}",
+        replies.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
+    for reply in &replies {
+        if reply.status == 503 {
+            assert_eq!(reply.json()["code"], "BUSY");
+            continue;
+        }
+        let record = reply.json();
+        assert_valid(&record);
+        for run in 0..10 {
+            assert_eq!(service_support::hop_addrs(&record, run), want, "run {run}");
+        }
+        assert_eq!(record["probing"]["degraded"], serde_json::json!([]));
+    }
+    assert_eq!(
+        agent.metric("traceroute_agent_failed_runs_total", "code=\"BUSY\""),
+        1.0
+    );
+}

@@ -172,6 +172,9 @@ pub struct Tracer {
     routers: RouterBudgets,
     rail: ProbeRail,
     share: HopShare,
+    /// Held while a trace is checked for admission and its first window
+    /// reserved, so the next check sees what this one will spend.
+    admission: std::sync::Mutex<()>,
     lag: lag::DeliveryLag,
     jitter: lag::Jitter,
     policy: Policy,
@@ -203,6 +206,7 @@ impl Tracer {
             routers: RouterBudgets::new(config.router_rate),
             rail: ProbeRail::new(config.probes_per_second),
             share: HopShare::new(config.share),
+            admission: std::sync::Mutex::new(()),
             lag: lag::DeliveryLag::default(),
             jitter: lag::Jitter::default(),
             policy: config.policy,
@@ -250,8 +254,6 @@ impl Tracer {
         self.capture.watch_interface(&route.interface.name)?;
         tracing::debug!(ms = ms_since(started), "capture attached");
         let origin = origin_of(&route);
-        let deadline = request.total_deadline(self.routers.rate());
-        self.admit(request, origin, deadline).await?;
         let port = request
             .port
             .or(request.protocol.default_port().map(|p| p.0))
@@ -271,7 +273,7 @@ impl Tracer {
                 flow_id: flow_id(&flow),
             })
             .collect();
-        let mut prober = Prober::new(Setup {
+        let setup = Setup {
             plan: Plan {
                 first_ttl: request.first_ttl,
                 max_ttl: request.max_ttl,
@@ -281,9 +283,11 @@ impl Tracer {
             policy: self.policy,
             flow,
             origin,
-            deadline: MonotonicTime::now() + deadline,
+            // Set when admitted.
+            deadline: MonotonicTime::now(),
             observers,
-        });
+        };
+        let mut prober = self.admit(request, setup).await?;
         let mut network = LiveNetwork {
             sender: &self.sender,
             subscription: &mut subscription,
@@ -338,21 +342,28 @@ impl Tracer {
 
     /// Admits a trace only when the routers it will ask (as far as they are
     /// known) and the probe rail can let its probes out before its deadline;
-    /// otherwise waits up to `admission_wait` for them, then refuses.
-    async fn admit(
-        &self,
-        request: &TraceRequest,
-        origin: Origin,
-        deadline: Duration,
-    ) -> Result<(), TraceError> {
+    /// otherwise waits up to `admission_wait` for them, then refuses. The
+    /// check and the reservation of the first window are one step, so two
+    /// traces arriving together cannot both count on the same budget.
+    async fn admit(&self, request: &TraceRequest, setup: Setup) -> Result<Prober, TraceError> {
+        let deadline = request.total_deadline(self.routers.rate());
         let waited_until = tokio::time::Instant::now() + request.admission_wait;
+        let mut setup = Some(setup);
         loop {
-            let wait = self.predicted_wait(request, origin);
-            // Room for the probes' own waits after the last one leaves.
-            let fits = wait + request.timeout <= deadline;
-            if fits {
-                return Ok(());
-            }
+            let wait = {
+                let _admission = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+                let wait = self.predicted_wait(request, setup.as_ref().expect("kept").origin);
+                // Room for the probes' own waits after the last one leaves.
+                if wait + request.timeout <= deadline {
+                    let mut setup = setup.take().expect("kept");
+                    let now = MonotonicTime::now();
+                    setup.deadline = now + deadline;
+                    let mut prober = Prober::new(setup);
+                    prober.reserve_first_window(now, self.shared());
+                    return Ok(prober);
+                }
+                wait
+            };
             let now = tokio::time::Instant::now();
             if now >= waited_until {
                 return Err(TraceError::Busy { retry_after: wait });

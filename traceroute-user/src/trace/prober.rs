@@ -435,6 +435,17 @@ impl Prober {
         Action::Wait(wake.max(now))
     }
 
+    /// Reserves the router budgets of the first window now, before the trace
+    /// starts sending: a trace admitted next sees them spent.
+    pub fn reserve_first_window(&mut self, now: MonotonicTime, shared: Shared<'_>) {
+        let window = self.setup.policy.window;
+        let first: Vec<ProbeKey> = self.order.iter().take(window).copied().collect();
+        for key in first {
+            let status = self.start(key, now, shared);
+            self.set(key, status);
+        }
+    }
+
     /// Gives a queued probe its next status: shared, deferred, scheduled or
     /// never sent.
     fn start(&mut self, key: ProbeKey, now: MonotonicTime, shared: Shared<'_>) -> Status {
