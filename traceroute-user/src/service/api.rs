@@ -159,8 +159,7 @@ fn health(shared: &Shared) -> Response {
         status: if stopping { "stopping" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
         capture: shared.tracer.capture().source(),
-        api_traces_in_flight: config.api.max_concurrent_traces
-            - shared.api_slots.available_permits(),
+        api_traces_in_flight: shared.api_in_flight(),
         targets: config.targets.len(),
     };
     let status = if stopping {

@@ -4,7 +4,7 @@
 //! `bind`, so it never exists with wider permissions) and group; a stale file
 //! left by a dead agent is removed first, but a socket some live process still
 //! answers on is not (two agents never share a path). The file is removed when
-//! the server stops.
+//! the server stops, unless another process has bound the path since.
 
 use std::ffi::CString;
 use std::future::Future;
@@ -23,15 +23,38 @@ pub struct Listeners {
     tcp: Option<TcpListener>,
 }
 
-/// Removes the socket file on drop.
-struct SocketFile(PathBuf);
+/// Removes the socket file on drop, if it is still the one we created: a
+/// newer agent that took the path over while we were exiting keeps its socket.
+struct SocketFile {
+    path: PathBuf,
+    /// (device, inode) of the file we bound.
+    identity: (u64, u64),
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        match std::fs::remove_file(&self.0) {
-            Ok(()) => tracing::debug!(path = %self.0.display(), "socket removed"),
+        let path = &self.path;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if identity(&meta) != self.identity => {
+                tracing::info!(path = %path.display(), "socket now belongs to another process; left in place");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "checking socket: {e}");
+                return;
+            }
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "socket removed"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %self.0.display(), "removing socket: {e}"),
+            Err(e) => tracing::warn!(path = %path.display(), "removing socket: {e}"),
         }
     }
 }
@@ -140,7 +163,12 @@ fn bind_unix(
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let std = bound.with_context(|| format!("binding {}", path.display()))?;
-    let file = SocketFile(path.to_path_buf());
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("checking {}", path.display()))?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        identity: identity(&meta),
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))?;
     if let Some(group) = group {

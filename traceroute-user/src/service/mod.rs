@@ -78,12 +78,16 @@ pub struct Shared {
     pub tracer: Arc<Tracer>,
     pub metrics: Arc<Metrics>,
     config: RwLock<Arc<Config>>,
-    /// API trace slots (`api.max_concurrent_traces`).
+    /// API trace slots (`api.max_concurrent_traces` at start; a reload does
+    /// not resize them).
     pub api_slots: Arc<Semaphore>,
+    api_capacity: usize,
     /// True once shutdown began: new API traces are refused.
     stopping: watch::Sender<bool>,
     /// True once the grace period is over: running traces give up.
     cancel: watch::Sender<bool>,
+    /// True once running traces are done (or cancelled): the listeners close.
+    close: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -109,6 +113,26 @@ impl Shared {
     pub async fn stopped(&self) {
         let mut rx = self.stopping.subscribe();
         let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Completes when the listeners should stop accepting: until then, new
+    /// requests during shutdown get `503 SHUTTING_DOWN`, not a refused connection.
+    pub async fn closed(&self) {
+        let mut rx = self.close.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// API traces running now.
+    pub fn api_in_flight(&self) -> usize {
+        self.api_capacity
+            .saturating_sub(self.api_slots.available_permits())
+    }
+
+    /// Completes when no API trace is running.
+    async fn api_idle(&self) {
+        while self.api_in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Runs one trace (plus `e2e` end-to-end probes) within `limit` and
@@ -244,15 +268,17 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         tracer,
         metrics,
         api_slots: Arc::new(Semaphore::new(config.api.max_concurrent_traces)),
+        api_capacity: config.api.max_concurrent_traces,
         config: RwLock::new(Arc::new(config.clone())),
         stopping: watch::channel(false).0,
         cancel: watch::channel(false).0,
+        close: watch::channel(false).0,
     });
     let mut scheduler = scheduler::Scheduler::new(Arc::clone(&shared), sink);
     scheduler.apply(&config.targets);
     let mut servers = tokio::spawn(listeners.serve(api::router(Arc::clone(&shared)), {
         let shared = Arc::clone(&shared);
-        async move { shared.stopped().await }
+        async move { shared.closed().await }
     }));
     tracing::info!(
         capture = ?shared.tracer.capture().source(),
@@ -276,7 +302,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     shared.stopping.send_replace(true);
     let drained = tokio::time::timeout(grace, async {
         scheduler.stop().await;
-        let _ = (&mut servers).await;
+        shared.api_idle().await;
     })
     .await;
     if drained.is_err() {
@@ -284,14 +310,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         shared.cancel.send_replace(true);
         let finished = tokio::time::timeout(Duration::from_secs(2), async {
             scheduler.stop().await;
-            let _ = (&mut servers).await;
+            shared.api_idle().await;
         })
         .await;
         if finished.is_err() {
             tracing::warn!("traces still running after cancellation: aborting them");
-            servers.abort();
-            let _ = servers.await;
         }
+    }
+    // Until here the listeners kept answering (503 SHUTTING_DOWN).
+    shared.close.send_replace(true);
+    if tokio::time::timeout(Duration::from_secs(2), &mut servers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open: closing them");
+        servers.abort();
+        let _ = servers.await;
     }
     scheduler.abort_and_wait().await;
     drop(scheduler);
