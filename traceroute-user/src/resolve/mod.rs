@@ -115,6 +115,14 @@ pub enum ResolveError {
         /// The family that was asked for.
         family: FamilyPreference,
     },
+    /// The name resolves only to addresses a trace cannot have as its
+    /// destination (multicast, broadcast, unspecified, IPv6 link-local).
+    #[error("{host} resolves only to {class} ({address}): a trace needs a unicast destination")]
+    Unusable {
+        host: String,
+        address: IpAddr,
+        class: AddressClass,
+    },
     /// The resolver did not answer in time.
     #[error("resolving {host} timed out after {} ms", .after.as_millis())]
     Timeout {
@@ -129,7 +137,7 @@ impl ResolveError {
     /// The API error code (`{"code": ...}` in HTTP error bodies).
     pub fn code(&self) -> &'static str {
         match self {
-            ResolveError::InvalidHost { .. } => "INVALID_REQUEST",
+            ResolveError::InvalidHost { .. } | ResolveError::Unusable { .. } => "INVALID_REQUEST",
             ResolveError::NotFound { .. } | ResolveError::NoAddressInFamily { .. } => "DNS",
             ResolveError::Timeout { .. } => "TIMEOUT",
         }
@@ -147,12 +155,76 @@ impl ResolveError {
     }
 }
 
-/// Parses an IP literal: `198.18.0.1`, `2001:db8::1` or `[2001:db8::1]`.
+/// Addresses a trace cannot have as its destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressClass {
+    Multicast,
+    Broadcast,
+    Unspecified,
+    /// IPv6 link-local: reachable only through a named interface.
+    LinkLocal,
+}
+
+impl AddressClass {
+    /// The class of `ip` when a trace cannot go to it.
+    pub fn unusable(ip: IpAddr) -> Option<AddressClass> {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) if v4.is_multicast() => Some(AddressClass::Multicast),
+            IpAddr::V4(v4) if v4.is_broadcast() => Some(AddressClass::Broadcast),
+            IpAddr::V4(v4) if v4.is_unspecified() => Some(AddressClass::Unspecified),
+            IpAddr::V6(v6) if v6.is_multicast() => Some(AddressClass::Multicast),
+            IpAddr::V6(v6) if v6.is_unspecified() => Some(AddressClass::Unspecified),
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(AddressClass::LinkLocal),
+            _ => None,
+        }
+    }
+
+    /// Why a literal of this class is refused.
+    fn reason(self) -> &'static str {
+        match self {
+            AddressClass::Multicast => {
+                "is a multicast address: a trace needs a unicast destination"
+            }
+            AddressClass::Broadcast => {
+                "is the broadcast address: a trace needs a unicast destination"
+            }
+            AddressClass::Unspecified => {
+                "is the unspecified address: a trace needs a unicast destination"
+            }
+            AddressClass::LinkLocal => {
+                "is an IPv6 link-local address: it needs an interface, and zone ids are not supported"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AddressClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AddressClass::Multicast => "multicast addresses",
+            AddressClass::Broadcast => "the broadcast address",
+            AddressClass::Unspecified => "the unspecified address",
+            AddressClass::LinkLocal => "IPv6 link-local addresses",
+        })
+    }
+}
+
+/// Parses an IP literal: `198.18.0.1`, `2001:db8::1` or `[2001:db8::1]`;
+/// an IPv4-mapped IPv6 address (`::ffff:198.18.0.1`) is the IPv4 address.
 ///
 /// `Ok(None)` means "not a literal, treat it as a name". Zoned IPv6
 /// addresses (`fe80::1%eth0`) are refused: a trace target must be routable
-/// without naming an interface.
+/// without naming an interface. So are addresses no trace can have as its
+/// destination (see [`AddressClass`]).
 pub fn parse_literal(host: &str) -> Result<Option<IpAddr>, ResolveError> {
+    let parsed = parse_literal_syntax(host)?.map(|ip| ip.to_canonical());
+    if let Some(class) = parsed.and_then(AddressClass::unusable) {
+        return Err(ResolveError::invalid(host, class.reason()));
+    }
+    Ok(parsed)
+}
+
+fn parse_literal_syntax(host: &str) -> Result<Option<IpAddr>, ResolveError> {
     if let Some(rest) = host.strip_prefix('[') {
         let inner = rest
             .strip_suffix(']')
@@ -260,10 +332,21 @@ fn select(
     family: FamilyPreference,
 ) -> Result<Resolved, ResolveError> {
     let mut seen = Vec::new();
+    let mut refused = None;
     for ip in addrs {
-        if !ip.is_unspecified() && !seen.contains(&ip) {
+        let ip = ip.to_canonical();
+        if let Some(class) = AddressClass::unusable(ip) {
+            refused.get_or_insert((ip, class));
+        } else if !seen.contains(&ip) {
             seen.push(ip);
         }
+    }
+    if let (true, Some((address, class))) = (seen.is_empty(), refused) {
+        return Err(ResolveError::Unusable {
+            host: host.to_owned(),
+            address,
+            class,
+        });
     }
     if seen.is_empty() {
         return Err(ResolveError::NotFound {
@@ -396,6 +479,47 @@ mod tests {
     }
 
     #[test]
+    fn address_classes_no_trace_can_reach_are_refused_by_name() {
+        for (host, words) in [
+            ("224.0.0.1", "multicast"),
+            ("ff02::1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("fe80::1", "link-local"),
+            ("[fe80::1]", "link-local"),
+            ("::ffff:224.0.0.1", "multicast"),
+        ] {
+            let err = parse_literal(host).expect_err(host);
+            assert_eq!(err.code(), "INVALID_REQUEST", "{host}");
+            assert!(err.to_string().contains(words), "{host}: {err}");
+        }
+        assert_eq!(
+            parse_literal("::ffff:198.18.0.1"),
+            Ok(Some(IpAddr::from([198, 18, 0, 1]))),
+            "IPv4-mapped is IPv4"
+        );
+        let named = select(
+            "mcast.lab",
+            [IpAddr::from([224, 0, 0, 251])],
+            FamilyPreference::Any,
+        )
+        .unwrap_err();
+        assert_eq!(named.code(), "INVALID_REQUEST");
+        assert!(named.to_string().contains("multicast"), "{named}");
+        let mixed = select(
+            "mixed.lab",
+            [
+                IpAddr::from([224, 0, 0, 251]),
+                IpAddr::from([198, 18, 0, 7]),
+            ],
+            FamilyPreference::Any,
+        )
+        .unwrap();
+        assert_eq!(mixed.addr, IpAddr::from([198, 18, 0, 7]));
+    }
+
+    #[test]
     fn literals() {
         let v4: IpAddr = "198.18.0.1".parse().unwrap();
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
@@ -407,7 +531,8 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .to_string(),
-            "::ffff:198.18.0.1"
+            "198.18.0.1",
+            "an IPv4-mapped address is traced as IPv4"
         );
         assert_eq!(parse_literal("example.com"), Ok(None));
         assert_eq!(parse_literal("127.1"), Ok(None), "left to validate_host");
@@ -447,8 +572,10 @@ mod tests {
         let err = select("h", [v4a], FamilyPreference::V6).unwrap_err();
         assert_eq!(err.to_string(), "h has no IPv6 address");
         assert_eq!(err.code(), "DNS");
+        // A sinkholed name: the resolver's answer is no destination.
         let err = select("h", ["0.0.0.0".parse().unwrap()], FamilyPreference::Any).unwrap_err();
-        assert!(matches!(err, ResolveError::NotFound { .. }));
+        assert!(matches!(err, ResolveError::Unusable { .. }), "{err}");
+        assert_eq!(err.code(), "INVALID_REQUEST");
     }
 
     /// Both are used from tasks of a multi-threaded runtime.

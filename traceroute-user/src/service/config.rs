@@ -398,6 +398,15 @@ mod tests {
             ),
             ("[[targets]]\nhost = \"h\"\ninterval = \"1ms\"", "interval"),
             (
+                "[[targets]]\nhost = \"224.0.0.1\"\ninterval = \"1s\"",
+                "multicast",
+            ),
+            (
+                "[[targets]]\nhost = \"255.255.255.255\"\ninterval = \"1s\"",
+                "broadcast",
+            ),
+            ("router_icmp_burst = 0", "router_icmp_burst"),
+            (
                 "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nprotocol = \"sctp\"",
                 "protocol",
             ),
