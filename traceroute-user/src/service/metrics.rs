@@ -51,6 +51,7 @@ pub struct Metrics {
     degraded: Family<Labels, Counter>,
     reprobes: Family<Labels, Counter>,
     shared_hops: Family<Labels, Counter>,
+    rejected: Family<Labels, Counter>,
     replies: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     in_flight: Family<Labels, Gauge>,
@@ -67,6 +68,7 @@ impl Metrics {
         let degraded = Family::<Labels, Counter>::default();
         let reprobes = Family::<Labels, Counter>::default();
         let shared_hops = Family::<Labels, Counter>::default();
+        let rejected = Family::<Labels, Counter>::default();
         let replies = Family::<Labels, Counter>::default();
         let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram,
@@ -109,6 +111,11 @@ impl Metrics {
             shared_hops.clone(),
         );
         registry.register(
+            "replies_rejected",
+            "Packets quoting a trace's flow that were not taken, by reason (malformed, unknown_probe, wrong_secret, before_probe, duplicate)",
+            rejected.clone(),
+        );
+        registry.register(
             "replies_matched",
             "Replies matched to probes in finished traces, by kind",
             replies.clone(),
@@ -142,6 +149,7 @@ impl Metrics {
             degraded,
             reprobes,
             shared_hops,
+            rejected,
             replies,
             duration,
             in_flight,
@@ -223,6 +231,14 @@ impl Metrics {
                     ("reason", reason.to_string()),
                 ])
                 .inc();
+        }
+        for (reason, n) in stats.ignored.by_reason() {
+            self.rejected
+                .get_or_create(&vec![
+                    ("protocol", p.clone()),
+                    ("reason", reason.to_string()),
+                ])
+                .inc_by(n);
         }
         let by_protocol = vec![("protocol", p)];
         self.reprobes
@@ -335,5 +351,42 @@ impl Collector for TracerCollector {
             tracer.routes().refreshes(),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Ignored;
+
+    #[test]
+    fn rejected_replies_and_unsent_probes_are_exposed_by_reason() {
+        let metrics = Metrics::new(Weak::new());
+        let mut stats = TraceStats {
+            probes_sent: 7,
+            reprobes: 1,
+            shared_hops: 2,
+            ignored: Ignored {
+                wrong_secret: 2,
+                duplicates: 1,
+                ..Ignored::default()
+            },
+            degraded: vec!["router_budget"],
+            ..TraceStats::default()
+        };
+        stats.not_sent.insert("router_budget", 3);
+        metrics.count_stats(Protocol::Tcp, &stats);
+        let text = metrics.render();
+        for line in [
+            "traceroute_agent_replies_rejected_total{protocol=\"TCP\",reason=\"wrong_secret\"} 2",
+            "traceroute_agent_replies_rejected_total{protocol=\"TCP\",reason=\"duplicate\"} 1",
+            "traceroute_agent_probes_not_sent_total{protocol=\"TCP\",reason=\"router_budget\"} 3",
+            "traceroute_agent_degraded_traces_total{protocol=\"TCP\",reason=\"router_budget\"} 1",
+            "traceroute_agent_reprobes_total{protocol=\"TCP\"} 1",
+            "traceroute_agent_shared_hops_total{protocol=\"TCP\"} 2",
+            "traceroute_agent_probes_sent_total{protocol=\"TCP\"} 7",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 }

@@ -577,13 +577,7 @@ fn log_outcome(host: &str, prober: &Prober) {
     let stats = prober.stats();
     let ignored = stats.ignored;
     if ignored != Ignored::default() {
-        tracing::debug!(
-            host,
-            malformed = ignored.malformed,
-            unmatched = ignored.unmatched,
-            duplicates = ignored.duplicates,
-            "packets ignored during trace"
-        );
+        tracing::debug!(host, ignored = ?ignored.by_reason(), "packets ignored during trace");
     }
     let degraded = prober.degraded();
     if !degraded.is_empty() {

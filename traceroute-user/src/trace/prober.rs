@@ -252,11 +252,27 @@ pub struct TraceStats {
 pub struct Ignored {
     /// Packets our parser rejects (malformed, truncated before the probe id).
     pub malformed: u64,
-    /// Parsed, but naming no probe of ours that was sent (unknown id, wrong TCP
-    /// salt, a reply stamped before its probe left: spoofed or stray).
+    /// Parsed, but naming no probe of ours that was sent (unknown id: stray).
     pub unmatched: u64,
+    /// A TCP answer without our flow's secret salt (spoofed or stray).
+    pub wrong_secret: u64,
+    /// Stamped before the probe it names left: cannot be its answer.
+    pub before_probe: u64,
     /// Second answers to an already answered probe.
     pub duplicates: u64,
+}
+
+impl Ignored {
+    /// Each count with its metric label.
+    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
+        [
+            ("malformed", self.malformed),
+            ("unknown_probe", self.unmatched),
+            ("wrong_secret", self.wrong_secret),
+            ("before_probe", self.before_probe),
+            ("duplicate", self.duplicates),
+        ]
+    }
 }
 
 /// Everything a prober needs to know about its trace.
@@ -736,7 +752,11 @@ impl Prober {
             _ => reply.probe_id,
         };
         let Some(id) = id else {
-            self.stats.ignored.unmatched += 1;
+            if reply.probe_id.is_some() {
+                self.stats.ignored.wrong_secret += 1;
+            } else {
+                self.stats.ignored.unmatched += 1;
+            }
             return;
         };
         let (key, reprobe) = ProbeKey::from_wire(id);
@@ -758,7 +778,7 @@ impl Prober {
         };
         let Some(rtt) = packet.timestamp.since(send.stamp()) else {
             // Stamped before its probe left: cannot be its answer.
-            self.stats.ignored.unmatched += 1;
+            self.stats.ignored.before_probe += 1;
             return;
         };
         let probe = &self.probes[&key];

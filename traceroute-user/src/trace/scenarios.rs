@@ -524,8 +524,11 @@ fn forged_replies_are_ignored_and_counted() {
     p.on_packet(&packet, commons.shared());
     // Garbage.
     feed(&mut p, EventKind::TcpRst, vec![0x45, 0, 1], 70);
-    assert_eq!(p.stats().ignored.unmatched, 3);
-    assert_eq!(p.stats().ignored.malformed, 1);
+    let ignored = p.stats().ignored;
+    assert_eq!(ignored.unmatched, 1, "a probe never sent");
+    assert_eq!(ignored.wrong_secret, 1, "a SYN-ACK without our salt");
+    assert_eq!(ignored.before_probe, 1, "stamped before the probe left");
+    assert_eq!(ignored.malformed, 1);
     assert!(p.stats().answers.is_empty());
     assert_eq!(*status(&p, 0, 3), Status::InFlight);
 }
