@@ -91,7 +91,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("traceroute-agent: {e:#}");
+            eprintln!("traceroute-agent: {}", chain(&e));
+            if let Some(missing) = e
+                .downcast_ref::<TraceError>()
+                .and_then(TraceError::missing_privilege)
+            {
+                eprintln!(
+                    "traceroute-agent: {missing}: run as root (sudo), under the systemd unit, or grant \
+                     them with `setcap cap_net_raw,cap_net_admin,cap_bpf,cap_perfmon+ep {}`",
+                    std::env::current_exe()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "traceroute-agent".into())
+                );
+            }
             // Bad input is a usage error, like clap's own: exit code 2.
             let usage = e
                 .downcast_ref::<TraceError>()
@@ -103,6 +115,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its
+/// message already contains is not repeated.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -135,9 +135,37 @@ fn without_cap_bpf_auto_falls_back_to_socket_capture() {
 
     let out = trace_without_bpf(&lab, &[&d, "-T", "--capture", "ebpf"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("eBPF"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("eBPF"), "{stderr}");
+    assert!(stderr.contains("CAP_BPF"), "names the capability: {stderr}");
+}
+
+#[test]
+fn without_cap_net_raw_the_error_names_the_capability_once() {
+    let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let dst = lab.primary("dst", Family::V4).unwrap().to_string();
+    let out = lab
+        .command("src", "setpriv")
+        .unwrap()
+        .args([
+            "--bounding-set",
+            "-net_raw",
+            "--",
+            AGENT,
+            "trace",
+            "--format",
+            "json",
+        ])
+        .args([dst.as_str(), "-T", "--capture", "socket"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CAP_NET_RAW"), "{stderr}");
+    assert!(stderr.contains("setcap"), "says how to grant it: {stderr}");
+    assert_eq!(
+        stderr.matches("Operation not permitted").count(),
+        1,
+        "the cause is said once: {stderr}"
     );
 }

@@ -62,6 +62,13 @@ pub enum EbpfCaptureError {
     Poll(#[from] std::io::Error),
 }
 
+impl EbpfCaptureError {
+    /// The kernel refused a privilege (EPERM/EACCES somewhere inside).
+    pub fn is_permission(&self) -> bool {
+        super::hub::is_permission(self)
+    }
+}
+
 /// Kernel-measured cost of one program (BPF_ENABLE_STATS run time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgramStats {

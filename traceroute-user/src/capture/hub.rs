@@ -49,6 +49,30 @@ pub enum CaptureError {
     FlowInUse(FlowKey),
 }
 
+impl CaptureError {
+    /// The capture was refused a privilege (EPERM/EACCES somewhere inside).
+    pub fn is_permission(&self) -> bool {
+        is_permission(self)
+    }
+}
+
+/// Whether `err` or anything it was caused by is EPERM or EACCES.
+pub fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        if e.to_string().contains("Operation not permitted") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Per-flow queue depth; more means something floods us with spoofed replies.
 const FLOW_QUEUE: usize = 1024;
 
@@ -94,8 +118,13 @@ impl Capture {
             CaptureMode::Auto => match start_ebpf(tx.clone()) {
                 Ok(b) => (b, TimestampSource::Kernel),
                 Err(e) => {
+                    let needs = if e.is_permission() {
+                        " (loading and attaching it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
+                    } else {
+                        ""
+                    };
                     tracing::warn!(
-                        "eBPF capture unavailable ({e}); falling back to socket capture"
+                        "eBPF capture unavailable ({e}){needs}; falling back to socket capture"
                     );
                     (start_socket(&flows, tx)?, TimestampSource::Socket)
                 }

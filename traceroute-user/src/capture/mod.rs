@@ -6,7 +6,9 @@ mod hub;
 pub mod interface;
 pub mod socket;
 
-pub use hub::{Capture, CaptureError, CaptureMode, FlowSubscription, TimestampSource, kind_name};
+pub use hub::{
+    Capture, CaptureError, CaptureMode, FlowSubscription, TimestampSource, is_permission, kind_name,
+};
 
 use std::time::Duration;
 

@@ -111,6 +111,22 @@ pub enum TraceError {
 }
 
 impl TraceError {
+    /// Which privilege was missing, and for what, when one was.
+    pub fn missing_privilege(&self) -> Option<&'static str> {
+        let denied =
+            |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES));
+        match self {
+            TraceError::Send(e) if denied(e) => Some("sending raw probes needs CAP_NET_RAW"),
+            TraceError::Capture(CaptureError::Socket(e)) if denied(e) => {
+                Some("socket capture (packet sockets) needs CAP_NET_RAW")
+            }
+            TraceError::Capture(e) if e.is_permission() => {
+                Some("the eBPF capture needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+            }
+            _ => None,
+        }
+    }
+
     /// The error code of the HTTP API contract (DESIGN.md §4).
     pub fn code(&self) -> &'static str {
         match self {
