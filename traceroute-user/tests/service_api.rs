@@ -152,7 +152,7 @@ fn bad_inputs_get_4xx_with_a_json_code() {
     let agent = Agent::start_with(&lab, "src", Some(CONFIG), &[]);
     let dst = lab.primary("dst", Family::V4).unwrap();
     let t = format!("/traceroute/{dst}");
-    let long_query = format!("{t}?client_id={}", "x".repeat(3000));
+    let long_query = format!("{t}?client_id={}", "x".repeat(5000));
     let long_path = format!("/traceroute/{}", "a".repeat(1100));
     let long_label = format!("/traceroute/{}.example", "a".repeat(64));
     let long_client = format!("{t}?client_id={}", "c".repeat(300));

@@ -30,9 +30,12 @@ use crate::trace::TraceRequest;
 /// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
 pub const MAX_PATH: usize = 1024;
 /// Longest query string accepted.
-pub const MAX_QUERY: usize = 2048;
-/// Longest `client_id`.
+/// Longest `client_id`, in characters.
 pub const MAX_CLIENT_ID: usize = 256;
+/// Longest query string accepted: room for every parameter at its longest,
+/// including a `client_id` of [`MAX_CLIENT_ID`] 4-byte characters
+/// percent-encoded (12 bytes each), so no valid request is refused as too long.
+pub const MAX_QUERY: usize = 4096;
 
 const TRACE_PREFIX: &str = "/traceroute/";
 
@@ -447,6 +450,20 @@ mod tests {
             parse_params("port=0&max_ttl=0&timeout=0&protocol=udp&traceroute_queries=0").unwrap();
         assert_eq!(p, Params::default());
         assert_eq!(parse_params("").unwrap(), Params::default());
+    }
+
+    #[test]
+    fn the_longest_valid_query_fits_the_query_limit() {
+        // 256 four-byte characters, percent-encoded: 3072 bytes.
+        let client_id: String = std::iter::repeat_n("%F0%9D%84%9E", MAX_CLIENT_ID).collect();
+        let query = format!(
+            "client_id={client_id}&port=65535&max_ttl=64&timeout=30000000000&protocol=ICMP\
+             &traceroute_queries=10&e2e_queries=100&reverse_dns=false&tcp_method=prefer_sack\
+             &tcp_syn_paris_traceroute_mode=false&disable_windows_driver=false"
+        );
+        assert!(query.len() <= MAX_QUERY, "{} > {MAX_QUERY}", query.len());
+        let p = parse_params(&query).unwrap();
+        assert_eq!(p.client_id.chars().count(), MAX_CLIENT_ID);
     }
 
     #[test]
