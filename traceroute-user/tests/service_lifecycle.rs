@@ -92,3 +92,67 @@ fn an_exiting_agent_leaves_a_newer_agents_socket_alone() {
     drop(newer);
     std::fs::remove_file(&old.socket).unwrap();
 }
+
+#[test]
+fn a_recreated_interface_is_captured_again() {
+    let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let mut agent = Agent::start_with(&lab, "src", Some(CONFIG), &[]);
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    let want = common::agent::expected(&lab, "src", "dst", dst);
+    let target = format!(
+        "/traceroute/{dst}?{}",
+        client_query(80, 8, 500_000_000, "TCP", 1)
+    );
+    assert_eq!(
+        service_support::hop_addrs(&agent.get(&target).json(), 0),
+        want
+    );
+
+    // Delete src's link to r1 and make it again: same names and addresses,
+    // new interface indexes.
+    let (ours, theirs) = (
+        lab.ifname("src", "r1").unwrap(),
+        lab.ifname("r1", "src").unwrap(),
+    );
+    let (our_addr, gw) = (
+        lab.ipv4("src", "r1").unwrap(),
+        lab.ipv4("r1", "src").unwrap(),
+    );
+    let r1_ns = lab.namespace("r1").unwrap().to_string();
+    let our_cidr = format!("{our_addr}/24");
+    let gw_cidr = format!("{gw}/24");
+    let gw_text = gw.to_string();
+    let steps: Vec<(&str, Vec<&str>)> = vec![
+        ("src", vec!["link", "del", ours]),
+        (
+            "src",
+            vec![
+                "link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", &r1_ns,
+            ],
+        ),
+        ("src", vec!["addr", "add", &our_cidr, "dev", ours]),
+        ("src", vec!["link", "set", ours, "up"]),
+        ("r1", vec!["addr", "add", &gw_cidr, "dev", theirs]),
+        ("r1", vec!["link", "set", theirs, "up"]),
+        ("src", vec!["route", "replace", "default", "via", &gw_text]),
+    ];
+    for (node, args) in steps {
+        let out = lab.exec(node, "ip", &args).unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The route cache follows the change; the capture attaches to the new interface.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let record = agent.get(&target).json();
+            service_support::hop_addrs(&record, 0) == want
+                && record["traceroute"]["runs"][0]["hops"][0]["timestamp_source"] == "kernel"
+        }),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.stop().success(), "{}", agent.log());
+}

@@ -119,8 +119,10 @@ fn classifier<'a>(
 /// programs (TCX links and the maps live as long as their file descriptors).
 pub struct EbpfCapture {
     ebpf: Ebpf,
-    /// (interface, program) -> link
-    attached: BTreeMap<(String, &'static str), SchedClassifierLinkId>,
+    /// (interface index, program) -> (interface name, link). By index: an
+    /// interface deleted and created again under the same name is a new
+    /// interface, and is attached again.
+    attached: BTreeMap<(u32, &'static str), (String, SchedClassifierLinkId)>,
     log_task: Option<JoinHandle<()>>,
 }
 
@@ -179,12 +181,13 @@ impl EbpfCapture {
         if aya::util::KernelVersion::current().is_ok_and(|v| v < tcx) {
             let _ = aya::programs::tc::qdisc_add_clsact(ifname);
         }
+        self.forget_gone_interfaces();
         // Each TCX attachment waits for an RCU grace period (10-20 ms here);
         // attached side by side, the two overlap. (Detaching is serialised by
         // the kernel, so it gains nothing from the same trick.)
         let wanted: Vec<&'static str> = PROGRAMS
             .into_iter()
-            .filter(|name| !self.attached.contains_key(&(ifname.to_string(), *name)))
+            .filter(|name| !self.attached.contains_key(&(ifindex, *name)))
             .collect();
         let mut programs: Vec<(&'static str, &mut SchedClassifier)> = Vec::new();
         for (name, program) in self.ebpf.programs_mut() {
@@ -216,15 +219,40 @@ impl EbpfCapture {
                 interface: ifname.to_string(),
                 source,
             })?;
-            self.attached.insert((ifname.to_string(), name), link);
+            self.attached
+                .insert((ifindex, name), (ifname.to_string(), link));
         }
         tracing::info!(interface = ifname, ifindex, l2_len, "capture attached");
         Ok(())
     }
 
+    /// Drops what we remember of interfaces that no longer exist (the kernel
+    /// detached the programs from them when they went away).
+    fn forget_gone_interfaces(&mut self) {
+        let gone: Vec<(u32, &'static str)> = self
+            .attached
+            .keys()
+            .filter(|(ifindex, _)| interface::ifname(*ifindex).is_none())
+            .copied()
+            .collect();
+        for key in gone {
+            let Some((ifname, link)) = self.attached.remove(&key) else {
+                continue;
+            };
+            if let Ok(program) = classifier(&mut self.ebpf, key.1) {
+                drop(program.take_link(link));
+            }
+            tracing::info!(
+                interface = ifname,
+                ifindex = key.0,
+                "interface gone; forgotten"
+            );
+        }
+    }
+
     /// Interfaces the programs are attached to.
     pub fn interfaces(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.attached.keys().map(|(i, _)| i.clone()).collect();
+        let mut out: Vec<String> = self.attached.values().map(|(i, _)| i.clone()).collect();
         out.dedup();
         out
     }
@@ -406,13 +434,21 @@ impl EbpfCapture {
 
 impl Drop for EbpfCapture {
     fn drop(&mut self) {
-        for ((ifname, name), link) in std::mem::take(&mut self.attached) {
+        for ((ifindex, name), (ifname, link)) in std::mem::take(&mut self.attached) {
             let detached = classifier(&mut self.ebpf, name).and_then(|p| {
                 p.detach(link)
                     .map_err(|source| EbpfCaptureError::Program { name, source })
             });
             match detached {
                 Ok(()) => tracing::debug!(interface = ifname, program = name, "detached"),
+                // The interface is gone, and the kernel dropped the attachment with it.
+                Err(_) if interface::ifname(ifindex).is_none() => {
+                    tracing::debug!(
+                        interface = ifname,
+                        ifindex,
+                        "interface gone before detaching"
+                    )
+                }
                 Err(e) => tracing::warn!(interface = ifname, "detaching capture: {e}"),
             }
         }
