@@ -156,3 +156,66 @@ fn a_recreated_interface_is_captured_again() {
     );
     assert!(agent.stop().success(), "{}", agent.log());
 }
+
+fn scheduled(output: &std::path::Path, dst: std::net::IpAddr) -> String {
+    format!(
+        "capture = \"ebpf\"\nrouter_icmp_burst = 10000\nrouter_icmp_per_second = 10000\n\
+         [output]\npath = \"{}\"\n\
+         [[targets]]\nhost = \"{dst}\"\nprotocol = \"icmp\"\ninterval = \"200ms\"\nqueries = 1\nmax_ttl = 8\n",
+        output.display()
+    )
+}
+
+#[test]
+fn an_output_that_cannot_be_opened_is_retried_until_it_can() {
+    let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let dir = service_support::TempDir::new("sink");
+    let first = dir.path("first.jsonl");
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    let mut agent = Agent::start_with(&lab, "src", Some(&scheduled(&first, dst)), &[]);
+    assert!(eventually(Duration::from_secs(10), || {
+        !service_support::lines(&first).is_empty()
+    }));
+
+    // The new file's directory does not exist yet: records stay in the old file.
+    let later = dir.path("later");
+    let second = later.join("second.jsonl");
+    std::fs::write(agent.dir.path("config.toml"), scheduled(&second, dst)).unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(eventually(Duration::from_secs(5), || agent
+        .metric("traceroute_agent_sink_open_failures_total", "")
+        >= 1.0));
+    let before = service_support::lines(&first).len();
+    assert!(eventually(
+        Duration::from_secs(5),
+        || service_support::lines(&first).len() > before
+    ));
+
+    // Once it can be opened, the next SIGHUP switches (and so would the retry).
+    std::fs::create_dir(&later).unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(10), || !service_support::lines(&second)
+            .is_empty()),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn records_that_cannot_be_written_are_counted_as_lost() {
+    let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    let full = std::path::Path::new("/dev/full");
+    let mut agent = Agent::start_with(&lab, "src", Some(&scheduled(full, dst)), &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || agent
+            .metric("traceroute_agent_records_lost_total", "")
+            >= 2.0),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.stop().success());
+}

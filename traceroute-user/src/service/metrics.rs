@@ -56,6 +56,8 @@ pub struct Metrics {
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     in_flight: Family<Labels, Gauge>,
     requests: Family<Labels, Counter>,
+    records_lost: Counter,
+    sink_open_failures: Counter,
 }
 
 impl Metrics {
@@ -135,6 +137,18 @@ impl Metrics {
             "HTTP API answers by status code",
             requests.clone(),
         );
+        let records_lost = Counter::default();
+        registry.register(
+            "records_lost",
+            "Scheduled records that could not be written (disk full, I/O error)",
+            records_lost.clone(),
+        );
+        let sink_open_failures = Counter::default();
+        registry.register(
+            "sink_open_failures",
+            "Attempts to open a newly configured output file that failed (retried every 10 s and on SIGHUP)",
+            sink_open_failures.clone(),
+        );
         // Make the gauges visible at 0 before the first trace.
         for origin in [Origin::Api, Origin::Schedule] {
             let _ = in_flight.get_or_create(&vec![("origin", origin.as_str().to_string())]);
@@ -154,7 +168,17 @@ impl Metrics {
             duration,
             in_flight,
             requests,
+            records_lost,
+            sink_open_failures,
         }
+    }
+
+    pub fn record_lost(&self) {
+        self.records_lost.inc();
+    }
+
+    pub fn sink_open_failed(&self) {
+        self.sink_open_failures.inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -289,9 +289,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut retry = tokio::time::interval(OUTPUT_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&options, &shared, &mut scheduler),
+            _ = retry.tick() => follow_output(&shared, &scheduler, &shared.config()),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -351,6 +354,29 @@ fn open_sink(config: &Config) -> anyhow::Result<JsonLines> {
     })
 }
 
+/// Makes the sink write where `config` says. The sink itself is compared, not
+/// the previous config: after a failed open the config already names the new
+/// file while records still go to the old one, and every later attempt (each
+/// SIGHUP, and the periodic retry) must try again.
+fn follow_output(shared: &Shared, scheduler: &scheduler::Scheduler, config: &Config) {
+    if scheduler.sink().path() == config.output.path {
+        return;
+    }
+    match open_sink(config) {
+        Ok(sink) => {
+            tracing::info!(path = ?config.output.path, "output switched");
+            scheduler.set_sink(Arc::new(sink));
+        }
+        Err(e) => {
+            shared.metrics.sink_open_failed();
+            tracing::error!("opening the new output, records keep going to the old one: {e:#}");
+        }
+    }
+}
+
+/// How often an output that could not be opened is tried again.
+const OUTPUT_RETRY: Duration = Duration::from_secs(10);
+
 fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Scheduler) {
     if let Err(e) = scheduler.sink().reopen() {
         tracing::error!("reopening the output file: {e}");
@@ -379,12 +405,7 @@ fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Schedul
             "changes to [api], capture, probes_per_second and router_icmp_* apply after a restart"
         );
     }
-    if new.output != old.output {
-        match open_sink(&new) {
-            Ok(sink) => scheduler.set_sink(Arc::new(sink)),
-            Err(e) => tracing::error!("opening the new output, keeping the old one: {e:#}"),
-        }
-    }
+    follow_output(shared, scheduler, &new);
     scheduler.apply(&new.targets);
     tracing::info!(targets = new.targets.len(), "config reloaded");
     shared.set_config(new);

@@ -178,7 +178,8 @@ async fn run_target(
             Ok(path) => {
                 let sink = Arc::clone(&sink.lock().unwrap_or_else(|e| e.into_inner()));
                 if let Err(e) = sink.write(&path) {
-                    tracing::error!(host = target.host, "writing the record: {e}");
+                    shared.metrics.record_lost();
+                    tracing::error!(host = target.host, "writing the record, it is lost: {e}");
                 }
             }
             Err(e) => tracing::warn!(
