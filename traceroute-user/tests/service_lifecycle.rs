@@ -219,3 +219,79 @@ fn records_that_cannot_be_written_are_counted_as_lost() {
     );
     assert!(agent.stop().success());
 }
+
+/// `ip netns exec` gives a namespace its own /etc/netns/NS/resolv.conf.
+struct NetnsResolver(std::path::PathBuf);
+
+impl NetnsResolver {
+    fn new(namespace: &str, nameserver: std::net::IpAddr) -> NetnsResolver {
+        let dir = std::path::Path::new("/etc/netns").join(namespace);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:10 attempts:1\n"),
+        )
+        .unwrap();
+        NetnsResolver(dir)
+    }
+}
+
+impl Drop for NetnsResolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_black_holed_resolver_never_starves_traces_of_addresses() {
+    use traceroute_lab::{Hook, IcmpRateLimit, Proto, Topology};
+    // dst drops every UDP packet: DNS queries to it are never answered.
+    let topology = Topology::new("dnshole")
+        .host("src")
+        .router("r1")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "dst")
+        .drop_proto("dst", Proto::Udp, Hook::Input)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED);
+    let lab = Lab::up(&topology).unwrap();
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    let _resolver = NetnsResolver::new(lab.namespace("src").unwrap(), dst);
+    let agent = Agent::start_with(&lab, "src", Some(CONFIG), &[]);
+    let socket = agent.socket.clone();
+    let names: Vec<_> = (0..40)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                service_support::try_get(
+                    &socket,
+                    &format!("/traceroute/host{i}.blackhole.test?protocol=ICMP"),
+                )
+                .unwrap()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile a trace of an address gets a trace slot at once.
+    let started = std::time::Instant::now();
+    let literal = agent.get(&format!(
+        "/traceroute/{dst}?protocol=ICMP&traceroute_queries=1"
+    ));
+    assert_eq!(literal.status, 200, "{}", literal.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (mut busy, mut timeout) = (0, 0);
+    for name in names {
+        let reply = name.join().unwrap();
+        match (reply.status, reply.json()["code"].as_str().unwrap_or("")) {
+            (503, "BUSY") => busy += 1,
+            (504, "TIMEOUT") => timeout += 1,
+            other => panic!("a name lookup: {other:?} {}", reply.text()),
+        }
+    }
+    assert_eq!(timeout, 16, "the lookups that got a slot timed out");
+    assert_eq!(busy, 24, "the others were refused at once");
+}

@@ -8,6 +8,7 @@
 //! [`status_of`] is the contract.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,11 @@ use super::config::{
     MAX_E2E_QUERIES, MAX_HOP_TIMEOUT, MAX_QUERIES, MAX_TTL_LIMIT, MIN_HOP_TIMEOUT, parse_protocol,
 };
 use super::metrics::Origin;
-use super::{API_ADMISSION_WAIT, ServiceError, Shared};
+use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared};
 use crate::probe::{Protocol, Ttl};
 use crate::resolve;
-use crate::trace::TraceRequest;
+use crate::resolve::FamilyPreference;
+use crate::trace::{RESOLVE_TIMEOUT, TraceRequest};
 
 /// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
 pub const MAX_PATH: usize = 1024;
@@ -366,6 +368,29 @@ pub fn parse_host(raw: &str) -> Result<String, ServiceError> {
     Ok(host.into_owned())
 }
 
+/// The address of a host name (`None` for an address literal), resolved
+/// within [`API_RESOLVE_SLOTS`] lookups at once and [`RESOLVE_TIMEOUT`].
+async fn resolve_name(shared: &Shared, host: &str) -> Result<Option<IpAddr>, ServiceError> {
+    if resolve::parse_literal(host)
+        .map_err(|e| invalid(e.to_string()))?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let Ok(_lookup) = shared.resolve_slots.try_acquire() else {
+        return Err(ServiceError::new(
+            "BUSY",
+            format!(
+                "{API_RESOLVE_SLOTS} name lookups are already waiting for the resolver; retry later"
+            ),
+        ));
+    };
+    let resolved = resolve::resolve_target(host, FamilyPreference::Any, RESOLVE_TIMEOUT)
+        .await
+        .map_err(|e| ServiceError::new(e.code(), e.to_string()))?;
+    Ok(Some(resolved.addr))
+}
+
 async fn traceroute(
     shared: &Shared,
     raw_host: &str,
@@ -380,6 +405,10 @@ async fn traceroute(
             "the agent is shutting down",
         ));
     }
+    // Names are resolved before a trace slot is taken, with slots and a
+    // timeout of their own: a slow resolver never holds up traces of
+    // addresses.
+    let resolved = resolve_name(shared, &host).await?;
     let Ok(_permit) = Arc::clone(&shared.api_slots).try_acquire_owned() else {
         return Err(ServiceError::new(
             "BUSY",
@@ -388,6 +417,7 @@ async fn traceroute(
     };
     let config = shared.config();
     let mut request = TraceRequest::new(host.clone(), params.protocol);
+    request.resolved = resolved;
     request.port = params.port;
     request.max_ttl = Ttl::new(params.max_ttl).unwrap_or(Ttl::MIN);
     request.queries = params.queries;

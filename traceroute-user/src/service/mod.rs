@@ -82,6 +82,8 @@ pub struct Shared {
     /// not resize them).
     pub api_slots: Arc<Semaphore>,
     api_capacity: usize,
+    /// Name lookups of API requests ([`API_RESOLVE_SLOTS`]).
+    pub resolve_slots: Semaphore,
     /// True once shutdown began: new API traces are refused.
     stopping: watch::Sender<bool>,
     /// True once the grace period is over: running traces give up.
@@ -248,6 +250,10 @@ const E2E_TTL: u8 = 64;
 /// are busy with other traces, before it is answered `503 BUSY`.
 pub const API_ADMISSION_WAIT: Duration = Duration::from_secs(2);
 
+/// Name lookups the API lets wait for the resolver at once; more get
+/// `503 BUSY`. Separate from the trace slots.
+pub const API_RESOLVE_SLOTS: usize = 16;
+
 /// Runs the service until SIGTERM/SIGINT.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let config = options.load()?;
@@ -269,6 +275,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         metrics,
         api_slots: Arc::new(Semaphore::new(config.api.max_concurrent_traces)),
         api_capacity: config.api.max_concurrent_traces,
+        resolve_slots: Semaphore::new(API_RESOLVE_SLOTS),
         config: RwLock::new(Arc::new(config.clone())),
         stopping: watch::channel(false).0,
         cancel: watch::channel(false).0,

@@ -57,7 +57,13 @@ pub struct TraceRequest {
     pub admission_wait: Duration,
     pub family: FamilyPreference,
     pub reverse_dns: bool,
+    /// The address `host` resolved to, when the caller resolved it already
+    /// (the service does, outside its trace slots).
+    pub resolved: Option<IpAddr>,
 }
+
+/// How long a name may take to resolve.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl TraceRequest {
     pub fn new(host: impl Into<String>, protocol: Protocol) -> Self {
@@ -73,6 +79,7 @@ impl TraceRequest {
             admission_wait: Duration::ZERO,
             family: FamilyPreference::Any,
             reverse_dns: false,
+            resolved: None,
         }
     }
 
@@ -262,9 +269,14 @@ impl Tracer {
     ) -> Result<(NetworkPath, TraceStats), TraceError> {
         validate(request)?;
         let started = std::time::Instant::now();
-        let resolved =
-            resolve_target(&request.host, request.family, Duration::from_secs(5)).await?;
-        let target = resolved.addr;
+        let target = match request.resolved {
+            Some(addr) => addr,
+            None => {
+                resolve_target(&request.host, request.family, RESOLVE_TIMEOUT)
+                    .await?
+                    .addr
+            }
+        };
         let route = self.routes.lookup(target).await?;
         tracing::debug!(ms = ms_since(started), "resolved and routed");
         self.capture.watch_interface(&route.interface.name)?;
