@@ -295,3 +295,82 @@ fn a_black_holed_resolver_never_starves_traces_of_addresses() {
     assert_eq!(timeout, 16, "the lookups that got a slot timed out");
     assert_eq!(busy, 24, "the others were refused at once");
 }
+
+#[test]
+fn slow_idle_and_surplus_connections_are_closed_and_health_stays_up() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let config = "capture = \"ebpf\"\n[api]\nmax_connections = 6\n";
+    let mut agent = Agent::start_with(&lab, "src", Some(config), &[]);
+    let closed_within = |stream: &mut UnixStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    // Idle clients and a client sending its request a byte a second.
+    let mut idle: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&agent.socket).unwrap())
+        .collect();
+    let mut slow = UnixStream::connect(&agent.socket).unwrap();
+    let dripping = std::thread::spawn({
+        let mut slow = slow.try_clone().unwrap();
+        move || {
+            for b in b"GET /health HTTP/1.1\r\nHost: x\r\n" {
+                if slow.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // 5 of 6 connections are taken; one more fits, the next is closed at once.
+    let _sixth = UnixStream::connect(&agent.socket).unwrap();
+    let mut surplus = UnixStream::connect(&agent.socket).unwrap();
+    assert!(
+        closed_within(&mut surplus, Duration::from_secs(2)),
+        "over the cap: closed at once"
+    );
+    assert!(eventually(Duration::from_secs(2), || agent
+        .log()
+        .contains("connection limit")));
+    // Header-read timeout (5 s) closes the idle and the slow ones.
+    for stream in &mut idle {
+        assert!(
+            closed_within(stream, Duration::from_secs(8)),
+            "idle connection left open"
+        );
+    }
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(8)),
+        "slow client left open"
+    );
+    drop(_sixth);
+    dripping.join().unwrap();
+    // The API answers again.
+    assert!(eventually(Duration::from_secs(5), || {
+        service_support::try_get(&agent.socket, "/health").is_ok_and(|r| r.status == 200)
+    }));
+    // A request head over 64 KiB is refused.
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let reply = service_support::request(&agent.socket, &big);
+    assert!(
+        reply
+            .as_ref()
+            .map_or(true, |r| r.status == 431 || r.status == 400),
+        "{:?}",
+        reply.map(|r| r.status)
+    );
+    assert!(agent.stop().success());
+}

@@ -106,6 +106,12 @@ fn unit_grants_exactly_the_needed_capabilities_to_a_system_user() {
     assert_eq!(value("AmbientCapabilities"), [caps]);
     assert_eq!(value("CapabilityBoundingSet"), [caps]);
     assert_eq!(value("NoNewPrivileges"), ["yes"]);
+    // Far above api.max_connections: idle clients cannot exhaust descriptors.
+    let nofile: usize = value("LimitNOFILE")[0].parse().unwrap();
+    assert!(
+        nofile >= 16 * traceroute_user::service::config::ApiConfig::default().max_connections,
+        "LimitNOFILE={nofile}"
+    );
     assert_eq!(value("ProtectSystem"), ["strict"]);
     assert_eq!(value("User"), ["traceroute-agent"]);
     assert_eq!(value("RuntimeDirectory"), ["traceroute-agent"]);

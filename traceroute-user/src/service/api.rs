@@ -408,7 +408,20 @@ async fn traceroute(
     // Names are resolved before a trace slot is taken, with slots and a
     // timeout of their own: a slow resolver never holds up traces of
     // addresses.
-    let resolved = resolve_name(shared, &host).await?;
+    let resolved = match resolve_name(shared, &host).await {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            // A name that does not resolve is a failed run, as it was when the
+            // tracer resolved it; a refused lookup slot is not a run.
+            if e.code != "BUSY" {
+                shared
+                    .metrics
+                    .start(params.protocol, Origin::Api)
+                    .finish(Some(e.code));
+            }
+            return Err(e);
+        }
+    };
     let Ok(_permit) = Arc::clone(&shared.api_slots).try_acquire_owned() else {
         return Err(ServiceError::new(
             "BUSY",

@@ -96,6 +96,9 @@ pub struct ApiConfig {
     pub allow_non_loopback: bool,
     /// Most API traces running at once; more are answered 503 + Retry-After.
     pub max_concurrent_traces: usize,
+    /// Most open API connections; more are closed at once (and logged), so
+    /// idle or slow clients cannot exhaust the process's file descriptors.
+    pub max_connections: usize,
     /// Bound on one API request from start to answer (resolution, probing,
     /// reverse DNS, e2e probes); past it the answer is 504 `TIMEOUT`.
     #[serde(deserialize_with = "duration")]
@@ -111,6 +114,7 @@ impl Default for ApiConfig {
             listen: None,
             allow_non_loopback: false,
             max_concurrent_traces: 32,
+            max_connections: 512,
             request_timeout: Duration::from_secs(60),
         }
     }
@@ -202,6 +206,9 @@ impl Config {
         }
         if self.api.max_concurrent_traces == 0 || self.api.max_concurrent_traces > 10_000 {
             bail!("api.max_concurrent_traces must be 1..=10000");
+        }
+        if !(1..=60_000).contains(&self.api.max_connections) {
+            bail!("api.max_connections must be 1..=60000");
         }
         if self.api.request_timeout < Duration::from_secs(1)
             || self.api.request_timeout > Duration::from_secs(3600)

@@ -11,17 +11,29 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
 
 use super::config::ApiConfig;
 
 pub struct Listeners {
     unix: Option<(UnixListener, SocketFile)>,
     tcp: Option<TcpListener>,
+    max_connections: usize,
 }
+
+/// A client must send a request's headers within this time after connecting
+/// or after its previous answer; slow and idle connections are closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head accepted (request line and headers).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Refused connections are logged at most this often.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Removes the socket file on drop, if it is still the one we created: a
 /// newer agent that took the path over while we were exiting keeps its socket.
@@ -81,42 +93,50 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { unix, tcp })
+        Ok(Listeners {
+            unix,
+            tcp,
+            max_connections: config.max_connections,
+        })
     }
 
     /// Serves `router` on every listener until `shutdown` completes and
-    /// the open connections are done; then removes the socket file.
+    /// the open connections are done (or `drain` passed); then removes the
+    /// socket file.
     pub fn serve(
         self,
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         async move {
             let mut tasks = tokio::task::JoinSet::new();
-            let signal = move || {
-                let mut rx = rx.clone();
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                }
-            };
             let mut socket_file = None;
             if let Some((listener, file)) = self.unix {
                 socket_file = Some(file);
-                let server = axum::serve(listener, router.clone()).with_graceful_shutdown(signal());
-                tasks.spawn(async move {
-                    if let Err(e) = server.await {
-                        tracing::error!("unix socket server: {e}");
-                    }
-                });
+                let listener = Arc::new(listener);
+                tasks.spawn(accept_loop(
+                    move || {
+                        let listener = Arc::clone(&listener);
+                        async move { listener.accept().await.map(|(s, _)| s) }
+                    },
+                    router.clone(),
+                    Arc::clone(&slots),
+                    rx.clone(),
+                ));
             }
             if let Some(listener) = self.tcp {
-                let server = axum::serve(listener, router).with_graceful_shutdown(signal());
-                tasks.spawn(async move {
-                    if let Err(e) = server.await {
-                        tracing::error!("tcp server: {e}");
-                    }
-                });
+                let listener = Arc::new(listener);
+                tasks.spawn(accept_loop(
+                    move || {
+                        let listener = Arc::clone(&listener);
+                        async move { listener.accept().await.map(|(s, _)| s) }
+                    },
+                    router,
+                    Arc::clone(&slots),
+                    rx.clone(),
+                ));
             }
             shutdown.await;
             let _ = tx.send(true);
@@ -124,6 +144,63 @@ impl Listeners {
             drop(socket_file);
         }
     }
+}
+
+/// Accepts connections until `stop`, serving each with timeouts and within
+/// `slots`; then waits for the open ones to finish their requests.
+async fn accept_loop<S, A, F>(
+    mut accept: A,
+    router: Router,
+    slots: Arc<Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    A: FnMut() -> F,
+    F: Future<Output = io::Result<S>>,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut refused = 0u64;
+    let mut last_log: Option<tokio::time::Instant> = None;
+    loop {
+        let stream = tokio::select! {
+            accepted = accept() => match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) and the like: back off briefly.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            refused += 1;
+            if last_log.is_none_or(|t| t.elapsed() >= REFUSED_LOG_EVERY) {
+                tracing::warn!(
+                    refused,
+                    "connection limit (api.max_connections) reached: closing new connections"
+                );
+                last_log = Some(tokio::time::Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_header_size(MAX_HEADER_BYTES)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
 }
 
 fn bind_unix(
