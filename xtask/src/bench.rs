@@ -2,12 +2,17 @@
 //! reported as ratios (DESIGN.md §6). Nothing here asserts anything about
 //! speed; the bench fails only when the agent itself fails.
 //!
-//! 1. One trace through the `chain` lab (src — r1 — r2 — r3 (silent) — r4 —
-//!    dst): the agent (UDP, TCP, ICMP) and classic traceroute,
+//! 1. One trace through a path with a silent hop, in two labs with the
+//!    kernel's default ICMP rate limits: `chain_limited` (src — r1 — r2 —
+//!    r3 (silent) — r4 — dst) and `delay_silent` (src — r1 —[20 ms]— r2
+//!    (silent) — r3 — dst). The agent (UDP, TCP, ICMP; as a CLI process and
+//!    through the API of a running service) and classic traceroute,
 //!    tcptraceroute, mtr and scamper, each at its own defaults and at
-//!    matched settings, each process timed from outside, with the probes it
-//!    sent (counted on src's interface) and the hops it found checked
-//!    against the lab's ground truth.
+//!    matched settings, each timed from outside after a pause that refills
+//!    the routers' ICMP budgets, with the probes it sent (counted on src's
+//!    interface) and the hops it found checked against the lab's ground
+//!    truth. The report opens with the targets: the agent's median
+//!    over traceroute's at their defaults, and whether each found all hops.
 //! 2. What the capture costs other traffic: iperf3 TCP throughput across a
 //!    veth, alternating runs without and with the agent's programs attached.
 //! 3. Load: N traces at once through one agent service in the `fanout` lab
@@ -27,10 +32,12 @@ mod trace;
 mod truth;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{is_root, root};
+use crate::util::{self, is_root, root};
 use crate::{build_release, setup};
 
 /// Options of `cargo xtask bench`.
@@ -66,6 +73,7 @@ pub fn run(options: Options) -> Result<()> {
         );
     }
     build_release()?;
+    let build = pin_agent()?;
     let unavailable = peers::ensure();
 
     let trace = trace::run(options.runs, &unavailable)?;
@@ -77,6 +85,7 @@ pub fn run(options: Options) -> Result<()> {
         Some(load::run(&sizes, options.load_pps, &unavailable)?)
     };
     let report = report::Report {
+        build,
         trace,
         throughput,
         load,
@@ -94,6 +103,63 @@ pub fn run(options: Options) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// A Linux router answers one peer a burst of 6 ICMP errors, then one per
+/// second (`net.ipv4.icmp_ratelimit`): a pause this long before each timed
+/// run gives every tool the same full budget at every router.
+pub const REFILL: Duration = Duration::from_secs(6);
+
+static AGENT: OnceLock<PathBuf> = OnceLock::new();
+
+/// The agent binary the bench runs: the copy [`pin_agent`] made, so a
+/// rebuild in the working tree while the bench runs changes nothing.
+pub fn agent_binary() -> PathBuf {
+    AGENT.get().cloned().unwrap_or_else(util::agent_binary)
+}
+
+/// Copies the fresh release build to `target/bench/` for the whole bench
+/// and says what it was built from: the commit, and the files that
+/// differed from it.
+fn pin_agent() -> Result<String> {
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Not called `traceroute-agent`: a `pkill -f traceroute-agent` by
+    // someone working in the tree must not stop the bench's service.
+    let pinned = dir.join("agent-under-test");
+    let _ = std::fs::remove_file(&pinned);
+    std::fs::copy(util::agent_binary(), &pinned).context("copying the agent binary")?;
+    let _ = AGENT.set(pinned);
+    let git = |args: &[&str]| -> String {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            // Not trim(): porcelain lines start with a space.
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+            .unwrap_or_default()
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let changed = changed_paths(&git(&["status", "--porcelain", "--untracked-files=no"]));
+    Ok(if changed.is_empty() {
+        format!("commit {commit}")
+    } else {
+        format!(
+            "commit {commit} with uncommitted changes to {}",
+            changed.join(", ")
+        )
+    })
+}
+
+/// Paths of `git status --porcelain` lines.
+fn changed_paths(porcelain: &str) -> Vec<String> {
+    porcelain
+        .lines()
+        .filter_map(|l| l.get(3..))
+        .map(|p| p.rsplit(" -> ").next().unwrap_or(p).to_string())
+        .collect()
 }
 
 fn target_dir() -> PathBuf {
@@ -139,6 +205,21 @@ mod tests {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn reads_changed_paths() {
+        let porcelain =
+            " M traceroute-user/src/trace/prober.rs\nM  xtask/src/bench.rs\nR  a.rs -> b.rs\n";
+        assert_eq!(
+            changed_paths(porcelain),
+            [
+                "traceroute-user/src/trace/prober.rs",
+                "xtask/src/bench.rs",
+                "b.rs"
+            ]
+        );
+        assert!(changed_paths("").is_empty());
     }
 
     #[test]

@@ -322,3 +322,17 @@ pub fn list_persistent() -> Result<Vec<PersistentLab>, LabError> {
         .filter(|s| s.ready && alive(s))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_topology_can_be_a_persistent_lab() {
+        for name in NAMES {
+            assert!(valid_name(name), "{name}");
+        }
+        assert!(!valid_name("chain-limited"));
+        assert!(!valid_name(""));
+    }
+}

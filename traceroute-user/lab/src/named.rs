@@ -15,11 +15,11 @@ use crate::topology::{IcmpRateLimit, Topology};
 /// Names accepted by [`named`].
 pub const NAMES: &[&str] = &[
     "chain",
-    "chain-limited",
+    "chain_limited",
     "ecmp",
     "nat",
     "delay",
-    "delay-silent",
+    "delay_silent",
     "ipv6",
     "fanout",
 ];
@@ -28,11 +28,11 @@ pub const NAMES: &[&str] = &[
 pub fn named(name: &str) -> Option<Topology> {
     Some(match name {
         "chain" => chain(),
-        "chain-limited" => chain_limited(),
+        "chain_limited" => chain_limited(),
         "ecmp" => ecmp(),
         "nat" => nat(),
         "delay" => delay(),
-        "delay-silent" => delay_silent(),
+        "delay_silent" => delay_silent(),
         "ipv6" => ipv6(),
         "fanout" => fanout(),
         _ => return None,
@@ -52,7 +52,7 @@ pub fn chain() -> Topology {
 /// ([`IcmpRateLimit::KERNEL_DEFAULT`]) on every node: each router answers
 /// src a burst of 6 errors, then one per second, like a real router.
 pub fn chain_limited() -> Topology {
-    chain_called("chain-limited").icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
+    chain_called("chain_limited").icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
 }
 
 fn chain_called(name: &str) -> Topology {
@@ -136,7 +136,7 @@ pub fn delay() -> Topology {
 /// Links: 1 src–r1, 2 r1–r2 (delayed), 3 r2–r3, 4 r3–dst; r3 answers from
 /// `198.18.3.2`, dst is `198.18.4.2` / `2001:db8:0:4::2`.
 pub fn delay_silent() -> Topology {
-    Topology::new("delay-silent")
+    Topology::new("delay_silent")
         .host("src")
         .router("r1")
         .router("r2")

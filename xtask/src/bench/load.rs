@@ -8,16 +8,16 @@
 //! trace and peak RSS.
 
 mod scamper;
-mod service;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use traceroute_lab::{Family, Lab, named};
 
+use super::REFILL;
 use super::counter::ProbeCounter;
 use super::peers::Unavailable;
 use super::process::Usage;
@@ -26,10 +26,6 @@ use super::truth::Tally;
 /// Traces the client keeps in flight: the service's default
 /// `api.max_concurrent_traces`.
 pub const IN_FLIGHT: usize = 32;
-
-/// gw allows a burst of 6 time-exceeded per peer, then one per second: a
-/// pause this long before each tool gives every tool the same full burst.
-const REFILL: Duration = Duration::from_secs(6);
 
 /// Requests (or scamper tasks) as given to each tool.
 pub const MAX_TTL: u8 = 8;
@@ -142,7 +138,7 @@ pub fn run(sizes: &[usize], pps: u32, unavailable: &Unavailable) -> Result<LoadB
     let dir = WorkDir(std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).context("creating the bench's temp dir")?;
 
-    let agent = service::Service::start(&lab, &dir, pps)?;
+    let agent = service::Service::start(&lab, &dir, Some(pps))?;
     let mut results = Vec::new();
     for &n in sizes {
         let n = n.min(all.len());

@@ -3,22 +3,34 @@
 
 mod load;
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
-use super::Spread;
 use super::load::LoadBench;
 use super::throughput::Throughput;
-use super::trace::{Measurement, Setting, TraceBench};
+use super::trace::{Measurement, Setting, Target, TraceBench};
+use super::{REFILL, Spread};
 
 pub struct Report {
-    pub trace: TraceBench,
+    /// What the agent was built from.
+    pub build: String,
+    /// One per lab.
+    pub trace: Vec<TraceBench>,
     pub throughput: Throughput,
     pub load: Option<LoadBench>,
 }
 
 pub fn markdown(report: &Report) -> String {
-    let mut out = String::from("# traceroute-agent bench\n\n");
-    out += &trace_section(&report.trace);
+    let mut out = format!(
+        "# traceroute-agent bench\n\nAgent built from {}.\n\n",
+        report.build
+    );
+    out += &targets_section(&report.trace);
+    for t in &report.trace {
+        out += "\n";
+        out += &trace_section(t);
+    }
     out += "\n";
     out += &throughput_section(&report.throughput);
     if let Some(l) = &report.load {
@@ -28,18 +40,139 @@ pub fn markdown(report: &Report) -> String {
     out
 }
 
+fn targets_section(benches: &[TraceBench]) -> String {
+    let mut out = String::from(
+        "## Targets: one trace, the agent against Linux traceroute, both at their defaults\n\n\
+         Ratio: the agent's median wall time over traceroute's, same protocol (UDP: \
+         `traceroute -n`, TCP: `traceroute -n -T -p 80`, ICMP: `traceroute -n -I`). \
+         Every router keeps the kernel's default ICMP rate limits. `met`: the ratio is \
+         within the target and the agent found every hop in every run (equal \
+         completeness); `all hops`: runs that found every expected hop.\n\n",
+    );
+    let headers = [
+        "goal",
+        "lab",
+        "agent",
+        "protocol",
+        "agent wall",
+        "traceroute wall",
+        "ratio",
+        "target",
+        "met",
+        "agent: all hops",
+        "traceroute: all hops",
+        "probes (agent / traceroute)",
+    ];
+    let mut rows = Vec::new();
+    for t in benches {
+        for target in t.targets() {
+            rows.push(target_row(t, &target));
+        }
+    }
+    out += &table(&headers, &rows);
+    out
+}
+
+fn target_row(t: &TraceBench, target: &Target) -> Vec<String> {
+    let wall = |m: Option<&Measurement>| spread_text(m.and_then(Measurement::wall), 3, " s");
+    let found = |m: Option<&Measurement>| match m {
+        Some(m) if m.unavailable.is_none() => {
+            let all = m.matching_runs(&t.expected);
+            let mark = if t.complete(m) { "yes" } else { "NO" };
+            format!("{mark} ({all}/{})", t.runs)
+        }
+        Some(m) => format!("- ({})", m.unavailable.as_deref().unwrap_or("")),
+        None => "-".into(),
+    };
+    let ratio = target.ratio();
+    let met = match (target.limit, ratio, target.agent) {
+        (None, _, _) => "-".to_string(),
+        (Some(limit), Some(r), Some(agent)) => {
+            let complete = t.complete(agent);
+            match (r <= limit, complete) {
+                (true, true) => "yes".into(),
+                (false, true) => "no".into(),
+                (true, false) => "no (missed hops)".into(),
+                (false, false) => "no (slower, missed hops)".into(),
+            }
+        }
+        _ => "not measured".into(),
+    };
+    vec![
+        t.lab.goal.to_string(),
+        t.lab.name.to_string(),
+        target.interface.label().to_string(),
+        target.proto.label().to_string(),
+        wall(target.agent),
+        wall(target.traceroute),
+        ratio_text(ratio),
+        target
+            .limit
+            .map_or("-".into(), |l| format!("<= {}", ratio_text(Some(l)))),
+        met,
+        found(target.agent),
+        found(target.traceroute),
+        format!(
+            "{} / {}",
+            spread_text(target.agent.and_then(Measurement::probes_sent), 0, ""),
+            spread_text(target.traceroute.and_then(Measurement::probes_sent), 0, "")
+        ),
+    ]
+}
+
 fn trace_section(t: &TraceBench) -> String {
+    let limits: Vec<String> = t
+        .rate_limits
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let mut out = format!(
-        "## One trace: chain lab with a silent hop (src - r1 - r2 - r3 (silent) - r4 - dst)\n\n\
-         {} runs per tool and setting, one process per trace, timed from outside; destination {}.\n\
-         Expected hops: {}\n\
-         Probes: packets leaving src's interface toward the lab during the run (UDP, TCP SYN, \
-         ICMP echo request; counted by nftables on the egress hook, so ARP and neighbour \
-         discovery are not included). Medians, (min-max) over the runs; ratios against the \
-         agent's UDP trace at the same setting.\n",
+        "## One trace: `{}` lab {} ({})\n\n\
+         {} runs per tool and setting, round-robin over the tools; destination {}. \
+         Expected hops: {}\n\n\
+         - ICMP rate limits of every node (the kernel's defaults, as read in r1): {}. \
+         A router answers src a burst of 6 errors, then one per second; before every \
+         timed run the bench pauses {} s, so every tool meets every router with a full \
+         budget.\n\
+         - agent CLI: one `traceroute-agent trace` process per trace, timed from outside. \
+         agent API: one `{}` in src for the whole lab, started before the first run; each \
+         request timed as its client sees it (connecting to its Unix socket to the last \
+         byte of the answer). Its first request after starting (ICMP: {} s) was not \
+         timed.{} Peers: one \
+         process per trace.\n\
+         - Load average (1 min) before the timed runs: {}.\n\
+         - Probes: packets leaving src's interface toward the lab during the run (UDP, TCP \
+         SYN, ICMP echo request; counted by nftables on the egress hook, so ARP and \
+         neighbour discovery are not included).\n\
+         - Medians, (min-max) over the runs; ratios against the agent CLI's UDP trace at \
+         the same setting.\n",
+        t.lab.name,
+        t.lab.goal,
+        t.lab.path,
         t.runs,
         t.destination,
-        t.expected.join(" ")
+        t.expected.join(" "),
+        if limits.is_empty() {
+            "-".to_string()
+        } else {
+            limits.join(", ")
+        },
+        REFILL.as_secs(),
+        t.service.command,
+        t.service
+            .warmup_s
+            .iter()
+            .map(|w| format!("{w:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        restarts_text(&t.service.restarts),
+        t.load_average.map_or("-".into(), |l| format!(
+            "median {:.2}, {:.2}-{:.2} ({} CPUs)",
+            l.median,
+            l.min,
+            l.max,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        )),
     );
     for setting in Setting::ALL {
         out += &match setting {
@@ -53,9 +186,9 @@ fn trace_section(t: &TraceBench) -> String {
         let headers = [
             "tool",
             "wall time",
-            "/ agent UDP",
+            "/ agent CLI UDP",
             "probes",
-            "/ agent UDP",
+            "/ agent CLI UDP",
             "hops",
             "notes",
         ];
@@ -104,6 +237,7 @@ fn trace_row(t: &TraceBench, m: &Measurement) -> Vec<String> {
         let reported: Vec<String> = m.probes_reported.iter().map(u64::to_string).collect();
         note += &format!("; says it sent {}", reported.join(", "));
     }
+    note += &probing_note(&m.records);
     vec![
         m.tool.clone(),
         spread_text(m.wall(), 3, " s"),
@@ -113,6 +247,83 @@ fn trace_row(t: &TraceBench, m: &Measurement) -> Vec<String> {
         hops,
         note,
     ]
+}
+
+fn restarts_text(restarts: &[String]) -> String {
+    if restarts.is_empty() {
+        return String::new();
+    }
+    format!(
+        " It was started again {} time(s), each time with an untimed first request: {}.",
+        restarts.len(),
+        restarts.join("; ")
+    )
+}
+
+/// What the agent's records say beyond the hops: re-probes, probes not
+/// sent, why a record is degraded, and per TTL the unanswered hops' markers
+/// with how long they waited (`3: timeout 400ms`), over all runs.
+fn probing_note(records: &[Value]) -> String {
+    let mut out = String::new();
+    let sum = |key: &str| -> u64 {
+        records
+            .iter()
+            .filter_map(|r| r["probing"][key].as_u64())
+            .sum()
+    };
+    for (key, label) in [("reprobes", "re-probes"), ("probes_not_sent", "not sent")] {
+        let n = sum(key);
+        if n > 0 {
+            out += &format!("; {label} {n}");
+        }
+    }
+    let mut degraded: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["probing"]["degraded"].as_array())
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    degraded.sort_unstable();
+    degraded.dedup();
+    if !degraded.is_empty() {
+        out += &format!("; degraded: {}", degraded.join(", "));
+    }
+    // Per TTL and marker: how many hops, and the range of their waits.
+    type Waits = (u64, Option<(f64, f64)>);
+    let mut unanswered: BTreeMap<(u64, String), Waits> = BTreeMap::new();
+    for record in records {
+        let runs = record["traceroute"]["runs"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for hop in runs.filter_map(|r| r["hops"].as_array()).flatten() {
+            let (Some(ttl), Some(marker)) = (hop["ttl"].as_u64(), hop["no_answer"].as_str()) else {
+                continue;
+            };
+            let (count, waits) = unanswered.entry((ttl, marker.to_string())).or_default();
+            *count += 1;
+            if let Some(w) = hop["waited"].as_f64() {
+                *waits = Some(waits.map_or((w, w), |(lo, hi)| (lo.min(w), hi.max(w))));
+            }
+        }
+    }
+    if !unanswered.is_empty() {
+        let hops: Vec<String> = unanswered
+            .iter()
+            .map(|((ttl, marker), (count, waits))| {
+                let waited = match waits {
+                    Some((lo, hi)) if format!("{lo:.0}") == format!("{hi:.0}") => {
+                        format!(", waited {lo:.0} ms")
+                    }
+                    Some((lo, hi)) => format!(", waited {lo:.0}-{hi:.0} ms"),
+                    None => String::new(),
+                };
+                format!("TTL {ttl} {marker} x{count}{waited}")
+            })
+            .collect();
+        out += &format!("; unanswered: {}", hops.join("; "));
+    }
+    out
 }
 
 /// Hop list with long runs of silence shortened: `a b *x27`.
@@ -216,8 +427,7 @@ pub(super) fn spread_json(s: Option<Spread>) -> Value {
     )
 }
 
-pub fn json(report: &Report) -> Value {
-    let t = &report.trace;
+fn trace_json(t: &TraceBench) -> Value {
     let tools: Vec<Value> = t
         .measurements
         .iter()
@@ -230,27 +440,71 @@ pub fn json(report: &Report) -> Value {
                 "unavailable_reason": m.unavailable,
                 "wall_s": m.wall_s,
                 "wall": spread_json(m.wall()),
-                "ratio_to_agent_udp": t.ratio(m),
+                "ratio_to_agent_cli_udp": t.ratio(m),
                 "probes_sent": m.probes,
                 "probes": spread_json(m.probes_sent()),
-                "probe_ratio_to_agent_udp": t.probe_ratio(m),
+                "probe_ratio_to_agent_cli_udp": t.probe_ratio(m),
                 "probes_reported_by_tool": m.probes_reported,
                 "hops": m.hops,
                 "runs_with_expected_hops": m.matching_runs(&t.expected),
                 "note": m.note,
+                "records": m.records,
             })
         })
         .collect();
+    let limits: serde_json::Map<String, Value> = t
+        .rate_limits
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "topology": t.lab.name,
+        "path": t.lab.path,
+        "goal": t.lab.goal,
+        "icmp_rate_limits": limits,
+        "pause_before_each_run_s": REFILL.as_secs_f64(),
+        "agent_service": t.service.command,
+        "agent_service_warmup_s": t.service.warmup_s,
+        "agent_service_restarts": t.service.restarts,
+        "load_average_1min": spread_json(t.load_average),
+        "destination": t.destination.to_string(),
+        "runs": t.runs,
+        "expected_hops": t.expected,
+        "probes_counted": "packets leaving src's interface to lab addresses: UDP, TCP SYN, ICMP echo request (nftables egress hook)",
+        "tools": tools,
+    })
+}
+
+fn targets_json(t: &TraceBench) -> Vec<Value> {
+    let complete = |m: Option<&Measurement>| m.map(|m| t.complete(m));
+    t.targets()
+        .iter()
+        .map(|target| {
+            let ratio = target.ratio();
+            json!({
+                "goal": t.lab.goal,
+                "topology": t.lab.name,
+                "agent": target.interface.label(),
+                "protocol": target.proto.label(),
+                "agent_wall": spread_json(target.agent.and_then(Measurement::wall)),
+                "traceroute_wall": spread_json(target.traceroute.and_then(Measurement::wall)),
+                "ratio": ratio,
+                "target_max_ratio": target.limit,
+                "agent_found_all_hops": complete(target.agent),
+                "traceroute_found_all_hops": complete(target.traceroute),
+                "met": target.limit.zip(ratio).zip(complete(target.agent))
+                    .map(|((limit, r), all)| r <= limit && all),
+            })
+        })
+        .collect()
+}
+
+pub fn json(report: &Report) -> Value {
     let tp = &report.throughput;
     json!({
-        "trace": {
-            "topology": "chain",
-            "destination": t.destination.to_string(),
-            "runs": t.runs,
-            "expected_hops": t.expected,
-            "probes_counted": "packets leaving src's interface to lab addresses: UDP, TCP SYN, ICMP echo request (nftables egress hook)",
-            "tools": tools,
-        },
+        "agent_build": report.build,
+        "targets": report.trace.iter().flat_map(targets_json).collect::<Vec<_>>(),
+        "trace": report.trace.iter().map(trace_json).collect::<Vec<_>>(),
         "load": report.load.as_ref().map(load::json),
         "throughput": {
             "available": tp.unavailable.is_none(),
@@ -292,6 +546,34 @@ mod tests {
         );
         assert_eq!(spread_text(s(45.0, 45.0, 45.0), 0, ""), "45");
         assert_eq!(spread_text(None, 0, ""), "-");
+    }
+
+    #[test]
+    fn summarises_agent_records() {
+        let record: Value = serde_json::from_str(
+            r#"{"probing": {"probes_sent": 16, "reprobes": 1, "probes_not_sent": 0,
+                            "degraded": ["rate_limited"]},
+                "traceroute": {"runs": [
+                  {"hops": [{"ttl": 1, "ip_address": "198.18.1.2"},
+                            {"ttl": 3, "ip_address": "", "no_answer": "timeout", "waited": 400.2}]},
+                  {"hops": [{"ttl": 3, "ip_address": "", "no_answer": "timeout", "waited": 400.2},
+                            {"ttl": 2, "ip_address": "", "no_answer": "rate_limited"}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            probing_note(&[record.clone(), record]),
+            "; re-probes 2; degraded: rate_limited; unanswered: TTL 2 rate_limited x2; \
+             TTL 3 timeout x4, waited 400 ms"
+        );
+        let waits = json!({"traceroute": {"runs": [{"hops": [
+            {"ttl": 3, "no_answer": "timeout", "waited": 11.4},
+            {"ttl": 3, "no_answer": "timeout", "waited": 13.2}]}]}});
+        assert_eq!(
+            probing_note(&[waits]),
+            "; unanswered: TTL 3 timeout x2, waited 11-13 ms"
+        );
+        assert_eq!(probing_note(&[]), "");
+        assert_eq!(probing_note(&[json!({"probing": {"degraded": []}})]), "");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The agent side of the load benchmark: one `traceroute-agent serve` in
-//! src, driven over its Unix socket with a bounded number of requests in
-//! flight.
+//! One `traceroute-agent serve` in a lab's src, called over its Unix
+//! socket: the agent side of the load benchmark (many requests in flight)
+//! and the "agent API" rows of the trace benchmark (one at a time).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,11 +15,11 @@ use serde_json::Value;
 use traceroute_lab::Lab;
 
 use super::{IN_FLIGHT, LoadRun, MAX_TTL, Targets, WorkDir};
+use crate::bench::agent_binary;
 use crate::bench::counter::ProbeCounter;
 use crate::bench::http;
 use crate::bench::process::{Usage, cpu_seconds, peak_rss_kib, reset_peak_rss};
 use crate::bench::truth::{agent_runs, judge};
-use crate::util::agent_binary;
 
 /// Longer than the service's own request timeout (60 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -30,18 +30,22 @@ pub struct Service {
     pid: u32,
     socket: PathBuf,
     log: PathBuf,
-    pps: u32,
+    /// `--pps`, when not the agent's default.
+    pps: Option<u32>,
 }
 
 impl Service {
-    /// Starts the service in src and waits until `/health` answers.
-    pub fn start(lab: &Lab, dir: &WorkDir, pps: u32) -> Result<Service> {
+    /// Starts the service in src, with `--pps` when given (else the
+    /// agent's defaults), and waits until `/health` answers.
+    pub fn start(lab: &Lab, dir: &WorkDir, pps: Option<u32>) -> Result<Service> {
         let socket = dir.0.join("agent.sock");
         let log = dir.0.join("agent.log");
         let mut cmd = Command::new(agent_binary());
-        cmd.args(["serve", "--socket"])
-            .arg(&socket)
-            .args(["--pps", &pps.to_string(), "--shutdown-grace", "3s"])
+        cmd.args(["serve", "--socket"]).arg(&socket);
+        if let Some(pps) = pps {
+            cmd.args(["--pps", &pps.to_string()]);
+        }
+        cmd.args(["--shutdown-grace", "3s"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -74,14 +78,32 @@ impl Service {
         Ok(())
     }
 
-    fn log_text(&self) -> String {
+    /// False once the process has exited (also when killed) or removed its
+    /// socket (it is stopping).
+    pub fn running(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        process_state(&stat).is_some_and(|s| s != 'Z' && s != 'X') && self.socket.exists()
+    }
+
+    pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on the service's socket.
+    pub fn get(&self, path: &str, timeout: Duration) -> std::io::Result<http::Response> {
+        http::get(&self.socket, path, timeout)
+    }
+
+    /// How the service was started, `S` for its socket.
+    pub fn serve_command(&self) -> String {
+        let pps = self.pps.map_or(String::new(), |p| format!(" --pps {p}"));
+        format!("traceroute-agent serve --socket S{pps}")
     }
 
     fn command_line(&self) -> String {
         format!(
-            "traceroute-agent serve --socket S --pps {}; {IN_FLIGHT} x GET {}",
-            self.pps,
+            "{}; {IN_FLIGHT} x GET {}",
+            self.serve_command(),
             query_path("TARGET")
         )
     }
@@ -143,6 +165,12 @@ impl Service {
     }
 }
 
+/// The state letter of /proc/PID/stat (`R`, `S`, `Z`...), which follows
+/// the parenthesised command name.
+fn process_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// `GET` path of one trace request.
 fn query_path(host: &str) -> String {
     format!("/traceroute/{host}?protocol=ICMP&traceroute_queries=1&max_ttl={MAX_TTL}")
@@ -199,4 +227,23 @@ fn request(socket: &Path, target: IpAddr, busy: &AtomicU64) -> Result<Value, Str
         }
     }
     Err(format!("still BUSY after {MAX_BUSY_RETRIES} retries"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_process_state() {
+        assert_eq!(process_state("42 (traceroute (x)) S 1 42 42 0"), Some('S'));
+        assert_eq!(process_state("42 (a) Z 1"), Some('Z'));
+        assert_eq!(process_state(""), None);
+        assert_eq!(process_state("42 (a)"), None);
+    }
+
+    #[test]
+    fn our_own_process_is_running() {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(matches!(process_state(&stat), Some('R' | 'S')));
+    }
 }
