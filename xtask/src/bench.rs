@@ -57,8 +57,11 @@ pub struct Options {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub load: Vec<u16>,
     /// Skip the load benchmark.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "only_load")]
     pub no_load: bool,
+    /// Run only the load benchmark; its report goes to target/bench/load.{md,json}.
+    #[arg(long)]
+    pub only_load: bool,
     /// Probes per second of the agent service in the load benchmark, and of
     /// scamper's matched run.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -76,6 +79,21 @@ pub fn run(options: Options) -> Result<()> {
     let build = pin_agent()?;
     let unavailable = peers::ensure();
 
+    if options.only_load {
+        let sizes: Vec<usize> = options.load.iter().map(|&n| usize::from(n)).collect();
+        let load = load::run(&sizes, options.load_pps, &unavailable)?;
+        let markdown = format!("Agent: {build}\n\n{}", report::load_section(&load));
+        println!("\n{markdown}");
+        let dir = target_dir().join("bench");
+        let json = serde_json::to_string_pretty(&report::load_json(&load))?;
+        std::fs::write(dir.join("load.json"), json + "\n").context("writing load.json")?;
+        std::fs::write(dir.join("load.md"), markdown).context("writing load.md")?;
+        println!(
+            "bench: load report written to {}/load.{{json,md}}",
+            dir.display()
+        );
+        return Ok(());
+    }
     let trace = trace::run(options.runs, &unavailable)?;
     let throughput = throughput::run(options.alternations, options.seconds, &unavailable)?;
     let load = if options.no_load {

@@ -251,13 +251,16 @@ impl ProbeRail {
         }
     }
 
-    pub fn reserve(&self, now: MonotonicTime, limit: MonotonicTime) -> Grant {
+    /// Takes a slot only if one is free now; otherwise says when one will be,
+    /// and takes nothing (a probe that is never sent holds no slot).
+    pub fn take_now(&self, now: MonotonicTime) -> Result<(), MonotonicTime> {
         let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let at = bucket.earliest(self.rate, now, 1);
-        if at > limit {
-            return Grant::TooLate(at);
+        if at > now {
+            return Err(at);
         }
-        Grant::At(bucket.reserve(self.rate, now))
+        bucket.reserve(self.rate, now);
+        Ok(())
     }
 
     /// How long `n` more probes would wait behind the ones already granted.
@@ -349,9 +352,11 @@ mod tests {
         let rail = ProbeRail::new(1000);
         let burst = rail.rate.burst;
         for _ in 0..burst {
-            assert_eq!(rail.reserve(at(0), at(0)), Grant::At(at(0)));
+            assert_eq!(rail.take_now(at(0)), Ok(()));
         }
-        assert_eq!(rail.reserve(at(0), far()), Grant::At(at(1)));
-        assert_eq!(rail.backlog(at(0), 1), Duration::from_millis(2));
+        assert_eq!(rail.take_now(at(0)), Err(at(1)), "nothing taken");
+        assert_eq!(rail.backlog(at(0), 1), Duration::from_millis(1));
+        assert_eq!(rail.take_now(at(1)), Ok(()));
+        assert_eq!(rail.backlog(at(1), 1), Duration::from_millis(1));
     }
 }

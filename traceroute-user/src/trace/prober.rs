@@ -298,8 +298,6 @@ pub struct Prober {
     rtts: HashMap<Ttl, (Duration, Duration)>,
     /// This trace is the one asking the gateway for its origin.
     claimed_first_hop: bool,
-    /// Scheduled probes that already hold their slot on the rail.
-    railed: std::collections::HashSet<ProbeKey>,
     stats: TraceStats,
     /// When the trace ended.
     finished: Option<MonotonicTime>,
@@ -332,7 +330,6 @@ impl Prober {
             end_ttl: None,
             rtts: HashMap::new(),
             claimed_first_hop: false,
-            railed: Default::default(),
             stats: TraceStats::default(),
             finished: None,
             floor: Duration::ZERO,
@@ -495,21 +492,18 @@ impl Prober {
             .saturating_sub(self.setup.policy.min_wait)
     }
 
-    /// A scheduled probe whose time came takes its slot on the rail, which is
-    /// taken at send time so the rail only ever sees the present.
+    /// A scheduled probe whose time came takes a slot on the rail if one is
+    /// free now; otherwise it waits for one without holding it, so probes
+    /// that end up not sent (beyond the destination) cost the rail nothing.
     fn release(&mut self, key: ProbeKey, now: MonotonicTime, shared: Shared<'_>) -> Option<Action> {
         let reprobe = !self.probes[&key].sends.is_empty();
-        if self.railed.remove(&key) {
-            return Some(Action::Send { key, reprobe });
-        }
-        match shared.rail.reserve(now, self.send_limit()) {
-            Grant::At(t) if t <= now => Some(Action::Send { key, reprobe }),
-            Grant::At(t) => {
-                self.railed.insert(key);
-                self.set(key, Status::Scheduled(t));
+        match shared.rail.take_now(now) {
+            Ok(()) => Some(Action::Send { key, reprobe }),
+            Err(free) if free <= self.send_limit() => {
+                self.set(key, Status::Scheduled(free));
                 None
             }
-            Grant::TooLate(_) => {
+            Err(_) => {
                 let status = self.not_sent(NotSentReason::ProbeRate);
                 self.set(key, status);
                 None

@@ -21,6 +21,16 @@ pub struct Report {
     pub load: Option<LoadBench>,
 }
 
+/// The load benchmark's section alone (`--only-load`).
+pub fn load_section(l: &LoadBench) -> String {
+    load::section(l)
+}
+
+/// The load benchmark's JSON alone (`--only-load`).
+pub fn load_json(l: &LoadBench) -> Value {
+    load::json(l)
+}
+
 pub fn markdown(report: &Report) -> String {
     let mut out = format!(
         "# traceroute-agent bench\n\nAgent built from {}.\n\n",
