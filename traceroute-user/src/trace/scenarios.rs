@@ -79,6 +79,39 @@ fn assert_no_invented_silence(p: &Prober) {
     }
 }
 
+/// One trace per target, each from its start, all in one world.
+struct Traces {
+    protocol: Protocol,
+    plan: super::prober::Plan,
+    deadline: Duration,
+}
+
+impl Traces {
+    fn run(
+        &self,
+        world: &mut World,
+        targets: &[Ipv4Addr],
+        starts: &[crate::capture::MonotonicTime],
+    ) -> Vec<Prober> {
+        let mut probers: Vec<Prober> = targets
+            .iter()
+            .zip(starts)
+            .enumerate()
+            .map(|(i, (t, start))| {
+                let flow_id = 20000 + i as u16;
+                prober(
+                    flow(self.protocol, *t, flow_id),
+                    self.plan,
+                    *start,
+                    self.deadline,
+                )
+            })
+            .collect();
+        run_many(world, &Commons::new(), &mut probers, starts);
+        probers
+    }
+}
+
 fn run(world: World, mut prober: Prober) -> (World, Prober) {
     let world = Rc::new(RefCell::new(world));
     let commons = Commons::new();
@@ -213,25 +246,16 @@ fn a_gateway_shared_by_1000_traces_is_asked_a_handful_of_times() {
     for t in &targets {
         world.host(*t, &[gw], Host::new(0.5));
     }
-    let commons = Commons::new();
     // Started 10 ms apart, as a scheduler spreads them.
     let starts: Vec<_> = (0..1000u64)
         .map(|i| t0() + Duration::from_millis(10 * i))
         .collect();
-    let mut probers: Vec<Prober> = targets
-        .iter()
-        .zip(&starts)
-        .enumerate()
-        .map(|(i, (t, start))| {
-            prober(
-                flow(Protocol::Tcp, *t, 20000 + i as u16),
-                plan(8, 3, 1000),
-                *start,
-                secs(3),
-            )
-        })
-        .collect();
-    run_many(&mut world, &commons, &mut probers, &starts);
+    let traces = Traces {
+        protocol: Protocol::Tcp,
+        plan: plan(8, 3, 1000),
+        deadline: secs(3),
+    };
+    let probers = traces.run(&mut world, &targets, &starts);
     let asked = world.routers[gw].asked;
     assert!(asked <= 12, "the gateway was asked {asked} times");
     assert_eq!(world.routers[gw].limiter.as_ref().unwrap().suppressed, 0);
@@ -265,23 +289,14 @@ fn a_trace_waiting_for_the_shared_gateway_ends_as_soon_as_it_is_published() {
     for t in &targets {
         world.host(*t, &[gw], Host::new(0.5));
     }
-    let commons = Commons::new();
     // Both start together: the first asks the gateway (5 ms away), the second
     // has its destination's answer in 0.5 ms and waits only for the gateway.
-    let starts = [t0(), t0()];
-    let mut probers: Vec<Prober> = targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            prober(
-                flow(Protocol::Icmp, *t, 31000 + i as u16),
-                plan(8, 1, 1000),
-                t0(),
-                secs(3),
-            )
-        })
-        .collect();
-    run_many(&mut world, &commons, &mut probers, &starts);
+    let traces = Traces {
+        protocol: Protocol::Icmp,
+        plan: plan(8, 1, 1000),
+        deadline: secs(3),
+    };
+    let probers = traces.run(&mut world, &targets, &[t0(), t0()]);
     assert!(matches!(status(&probers[1], 0, 1), Status::Shared(_)));
     for p in &probers {
         let took = p.finished_at().unwrap().since(t0()).unwrap();
@@ -298,25 +313,16 @@ fn router_budget_exhaustion_gives_not_sent_never_silent() {
     for t in &targets {
         world.host(*t, &[gw, r2], Host::new(0.5));
     }
-    let commons = Commons::new();
     // The first trace finds r2; the others start once it is known.
     let starts: Vec<_> = (0..20u64)
         .map(|i| t0() + Duration::from_millis(if i == 0 { 0 } else { 10 }))
         .collect();
-    let mut probers: Vec<Prober> = targets
-        .iter()
-        .zip(&starts)
-        .enumerate()
-        .map(|(i, (t, start))| {
-            prober(
-                flow(Protocol::Icmp, *t, 30000 + i as u16),
-                plan(8, 3, 500),
-                *start,
-                secs(2),
-            )
-        })
-        .collect();
-    run_many(&mut world, &commons, &mut probers, &starts);
+    let traces = Traces {
+        protocol: Protocol::Icmp,
+        plan: plan(8, 3, 500),
+        deadline: secs(2),
+    };
+    let probers = traces.run(&mut world, &targets, &starts);
     let (mut answered, mut not_sent) = (0, 0);
     for p in &probers {
         for a in 0..3 {
