@@ -481,14 +481,15 @@ mod tests {
     #[test]
     fn address_classes_no_trace_can_reach_are_refused_by_name() {
         for (host, words) in [
-            ("224.0.0.1", "multicast"),
+            // MCAST-TEST-NET (RFC 6676): a documentation multicast address.
+            ("233.252.0.1", "multicast"),
             ("ff02::1", "multicast"),
             ("255.255.255.255", "broadcast"),
             ("0.0.0.0", "unspecified"),
             ("::", "unspecified"),
             ("fe80::1", "link-local"),
             ("[fe80::1]", "link-local"),
-            ("::ffff:224.0.0.1", "multicast"),
+            ("::ffff:233.252.0.1", "multicast"),
         ] {
             let err = parse_literal(host).expect_err(host);
             assert_eq!(err.code(), "INVALID_REQUEST", "{host}");
@@ -501,7 +502,7 @@ mod tests {
         );
         let named = select(
             "mcast.lab",
-            [IpAddr::from([224, 0, 0, 251])],
+            [IpAddr::from([233, 252, 0, 251])],
             FamilyPreference::Any,
         )
         .unwrap_err();
@@ -510,7 +511,7 @@ mod tests {
         let mixed = select(
             "mixed.lab",
             [
-                IpAddr::from([224, 0, 0, 251]),
+                IpAddr::from([233, 252, 0, 251]),
                 IpAddr::from([198, 18, 0, 7]),
             ],
             FamilyPreference::Any,

@@ -405,7 +405,7 @@ mod tests {
             ),
             ("[[targets]]\nhost = \"h\"\ninterval = \"1ms\"", "interval"),
             (
-                "[[targets]]\nhost = \"224.0.0.1\"\ninterval = \"1s\"",
+                "[[targets]]\nhost = \"233.252.0.1\"\ninterval = \"1s\"",
                 "multicast",
             ),
             (

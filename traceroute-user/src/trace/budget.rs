@@ -276,18 +276,7 @@ impl ProbeRail {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(ms: u64) -> MonotonicTime {
-        MonotonicTime::from_nanos(10_000_000_000 + ms * 1_000_000)
-    }
-
-    fn origin() -> Origin {
-        Origin {
-            source: IpAddr::from([198, 18, 1, 1]),
-            ifindex: 2,
-            gateway: Some(IpAddr::from([198, 18, 1, 2])),
-        }
-    }
+    use crate::trace::sim::{at, origin};
 
     fn far() -> MonotonicTime {
         at(1_000_000)

@@ -84,10 +84,7 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(ms: u64) -> MonotonicTime {
-        MonotonicTime::from_nanos(10_000_000_000 + ms * 1_000_000)
-    }
+    use crate::trace::sim::at;
 
     #[test]
     fn a_spike_counts_at_once_and_halves_every_second() {

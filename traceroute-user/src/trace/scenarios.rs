@@ -57,6 +57,19 @@ fn chain(world: &mut World) -> Vec<usize> {
     path
 }
 
+/// Routers `silent` (indexes into the world) and the destination answer nothing.
+fn silence_from(world: &mut World, silent: &[usize]) {
+    for i in silent {
+        world.routers[*i].silent = true;
+    }
+    world.hosts.get_mut(&IpAddr::from(DST)).unwrap().silent = true;
+}
+
+/// A trace to [`DST`] from flow 40001, starting at [`t0`].
+fn to_dst(protocol: Protocol, plan: super::prober::Plan, deadline: Duration) -> Prober {
+    prober(flow(protocol, DST, 40001), plan, t0(), deadline)
+}
+
 /// Every unanswered probe up to the end: none may be silent unless it waited
 /// its full wait.
 fn assert_no_invented_silence(p: &Prober) {
@@ -125,12 +138,7 @@ fn a_silent_hop_is_given_up_from_later_rtts_not_the_timeout() {
     let mut world = World::new();
     let path = chain(&mut world);
     world.routers[path[2]].silent = true;
-    let p = prober(
-        flow(Protocol::Udp, DST, 40001),
-        plan(30, 3, 1000),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Udp, plan(30, 3, 1000), secs(5));
     let (world, p) = run(world, p);
     for a in 0..3 {
         assert_eq!(answered_by(&p, a, 1), Some(GATEWAY.into()));
@@ -152,16 +160,8 @@ fn a_silent_hop_is_given_up_from_later_rtts_not_the_timeout() {
 fn a_silent_tail_waits_the_full_timeout() {
     let mut world = World::new();
     let path = chain(&mut world);
-    for i in &path[1..] {
-        world.routers[*i].silent = true;
-    }
-    world.hosts.get_mut(&IpAddr::from(DST)).unwrap().silent = true;
-    let p = prober(
-        flow(Protocol::Udp, DST, 40001),
-        plan(6, 1, 1000),
-        t0(),
-        secs(5),
-    );
+    silence_from(&mut world, &path[1..]);
+    let p = to_dst(Protocol::Udp, plan(6, 1, 1000), secs(5));
     let (world, p) = run(world, p);
     for ttl in 2..=6 {
         assert_eq!(no_answer(&p, 0, ttl), Some(NoAnswer::Timeout));
@@ -178,12 +178,7 @@ fn routers_at_linux_rate_limits_answer_every_probe_because_budgets_pace_them() {
         world.routers[*i] = world.routers[*i].clone().limited(Limiter::linux());
     }
     // 10 runs: 10 probes per router, 4 beyond a Linux router's burst.
-    let p = prober(
-        flow(Protocol::Tcp, DST, 40001),
-        plan(30, 10, 1000),
-        t0(),
-        secs(8),
-    );
+    let p = to_dst(Protocol::Tcp, plan(30, 10, 1000), secs(8));
     let (world, p) = run(world, p);
     for a in 0..10 {
         for ttl in 1..=4 {
@@ -212,12 +207,7 @@ fn a_router_stricter_than_linux_is_reprobed_after_refill_never_called_silent() {
     world.routers[path[1]] = world.routers[path[1]]
         .clone()
         .limited(Limiter::new(1000, 2));
-    let p = prober(
-        flow(Protocol::Tcp, DST, 40001),
-        plan(30, 4, 1000),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Tcp, plan(30, 4, 1000), secs(5));
     let (world, p) = run(world, p);
     for a in 0..4 {
         let answered = answered_by(&p, a, 2).is_some();
@@ -352,12 +342,7 @@ fn a_reply_after_give_up_is_still_taken_while_the_trace_runs() {
     world.routers[path[1]].rtt = Duration::from_millis(60);
     // A silent destination keeps the trace running for its timeout.
     world.hosts.get_mut(&IpAddr::from(DST)).unwrap().silent = true;
-    let p = prober(
-        flow(Protocol::Udp, DST, 40001),
-        plan(6, 1, 500),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Udp, plan(6, 1, 500), secs(5));
     let (_, p) = run(world, p);
     match status(&p, 0, 2) {
         Status::Answered(a) => assert_eq!(a.rtt, Some(Duration::from_millis(60))),
@@ -373,12 +358,7 @@ fn a_slow_capture_pipeline_does_not_turn_late_deliveries_into_silence() {
     // their RTTs is the 10 ms floor, but every packet reaches us 30 ms late.
     world.routers[path[1]].rtt = Duration::from_millis(3);
     world.delivery_delay = Duration::from_millis(30);
-    let p = prober(
-        flow(Protocol::Tcp, DST, 40001),
-        plan(30, 3, 1000),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Tcp, plan(30, 3, 1000), secs(5));
     let (_, p) = run(world, p);
     for a in 0..3 {
         match status(&p, a, 2) {
@@ -402,12 +382,7 @@ fn recent_jitter_raises_the_give_up_floor() {
     commons
         .jitter
         .observe(busy, Duration::from_millis(41), t0());
-    let mut p = prober(
-        flow(Protocol::Tcp, DST, 40001),
-        plan(30, 1, 1000),
-        t0(),
-        secs(5),
-    );
+    let mut p = to_dst(Protocol::Tcp, plan(30, 1, 1000), secs(5));
     run_one(&world, &commons, &mut p);
     assert_eq!(
         answered_by(&p, 0, 2),
@@ -420,12 +395,7 @@ fn recent_jitter_raises_the_give_up_floor() {
     let mut quiet = World::new();
     let path = chain(&mut quiet);
     quiet.routers[path[1]].rtt = Duration::from_millis(30);
-    let p = prober(
-        flow(Protocol::Tcp, DST, 40001),
-        plan(30, 1, 1000),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Tcp, plan(30, 1, 1000), secs(5));
     let (_, p) = run(quiet, p);
     assert_eq!(no_answer(&p, 0, 2), Some(NoAnswer::Timeout));
 }
@@ -438,12 +408,7 @@ fn replies_arriving_in_reverse_order_each_find_their_probe() {
         world.routers[*i].rtt = Duration::from_millis(8 - 2 * n as u64);
     }
     world.hosts.get_mut(&IpAddr::from(DST)).unwrap().rtt = Duration::from_micros(100);
-    let p = prober(
-        flow(Protocol::Udp, DST, 40001),
-        plan(30, 2, 1000),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Udp, plan(30, 2, 1000), secs(5));
     let (_, p) = run(world, p);
     for a in 0..2 {
         for (ttl, addr) in [(1, GATEWAY), (2, r(2)), (3, r(3)), (4, r(4)), (5, DST)] {
@@ -459,12 +424,7 @@ fn duplicate_replies_are_counted_and_change_nothing() {
     let mut world = World::new();
     let path = chain(&mut world);
     world.routers[path[1]].duplicates = true;
-    let p = prober(
-        flow(Protocol::Udp, DST, 40001),
-        plan(30, 3, 1000),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Udp, plan(30, 3, 1000), secs(5));
     let (_, p) = run(world, p);
     assert_eq!(p.stats().ignored.duplicates, 3);
     for a in 0..3 {
@@ -544,12 +504,7 @@ fn an_unreachable_mid_path_ends_the_trace_there() {
     let mut world = World::new();
     let path = chain(&mut world);
     world.routers[path[2]].unreachable = Some(0);
-    let p = prober(
-        flow(Protocol::Udp, DST, 40001),
-        plan(30, 3, 1000),
-        t0(),
-        secs(5),
-    );
+    let p = to_dst(Protocol::Udp, plan(30, 3, 1000), secs(5));
     let (world, p) = run(world, p);
     assert_eq!(p.end_ttl(), Ttl::new(3));
     match status(&p, 0, 3) {
@@ -566,12 +521,7 @@ fn rst_and_syn_ack_at_the_destination_both_end_the_path() {
         let mut world = World::new();
         chain(&mut world);
         world.hosts.get_mut(&IpAddr::from(DST)).unwrap().tcp_open = open;
-        let p = prober(
-            flow(Protocol::Tcp, DST, 40001),
-            plan(30, 3, 1000),
-            t0(),
-            secs(5),
-        );
+        let p = to_dst(Protocol::Tcp, plan(30, 3, 1000), secs(5));
         let (_, p) = run(world, p);
         for a in 0..3 {
             match status(&p, a, 5) {
@@ -595,16 +545,8 @@ fn rst_and_syn_ack_at_the_destination_both_end_the_path() {
 fn a_deadline_before_the_wait_is_over_gives_cut_short_not_silent() {
     let mut world = World::new();
     let path = chain(&mut world);
-    for i in &path[2..] {
-        world.routers[*i].silent = true;
-    }
-    world.hosts.get_mut(&IpAddr::from(DST)).unwrap().silent = true;
-    let p = prober(
-        flow(Protocol::Udp, DST, 40001),
-        plan(6, 1, 1000),
-        t0(),
-        Duration::from_millis(300),
-    );
+    silence_from(&mut world, &path[2..]);
+    let p = to_dst(Protocol::Udp, plan(6, 1, 1000), Duration::from_millis(300));
     let (_, p) = run(world, p);
     assert_eq!(answered_by(&p, 0, 2), Some(r(2).into()));
     for ttl in 3..=6 {

@@ -162,6 +162,11 @@ pub fn t0() -> MonotonicTime {
     MonotonicTime::from_nanos(100_000_000_000)
 }
 
+/// `ms` milliseconds after [`t0`].
+pub fn at(ms: u64) -> MonotonicTime {
+    t0() + Duration::from_millis(ms)
+}
+
 impl Default for World {
     fn default() -> Self {
         Self::new()
