@@ -277,7 +277,81 @@ fn bad_inputs_get_4xx_with_a_json_code() {
             failures.push(format!("{method} {path}: {} {}", r.status, r.text()));
         }
     }
+    // Errors of HTTP itself get the same JSON body (the head guard answers
+    // them before hyper would with a bare status).
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    for (what, raw, status, code) in [
+        (
+            "garbage request line",
+            "HELLO\r\n\r\n".to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "TLS hello on the socket",
+            "\u{16}\u{3}\u{1}\u{2}\u{0}\u{1}\n".to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "header without a colon",
+            "GET /health HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n".to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "HTTP/2 preface",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "conflicting lengths",
+            "GET /health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "120 headers",
+            format!("GET /health HTTP/1.1\r\n{many_headers}\r\n"),
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
+        (
+            "a 420 KB header",
+            format!(
+                "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(420 * 1024)
+            ),
+            431,
+            "HEADERS_TOO_LARGE",
+        ),
+    ] {
+        let r = raw_exchange(&agent.socket, raw.as_bytes());
+        let reply = service_support::parse_reply(&r);
+        match reply {
+            Ok(r)
+                if r.status == status
+                    && serde_json::from_slice::<serde_json::Value>(&r.body)
+                        .is_ok_and(|b| b["code"] == code && b["message"].is_string()) => {}
+            other => failures.push(format!("{what}: want {status} {code}, got {other:?}")),
+        }
+    }
+    // Pipelined: the good request is answered first, then the bad one.
+    let both = raw_exchange(
+        &agent.socket,
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nbad\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&both);
+    let (ok, bad) = (text.find("HTTP/1.1 200"), text.find("HTTP/1.1 400"));
+    if !matches!((ok, bad), (Some(a), Some(b)) if a < b) || !text.contains("INVALID_REQUEST") {
+        failures.push(format!("pipelined good + bad: {text:.300}"));
+    }
     assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        agent.metric("traceroute_agent_http_requests_total", "status=\"431\"") >= 2.0,
+        "guard answers are counted like any other"
+    );
     // None of it ran a trace or hurt the agent.
     assert_eq!(agent.get("/health").status, 200);
     assert_eq!(
@@ -285,6 +359,17 @@ fn bad_inputs_get_4xx_with_a_json_code() {
         1.0,
         "only the DNS case reached the tracer"
     );
+}
+
+/// Writes `raw` (the server may stop reading part-way) and reads until it closes.
+fn raw_exchange(socket: &std::path::Path, raw: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(raw);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
 }
 
 /// dst drops UDP: every probe past r4 waits for its whole timeout.

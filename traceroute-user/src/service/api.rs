@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
+use axum::{Extension, Router};
 use serde::Serialize;
 
 use super::config::{
@@ -52,6 +52,7 @@ pub fn status_of(code: &str) -> StatusCode {
         "NOT_FOUND" => StatusCode::NOT_FOUND,
         "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
         "URI_TOO_LONG" => StatusCode::URI_TOO_LONG,
+        "HEADERS_TOO_LARGE" => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         // The request was fine; the resolver or the network said no.
         "DNS" | "NETUNREACH" | "HOSTUNREACH" => StatusCode::BAD_GATEWAY,
         "TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
@@ -102,11 +103,22 @@ fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::new("INVALID_REQUEST", message)
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> Response {
-    let response = match route(&shared, &method, &uri).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+/// A request the connection's head guard refused before routing; its
+/// synthetic stand-in carries the reason.
+#[derive(Clone)]
+pub struct Rejected(pub ServiceError);
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    rejected: Option<Extension<Rejected>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let outcome = match rejected {
+        Some(Extension(Rejected(e))) => Err(e),
+        None => route(&shared, &method, &uri).await,
     };
+    let response = outcome.unwrap_or_else(|e| error_response(&e));
     shared.metrics.http_answer(response.status().as_u16());
     response
 }

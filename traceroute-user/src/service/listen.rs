@@ -19,7 +19,9 @@ use axum::Router;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
+use super::api::Rejected;
 use super::config::ApiConfig;
+use super::head_guard::{HeadGuard, MAX_HEADER_BYTES, Verdict};
 
 pub struct Listeners {
     unix: Option<(UnixListener, SocketFile)>,
@@ -30,8 +32,6 @@ pub struct Listeners {
 /// A client must send a request's headers within this time after connecting
 /// or after its previous answer; slow and idle connections are closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest request head accepted (request line and headers).
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Refused connections are logged at most this often.
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -186,12 +186,22 @@ async fn accept_loop<S, A, F>(
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let verdict = Verdict::new();
+        let io = hyper_util::rt::TokioIo::new(HeadGuard::new(stream, Arc::clone(&verdict)));
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            if let Some(rejection) = verdict.rejection_for(request.uri().path()) {
+                request.extensions_mut().insert(Rejected(rejection.clone()));
+            }
+            tower_service::Service::call(&mut router.clone(), request)
+        });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_header_size(MAX_HEADER_BYTES)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // The guard enforces the limit with a JSON answer; hyper's own
+            // (bare) one is only a backstop above it.
+            .max_header_size(2 * MAX_HEADER_BYTES)
+            .serve_connection(io, service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod config;
+pub mod head_guard;
 pub mod listen;
 pub mod metrics;
 pub mod scheduler;

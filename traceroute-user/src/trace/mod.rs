@@ -619,15 +619,9 @@ fn log_outcome(host: &str, prober: &Prober) {
 }
 
 fn random_u16() -> u16 {
-    let mut b = [0u8; 2];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n == 2 {
-        u16::from_ne_bytes(b)
-    } else {
-        // No entropy source: time-based is still unique enough for flow ids.
-        (crate::capture::MonotonicTime::now().as_nanos() & 0xffff) as u16
-    }
+    // No entropy source: time-based is still unique enough for flow ids.
+    getrandom::u32().unwrap_or_else(|_| crate::capture::MonotonicTime::now().as_nanos() as u32)
+        as u16
 }
 
 fn hostname() -> String {
