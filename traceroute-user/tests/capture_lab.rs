@@ -11,7 +11,7 @@ use std::time::Duration;
 use traceroute_common::{Direction, EventKind};
 use traceroute_lab::{Family, Lab};
 use traceroute_user::capture::{Capture, CaptureMode, CapturedPacket, TimestampSource};
-use traceroute_user::probe::{ProbeFlow, Ttl, build_probe};
+use traceroute_user::probe::{FlowSecret, ProbeFlow, Ttl, build_probe};
 use traceroute_user::reply::Reply;
 use traceroute_user::trace::sender::ProbeSender;
 
@@ -34,8 +34,7 @@ fn probe_chain(
         rt.block_on(async move {
             let capture = Capture::start(mode).unwrap();
             capture.watch_interface(&ifname).unwrap();
-            let flow =
-                ProbeFlow::udp(SocketAddr::new(src, 40123), SocketAddr::new(dst, 33434)).unwrap();
+            let flow = chain_flow(src, dst);
             let mut sub = capture.register(flow.flow_key()).unwrap();
             let sender = ProbeSender::new();
             for ttl in 1..=6 {
@@ -54,9 +53,18 @@ fn probe_chain(
     .unwrap()
 }
 
+/// The flow [`probe_chain`] sends, with a secret: real routers' replies must
+/// pass every cross-check of [`Reply::identify`].
+fn chain_flow(src: IpAddr, dst: IpAddr) -> ProbeFlow {
+    ProbeFlow::udp(SocketAddr::new(src, 40123), SocketAddr::new(dst, 33434))
+        .unwrap()
+        .with_secret(FlowSecret::from_bits(0x0123_4567_89ab_cdef))
+}
+
 fn check_chain_events(lab: &Lab, family: Family, events: &[CapturedPacket], kernel_tx: bool) {
     let dst = lab.primary("dst", family).unwrap();
     let routers: Vec<Option<IpAddr>> = lab.expected_hops("src", "dst", family).unwrap();
+    let flow = chain_flow(lab.primary("src", family).unwrap(), dst);
     let probes: Vec<&CapturedPacket> = events
         .iter()
         .filter(|e| e.kind == EventKind::Probe)
@@ -80,7 +88,7 @@ fn check_chain_events(lab: &Lab, family: Family, events: &[CapturedPacket], kern
         .iter()
         .map(|e| {
             let r = Reply::parse(&e.bytes).unwrap();
-            (r.probe_id.unwrap().ttl().get(), r.source, e.kind)
+            (r.identify(&flow).unwrap().ttl().get(), r.source, e.kind)
         })
         .collect();
     got.sort_by_key(|g| g.0);
@@ -89,7 +97,7 @@ fn check_chain_events(lab: &Lab, family: Family, events: &[CapturedPacket], kern
     for e in &replies {
         let ttl = Reply::parse(&e.bytes)
             .unwrap()
-            .probe_id
+            .identify(&flow)
             .unwrap()
             .ttl()
             .get();

@@ -9,18 +9,24 @@ use etherparse::{
 };
 
 use super::flow::{ProbeFlow, Protocol};
-use super::id::{ProbeId, TcpSeq, Ttl};
+use super::id::{FlowSecret, ProbeId, TcpSeq, Ttl};
 
 /// Advertised window of TCP probes (a common Linux value: a zero window looks
 /// like a scanner to some firewalls).
 pub const TCP_WINDOW: u16 = 64240;
-/// Bytes after the UDP header: 2 that steer the checksum + constant filler.
+/// Bytes after the UDP header: 2 that steer the checksum, the flow's 4-byte
+/// token, constant filler.
 pub const UDP_PAYLOAD_LEN: usize = 12;
-/// Bytes after the ICMP echo header: 2 that keep the checksum constant + filler.
+/// Bytes after the ICMP echo header: 2 that keep the checksum constant, the
+/// token, filler.
 pub const ICMP_PAYLOAD_LEN: usize = 12;
+/// Where the token starts, counted from the UDP or ICMP header (both 8 bytes).
+pub const TOKEN_OFFSET: usize = 8 + 2;
+/// Length of a TCP probe's header: 20 + the 4-byte MSS option.
+const TCP_PROBE_LEN: usize = 24;
 
-/// Constant filler after the two steering bytes. Recognisable in captures.
-const FILLER: [u8; 10] = *b"paris-trc!";
+/// Constant filler after the token. Recognisable in captures.
+const FILLER: [u8; 6] = *b"paris!";
 
 /// IPv6 flow label of every probe. Constant (Paris); zero because routers that
 /// hash the label fall back to the 5-tuple for label 0, which we control.
@@ -33,7 +39,9 @@ const FLOW_LABEL: Ipv6FlowLabel = Ipv6FlowLabel::ZERO;
 /// the [`ProbeId`] goes.
 pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
     let id = ProbeId::new(ttl, attempt);
-    let builder = PacketBuilder::ip(ip_headers(flow, ttl, id));
+    let secret = flow.secret();
+    let wire_id = secret.encode(id);
+    let builder = PacketBuilder::ip(ip_headers(flow, ttl, secret.ip_id(id)));
     let mut out = Vec::with_capacity(80);
     // The sizes below are fixed and tiny, so the builder's "too big" errors
     // cannot happen.
@@ -42,7 +50,7 @@ pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
             let (sport, dport) = ports(flow);
             let mss = if flow.is_ipv6() { 1440 } else { 1460 };
             builder
-                .tcp(sport, dport, TcpSeq::new(flow.salt(), id).0, TCP_WINDOW)
+                .tcp(sport, dport, TcpSeq::new(secret, id).0, TCP_WINDOW)
                 .syn()
                 .options(&[TcpOptionElement::MaximumSegmentSize(mss)])
                 .expect("an MSS option fits in the TCP header")
@@ -50,25 +58,38 @@ pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
         }
         Protocol::Udp => {
             let (sport, dport) = ports(flow);
-            let payload = udp_payload(flow, id);
+            let payload = udp_payload(flow, wire_id);
             builder.udp(sport, dport).write(&mut out, &payload)
         }
         Protocol::Icmp => {
             let ident = flow.icmp_identifier().unwrap_or_default();
-            let payload = icmp_payload(id);
+            let payload = icmp_payload(secret, wire_id);
             if flow.is_ipv6() {
                 builder
-                    .icmpv6_echo_request(ident, id.raw())
+                    .icmpv6_echo_request(ident, wire_id)
                     .write(&mut out, &payload)
             } else {
                 builder
-                    .icmpv4_echo_request(ident, id.raw())
+                    .icmpv4_echo_request(ident, wire_id)
                     .write(&mut out, &payload)
             }
         }
     };
     written.expect("fixed-size probe fits in an IP packet");
+    debug_assert_eq!(out.len(), usize::from(probe_len(flow)));
     out
+}
+
+/// Length of every probe of `flow` as its IP header states it (IPv6: 40 +
+/// payload length); quotes of our probes must agree.
+pub fn probe_len(flow: &ProbeFlow) -> u16 {
+    let ip = if flow.is_ipv6() { 40 } else { 20 };
+    let transport = match flow.protocol() {
+        Protocol::Tcp => TCP_PROBE_LEN,
+        Protocol::Udp => UdpHeader::LEN + UDP_PAYLOAD_LEN,
+        Protocol::Icmp => 8 + ICMP_PAYLOAD_LEN,
+    };
+    (ip + transport) as u16
 }
 
 fn ports(flow: &ProbeFlow) -> (u16, u16) {
@@ -77,16 +98,17 @@ fn ports(flow: &ProbeFlow) -> (u16, u16) {
     (sport, dport)
 }
 
-fn ip_headers(flow: &ProbeFlow, ttl: Ttl, id: ProbeId) -> IpHeaders {
+fn ip_headers(flow: &ProbeFlow, ttl: Ttl, ip_id: u16) -> IpHeaders {
     let protocol = IpNumber(flow.ip_number());
     match (flow.source(), flow.destination()) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
             // Payload length and checksum are filled in by the builder.
             let mut ip = Ipv4Header::new(0, ttl.get(), protocol, src.octets(), dst.octets())
                 .expect("empty payload");
-            // Routers quote the IP header in full: the ID is our fallback
-            // identity when they quote less than 8 transport bytes.
-            ip.identification = id.raw();
+            // Routers quote the IP header in full: the ID is checked on
+            // every reply, and is our fallback identity when they quote less
+            // than 8 transport bytes.
+            ip.identification = ip_id;
             IpHeaders::Ipv4(ip, Default::default())
         }
         (src, dst) => {
@@ -112,21 +134,23 @@ fn v6_octets(addr: IpAddr) -> [u8; 16] {
     }
 }
 
-fn with_steering_word(word: u16) -> [u8; UDP_PAYLOAD_LEN] {
+fn with_steering_word(word: u16, token: u32) -> [u8; UDP_PAYLOAD_LEN] {
     let mut payload = [0u8; UDP_PAYLOAD_LEN];
     payload[..2].copy_from_slice(&word.to_be_bytes());
-    payload[2..].copy_from_slice(&FILLER);
+    payload[2..6].copy_from_slice(&token.to_be_bytes());
+    payload[6..].copy_from_slice(&FILLER);
     payload
 }
 
-/// UDP payload whose first two bytes make the UDP checksum equal the probe id.
+/// UDP payload whose first two bytes make the UDP checksum equal `wire_id`.
 ///
 /// Why: the checksum is the only UDP field that is not hashed yet is quoted
 /// in the first 8 bytes. One's-complement sums are linear: with a zero word
 /// the sum is `!c0` (`c0` its checksum), and adding the word `!target + c0`
 /// brings it to `!c0 + c0 + !target = !target`, i.e. checksum `target`.
-fn udp_payload(flow: &ProbeFlow, id: ProbeId) -> [u8; UDP_PAYLOAD_LEN] {
-    let zero = with_steering_word(0);
+fn udp_payload(flow: &ProbeFlow, wire_id: u16) -> [u8; UDP_PAYLOAD_LEN] {
+    let token = flow.secret().token();
+    let zero = with_steering_word(0, token);
     let (sport, dport) = ports(flow);
     let header = UdpHeader {
         source_port: sport,
@@ -141,14 +165,14 @@ fn udp_payload(flow: &ProbeFlow, id: ProbeId) -> [u8; UDP_PAYLOAD_LEN] {
         (s, d) => header.calc_checksum_ipv6_raw(v6_octets(s), v6_octets(d), &zero),
     }
     .expect("tiny payload");
-    with_steering_word(ones_add(!id.raw(), c0))
+    with_steering_word(ones_add(!wire_id, c0), token)
 }
 
 /// ICMP echo payload whose first two bytes are `!seq`: `seq + !seq` is the
 /// same (negative zero) for every seq, so the ICMP checksum — which some load
 /// balancers hash together with the identifier — never changes within a flow.
-fn icmp_payload(id: ProbeId) -> [u8; ICMP_PAYLOAD_LEN] {
-    with_steering_word(!id.raw())
+fn icmp_payload(secret: FlowSecret, wire_id: u16) -> [u8; ICMP_PAYLOAD_LEN] {
+    with_steering_word(!wire_id, secret.token())
 }
 
 /// One's-complement 16-bit addition (end-around carry).

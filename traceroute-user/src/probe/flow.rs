@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 use traceroute_common::{FlowKey, proto};
 
-use super::id::Port;
+use super::id::{FlowSecret, Port};
 
 /// Transport of the probes. Serialized as in `NetworkPath` records: "TCP", "UDP", "ICMP".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,12 +76,12 @@ pub struct ProbeFlow {
     local: u16,
     /// Destination port (TCP/UDP); 0 for ICMP.
     remote: u16,
-    salt: u16,
+    secret: FlowSecret,
 }
 
 impl ProbeFlow {
-    /// TCP SYN probes from `source` to `destination`. The salt starts at 0;
-    /// set a random one with [`ProbeFlow::with_salt`].
+    /// TCP SYN probes from `source` to `destination`. The secret starts at
+    /// [`FlowSecret::ZERO`]; set a random one with [`ProbeFlow::with_secret`].
     pub fn tcp(source: SocketAddr, destination: SocketAddr) -> Result<Self, ProbeError> {
         Self::new(
             Protocol::Tcp,
@@ -127,13 +127,13 @@ impl ProbeFlow {
             destination,
             local,
             remote,
-            salt: 0,
+            secret: FlowSecret::ZERO,
         })
     }
 
-    /// Sets the per-flow salt carried in the high half of TCP sequence numbers.
-    pub fn with_salt(mut self, salt: u16) -> Self {
-        self.salt = salt;
+    /// Sets the secret every probe of the flow carries (see [`FlowSecret`]).
+    pub fn with_secret(mut self, secret: FlowSecret) -> Self {
+        self.secret = secret;
         self
     }
 
@@ -168,8 +168,8 @@ impl ProbeFlow {
         (self.protocol == Protocol::Icmp).then_some(self.local)
     }
 
-    pub fn salt(&self) -> u16 {
-        self.salt
+    pub fn secret(&self) -> FlowSecret {
+        self.secret
     }
 
     /// IP protocol number of the probes.

@@ -110,18 +110,104 @@ impl fmt::Display for ProbeId {
     }
 }
 
-/// The sequence number of a TCP probe: a per-flow salt in the high half and
-/// the [`ProbeId`] in the low half.
+/// A per-flow secret mixed into every field that identifies a probe, so an
+/// off-path sender who knows (or sweeps) our ports and the probe numbering
+/// still has to guess at least 32 bits to plant a reply.
+///
+/// Only fields that load balancers do not hash carry it (Paris):
+/// - the identity field (UDP checksum, echo sequence, low half of the TCP
+///   sequence) holds the [`ProbeId`] shifted by a 16-bit key
+///   ([`FlowSecret::encode`]);
+/// - the IPv4 ID holds the [`ProbeId`] XOR a second 16-bit key, and routers
+///   quote the IP header in full;
+/// - UDP and echo payloads carry a 32-bit token (checked whenever it is
+///   quoted or echoed; ICMPv6 errors and echo replies always include it);
+/// - TCP's sequence number carries a 16-bit salt in its high half (the low
+///   16 bits of the token: a TCP probe has no payload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowSecret(u64);
+
+impl FlowSecret {
+    /// No secret: wire fields equal the plain [`ProbeId`] (tests, captures).
+    pub const ZERO: FlowSecret = FlowSecret(0);
+
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// A fresh secret from the kernel's entropy pool.
+    pub fn random() -> Self {
+        // Without an entropy source the clock still differs per trace; an
+        // attacker who can predict it is on the host already.
+        Self(getrandom::u64().unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        }))
+    }
+
+    /// Shift of the identity field, in 0..65535 (the field's nonzero values
+    /// form a cycle of 65535).
+    const fn id_shift(self) -> u32 {
+        (self.0 & 0xffff) as u32 % ID_CYCLE
+    }
+
+    const fn ip_id_key(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+
+    /// The high half of every TCP probe's sequence number.
+    pub const fn salt(self) -> u16 {
+        (self.0 >> 32) as u16
+    }
+
+    /// The token in UDP and echo probe payloads.
+    pub const fn token(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The identity field for `id`: never 0, like the id itself (a UDP
+    /// checksum of 0 means "none").
+    pub const fn encode(self, id: ProbeId) -> u16 {
+        ((id.0 as u32 - 1 + self.id_shift()) % ID_CYCLE + 1) as u16
+    }
+
+    /// The probe an identity field names, if it can be one of ours.
+    pub const fn decode(self, wire: u16) -> Option<ProbeId> {
+        if wire == 0 {
+            return None;
+        }
+        let raw = (wire as u32 - 1 + ID_CYCLE - self.id_shift()) % ID_CYCLE + 1;
+        ProbeId::from_raw(raw as u16)
+    }
+
+    /// The IPv4 ID of probe `id`.
+    pub const fn ip_id(self, id: ProbeId) -> u16 {
+        id.0 ^ self.ip_id_key()
+    }
+
+    /// The probe an IPv4 ID names (when a router quoted too little of the
+    /// transport header for the identity field).
+    pub const fn probe_of_ip_id(self, ip_id: u16) -> Option<ProbeId> {
+        ProbeId::from_raw(ip_id ^ self.ip_id_key())
+    }
+}
+
+/// Nonzero 16-bit values.
+const ID_CYCLE: u32 = 0xffff;
+
+/// The sequence number of a TCP probe: the flow's salt in the high half and
+/// the encoded [`ProbeId`] in the low half.
 ///
 /// Why the salt: SYN-ACKs and RSTs are matched on `ack - 1`; without a salt,
 /// a stray segment of an unrelated connection between the same ports could
-/// alias a probe. The caller compares [`TcpSeq::salt`] with its flow's salt.
+/// alias a probe, and an off-path sender could guess it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TcpSeq(pub u32);
 
 impl TcpSeq {
-    pub const fn new(salt: u16, id: ProbeId) -> Self {
-        Self((salt as u32) << 16 | id.0 as u32)
+    pub const fn new(secret: FlowSecret, id: ProbeId) -> Self {
+        Self((secret.salt() as u32) << 16 | secret.encode(id) as u32)
     }
 
     /// The sequence number our SYN had, from the acknowledgment number of a
@@ -134,7 +220,8 @@ impl TcpSeq {
         (self.0 >> 16) as u16
     }
 
-    pub const fn probe_id(self) -> Option<ProbeId> {
-        ProbeId::from_raw(self.0 as u16)
+    /// The identity field (see [`FlowSecret::decode`]).
+    pub const fn wire_id(self) -> u16 {
+        self.0 as u16
     }
 }

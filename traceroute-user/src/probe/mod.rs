@@ -8,18 +8,23 @@
 //!
 //! | protocol | where the [`ProbeId`] goes |
 //! |---|---|
-//! | TCP SYN | sequence number = `salt << 16 \| id` ([`TcpSeq`]) |
-//! | UDP | UDP checksum = `id` (two payload bytes make it so) |
-//! | ICMP echo | sequence number = `id` (two payload bytes keep the checksum constant) |
-//! | IPv4, any | IP identification = `id` (fallback for very short quotes) |
+//! | TCP SYN | sequence number = `salt << 16 \| encode(id)` ([`TcpSeq`]) |
+//! | UDP | UDP checksum = `encode(id)` (two payload bytes make it so), then the token |
+//! | ICMP echo | sequence number = `encode(id)` (two payload bytes keep the checksum constant), then the token |
+//! | IPv4, any | IP identification = `id ^ key` (checked on every reply; the fallback for very short quotes) |
+//!
+//! `encode`, `key`, the salt and the token come from the flow's
+//! [`FlowSecret`], so that a reply must carry at least 32 secret bits.
 
 mod build;
 mod flow;
 mod id;
 
-pub use build::{ICMP_PAYLOAD_LEN, TCP_WINDOW, UDP_PAYLOAD_LEN, build_probe};
+pub use build::{
+    ICMP_PAYLOAD_LEN, TCP_WINDOW, TOKEN_OFFSET, UDP_PAYLOAD_LEN, build_probe, probe_len,
+};
 pub use flow::{ProbeError, ProbeFlow, Protocol};
-pub use id::{InvalidTtl, Port, ProbeId, TcpSeq, Ttl};
+pub use id::{FlowSecret, InvalidTtl, Port, ProbeId, TcpSeq, Ttl};
 
 #[cfg(test)]
 mod tests;

@@ -20,17 +20,25 @@ fn sock(ip: IpAddr, port: u16) -> SocketAddr {
 fn all_flows() -> Vec<ProbeFlow> {
     let (s4, d4) = (IpAddr::from(V4_SRC), IpAddr::from(V4_DST));
     let (s6, d6) = (v6(5), v6(0x99));
+    let secret = |bits: u64| FlowSecret::from_bits(bits);
     vec![
         ProbeFlow::tcp(sock(s4, 40001), sock(d4, 443))
             .unwrap()
-            .with_salt(0xbeef),
+            .with_secret(secret(0xdead_beef_0102_0304)),
         ProbeFlow::tcp(sock(s6, 40002), sock(d6, 80))
             .unwrap()
-            .with_salt(0x1234),
-        ProbeFlow::udp(sock(s4, 40003), sock(d4, 33434)).unwrap(),
+            .with_secret(secret(0x1234_5678_ffff_fffe)),
+        ProbeFlow::udp(sock(s4, 40003), sock(d4, 33434))
+            .unwrap()
+            .with_secret(secret(0x0bad_cafe_a5a5_0001)),
+        // No secret: wire fields are the plain ids.
         ProbeFlow::udp(sock(s6, 40004), sock(d6, 33434)).unwrap(),
-        ProbeFlow::icmp(s4, d4, 0x4242).unwrap(),
-        ProbeFlow::icmp(s6, d6, 0x0707).unwrap(),
+        ProbeFlow::icmp(s4, d4, 0x4242)
+            .unwrap()
+            .with_secret(secret(0x7777_0000_1111_fffe)),
+        ProbeFlow::icmp(s6, d6, 0x0707)
+            .unwrap()
+            .with_secret(secret(0x0000_0001_8000_7fff)),
     ]
 }
 
@@ -244,9 +252,13 @@ fn ttl_rejects_zero() {
 #[test]
 fn tcp_seq_carries_salt_and_id() {
     let id = ProbeId::new(ttl(9), 4);
-    let seq = TcpSeq::new(0xbeef, id);
-    assert_eq!(seq.0, 0xbeef_0409);
-    assert_eq!((seq.salt(), seq.probe_id()), (0xbeef, Some(id)));
+    let plain = TcpSeq::new(FlowSecret::ZERO, id);
+    assert_eq!(plain.0, 0x0000_0409);
+    let secret = FlowSecret::from_bits(0x0000_beef_0000_0010);
+    let seq = TcpSeq::new(secret, id);
+    assert_eq!(seq.0, 0xbeef_0419, "salt high, id shifted by 0x10 low");
+    assert_eq!(seq.salt(), 0xbeef);
+    assert_eq!(secret.decode(seq.wire_id()), Some(id));
     assert_eq!(TcpSeq::from_ack(seq.0.wrapping_add(1)), seq);
     // A SYN with seq u32::MAX is acknowledged with 0.
     assert_eq!(TcpSeq::from_ack(0).0, u32::MAX);
@@ -295,25 +307,34 @@ fn every_probe_round_trips_through_etherparse() {
             assert_eq!((p.src, p.dst), (flow.source(), flow.destination()));
             assert_eq!(p.ttl, t.get());
             assert_eq!(p.protocol, flow.ip_number());
+            let secret = flow.secret();
             if flow.is_ipv6() {
                 assert_eq!(p.ip_id, None);
             } else {
-                assert_eq!(p.ip_id, Some(id.raw()), "IPv4 ID = ProbeId");
+                assert_eq!(p.ip_id, Some(secret.ip_id(id)), "IPv4 ID = keyed ProbeId");
+                assert_eq!(p.ip_id.and_then(|i| secret.probe_of_ip_id(i)), Some(id));
             }
+            assert_eq!(p.len, usize::from(probe_len(&flow)));
             match flow.protocol() {
                 Protocol::Tcp => {
                     let seq = TcpSeq(p.tcp_seq.unwrap());
-                    assert_eq!(seq.salt(), flow.salt());
-                    assert_eq!(seq.probe_id(), Some(id));
+                    assert_eq!(seq.salt(), secret.salt());
+                    assert_eq!(secret.decode(seq.wire_id()), Some(id));
                 }
                 Protocol::Udp => {
-                    assert_eq!(p.udp_checksum.and_then(ProbeId::from_raw), Some(id));
+                    assert_eq!(p.udp_checksum.and_then(|c| secret.decode(c)), Some(id));
                 }
                 Protocol::Icmp => {
                     let (ident, seq) = p.echo.unwrap();
                     assert_eq!(Some(ident), flow.icmp_identifier());
-                    assert_eq!(ProbeId::from_raw(seq), Some(id));
+                    assert_eq!(secret.decode(seq), Some(id));
                 }
+            }
+            if flow.protocol() != Protocol::Tcp {
+                let header = packet.len() - 8 - UDP_PAYLOAD_LEN;
+                let at = header + TOKEN_OFFSET;
+                let token = u32::from_be_bytes(packet[at..at + 4].try_into().unwrap());
+                assert_eq!(token, secret.token(), "payload carries the token");
             }
             if let Some((s, d)) = p.ports {
                 assert_eq!(Some(Port(s)), flow.source_port());
@@ -334,8 +355,8 @@ fn checksums_are_valid_by_an_independent_sum() {
 
 #[test]
 fn udp_checksum_encodes_every_probe_id() {
-    // Exhaustive: every (ttl, attempt) yields checksum == ProbeId, and the
-    // packet stays valid — including the 0xffff corner (ttl 255, attempt 255).
+    // Exhaustive: every (ttl, attempt) yields checksum == the encoded
+    // ProbeId, and the packet stays valid — including the 0xffff corner.
     for flow in all_flows()
         .into_iter()
         .filter(|f| f.protocol() == Protocol::Udp)
@@ -345,7 +366,7 @@ fn udp_checksum_encodes_every_probe_id() {
                 let packet = build_probe(&flow, ttl(t), a);
                 let ihl = ip_header_len(&packet);
                 let checksum = u16::from_be_bytes([packet[ihl + 6], packet[ihl + 7]]);
-                assert_eq!(checksum, ProbeId::new(ttl(t), a).raw());
+                assert_eq!(checksum, flow.secret().encode(ProbeId::new(ttl(t), a)));
                 let pseudo = pseudo_header(&packet, proto::UDP, packet.len() - ihl);
                 assert_eq!(ones_sum(&[&pseudo, &packet[ihl..]]), 0xffff);
             }
@@ -436,4 +457,25 @@ fn probe_sizes_are_small_and_fixed() {
         .collect();
     // TCP: IP + 20 + MSS option (4); UDP/ICMP: IP + 8 + 12 payload.
     assert_eq!(sizes, vec![44, 64, 40, 60, 40, 60]);
+}
+
+#[test]
+fn secret_encoding_is_a_bijection_that_never_gives_zero() {
+    let ids: Vec<ProbeId> = (1..=u16::MAX).filter_map(ProbeId::from_raw).collect();
+    for bits in [0, 1, 0xfffe, 0xffff, 0x1234_5678_9abc_def0, u64::MAX] {
+        let secret = FlowSecret::from_bits(bits);
+        let mut seen = std::collections::HashSet::new();
+        for &id in &ids {
+            let wire = secret.encode(id);
+            assert_ne!(wire, 0, "a UDP checksum of 0 means none");
+            assert!(seen.insert(wire), "two ids on one wire value");
+            assert_eq!(secret.decode(wire), Some(id));
+            assert_eq!(secret.probe_of_ip_id(secret.ip_id(id)), Some(id));
+        }
+        assert_eq!(secret.decode(0), None);
+    }
+    // ZERO leaves every field plain.
+    let id = ProbeId::new(ttl(5), 2);
+    assert_eq!(FlowSecret::ZERO.encode(id), id.raw());
+    assert_eq!(FlowSecret::ZERO.ip_id(id), id.raw());
 }

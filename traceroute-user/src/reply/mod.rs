@@ -2,15 +2,12 @@
 //! probes leaving (so their kernel TX timestamps can be matched).
 //!
 //! [`Reply::parse`] takes the bytes from the outer IP header on (possibly
-//! truncated, as captured) and recovers the probe they belong to: its
-//! [`FlowKey`] as we sent it and its [`ProbeId`] (see [`crate::probe`] for
-//! where each protocol carries it). Malformed, truncated or foreign packets
-//! give a [`ReplyError`], never a panic.
-//!
-//! TCP: the [`ProbeId`] comes from the low half of the probe's sequence
-//! number, so [`Reply::tcp_seq`] is exposed as well and the caller must check
-//! [`TcpSeq::salt`] against its flow's salt before trusting the id (a SYN-ACK
-//! or RST of an unrelated connection on the same ports would not carry it).
+//! truncated, as captured) and recovers what identifies the probe they belong
+//! to: its [`FlowKey`] as we sent it and the wire fields that carry its
+//! [`ProbeId`] under the flow's [`FlowSecret`] (see [`crate::probe`]).
+//! Malformed, truncated or foreign packets give a [`ReplyError`], never a
+//! panic. [`Reply::identify`] then checks every secret-bearing field the
+//! packet has against the flow, and names the probe.
 
 use std::net::IpAddr;
 
@@ -19,7 +16,7 @@ use etherparse::{LaxIpSlice, TcpSlice};
 use serde::{Deserialize, Serialize};
 use traceroute_common::{EventKind, FlowKey, proto};
 
-use crate::probe::{ProbeId, TcpSeq};
+use crate::probe::{FlowSecret, ProbeFlow, ProbeId, Protocol, TOKEN_OFFSET, TcpSeq, probe_len};
 
 /// ICMP message types we decode.
 mod icmp_type {
@@ -82,18 +79,32 @@ pub struct Reply {
     pub icmp: Option<(u8, u8)>,
     /// The probe's flow as we sent it (remote = probe destination).
     pub flow: FlowKey,
-    /// The probe's identity; `None` when the packet does not carry a valid one.
-    /// For TCP check [`Reply::tcp_seq`]'s salt first.
-    pub probe_id: Option<ProbeId>,
+    /// The identity field as on the wire (UDP checksum, echo sequence; for
+    /// TCP the low half of [`Reply::tcp_seq`]); `None` when not present.
+    pub wire_id: Option<u16>,
     /// TCP only: the sequence number of our probe (from the quote, from
     /// `ack - 1` of a SYN-ACK/RST, or from the probe itself).
     pub tcp_seq: Option<TcpSeq>,
     /// IPv4 only: the identification field of our probe (quoted or own).
     pub ip_id: Option<u16>,
+    /// UDP and echo probes: the flow token from the payload, when quoted or
+    /// echoed.
+    pub token: Option<u32>,
     /// ICMP errors only: facts about the quoted probe.
     pub quote: Option<Quote>,
     /// MPLS label stack from ICMP extensions, outermost first.
     pub mpls_labels: Vec<MplsLabel>,
+}
+
+/// Why a decoded packet is not taken as belonging to a probe of its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unverified {
+    #[error("no field identifies a probe")]
+    NoIdentity,
+    #[error("a field that carries the flow's secret does not match")]
+    WrongSecret,
+    #[error("the quote does not fit the probe (length or TTL)")]
+    Implausible,
 }
 
 /// Why a captured packet could not be decoded into a [`Reply`].
@@ -226,8 +237,14 @@ fn flow_key(remote: IpAddr, protocol: u8, local_port: u16, remote_port: u16) -> 
 /// Transport fields of one of our probes, read from its first bytes.
 struct ProbeFields {
     flow: FlowKey,
-    probe_id: Option<ProbeId>,
+    wire_id: Option<u16>,
     tcp_seq: Option<TcpSeq>,
+    token: Option<u32>,
+}
+
+/// The token in a UDP or echo transport slice, if it reaches that far.
+fn token_of(t: &[u8]) -> Option<u32> {
+    (t.len() >= TOKEN_OFFSET + 4).then(|| be32(t, TOKEN_OFFSET))
 }
 
 /// Reads our probe's identity from its transport header (`t`, at least the
@@ -250,13 +267,11 @@ fn probe_fields(
         if t[0] != echo {
             return Err(ReplyError::QuotedIcmpNotEcho(t[0]));
         }
-        let probe_id = (t.len() >= 8)
-            .then(|| ProbeId::from_raw(be16(t, 6)))
-            .flatten();
         return Ok(ProbeFields {
             flow: flow_key(destination, protocol, be16(t, 4), 0),
-            probe_id,
+            wire_id: (t.len() >= 8).then(|| be16(t, 6)),
             tcp_seq: None,
+            token: token_of(t),
         });
     }
     if protocol != proto::TCP && protocol != proto::UDP {
@@ -264,19 +279,20 @@ fn probe_fields(
     }
     need("transport ports", t, 4)?;
     let flow = flow_key(destination, protocol, be16(t, 0), be16(t, 2));
-    let (probe_id, tcp_seq) = match (protocol, t.len() >= 8) {
+    let (wire_id, tcp_seq, token) = match (protocol, t.len() >= 8) {
         (proto::TCP, true) => {
             let seq = TcpSeq(be32(t, 4));
-            (seq.probe_id(), Some(seq))
+            (Some(seq.wire_id()), Some(seq), None)
         }
-        // The UDP checksum is the id.
-        (_, true) => (ProbeId::from_raw(be16(t, 6)), None),
-        (_, false) => (None, None),
+        // The UDP checksum is the identity field.
+        (_, true) => (Some(be16(t, 6)), None, token_of(t)),
+        (_, false) => (None, None, None),
     };
     Ok(ProbeFields {
         flow,
-        probe_id,
+        wire_id,
         tcp_seq,
+        token,
     })
 }
 
@@ -297,12 +313,53 @@ impl Reply {
         }
     }
 
-    /// The probe id, trusted only if the TCP salt matches `salt` (the salt of
-    /// this reply's flow); non-TCP ids are returned as they are.
-    pub fn probe_id_with_salt(&self, salt: u16) -> Option<ProbeId> {
-        match self.tcp_seq {
-            Some(seq) if seq.salt() != salt => None,
-            _ => self.probe_id,
+    /// The probe of `flow` this packet answers (or is), after checking every
+    /// field that carries the flow's secret and that the quote fits the
+    /// probe. `flow` must be the flow of [`Reply::flow`].
+    pub fn identify(&self, flow: &ProbeFlow) -> Result<ProbeId, Unverified> {
+        let secret = flow.secret();
+        if let Some(seq) = self.tcp_seq
+            && seq.salt() != secret.salt()
+        {
+            return Err(Unverified::WrongSecret);
+        }
+        let id = match (self.wire_id, self.ip_id) {
+            (Some(wire), _) => secret.decode(wire),
+            // Quoted too briefly for the identity field: the IPv4 ID.
+            (None, Some(ip_id)) => secret.probe_of_ip_id(ip_id),
+            (None, None) => return Err(Unverified::NoIdentity),
+        }
+        .ok_or(Unverified::WrongSecret)?;
+        if self.ip_id.is_some_and(|ip_id| ip_id != secret.ip_id(id)) {
+            return Err(Unverified::WrongSecret);
+        }
+        self.check_token(flow.protocol(), secret)?;
+        if let Some(quote) = self.quote {
+            let len = probe_len(flow);
+            // Some BSD-derived stacks quote the length in host byte order.
+            let len_fits = quote.ip_len == len || quote.ip_len == len.swap_bytes();
+            // A router sees the probe with at most the TTL it was sent with.
+            if !len_fits || quote.ttl > id.ttl().get() {
+                return Err(Unverified::Implausible);
+            }
+        }
+        Ok(id)
+    }
+
+    fn check_token(&self, protocol: Protocol, secret: FlowSecret) -> Result<(), Unverified> {
+        if protocol == Protocol::Tcp {
+            return Ok(());
+        }
+        // Echo replies return the whole payload, and ICMPv6 errors quote as
+        // much of the probe as fits in 1280 bytes (RFC 4443 2.4(c)): both
+        // always have the token. IPv4 routers may quote only 8 bytes.
+        let always_there = self.kind == EventKind::EchoReply
+            || self.kind == EventKind::Probe
+            || (self.source.is_ipv6() && self.quote.is_some());
+        match self.token {
+            Some(token) if token == secret.token() => Ok(()),
+            None if !always_there => Ok(()),
+            _ => Err(Unverified::WrongSecret),
         }
     }
 
@@ -314,9 +371,10 @@ impl Reply {
             ttl: ip.ttl,
             icmp: None,
             flow: fields.flow,
-            probe_id: fields.probe_id,
+            wire_id: fields.wire_id,
             tcp_seq: fields.tcp_seq,
             ip_id: None,
+            token: fields.token,
             quote: None,
             mpls_labels: Vec::new(),
         }
@@ -329,9 +387,6 @@ impl Reply {
         let mut reply = Self::base(ip, EventKind::Probe, fields);
         reply.icmp = icmp;
         reply.ip_id = ip.id;
-        if reply.probe_id.is_none() {
-            reply.probe_id = ip.id.and_then(ProbeId::from_raw);
-        }
         Ok(reply)
     }
 
@@ -360,8 +415,9 @@ impl Reply {
                 tcp.destination_port(),
                 tcp.source_port(),
             ),
-            probe_id: tcp_seq.and_then(TcpSeq::probe_id),
+            wire_id: tcp_seq.map(TcpSeq::wire_id),
             tcp_seq,
+            token: None,
         };
         Ok(Self::base(ip, kind, fields))
     }
@@ -387,8 +443,9 @@ impl Reply {
             // Echo replies carry our identifier and sequence back.
             let fields = ProbeFields {
                 flow: flow_key(ip.source, ip.protocol, be16(icmp, 4), 0),
-                probe_id: ProbeId::from_raw(be16(icmp, 6)),
+                wire_id: Some(be16(icmp, 6)),
                 tcp_seq: None,
+                token: token_of(icmp),
             };
             let mut reply = Self::base(ip, kind, fields);
             reply.icmp = Some((icmp_type, code));
@@ -434,10 +491,6 @@ impl Reply {
         let mut reply = Self::base(ip, kind, fields);
         reply.icmp = Some(type_code);
         reply.ip_id = inner.id;
-        if reply.probe_id.is_none() {
-            // The quote is too short for the transport id: the IPv4 ID is ours too.
-            reply.probe_id = inner.id.and_then(ProbeId::from_raw);
-        }
         reply.quote = Some(Quote {
             ttl: inner.ttl,
             ip_len: inner.len,

@@ -4,7 +4,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
 
 use super::*;
-use crate::probe::{ProbeFlow, Ttl, build_probe};
+use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl, build_probe};
 
 const ME4: [u8; 4] = [198, 18, 0, 5];
 const TARGET4: [u8; 4] = [198, 19, 7, 9];
@@ -28,18 +28,27 @@ fn flows() -> Vec<ProbeFlow> {
     let (m4, t4) = (IpAddr::from(ME4), IpAddr::from(TARGET4));
     let (m6, t6) = (IpAddr::V6(me6()), IpAddr::V6(target6()));
     let s = SocketAddr::new;
-    vec![
-        ProbeFlow::tcp(s(m4, 40001), s(t4, 443))
-            .unwrap()
-            .with_salt(0xabcd),
-        ProbeFlow::udp(s(m4, 40002), s(t4, 33434)).unwrap(),
-        ProbeFlow::icmp(m4, t4, 0x4242).unwrap(),
-        ProbeFlow::tcp(s(m6, 40003), s(t6, 80))
-            .unwrap()
-            .with_salt(0x5555),
-        ProbeFlow::udp(s(m6, 40004), s(t6, 33435)).unwrap(),
-        ProbeFlow::icmp(m6, t6, 0x0707).unwrap(),
+    [
+        ProbeFlow::tcp(s(m4, 40001), s(t4, 443)),
+        ProbeFlow::udp(s(m4, 40002), s(t4, 33434)),
+        ProbeFlow::icmp(m4, t4, 0x4242),
+        ProbeFlow::tcp(s(m6, 40003), s(t6, 80)),
+        ProbeFlow::udp(s(m6, 40004), s(t6, 33435)),
+        ProbeFlow::icmp(m6, t6, 0x0707),
     ]
+    .into_iter()
+    .zip(1u64..)
+    .map(|(flow, i)| {
+        let bits = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i);
+        flow.unwrap().with_secret(FlowSecret::from_bits(bits))
+    })
+    .collect()
+}
+
+/// The probe the wire fields name, ignoring every cross-check.
+fn decoded(r: &Reply, flow: &ProbeFlow) -> Option<ProbeId> {
+    let secret = flow.secret();
+    r.wire_id.and_then(|w| secret.decode(w))
 }
 
 /// Bytes of a probe a router quotes: IP header + `transport` bytes.
@@ -108,14 +117,22 @@ fn time_exceeded_quoting_8_bytes_identifies_the_probe() {
             assert_eq!(r.ttl, 250);
             assert_eq!(r.icmp, Some(time_exceeded(&flow)));
             assert_eq!(r.flow, flow.flow_key(), "{flow:?}");
-            assert_eq!(r.probe_id, Some(ProbeId::new(ttl(t), a)));
+            // IPv6 routers quote the whole probe (RFC 4443): a quote
+            // without the token is not trusted.
+            let expected = if flow.is_ipv6() && flow.protocol() != Protocol::Tcp {
+                Err(Unverified::WrongSecret)
+            } else {
+                Ok(ProbeId::new(ttl(t), a))
+            };
+            assert_eq!(r.identify(&flow), expected, "{flow:?}");
+            assert_eq!(decoded(&r, &flow), Some(ProbeId::new(ttl(t), a)));
             let q = r.quote.unwrap();
             assert_eq!(q.ttl, t);
             assert_eq!(q.transport_len, 8);
             assert_eq!(usize::from(q.ip_len), probe.len());
             assert_eq!(q.original_datagram_len, None);
             if flow.protocol() == crate::probe::Protocol::Tcp {
-                assert_eq!(r.tcp_seq.unwrap().salt(), flow.salt());
+                assert_eq!(r.tcp_seq.unwrap().salt(), flow.secret().salt());
             } else {
                 assert_eq!(r.tcp_seq, None);
             }
@@ -131,7 +148,8 @@ fn full_quotes_work_too() {
         let packet = icmp_error(&flow, router_of(&flow), time_exceeded(&flow), &probe);
         let r = Reply::parse(&packet).unwrap();
         assert_eq!(r.flow, flow.flow_key());
-        assert_eq!(r.probe_id, Some(ProbeId::new(ttl(4), 3)));
+        assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(4), 3)));
+        assert_eq!(r.token.is_some(), flow.protocol() != Protocol::Tcp);
         assert_eq!(
             r.quote.unwrap().transport_len,
             probe.len() - quote_of(&probe, 0).len()
@@ -150,13 +168,13 @@ fn destination_unreachable_all_codes() {
         };
         for code in codes {
             let dst = flow.destination();
-            let packet = icmp_error(&flow, dst, (t, code), &quote_of(&probe, 8));
+            let packet = icmp_error(&flow, dst, (t, code), &probe);
             let r = Reply::parse(&packet).unwrap();
             assert_eq!(r.kind, EventKind::DestUnreachable);
             assert_eq!(r.icmp, Some((t, code)));
             assert_eq!(r.source, dst);
             assert_eq!(r.flow, flow.flow_key());
-            assert_eq!(r.probe_id, Some(ProbeId::new(ttl(9), 1)));
+            assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(9), 1)));
         }
     }
 }
@@ -189,40 +207,57 @@ fn short_quotes_fall_back_to_the_ipv4_id() {
             let r = result.unwrap();
             assert_eq!(r.flow, flow.flow_key());
             let expected = (!flow.is_ipv6()).then_some(id);
-            assert_eq!(r.probe_id, expected, "{flow:?} with {transport} bytes");
+            assert_eq!(
+                r.identify(&flow).ok(),
+                expected,
+                "{flow:?} with {transport} bytes"
+            );
         }
     }
 }
 
+/// What the destination sends back for an echo probe: identifier, sequence
+/// and payload of the probe.
+fn echo_reply_to(flow: &ProbeFlow, probe: &[u8], payload: Option<&[u8]>) -> Vec<u8> {
+    let icmp = &probe[probe.len() - 8 - crate::probe::ICMP_PAYLOAD_LEN..];
+    let (ident, seq) = (be16(icmp, 4), be16(icmp, 6));
+    let payload = payload.unwrap_or(&icmp[8..]);
+    let mut out = Vec::new();
+    match (flow.destination(), flow.source()) {
+        (IpAddr::V4(d), IpAddr::V4(s)) => PacketBuilder::ipv4(d.octets(), s.octets(), 57)
+            .icmpv4_echo_reply(ident, seq)
+            .write(&mut out, payload),
+        (IpAddr::V6(d), IpAddr::V6(s)) => PacketBuilder::ipv6(d.octets(), s.octets(), 57)
+            .icmpv6_echo_reply(ident, seq)
+            .write(&mut out, payload),
+        _ => unreachable!(),
+    }
+    .unwrap();
+    out
+}
+
 #[test]
 fn echo_replies_v4_and_v6() {
-    let f4 = &flows()[2];
-    let mut out = Vec::new();
-    PacketBuilder::ipv4(TARGET4, ME4, 57)
-        .icmpv4_echo_reply(0x4242, ProbeId::new(ttl(12), 1).raw())
-        .write(&mut out, &[1, 2, 3, 4])
-        .unwrap();
-    let r = Reply::parse(&out).unwrap();
-    assert_eq!(r.kind, EventKind::EchoReply);
-    assert_eq!(r.flow, f4.flow_key());
-    assert_eq!(r.probe_id, Some(ProbeId::new(ttl(12), 1)));
-    assert_eq!((r.ttl, r.icmp), (57, Some((0, 0))));
-
-    let f6 = &flows()[5];
-    let mut out = Vec::new();
-    PacketBuilder::ipv6(target6().octets(), me6().octets(), 60)
-        .icmpv6_echo_reply(0x0707, ProbeId::new(ttl(3), 0).raw())
-        .write(&mut out, &[9; 12])
-        .unwrap();
-    let r = Reply::parse(&out).unwrap();
-    assert_eq!(r.kind, EventKind::EchoReply);
-    assert_eq!(r.flow, f6.flow_key());
-    assert_eq!(r.probe_id, Some(ProbeId::new(ttl(3), 0)));
-    assert_eq!(r.icmp, Some((129, 0)));
+    for (flow, icmp) in [(&flows()[2], (0, 0)), (&flows()[5], (129, 0))] {
+        let id = ProbeId::new(ttl(12), 1);
+        let probe = build_probe(flow, id.ttl(), id.attempt());
+        let r = Reply::parse(&echo_reply_to(flow, &probe, None)).unwrap();
+        assert_eq!(r.kind, EventKind::EchoReply);
+        assert_eq!(r.flow, flow.flow_key());
+        assert_eq!(r.identify(flow), Ok(id));
+        assert_eq!((r.ttl, r.icmp), (57, Some(icmp)));
+        // The echo returns the whole payload: without our token, or with
+        // another, it is not ours.
+        for payload in [&[1u8, 2, 3, 4][..], &[0; 12]] {
+            let r = Reply::parse(&echo_reply_to(flow, &probe, Some(payload))).unwrap();
+            assert_eq!(decoded(&r, flow), Some(id));
+            assert_eq!(r.identify(flow), Err(Unverified::WrongSecret));
+        }
+    }
 }
 
 fn tcp_answer(flow: &ProbeFlow, probe_ttl: u8, attempt: u8, rst: bool) -> Vec<u8> {
-    let seq = TcpSeq::new(flow.salt(), ProbeId::new(ttl(probe_ttl), attempt)).0;
+    let seq = TcpSeq::new(flow.secret(), ProbeId::new(ttl(probe_ttl), attempt)).0;
     let (sport, dport) = (
         flow.source_port().unwrap().get(),
         flow.destination_port().unwrap().get(),
@@ -252,10 +287,11 @@ fn tcp_syn_ack_and_rst_v4_and_v6() {
             assert_eq!(r.kind, kind);
             assert_eq!(r.source, flow.destination());
             assert_eq!(r.flow, flow.flow_key());
-            assert_eq!(r.tcp_seq.unwrap().salt(), flow.salt());
-            assert_eq!(r.probe_id, Some(ProbeId::new(ttl(14), 2)));
-            assert_eq!(r.probe_id_with_salt(flow.salt()), r.probe_id);
-            assert_eq!(r.probe_id_with_salt(flow.salt() ^ 1), None);
+            assert_eq!(r.tcp_seq.unwrap().salt(), flow.secret().salt());
+            assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(14), 2)));
+            // Another salt: not ours.
+            let other = flow.with_secret(FlowSecret::ZERO);
+            assert_eq!(r.identify(&other), Err(Unverified::WrongSecret));
             assert_eq!((r.ttl, r.icmp, r.quote), (61, None, None));
         }
     }
@@ -294,10 +330,11 @@ fn own_probes_are_recognised_on_egress() {
         );
         assert_eq!(r.ttl, 7);
         assert_eq!(r.flow, flow.flow_key());
-        assert_eq!(r.probe_id, Some(ProbeId::new(ttl(7), 5)));
+        let id = ProbeId::new(ttl(7), 5);
+        assert_eq!(r.identify(&flow), Ok(id));
         assert_eq!(
             r.ip_id,
-            (!flow.is_ipv6()).then_some(ProbeId::new(ttl(7), 5).raw())
+            (!flow.is_ipv6()).then_some(flow.secret().ip_id(id))
         );
     }
 }
@@ -324,7 +361,7 @@ fn ip_options_outer_and_inner() {
         for bytes in [packet, outer] {
             let r = Reply::parse(&bytes).unwrap();
             assert_eq!(r.flow, flow.flow_key());
-            assert_eq!(r.probe_id, Some(ProbeId::new(ttl(3), 1)));
+            assert_eq!(decoded(&r, &flow), Some(ProbeId::new(ttl(3), 1)));
             assert_eq!(r.quote.unwrap().transport_len, 8);
         }
     }
@@ -356,8 +393,17 @@ fn ipv6_extension_headers_in_the_quote() {
             let packet = icmp_error(&flow, router_of(&flow), (3, 0), &quote);
             let r = Reply::parse(&packet).unwrap();
             assert_eq!(r.flow, flow.flow_key());
-            assert_eq!(r.probe_id, Some(ProbeId::new(ttl(2), 0)));
+            assert_eq!(decoded(&r, &flow), Some(ProbeId::new(ttl(2), 0)));
             assert_eq!(r.quote.unwrap().transport_len, 8);
+            // Our probes carry no extension headers: a quote with one does
+            // not fit the probe it names.
+            // (UDP and echo quotes this short also miss the token.)
+            let expected = if flow.protocol() == Protocol::Tcp {
+                Unverified::Implausible
+            } else {
+                Unverified::WrongSecret
+            };
+            assert_eq!(r.identify(&flow), Err(expected));
         }
         // Hop-by-hop anywhere else is malformed: a clear error.
         let misplaced = with_ipv6_ext(&with_ipv6_ext(&quote, 0), 60);
@@ -366,7 +412,10 @@ fn ipv6_extension_headers_in_the_quote() {
         // Extension headers on the outer packet as well.
         let packet = icmp_error(&flow, router_of(&flow), (3, 0), &quote_of(&probe, 8));
         let r = Reply::parse(&with_ipv6_ext(&packet, 0)).unwrap();
-        assert_eq!(r.probe_id, Some(ProbeId::new(ttl(2), 0)));
+        assert_eq!(decoded(&r, &flow), Some(ProbeId::new(ttl(2), 0)));
+        let full = icmp_error(&flow, router_of(&flow), (3, 0), &probe);
+        let r = Reply::parse(&with_ipv6_ext(&full, 0)).unwrap();
+        assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(2), 0)));
     }
 }
 
@@ -453,8 +502,8 @@ fn mpls_extension(labels: &[u32]) -> Vec<u8> {
 #[test]
 fn mpls_labels_rfc4884_and_compat() {
     let flow = &flows()[1];
-    let probe = build_probe(flow, ttl(5), 0);
-    let mut body = quote_of(&probe, 8);
+    // Routers quote the whole probe, zero-padded to 128 bytes (RFC 4884).
+    let mut body = build_probe(flow, ttl(5), 0);
     body.resize(128, 0);
     // label 16005, exp 5, bottom of stack, ttl 1; then label 24, exp 0, not bottom, ttl 254
     let entries = [16005 << 12 | 5 << 9 | 1 << 8 | 1, 24 << 12 | 254];
@@ -478,20 +527,20 @@ fn mpls_labels_rfc4884_and_compat() {
     let r = Reply::parse(&rfc).unwrap();
     assert_eq!(r.mpls_labels, expected);
     assert_eq!(r.quote.unwrap().original_datagram_len, Some(128));
-    assert_eq!(r.probe_id, Some(ProbeId::new(ttl(5), 0)));
+    assert_eq!(r.identify(flow), Ok(ProbeId::new(ttl(5), 0)));
     // A length field below 128 is junk: ignored, the quote still parses.
     let junk = icmp_error_raw(flow, router_of(flow), (11, 0), [0, 3, 0, 0], &body);
     let r = Reply::parse(&junk).unwrap();
     assert_eq!(r.quote.unwrap().original_datagram_len, None);
-    assert_eq!(r.probe_id, Some(ProbeId::new(ttl(5), 0)));
+    assert_eq!(r.identify(flow), Ok(ProbeId::new(ttl(5), 0)));
     // Compat: no length, extensions at 128.
     let compat = icmp_error_raw(flow, router_of(flow), (11, 0), [0; 4], &body);
     let r = Reply::parse(&compat).unwrap();
     assert_eq!(r.mpls_labels, expected);
-    assert_eq!(r.probe_id, Some(ProbeId::new(ttl(5), 0)));
+    assert_eq!(r.identify(flow), Ok(ProbeId::new(ttl(5), 0)));
     // IPv6: length in 64-bit words in byte 4 (16 * 8 = 128).
     let f6 = &flows()[4];
-    let mut body6 = quote_of(&build_probe(f6, ttl(5), 0), 8);
+    let mut body6 = build_probe(f6, ttl(5), 0);
     body6.resize(128, 0);
     body6.extend_from_slice(&mpls_extension(&entries[..1]));
     let v6 = icmp_error_raw(f6, router_of(f6), (3, 0), [16, 0, 0, 0], &body6);

@@ -114,7 +114,7 @@ impl Metrics {
         );
         registry.register(
             "replies_rejected",
-            "Packets quoting a trace's flow that were not taken, by reason (malformed, unknown_probe, wrong_secret, before_probe, duplicate)",
+            "Packets quoting a trace's flow that were not taken, by reason (malformed, unknown_probe, wrong_secret, implausible, before_probe, duplicate)",
             rejected.clone(),
         );
         registry.register(

@@ -24,7 +24,7 @@ use crate::path::{
     Interface as PathInterface, NetworkPath, PathDestination, PathSource, Probing, Run, SharedHop,
     TimestampSource, Via,
 };
-use crate::probe::{ProbeFlow, Protocol, Ttl};
+use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl};
 use crate::resolve::{FamilyPreference, ResolveError, ReverseDns, resolve_target};
 use crate::route::{Route, RouteCache, RouteError};
 use budget::{Origin, ProbeRail, Rate, RouterBudgets, RouterKey};
@@ -439,14 +439,16 @@ impl Tracer {
                     let src = SocketAddr::new(route.source, r.port);
                     let dst = SocketAddr::new(target, port);
                     let flow = if protocol == Protocol::Tcp {
-                        ProbeFlow::tcp(src, dst).map(|f| f.with_salt(random_u16()))
+                        ProbeFlow::tcp(src, dst)
                     } else {
                         ProbeFlow::udp(src, dst)
                     };
                     (flow, Some(r))
                 }
             };
-            let flow = flow.map_err(|e| TraceError::InvalidRequest(e.to_string()))?;
+            let flow = flow
+                .map_err(|e| TraceError::InvalidRequest(e.to_string()))?
+                .with_secret(FlowSecret::random());
             match self.capture.register(flow.flow_key()) {
                 Ok(sub) => return Ok((flow, sub, reservation)),
                 Err(e @ CaptureError::FlowInUse(_)) => last_err = Some(e),

@@ -41,7 +41,7 @@ use super::share::{FirstHop, FirstHopPlan, HopShare, Observer};
 use crate::capture::{CapturedPacket, MonotonicTime, kind_name};
 use crate::path::{NoAnswer, NotSentReason};
 use crate::probe::{ProbeFlow, ProbeId, Protocol, Ttl};
-use crate::reply::{MplsLabel, Reply};
+use crate::reply::{MplsLabel, Reply, Unverified};
 
 /// Which probe: attempt number (0-based, one per run) and TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -254,8 +254,10 @@ pub struct Ignored {
     pub malformed: u64,
     /// Parsed, but naming no probe of ours that was sent (unknown id: stray).
     pub unmatched: u64,
-    /// A TCP answer without our flow's secret salt (spoofed or stray).
+    /// A field carrying the flow's secret does not match (forged or stray).
     pub wrong_secret: u64,
+    /// The quote does not fit the probe it names (length, TTL).
+    pub implausible: u64,
     /// Stamped before the probe it names left: cannot be its answer.
     pub before_probe: u64,
     /// Second answers to an already answered probe.
@@ -264,11 +266,12 @@ pub struct Ignored {
 
 impl Ignored {
     /// Each count with its metric label.
-    pub fn by_reason(&self) -> [(&'static str, u64); 5] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
         [
             ("malformed", self.malformed),
             ("unknown_probe", self.unmatched),
             ("wrong_secret", self.wrong_secret),
+            ("implausible", self.implausible),
             ("before_probe", self.before_probe),
             ("duplicate", self.duplicates),
         ]
@@ -741,17 +744,20 @@ impl Prober {
             self.stats.ignored.malformed += 1;
             return;
         };
-        let id = match self.setup.flow.protocol() {
-            Protocol::Tcp => reply.probe_id_with_salt(self.setup.flow.salt()),
-            _ => reply.probe_id,
-        };
-        let Some(id) = id else {
-            if reply.probe_id.is_some() {
-                self.stats.ignored.wrong_secret += 1;
-            } else {
+        let id = match reply.identify(&self.setup.flow) {
+            Ok(id) => id,
+            Err(Unverified::NoIdentity) => {
                 self.stats.ignored.unmatched += 1;
+                return;
             }
-            return;
+            Err(Unverified::WrongSecret) => {
+                self.stats.ignored.wrong_secret += 1;
+                return;
+            }
+            Err(Unverified::Implausible) => {
+                self.stats.ignored.implausible += 1;
+                return;
+            }
         };
         let (key, reprobe) = ProbeKey::from_wire(id);
         let index = usize::from(reprobe);

@@ -475,6 +475,24 @@ fn forged_replies_are_ignored_and_counted() {
         out
     };
     feed(&mut p, EventKind::TcpSynAck, wrong_salt, 60);
+    // A quote of probe 4 whose IPv4 ID is not the keyed one (forged).
+    let mut wrong_ip_id = build_probe(&flow, Ttl::new(4).unwrap(), 0);
+    wrong_ip_id[4] ^= 0x40;
+    feed(
+        &mut p,
+        EventKind::TimeExceeded,
+        icmp_error(r(4).into(), 11, 0, &wrong_ip_id),
+        62,
+    );
+    // A quote of probe 5 claiming it arrived with TTL 9: it left with 5.
+    let mut raised_ttl = build_probe(&flow, Ttl::new(5).unwrap(), 0);
+    raised_ttl[8] = 9;
+    feed(
+        &mut p,
+        EventKind::TimeExceeded,
+        icmp_error(r(5).into(), 11, 0, &raised_ttl),
+        64,
+    );
     // A well-formed answer stamped before its probe left.
     let probe3 = build_probe(&flow, Ttl::new(3).unwrap(), 0);
     let early = icmp_error(r(3).into(), 11, 0, &probe3);
@@ -492,7 +510,14 @@ fn forged_replies_are_ignored_and_counted() {
     feed(&mut p, EventKind::TcpRst, vec![0x45, 0, 1], 70);
     let ignored = p.stats().ignored;
     assert_eq!(ignored.unmatched, 1, "a probe never sent");
-    assert_eq!(ignored.wrong_secret, 1, "a SYN-ACK without our salt");
+    assert_eq!(
+        ignored.wrong_secret, 2,
+        "a SYN-ACK without our salt, a wrong IP ID"
+    );
+    assert_eq!(
+        ignored.implausible, 1,
+        "a quote with a TTL above the sent one"
+    );
     assert_eq!(ignored.before_probe, 1, "stamped before the probe left");
     assert_eq!(ignored.malformed, 1);
     assert!(p.stats().answers.is_empty());

@@ -24,7 +24,7 @@ use super::engine::Network;
 use super::prober::{Action, Plan, Policy, Prober, Setup, Shared};
 use super::share::{HopShare, Observer, ShareConfig};
 use crate::capture::{CapturedPacket, MonotonicTime};
-use crate::probe::{ProbeFlow, Protocol, Ttl, build_probe};
+use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl, build_probe};
 
 pub const SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -429,13 +429,14 @@ impl Commons {
 pub fn flow(protocol: Protocol, dst: impl Into<IpAddr>, flow_id: u16) -> ProbeFlow {
     let dst = dst.into();
     let src = IpAddr::from(SRC);
-    match protocol {
-        Protocol::Tcp => ProbeFlow::tcp((src, flow_id).into(), (dst, 80).into())
-            .expect("flow")
-            .with_salt(0x5a5a),
-        Protocol::Udp => ProbeFlow::udp((src, flow_id).into(), (dst, 33434).into()).expect("flow"),
-        Protocol::Icmp => ProbeFlow::icmp(src, dst, flow_id).expect("flow"),
-    }
+    let flow = match protocol {
+        Protocol::Tcp => ProbeFlow::tcp((src, flow_id).into(), (dst, 80).into()),
+        Protocol::Udp => ProbeFlow::udp((src, flow_id).into(), (dst, 33434).into()),
+        Protocol::Icmp => ProbeFlow::icmp(src, dst, flow_id),
+    };
+    // A fixed secret per flow id keeps runs deterministic.
+    let secret = FlowSecret::from_bits(0x5a5a_1234_0000_0001 ^ (u64::from(flow_id) * 0x9e37_79b9));
+    flow.expect("flow").with_secret(secret)
 }
 
 pub fn origin() -> Origin {
