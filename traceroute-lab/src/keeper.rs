@@ -94,7 +94,7 @@ fn keep(spec: &str) -> Result<(), LabError> {
             })
             .collect(),
     };
-    // Written before any namespace exists, so cleanup_stale knows they are ours.
+    // Written before any namespace exists, so [`cleanup_stale`] knows they are ours.
     write_state(&state)?;
     let lab = match Lab::up_with_prefix(&topo, &prefix) {
         Ok(lab) => lab,
@@ -187,12 +187,24 @@ fn all_states() -> Vec<(PathBuf, Option<PersistentLab>)> {
     out
 }
 
+/// Removes lab namespaces whose owner is gone: ephemeral labs of dead
+/// processes and persistent labs whose keeper died, and the dead keepers'
+/// state files. Returns the namespaces removed.
+pub fn cleanup_stale() -> Result<Vec<String>, LabError> {
+    let live_persistent = live_namespaces();
+    let removed = netns::remove_namespaces(|ns| {
+        netns::orphaned_ephemeral(ns) || (ns.starts_with("trl-") && !live_persistent.contains(ns))
+    })?;
+    remove_dead_state_files();
+    Ok(removed)
+}
+
 fn alive(s: &PersistentLab) -> bool {
     pid_alive(s.pid, s.start_time)
 }
 
 /// Namespaces owned by live keepers (also while they are starting).
-pub(crate) fn live_namespaces() -> HashSet<String> {
+fn live_namespaces() -> HashSet<String> {
     all_states()
         .into_iter()
         .filter_map(|(_, s)| s)
@@ -202,7 +214,7 @@ pub(crate) fn live_namespaces() -> HashSet<String> {
         .collect()
 }
 
-pub(crate) fn remove_dead_state_files() {
+fn remove_dead_state_files() {
     for (path, state) in all_states() {
         if state.is_none_or(|s| !alive(&s)) {
             let _ = std::fs::remove_file(path);
@@ -233,7 +245,7 @@ pub fn up_persistent_as(topology: &str, name: &str) -> Result<PersistentLab, Lab
     if named(topology).is_none() {
         return Err(unknown_topology(topology));
     }
-    netns::cleanup_stale()?;
+    cleanup_stale()?;
     if let Some(s) = read_state(&state_path(name)).filter(alive) {
         return Err(LabError::Persistent(format!(
             "{name} is already up (keeper pid {})",

@@ -72,7 +72,9 @@ impl Lab {
     /// process and call, so tests can run labs in parallel.
     pub fn up(topology: &Topology) -> Result<Lab, LabError> {
         STALE_CLEANUP.call_once(|| {
-            if let Err(e) = netns::cleanup_stale() {
+            // Persistent labs are the keeper's business (it sits above this
+            // module); here only what dead test processes left behind.
+            if let Err(e) = netns::remove_namespaces(netns::orphaned_ephemeral) {
                 eprintln!("traceroute-lab: cleaning up stale labs: {e}");
             }
         });

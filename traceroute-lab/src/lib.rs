@@ -40,8 +40,13 @@
 //!
 //! Needs root, `ip` (iproute2), `sysctl` (procps) and, for firewall, NAT and
 //! silent routers, `nft` (nftables). After a SIGKILL, [`cleanup_stale`]
-//! removes what the dead process left behind; [`Lab::up`] also runs it once
-//! per process.
+//! removes what the dead process left behind; [`Lab::up`] removes orphaned
+//! ephemeral labs once per process.
+//!
+//! Modules, bottom up (each uses only those before it): `topology` (what to
+//! build) → `plan` (addresses, routes, ground truth) → `netns` (namespace
+//! primitives) → `delay`, `services` → `lab` (an ephemeral lab) → `named`
+//! (the built-in topologies) → `keeper` (persistent labs).
 
 mod delay;
 pub mod keeper;
@@ -52,9 +57,10 @@ mod plan;
 mod services;
 mod topology;
 
+pub use keeper::cleanup_stale;
 pub use lab::{Interface, Lab};
 pub use named::{NAMES, named};
-pub use netns::{cleanup_stale, enter_netns, require_tool};
+pub use netns::{enter_netns, require_tool};
 pub use plan::Hop;
 pub use topology::{Family, Hook, IcmpRateLimit, NodeKind, Prefix, Proto, Topology};
 

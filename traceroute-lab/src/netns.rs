@@ -171,27 +171,23 @@ pub(crate) fn ephemeral_owner(ns: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Removes lab namespaces whose owner is gone: ephemeral labs of dead
-/// processes (e.g. a test run killed with SIGKILL) and persistent labs whose
-/// keeper died. Returns the namespaces removed.
-pub fn cleanup_stale() -> Result<Vec<String>, LabError> {
-    let live_persistent = crate::keeper::live_namespaces();
+/// Removes every lab namespace (`trl…`) for which `stale` holds; returns
+/// their names.
+pub(crate) fn remove_namespaces(stale: impl Fn(&str) -> bool) -> Result<Vec<String>, LabError> {
     let mut removed = Vec::new();
     for ns in list_netns() {
-        let stale = if let Some(pid) = ephemeral_owner(&ns) {
-            !pid_alive(pid, None)
-        } else if ns.starts_with("trl-") {
-            !live_persistent.contains(&ns)
-        } else {
-            false
-        };
-        if stale {
+        if ns.starts_with("trl") && stale(&ns) {
             del_netns(&ns)?;
             removed.push(ns);
         }
     }
-    crate::keeper::remove_dead_state_files();
     Ok(removed)
+}
+
+/// Whether `ns` is an ephemeral lab namespace of a process that is gone
+/// (e.g. a test run killed with SIGKILL).
+pub(crate) fn orphaned_ephemeral(ns: &str) -> bool {
+    ephemeral_owner(ns).is_some_and(|pid| !pid_alive(pid, None))
 }
 
 #[cfg(test)]

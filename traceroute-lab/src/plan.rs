@@ -113,280 +113,124 @@ const MAX_TARGET_NODES: usize = 32;
 /// A /22 minus its first and last address.
 const MAX_TARGETS: u16 = 1022;
 
-impl Plan {
-    pub fn new(t: &Topology) -> Result<Plan, LabError> {
-        let err = |m: String| Err(LabError::Topology(format!("{}: {m}", t.name)));
-        if !t.ipv4 && !t.ipv6 {
-            return err("both address families are disabled".into());
-        }
+/// A topology error naming the topology.
+fn invalid(t: &Topology, message: impl std::fmt::Display) -> LabError {
+    LabError::Topology(format!("{}: {message}", t.name))
+}
+
+/// Node names → indexes, validated.
+struct Names<'t> {
+    t: &'t Topology,
+    index: BTreeMap<String, usize>,
+}
+
+impl<'t> Names<'t> {
+    fn new(t: &'t Topology) -> Result<Self, LabError> {
         let mut index = BTreeMap::new();
         for (i, n) in t.nodes.iter().enumerate() {
             if !valid_name(&n.name) {
-                return err(format!(
-                    "node name {:?} must be 1-32 characters of [A-Za-z0-9_-]",
-                    n.name
+                return Err(invalid(
+                    t,
+                    format!(
+                        "node name {:?} must be 1-32 characters of [A-Za-z0-9_-]",
+                        n.name
+                    ),
                 ));
             }
             if index.insert(n.name.clone(), i).is_some() {
-                return err(format!("node {:?} declared twice", n.name));
+                return Err(invalid(t, format!("node {:?} declared twice", n.name)));
             }
         }
-        let node = |name: &str| -> Result<usize, LabError> {
-            index
-                .get(name)
-                .copied()
-                .ok_or_else(|| LabError::Topology(format!("{}: unknown node {name:?}", t.name)))
-        };
-        if t.links.len() > MAX_LINKS {
-            return err(format!("at most {MAX_LINKS} links"));
-        }
-        let mut links = Vec::new();
-        for (i, l) in t.links.iter().enumerate() {
-            let (a, b) = (node(&l.a)?, node(&l.b)?);
-            if a == b {
-                return err(format!("link from {:?} to itself", l.a));
-            }
-            links.push(PLink {
-                a,
-                b,
-                number: i + 1,
-                v4: None,
-                v6: None,
-                delay: l.delay,
-            });
-        }
-        let n_nodes = t.nodes.len();
-        // adj[x] = (link, peer) for every link of x, in declaration order.
-        let adj: Vec<Vec<(usize, usize)>> = (0..n_nodes)
-            .map(|x| {
-                links
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| l.a == x || l.b == x)
-                    .map(|(k, l)| (k, l.other(x)))
-                    .collect()
-            })
-            .collect();
-        let adjacency = |x: usize| adj[x].clone();
+        Ok(Names { t, index })
+    }
 
-        // NAT: links behind a NAT router are private and invisible from outside.
-        let mut inside_link = vec![false; links.len()];
-        let mut hidden = vec![vec![false; links.len()]; n_nodes]; // hidden[node][link]
-        let mut nat_out: Vec<Vec<usize>> = vec![Vec::new(); n_nodes];
-        for (r, out) in &t.nat {
-            let (r, out) = (node(r)?, node(out)?);
-            if t.nodes[r].kind != NodeKind::Router {
-                return err(format!("NAT node {:?} is not a router", t.nodes[r].name));
-            }
-            let out_links: Vec<usize> = adjacency(r)
-                .into_iter()
-                .filter(|&(_, p)| p == out)
-                .map(|(k, _)| k)
-                .collect();
-            if out_links.is_empty() {
-                return err(format!(
-                    "NAT {:?}: {:?} is not a neighbour",
-                    t.nodes[r].name, t.nodes[out].name
-                ));
-            }
-            // Nodes reachable from the router's inside neighbours without crossing it.
-            let mut inside = vec![false; n_nodes];
-            let mut queue: VecDeque<usize> = adjacency(r)
-                .into_iter()
-                .filter(|&(_, p)| p != out)
-                .map(|(_, p)| p)
-                .collect();
-            while let Some(x) = queue.pop_front() {
-                if x == r || inside[x] {
-                    continue;
-                }
-                inside[x] = true;
-                queue.extend(adjacency(x).into_iter().map(|(_, p)| p));
-            }
-            if inside[out] {
-                return err(format!(
-                    "NAT {:?}: the inside reaches {:?} without crossing the NAT",
-                    t.nodes[r].name, t.nodes[out].name
-                ));
-            }
-            for (k, l) in links.iter().enumerate() {
-                let is_inside = !out_links.contains(&k)
-                    && (inside[l.a] || l.a == r)
-                    && (inside[l.b] || l.b == r);
-                if is_inside {
-                    inside_link[k] = true;
-                    for x in 0..n_nodes {
-                        if x != r && !inside[x] {
-                            hidden[x][k] = true;
-                        }
-                    }
-                }
-            }
-            nat_out[r].extend(out_links);
-        }
+    fn get(&self, name: &str) -> Result<usize, LabError> {
+        self.index
+            .get(name)
+            .copied()
+            .ok_or_else(|| invalid(self.t, format!("unknown node {name:?}")))
+    }
+}
 
-        for (k, l) in links.iter_mut().enumerate() {
-            let i = l.number as u32;
-            let (v4_base, v6_base) = if inside_link[k] {
-                ([198u8, 19], 0x2001_0db8_0001u128)
-            } else {
-                ([198u8, 18], 0x2001_0db8_0000u128)
-            };
-            if t.ipv4 {
-                let a = Ipv4Addr::new(v4_base[0], v4_base[1], i as u8, 0);
-                l.v4 = Some(Prefix::new(a.into(), 24)?);
-            }
-            if t.ipv6 {
-                let a = Ipv6Addr::from((v6_base << 80) | (u128::from(i) << 64));
-                l.v6 = Some(Prefix::new(a.into(), 64)?);
-            }
-        }
+/// What NAT routers hide: links behind a NAT are private and invisible from
+/// outside.
+struct Nat {
+    /// Per link: behind some NAT.
+    inside_link: Vec<bool>,
+    /// `hidden[node][link]`: the node cannot route to the link.
+    hidden: Vec<Vec<bool>>,
+    /// Per node: the links it masquerades on.
+    out_links: Vec<Vec<usize>>,
+}
 
-        let mut nodes: Vec<PNode> = t
-            .nodes
-            .iter()
-            .map(|n| PNode {
-                name: n.name.clone(),
-                kind: n.kind,
-                forwarding: n.kind == NodeKind::Router,
-                silent: false,
-                ifaces: Vec::new(),
-                routes: Vec::new(),
-                rate_limit: t.default_rate_limit,
-                sysctls: Vec::new(),
-                drops: Vec::new(),
-                nat_out: Vec::new(),
-                tcp_listen: Vec::new(),
-                udp_echo: Vec::new(),
-                target_block: None,
-                targets: Vec::new(),
-            })
-            .collect();
-
-        // Interfaces: `to-<peer>` when unambiguous and short enough, else `eth<k>`.
-        for (x, pn) in nodes.iter_mut().enumerate() {
-            let adj = adjacency(x);
-            for (k, &(link, peer)) in adj.iter().enumerate() {
-                let peer_name = &t.nodes[peer].name;
-                let unique = adj.iter().filter(|&&(_, p)| p == peer).count() == 1;
-                let ifname = if unique && peer_name.len() <= 12 {
-                    format!("to-{peer_name}")
-                } else {
-                    format!("eth{k}")
-                };
-                let l = &links[link];
-                let host = if l.a == x { 1 } else { 2 };
-                pn.ifaces.push(Iface {
-                    link,
-                    peer,
-                    ifname,
-                    v4: l.v4.map(|p| host_addr4(p, host)),
-                    v6: l.v6.map(|p| host_addr6(p, host)),
-                });
-                if l.delay.is_some() {
-                    pn.forwarding = true;
-                }
-            }
-            pn.nat_out = nat_out[x]
+/// `adj[x]` = (link, peer) for every link of node x, in declaration order.
+fn adjacency(links: &[PLink], n_nodes: usize) -> Vec<Vec<(usize, usize)>> {
+    (0..n_nodes)
+        .map(|x| {
+            links
                 .iter()
-                .map(|&k| {
-                    pn.ifaces
-                        .iter()
-                        .find(|i| i.link == k)
-                        .unwrap()
-                        .ifname
-                        .clone()
-                })
-                .collect();
-        }
+                .enumerate()
+                .filter(|(_, l)| l.a == x || l.b == x)
+                .map(|(k, l)| (k, l.other(x)))
+                .collect()
+        })
+        .collect()
+}
 
-        for s in &t.silent {
-            nodes[node(s)?].silent = true;
+impl Plan {
+    /// Plans `t` step by step: links, NAT, addresses, nodes and their
+    /// interfaces, per-node options, target blocks, routes.
+    pub fn new(t: &Topology) -> Result<Plan, LabError> {
+        if !t.ipv4 && !t.ipv6 {
+            return Err(invalid(t, "both address families are disabled"));
         }
-        for (n, port) in &t.tcp_listen {
-            nodes[node(n)?].tcp_listen.push(*port);
-        }
-        for (n, port) in &t.udp_echo {
-            nodes[node(n)?].udp_echo.push(*port);
-        }
-        for (n, limit) in &t.rate_limits {
-            nodes[node(n)?].rate_limit = Some(*limit);
-        }
-        for d in &t.drops {
-            nodes[node(&d.node)?].drops.push(d.clone());
-        }
-        for (n, k, v) in &t.sysctls {
-            if !k
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
-                || v.contains(char::is_whitespace)
-            {
-                return err(format!("bad sysctl {k}={v}"));
-            }
-            nodes[node(n)?].sysctls.push((k.clone(), v.clone()));
-        }
-
-        if !t.targets.is_empty() && !t.ipv4 {
-            return err("targets are IPv4 addresses, but IPv4 is disabled".into());
-        }
-        if t.targets.len() > MAX_TARGET_NODES {
-            return err(format!("at most {MAX_TARGET_NODES} nodes with targets"));
-        }
-        for (k, (n, count)) in t.targets.iter().enumerate() {
-            let pn = &mut nodes[node(n)?];
-            if pn.target_block.is_some() {
-                return err(format!("targets of {n:?} declared twice"));
-            }
-            if !(1..=MAX_TARGETS).contains(count) {
-                return err(format!("{count} targets for {n:?}: want 1..={MAX_TARGETS}"));
-            }
-            let base = u32::from(TARGET_BASE) + ((k as u32) << (32 - TARGET_BLOCK_LEN));
-            let block = Prefix::new(IpAddr::V4(base.into()), TARGET_BLOCK_LEN)?;
-            if let Some(l) = links.iter().find(|l| {
-                l.v4.is_some_and(|p| p.contains(block.addr) || block.contains(p.addr))
-            }) {
-                return err(format!(
-                    "target block {block} of {n:?} overlaps link {} ({})",
-                    l.number,
-                    l.v4.expect("checked")
-                ));
-            }
-            pn.target_block = Some(block);
-            pn.targets = (1..=u32::from(*count))
-                .map(|i| Ipv4Addr::from(base + i))
-                .collect();
-        }
-
+        let names = Names::new(t)?;
+        let mut links = plan_links(&names)?;
+        let adj = adjacency(&links, t.nodes.len());
+        let nat = find_nat(&names, &links, &adj)?;
+        address_links(t, &mut links, &nat.inside_link)?;
+        let mut nodes = plan_nodes(t, &links, &adj, &nat.out_links);
+        apply_node_options(&names, &mut nodes)?;
+        assign_targets(&names, &mut nodes, &links)?;
         let mut plan = Plan {
             nodes,
             links,
             ipv4: t.ipv4,
             ipv6: t.ipv6,
         };
-        plan.compute_routes(&hidden);
-        plan.compute_target_routes(&hidden);
+        plan.compute_routes(&nat.hidden);
+        plan.compute_target_routes(&nat.hidden);
+        plan.add_static_routes(&names)?;
+        Ok(plan)
+    }
 
+    /// Static routes replace computed ones for the same prefix.
+    fn add_static_routes(&mut self, names: &Names<'_>) -> Result<(), LabError> {
+        let t = names.t;
         for sr in &t.static_routes {
-            let x = node(&sr.node)?;
+            let x = names.get(&sr.node)?;
             let prefix: Prefix = sr.prefix.parse()?;
             let family = prefix.family();
-            if !plan.has_family(family) {
-                return err(format!("static route {prefix}: {family} is disabled"));
+            if !self.has_family(family) {
+                return Err(invalid(
+                    t,
+                    format!("static route {prefix}: {family} is disabled"),
+                ));
             }
             let mut nexthops = Vec::new();
             for v in &sr.via {
-                let peer = node(v)?;
-                let iface = plan.nodes[x]
+                let peer = names.get(v)?;
+                let iface = self.nodes[x]
                     .ifaces
                     .iter()
                     .find(|i| i.peer == peer)
                     .ok_or_else(|| {
-                        LabError::Topology(format!(
-                            "{}: static route at {:?}: {v:?} is not a neighbour",
-                            t.name, sr.node
-                        ))
+                        invalid(
+                            t,
+                            format!("static route at {:?}: {v:?} is not a neighbour", sr.node),
+                        )
                     })?;
-                let via = plan.nodes[peer]
+                let via = self.nodes[peer]
                     .ifaces
                     .iter()
                     .find(|i| i.link == iface.link)
@@ -399,16 +243,16 @@ impl Plan {
                 });
             }
             if nexthops.is_empty() {
-                return err(format!(
-                    "static route {prefix} at {:?} has no next hop",
-                    sr.node
+                return Err(invalid(
+                    t,
+                    format!("static route {prefix} at {:?} has no next hop", sr.node),
                 ));
             }
-            let routes = &mut plan.nodes[x].routes;
+            let routes = &mut self.nodes[x].routes;
             routes.retain(|r| r.prefix != prefix);
             routes.push(Route { prefix, nexthops });
         }
-        Ok(plan)
+        Ok(())
     }
 
     pub fn has_family(&self, f: Family) -> bool {
@@ -657,6 +501,267 @@ impl Plan {
             self.nodes[from].name, self.nodes[to].name
         )))
     }
+}
+
+/// The topology's links, numbered from 1, without addresses yet.
+fn plan_links(names: &Names<'_>) -> Result<Vec<PLink>, LabError> {
+    let t = names.t;
+    if t.links.len() > MAX_LINKS {
+        return Err(invalid(t, format!("at most {MAX_LINKS} links")));
+    }
+    let mut links = Vec::new();
+    for (i, l) in t.links.iter().enumerate() {
+        let (a, b) = (names.get(&l.a)?, names.get(&l.b)?);
+        if a == b {
+            return Err(invalid(t, format!("link from {:?} to itself", l.a)));
+        }
+        links.push(PLink {
+            a,
+            b,
+            number: i + 1,
+            v4: None,
+            v6: None,
+            delay: l.delay,
+        });
+    }
+    Ok(links)
+}
+
+/// Which links each NAT router hides, from whom.
+fn find_nat(
+    names: &Names<'_>,
+    links: &[PLink],
+    adj: &[Vec<(usize, usize)>],
+) -> Result<Nat, LabError> {
+    let t = names.t;
+    let n_nodes = t.nodes.len();
+    let mut nat = Nat {
+        inside_link: vec![false; links.len()],
+        hidden: vec![vec![false; links.len()]; n_nodes],
+        out_links: vec![Vec::new(); n_nodes],
+    };
+    for (r, out) in &t.nat {
+        let (r, out) = (names.get(r)?, names.get(out)?);
+        let router = &t.nodes[r].name;
+        if t.nodes[r].kind != NodeKind::Router {
+            return Err(invalid(t, format!("NAT node {router:?} is not a router")));
+        }
+        let out_links: Vec<usize> = adj[r]
+            .iter()
+            .filter(|&&(_, p)| p == out)
+            .map(|&(k, _)| k)
+            .collect();
+        if out_links.is_empty() {
+            return Err(invalid(
+                t,
+                format!("NAT {router:?}: {:?} is not a neighbour", t.nodes[out].name),
+            ));
+        }
+        // Nodes reachable from the router's inside neighbours without crossing it.
+        let mut inside = vec![false; n_nodes];
+        let mut queue: VecDeque<usize> = adj[r]
+            .iter()
+            .filter(|&&(_, p)| p != out)
+            .map(|&(_, p)| p)
+            .collect();
+        while let Some(x) = queue.pop_front() {
+            if x == r || inside[x] {
+                continue;
+            }
+            inside[x] = true;
+            queue.extend(adj[x].iter().map(|&(_, p)| p));
+        }
+        if inside[out] {
+            return Err(invalid(
+                t,
+                format!(
+                    "NAT {router:?}: the inside reaches {:?} without crossing the NAT",
+                    t.nodes[out].name
+                ),
+            ));
+        }
+        for (k, l) in links.iter().enumerate() {
+            let is_inside =
+                !out_links.contains(&k) && (inside[l.a] || l.a == r) && (inside[l.b] || l.b == r);
+            if is_inside {
+                nat.inside_link[k] = true;
+                for x in 0..n_nodes {
+                    if x != r && !inside[x] {
+                        nat.hidden[x][k] = true;
+                    }
+                }
+            }
+        }
+        nat.out_links[r].extend(out_links);
+    }
+    Ok(nat)
+}
+
+/// Link `i` gets `198.18.i.0/24` and `2001:db8:0:i::/64`; behind a NAT
+/// `198.19.i.0/24` and `2001:db8:1:i::/64`.
+fn address_links(t: &Topology, links: &mut [PLink], inside_link: &[bool]) -> Result<(), LabError> {
+    for (k, l) in links.iter_mut().enumerate() {
+        let i = l.number as u32;
+        let (v4_base, v6_base) = if inside_link[k] {
+            ([198u8, 19], 0x2001_0db8_0001u128)
+        } else {
+            ([198u8, 18], 0x2001_0db8_0000u128)
+        };
+        if t.ipv4 {
+            let a = Ipv4Addr::new(v4_base[0], v4_base[1], i as u8, 0);
+            l.v4 = Some(Prefix::new(a.into(), 24)?);
+        }
+        if t.ipv6 {
+            let a = Ipv6Addr::from((v6_base << 80) | (u128::from(i) << 64));
+            l.v6 = Some(Prefix::new(a.into(), 64)?);
+        }
+    }
+    Ok(())
+}
+
+/// Nodes with their interfaces: `to-<peer>` when unambiguous and short
+/// enough, else `eth<k>`; host 1 on a link's first node, 2 on its second.
+fn plan_nodes(
+    t: &Topology,
+    links: &[PLink],
+    adj: &[Vec<(usize, usize)>],
+    nat_out: &[Vec<usize>],
+) -> Vec<PNode> {
+    let mut nodes: Vec<PNode> = t
+        .nodes
+        .iter()
+        .map(|n| PNode {
+            name: n.name.clone(),
+            kind: n.kind,
+            forwarding: n.kind == NodeKind::Router,
+            silent: false,
+            ifaces: Vec::new(),
+            routes: Vec::new(),
+            rate_limit: t.default_rate_limit,
+            sysctls: Vec::new(),
+            drops: Vec::new(),
+            nat_out: Vec::new(),
+            tcp_listen: Vec::new(),
+            udp_echo: Vec::new(),
+            target_block: None,
+            targets: Vec::new(),
+        })
+        .collect();
+    for (x, pn) in nodes.iter_mut().enumerate() {
+        let adj = &adj[x];
+        for (k, &(link, peer)) in adj.iter().enumerate() {
+            let peer_name = &t.nodes[peer].name;
+            let unique = adj.iter().filter(|&&(_, p)| p == peer).count() == 1;
+            let ifname = if unique && peer_name.len() <= 12 {
+                format!("to-{peer_name}")
+            } else {
+                format!("eth{k}")
+            };
+            let l = &links[link];
+            let host = if l.a == x { 1 } else { 2 };
+            pn.ifaces.push(Iface {
+                link,
+                peer,
+                ifname,
+                v4: l.v4.map(|p| host_addr4(p, host)),
+                v6: l.v6.map(|p| host_addr6(p, host)),
+            });
+            if l.delay.is_some() {
+                pn.forwarding = true;
+            }
+        }
+        pn.nat_out = nat_out[x]
+            .iter()
+            .map(|&k| {
+                pn.ifaces
+                    .iter()
+                    .find(|i| i.link == k)
+                    .expect("a NAT's out link is one of its interfaces")
+                    .ifname
+                    .clone()
+            })
+            .collect();
+    }
+    nodes
+}
+
+/// Silence, listeners, rate limits, drop rules and sysctls.
+fn apply_node_options(names: &Names<'_>, nodes: &mut [PNode]) -> Result<(), LabError> {
+    let t = names.t;
+    for s in &t.silent {
+        nodes[names.get(s)?].silent = true;
+    }
+    for (n, port) in &t.tcp_listen {
+        nodes[names.get(n)?].tcp_listen.push(*port);
+    }
+    for (n, port) in &t.udp_echo {
+        nodes[names.get(n)?].udp_echo.push(*port);
+    }
+    for (n, limit) in &t.rate_limits {
+        nodes[names.get(n)?].rate_limit = Some(*limit);
+    }
+    for d in &t.drops {
+        nodes[names.get(&d.node)?].drops.push(d.clone());
+    }
+    for (n, k, v) in &t.sysctls {
+        if !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+            || v.contains(char::is_whitespace)
+        {
+            return Err(invalid(t, format!("bad sysctl {k}={v}")));
+        }
+        nodes[names.get(n)?].sysctls.push((k.clone(), v.clone()));
+    }
+    Ok(())
+}
+
+/// Target blocks: the k-th node with targets gets `198.19.(128 + 4k).0/22`.
+fn assign_targets(names: &Names<'_>, nodes: &mut [PNode], links: &[PLink]) -> Result<(), LabError> {
+    let t = names.t;
+    if !t.targets.is_empty() && !t.ipv4 {
+        return Err(invalid(
+            t,
+            "targets are IPv4 addresses, but IPv4 is disabled",
+        ));
+    }
+    if t.targets.len() > MAX_TARGET_NODES {
+        return Err(invalid(
+            t,
+            format!("at most {MAX_TARGET_NODES} nodes with targets"),
+        ));
+    }
+    for (k, (n, count)) in t.targets.iter().enumerate() {
+        let pn = &mut nodes[names.get(n)?];
+        if pn.target_block.is_some() {
+            return Err(invalid(t, format!("targets of {n:?} declared twice")));
+        }
+        if !(1..=MAX_TARGETS).contains(count) {
+            return Err(invalid(
+                t,
+                format!("{count} targets for {n:?}: want 1..={MAX_TARGETS}"),
+            ));
+        }
+        let base = u32::from(TARGET_BASE) + ((k as u32) << (32 - TARGET_BLOCK_LEN));
+        let block = Prefix::new(IpAddr::V4(base.into()), TARGET_BLOCK_LEN)?;
+        if let Some(l) = links.iter().find(|l| {
+            l.v4.is_some_and(|p| p.contains(block.addr) || block.contains(p.addr))
+        }) {
+            return Err(invalid(
+                t,
+                format!(
+                    "target block {block} of {n:?} overlaps link {} ({})",
+                    l.number,
+                    l.v4.expect("checked")
+                ),
+            ));
+        }
+        pn.target_block = Some(block);
+        pn.targets = (1..=u32::from(*count))
+            .map(|i| Ipv4Addr::from(base + i))
+            .collect();
+    }
+    Ok(())
 }
 
 fn valid_name(s: &str) -> bool {
