@@ -585,9 +585,9 @@ fn find_nat(
                 !out_links.contains(&k) && (inside[l.a] || l.a == r) && (inside[l.b] || l.b == r);
             if is_inside {
                 nat.inside_link[k] = true;
-                for x in 0..n_nodes {
+                for (x, hidden) in nat.hidden.iter_mut().enumerate() {
                     if x != r && !inside[x] {
-                        nat.hidden[x][k] = true;
+                        hidden[k] = true;
                     }
                 }
             }

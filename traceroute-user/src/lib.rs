@@ -7,6 +7,7 @@
 //! correlation → [`path`] assembly of the `NetworkPath` record → [`sinks`].
 
 pub mod capture;
+pub mod error;
 pub mod packet;
 pub mod path;
 pub mod probe;

@@ -105,14 +105,8 @@ fn main() -> ExitCode {
                 );
             }
             // Bad input is a usage error, like clap's own: exit code 2.
-            let usage = e
-                .downcast_ref::<TraceError>()
-                .is_some_and(|t| t.code() == "INVALID_REQUEST");
-            if usage {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            e.downcast_ref::<TraceError>()
+                .map_or(ExitCode::FAILURE, |t| ExitCode::from(t.code().exit_code()))
         }
     }
 }

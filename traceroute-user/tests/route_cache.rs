@@ -189,12 +189,12 @@ fn rejecting_routes_and_missing_routes_are_errors() {
         for dst in ["198.19.2.1", "198.19.3.1", "2001:db8:2::1"] {
             let err = cache.lookup(ip(dst)).await.unwrap_err();
             assert_eq!(err, RouteError::NoRoute(ip(dst)));
-            assert_eq!(err.code(), "NETUNREACH");
+            assert_eq!(err.code().as_str(), "NETUNREACH");
         }
         for dst in ["198.19.4.1", "2001:db8:4::1"] {
             let err = cache.lookup(ip(dst)).await.unwrap_err();
             assert_eq!(err, RouteError::HostUnreachable(ip(dst)));
-            assert_eq!(err.code(), "HOSTUNREACH");
+            assert_eq!(err.code().as_str(), "HOSTUNREACH");
         }
 
         // Reachable now, not once the default routes are gone: the cached

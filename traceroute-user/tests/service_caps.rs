@@ -97,3 +97,33 @@ fn without_cap_bpf_the_service_falls_back_to_socket_capture() {
     let status = agent.stop();
     assert!(status.success(), "{status}\n{}", agent.log());
 }
+
+#[test]
+fn without_cap_net_raw_a_trace_is_denied_and_names_the_capability() {
+    let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
+    // Kernel capture works; raw probes cannot be sent.
+    let mut agent = start_as_nobody(&lab, "+net_admin,+bpf,+perfmon");
+    let (_, eff) = caps_of(agent.pid());
+    assert_eq!(eff & NET_RAW, 0);
+    assert_eq!(agent.get("/health").json()["capture"], "kernel");
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    for attempt in 0..2 {
+        // The second answer comes from the cached socket error.
+        let r = agent.get(&format!(
+            "/traceroute/{dst}?{}",
+            client_query(0, 5, 200_000_000, "UDP", 1)
+        ));
+        let body = r.json();
+        assert_eq!(
+            (r.status, body["code"].as_str()),
+            (500, Some("DENIED")),
+            "attempt {attempt}: {body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("CAP_NET_RAW"),
+            "{body}"
+        );
+    }
+    let status = agent.stop();
+    assert!(status.success(), "{status}\n{}", agent.log());
+}

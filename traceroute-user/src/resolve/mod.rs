@@ -7,6 +7,7 @@
 //! Every resolver call is bounded by a timeout so a dead DNS server can never
 //! hang a request.
 
+use crate::error::ErrorCode;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -135,11 +136,15 @@ pub enum ResolveError {
 
 impl ResolveError {
     /// The API error code (`{"code": ...}` in HTTP error bodies).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ResolveError::InvalidHost { .. } | ResolveError::Unusable { .. } => "INVALID_REQUEST",
-            ResolveError::NotFound { .. } | ResolveError::NoAddressInFamily { .. } => "DNS",
-            ResolveError::Timeout { .. } => "TIMEOUT",
+            ResolveError::InvalidHost { .. } | ResolveError::Unusable { .. } => {
+                ErrorCode::InvalidRequest
+            }
+            ResolveError::NotFound { .. } | ResolveError::NoAddressInFamily { .. } => {
+                ErrorCode::Dns
+            }
+            ResolveError::Timeout { .. } => ErrorCode::Timeout,
         }
     }
 
@@ -462,7 +467,7 @@ mod tests {
         ];
         for (host, why) in bad {
             let err = validate_host(host).expect_err(host);
-            assert_eq!(err.code(), "INVALID_REQUEST");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest);
             let msg = err.to_string();
             assert!(
                 msg.contains(why),
@@ -492,7 +497,7 @@ mod tests {
             ("::ffff:233.252.0.1", "multicast"),
         ] {
             let err = parse_literal(host).expect_err(host);
-            assert_eq!(err.code(), "INVALID_REQUEST", "{host}");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest, "{host}");
             assert!(err.to_string().contains(words), "{host}: {err}");
         }
         assert_eq!(
@@ -506,7 +511,7 @@ mod tests {
             FamilyPreference::Any,
         )
         .unwrap_err();
-        assert_eq!(named.code(), "INVALID_REQUEST");
+        assert_eq!(named.code(), ErrorCode::InvalidRequest);
         assert!(named.to_string().contains("multicast"), "{named}");
         let mixed = select(
             "mixed.lab",
@@ -551,7 +556,7 @@ mod tests {
         ] {
             let err = parse_literal(host).expect_err(host);
             assert!(err.to_string().contains(why), "{host:?}: {err}");
-            assert_eq!(err.code(), "INVALID_REQUEST");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest);
         }
     }
 
@@ -572,11 +577,11 @@ mod tests {
 
         let err = select("h", [v4a], FamilyPreference::V6).unwrap_err();
         assert_eq!(err.to_string(), "h has no IPv6 address");
-        assert_eq!(err.code(), "DNS");
+        assert_eq!(err.code(), ErrorCode::Dns);
         // A sinkholed name: the resolver's answer is no destination.
         let err = select("h", ["0.0.0.0".parse().unwrap()], FamilyPreference::Any).unwrap_err();
         assert!(matches!(err, ResolveError::Unusable { .. }), "{err}");
-        assert_eq!(err.code(), "INVALID_REQUEST");
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
     }
 
     /// Both are used from tasks of a multi-threaded runtime.
@@ -594,13 +599,13 @@ mod tests {
             host: "h".into(),
             after: Duration::from_millis(1500),
         };
-        assert_eq!(t.code(), "TIMEOUT");
+        assert_eq!(t.code(), ErrorCode::Timeout);
         assert_eq!(t.to_string(), "resolving h timed out after 1500 ms");
         let n = ResolveError::NotFound {
             host: "h".into(),
             detail: "x".into(),
         };
-        assert_eq!(n.code(), "DNS");
+        assert_eq!(n.code(), ErrorCode::Dns);
     }
 
     #[test]

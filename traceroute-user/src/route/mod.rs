@@ -13,6 +13,7 @@
 mod monitor;
 mod query;
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -178,14 +179,14 @@ pub enum RouteError {
 
 impl RouteError {
     /// The API error code (`{"code": ...}` in HTTP error bodies).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            RouteError::NoRoute(_) => "NETUNREACH",
-            RouteError::HostUnreachable(_) => "HOSTUNREACH",
+            RouteError::NoRoute(_) => ErrorCode::Netunreach,
+            RouteError::HostUnreachable(_) => ErrorCode::Hostunreach,
             RouteError::NoSourceAddress { .. }
             | RouteError::Netlink(_)
             | RouteError::Unexpected(_)
-            | RouteError::Timeout(_) => "UNKNOWN",
+            | RouteError::Timeout(_) => ErrorCode::Unknown,
         }
     }
 
@@ -458,17 +459,20 @@ mod tests {
     #[test]
     fn error_codes() {
         let ip: IpAddr = "198.18.0.1".parse().unwrap();
-        assert_eq!(RouteError::NoRoute(ip).code(), "NETUNREACH");
-        assert_eq!(RouteError::HostUnreachable(ip).code(), "HOSTUNREACH");
-        assert_eq!(RouteError::Netlink("x".into()).code(), "UNKNOWN");
-        assert_eq!(RouteError::Timeout(ip).code(), "UNKNOWN");
+        assert_eq!(RouteError::NoRoute(ip).code(), ErrorCode::Netunreach);
+        assert_eq!(
+            RouteError::HostUnreachable(ip).code(),
+            ErrorCode::Hostunreach
+        );
+        assert_eq!(RouteError::Netlink("x".into()).code(), ErrorCode::Unknown);
+        assert_eq!(RouteError::Timeout(ip).code(), ErrorCode::Unknown);
         assert_eq!(
             RouteError::NoSourceAddress {
                 destination: ip,
                 interface: "v0".into()
             }
             .code(),
-            "UNKNOWN"
+            ErrorCode::Unknown
         );
         assert_eq!(
             RouteError::NoRoute(ip).to_string(),

@@ -356,6 +356,7 @@ async fn dump_neighbour_mac(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use std::net::Ipv4Addr;
 
     fn dst() -> IpAddr {
@@ -405,9 +406,9 @@ mod tests {
         ));
 
         for (kind, code) in [
-            (RouteType::Unreachable, "HOSTUNREACH"),
-            (RouteType::BlackHole, "NETUNREACH"),
-            (RouteType::Prohibit, "NETUNREACH"),
+            (RouteType::Unreachable, ErrorCode::Hostunreach),
+            (RouteType::BlackHole, ErrorCode::Netunreach),
+            (RouteType::Prohibit, ErrorCode::Netunreach),
         ] {
             msg.header.kind = kind;
             assert_eq!(decision_from(dst(), &msg).unwrap_err().code(), code);

@@ -24,6 +24,7 @@ use super::config::{
 };
 use super::metrics::Origin;
 use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared};
+use crate::error::ErrorCode;
 use crate::probe::{Protocol, Ttl};
 use crate::resolve;
 use crate::resolve::FamilyPreference;
@@ -46,25 +47,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// The HTTP status of an error code.
-pub fn status_of(code: &str) -> StatusCode {
-    match code {
-        "INVALID_REQUEST" | "NOT_SUPPORTED" => StatusCode::BAD_REQUEST,
-        "NOT_FOUND" => StatusCode::NOT_FOUND,
-        "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
-        "URI_TOO_LONG" => StatusCode::URI_TOO_LONG,
-        "HEADERS_TOO_LARGE" => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        // The request was fine; the resolver or the network said no.
-        "DNS" | "NETUNREACH" | "HOSTUNREACH" => StatusCode::BAD_GATEWAY,
-        "TIMEOUT" => StatusCode::GATEWAY_TIMEOUT,
-        "BUSY" | "SHUTTING_DOWN" => StatusCode::SERVICE_UNAVAILABLE,
-        // DENIED (the agent lacks a privilege), UNKNOWN, anything else: ours.
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
-    code: &'a str,
+    code: ErrorCode,
     message: &'a str,
 }
 
@@ -86,11 +75,11 @@ fn error_response(e: &ServiceError) -> Response {
     .unwrap_or_default();
     let mut r = json_response(status_of(e.code), body);
     match e.code {
-        "BUSY" => {
+        ErrorCode::Busy => {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        "METHOD_NOT_ALLOWED" => {
+        ErrorCode::MethodNotAllowed => {
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET"));
         }
@@ -100,7 +89,7 @@ fn error_response(e: &ServiceError) -> Response {
 }
 
 fn invalid(message: impl Into<String>) -> ServiceError {
-    ServiceError::new("INVALID_REQUEST", message)
+    ServiceError::new(ErrorCode::InvalidRequest, message)
 }
 
 /// A request the connection's head guard refused before routing; its
@@ -128,20 +117,20 @@ async fn route(shared: &Shared, method: &Method, uri: &Uri) -> Result<Response, 
     let query = uri.query().unwrap_or("");
     if path.len() > MAX_PATH || query.len() > MAX_QUERY {
         return Err(ServiceError::new(
-            "URI_TOO_LONG",
+            ErrorCode::UriTooLong,
             format!("path is limited to {MAX_PATH} bytes and the query string to {MAX_QUERY}"),
         ));
     }
     let known = path == "/health" || path == "/metrics" || path.starts_with(TRACE_PREFIX);
     if !known {
         return Err(ServiceError::new(
-            "NOT_FOUND",
+            ErrorCode::NotFound,
             "no such endpoint (GET /traceroute/{host}, /health, /metrics)",
         ));
     }
     if method != Method::GET {
         return Err(ServiceError::new(
-            "METHOD_NOT_ALLOWED",
+            ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed; use GET"),
         ));
     }
@@ -305,7 +294,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 "syn" | "syn_socket" | "prefer_sack" => {}
                 "sack" => {
                     return Err(ServiceError::new(
-                        "NOT_SUPPORTED",
+                        ErrorCode::NotSupported,
                         "tcp_method=sack is not supported; use syn (or prefer_sack, which falls back to syn)",
                     ));
                 }
@@ -391,7 +380,7 @@ async fn resolve_name(shared: &Shared, host: &str) -> Result<Option<IpAddr>, Ser
     }
     let Ok(_lookup) = shared.resolve_slots.try_acquire() else {
         return Err(ServiceError::new(
-            "BUSY",
+            ErrorCode::Busy,
             format!(
                 "{API_RESOLVE_SLOTS} name lookups are already waiting for the resolver; retry later"
             ),
@@ -413,7 +402,7 @@ async fn traceroute(
     let params = parse_params(query)?;
     if shared.is_stopping() {
         return Err(ServiceError::new(
-            "SHUTTING_DOWN",
+            ErrorCode::ShuttingDown,
             "the agent is shutting down",
         ));
     }
@@ -425,7 +414,7 @@ async fn traceroute(
         Err(e) => {
             // A name that does not resolve is a failed run, as it was when the
             // tracer resolved it; a refused lookup slot is not a run.
-            if e.code != "BUSY" {
+            if e.code != ErrorCode::Busy {
                 shared
                     .metrics
                     .start(params.protocol, Origin::Api)
@@ -436,7 +425,7 @@ async fn traceroute(
     };
     let Ok(_permit) = Arc::clone(&shared.api_slots).try_acquire_owned() else {
         return Err(ServiceError::new(
-            "BUSY",
+            ErrorCode::Busy,
             "too many traces in flight; retry later",
         ));
     };
@@ -465,8 +454,9 @@ async fn traceroute(
                 ms,
                 "traceroute"
             );
-            let body = serde_json::to_vec(&path)
-                .map_err(|e| ServiceError::new("UNKNOWN", format!("encoding the record: {e}")))?;
+            let body = serde_json::to_vec(&path).map_err(|e| {
+                ServiceError::new(ErrorCode::Unknown, format!("encoding the record: {e}"))
+            })?;
             Ok(json_response(StatusCode::OK, body))
         }
         Err(e) => {
@@ -474,7 +464,7 @@ async fn traceroute(
                 client_id = params.client_id,
                 host,
                 protocol = %params.protocol,
-                code = e.code,
+                code = e.code.as_str(),
                 ms,
                 "traceroute failed: {}",
                 e.message
@@ -523,12 +513,21 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(status_of("INVALID_REQUEST"), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of("DNS"), StatusCode::BAD_GATEWAY);
-        assert_eq!(status_of("TIMEOUT"), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(status_of("BUSY"), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(status_of("DENIED"), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(status_of("UNKNOWN"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status_of(ErrorCode::InvalidRequest),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(status_of(ErrorCode::Dns), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_of(ErrorCode::Timeout), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status_of(ErrorCode::Busy), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status_of(ErrorCode::Denied),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status_of(ErrorCode::Unknown),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]
@@ -539,7 +538,7 @@ mod tests {
         for bad in ["", "..", "a%2Fb", "a/b", "%ff", "127.1", "a%00b", "x%20y"] {
             assert_eq!(
                 parse_host(bad).unwrap_err().code,
-                "INVALID_REQUEST",
+                ErrorCode::InvalidRequest,
                 "{bad}"
             );
         }

@@ -16,6 +16,7 @@
 //! answers its own errors bare): no endpoint takes a body, so only a client
 //! already sending nonsense gets there.
 
+use crate::error::ErrorCode;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -128,12 +129,15 @@ impl Scanner {
 }
 
 fn malformed(e: httparse::Error) -> Rejection {
-    ServiceError::new("INVALID_REQUEST", format!("malformed HTTP request: {e}"))
+    ServiceError::new(
+        ErrorCode::InvalidRequest,
+        format!("malformed HTTP request: {e}"),
+    )
 }
 
 fn too_large() -> Rejection {
     ServiceError::new(
-        "HEADERS_TOO_LARGE",
+        ErrorCode::HeadersTooLarge,
         format!(
             "the request head is limited to {} KiB and {MAX_HEADERS} headers",
             MAX_HEADER_BYTES / 1024
@@ -148,7 +152,7 @@ fn check_head(head: &[u8]) -> Scan {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return Scan::Reject(ServiceError::new(
-                "INVALID_REQUEST",
+                ErrorCode::InvalidRequest,
                 "malformed HTTP request: incomplete head",
             ));
         }
@@ -170,7 +174,7 @@ fn check_head(head: &[u8]) -> Scan {
                 (Some(n), Body::Length(m)) if n == *m => {}
                 _ => {
                     return Scan::Reject(ServiceError::new(
-                        "INVALID_REQUEST",
+                        ErrorCode::InvalidRequest,
                         "malformed HTTP request: invalid or conflicting Content-Length",
                     ));
                 }
@@ -218,7 +222,7 @@ impl<S> HeadGuard<S> {
     }
 
     fn reject(&mut self, rejection: Rejection) {
-        tracing::debug!(code = rejection.code, "{}", rejection.message);
+        tracing::debug!(code = rejection.code.as_str(), "{}", rejection.message);
         let _ = self.verdict.rejection.set(rejection);
         self.buf = format!(
             "GET {} HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n",
@@ -394,7 +398,7 @@ GET /metrics HTTP/1.1\n\n";
             through(b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nbad header\r\n\r\n")
                 .await;
         let rejected = rejected.expect("rejected");
-        assert_eq!(rejected.code, "INVALID_REQUEST");
+        assert_eq!(rejected.code, ErrorCode::InvalidRequest);
         assert!(rejected.message.contains("header"), "{}", rejected.message);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /health HTTP/1.1\r\n\r\nGET /.rejected/"));
@@ -404,7 +408,7 @@ GET /metrics HTTP/1.1\n\n";
     #[tokio::test]
     async fn garbage_is_refused_at_its_first_line() {
         let (out, rejected) = through(b"\x16\x03\x01\x02\x00 hello\nmore").await;
-        assert_eq!(rejected.map(|r| r.code), Some("INVALID_REQUEST"));
+        assert_eq!(rejected.map(|r| r.code), Some(ErrorCode::InvalidRequest));
         assert!(synthetic(&out));
     }
 
@@ -412,25 +416,25 @@ GET /metrics HTTP/1.1\n\n";
     async fn oversized_heads_and_too_many_headers_are_431() {
         let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(70 * 1024));
         let (out, rejected) = through(big.as_bytes()).await;
-        assert_eq!(rejected.map(|r| r.code), Some("HEADERS_TOO_LARGE"));
+        assert_eq!(rejected.map(|r| r.code), Some(ErrorCode::HeadersTooLarge));
         assert!(synthetic(&out));
 
         // Never-ending head: refused once it passes the limit.
         let endless = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(70 * 1024));
         let (_, rejected) = through(endless.as_bytes()).await;
-        assert_eq!(rejected.map(|r| r.code), Some("HEADERS_TOO_LARGE"));
+        assert_eq!(rejected.map(|r| r.code), Some(ErrorCode::HeadersTooLarge));
 
         let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         let (_, rejected) = through(many.as_bytes()).await;
-        assert_eq!(rejected.map(|r| r.code), Some("HEADERS_TOO_LARGE"));
+        assert_eq!(rejected.map(|r| r.code), Some(ErrorCode::HeadersTooLarge));
     }
 
     #[tokio::test]
     async fn conflicting_lengths_are_refused_and_chunked_bodies_pass_through() {
         let (_, rejected) =
             through(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab").await;
-        assert_eq!(rejected.map(|r| r.code), Some("INVALID_REQUEST"));
+        assert_eq!(rejected.map(|r| r.code), Some(ErrorCode::InvalidRequest));
         let chunked =
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nnot checked\r\n\r\n";
         let (out, rejected) = through(chunked).await;
@@ -462,7 +466,7 @@ GET /metrics HTTP/1.1\n\n";
         assert!(verdict.rejection_for(&verdict.path()).is_none());
         let _ = verdict
             .rejection
-            .set(ServiceError::new("INVALID_REQUEST", "x"));
+            .set(ServiceError::new(ErrorCode::InvalidRequest, "x"));
         assert!(verdict.rejection_for(&verdict.path()).is_some());
         assert!(
             verdict

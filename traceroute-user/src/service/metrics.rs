@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::error::ErrorCode;
 use crate::probe::Protocol;
 use crate::trace::TraceStats;
 use crate::trace::Tracer;
@@ -212,7 +213,13 @@ impl Metrics {
         }
     }
 
-    fn finished(&self, protocol: Protocol, origin: Origin, code: Option<&str>, took: Duration) {
+    fn finished(
+        &self,
+        protocol: Protocol,
+        origin: Origin,
+        code: Option<ErrorCode>,
+        took: Duration,
+    ) {
         let p = protocol.as_str().to_string();
         let o = origin.as_str().to_string();
         self.runs
@@ -288,7 +295,7 @@ pub struct InFlight {
 
 impl InFlight {
     /// Records the outcome: `None` for success, else the error code.
-    pub fn finish(mut self, code: Option<&str>) {
+    pub fn finish(mut self, code: Option<ErrorCode>) {
         self.done = true;
         self.metrics
             .finished(self.protocol, self.origin, code, self.started.elapsed());
@@ -301,7 +308,7 @@ impl Drop for InFlight {
             self.metrics.finished(
                 self.protocol,
                 self.origin,
-                Some("CANCELLED"),
+                Some(ErrorCode::Cancelled),
                 self.started.elapsed(),
             );
         }

@@ -23,6 +23,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
+use crate::error::ErrorCode;
 use crate::path::{E2eProbe, NetworkPath, NoAnswerKind};
 use crate::probe::Ttl;
 use crate::resolve::FamilyPreference;
@@ -34,12 +35,12 @@ use metrics::{Metrics, Origin};
 /// An error with its API code; [`api`] turns it into a status and JSON body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ServiceError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> ServiceError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ServiceError {
         ServiceError {
             code,
             message: message.into(),
@@ -49,7 +50,11 @@ impl ServiceError {
 
 impl From<TraceError> for ServiceError {
     fn from(e: TraceError) -> ServiceError {
-        ServiceError::new(e.code(), e.to_string())
+        let message = match e.missing_privilege() {
+            Some(missing) => format!("{e} ({missing})"),
+            None => e.to_string(),
+        };
+        ServiceError::new(e.code(), message)
     }
 }
 
@@ -158,11 +163,11 @@ impl Shared {
                 path
             }),
             _ = self.cancelled() => Err(ServiceError::new(
-                "SHUTTING_DOWN",
+                ErrorCode::ShuttingDown,
                 "the agent is shutting down; the trace was cancelled",
             )),
             _ = tokio::time::sleep(limit) => Err(ServiceError::new(
-                "TIMEOUT",
+                ErrorCode::Timeout,
                 format!("the trace did not finish within {} ms", limit.as_millis()),
             )),
         };

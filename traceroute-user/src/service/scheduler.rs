@@ -185,7 +185,7 @@ async fn run_target(
             Err(e) => tracing::warn!(
                 host = target.host,
                 protocol = %target.protocol,
-                code = e.code,
+                code = e.code.as_str(),
                 "scheduled trace failed: {}",
                 e.message
             ),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::capture::{Capture, CaptureError, CaptureMode, FlowSubscription, MonotonicTime};
+use crate::error::ErrorCode;
 use crate::path::{
     AttemptOutcome, CaptureInfo, CaptureMethod, E2eProbe, HopObservation,
     Interface as PathInterface, NetworkPath, PathDestination, PathSource, Probing, Run, SharedHop,
@@ -135,18 +136,18 @@ impl TraceError {
     }
 
     /// The error code of the HTTP API contract (DESIGN.md §4).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            TraceError::InvalidRequest(_) => "INVALID_REQUEST",
+            TraceError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             TraceError::Resolve(e) => e.code(),
             TraceError::Route(e) => e.code(),
-            TraceError::Capture(_) => "UNKNOWN",
-            TraceError::Busy { .. } => "BUSY",
+            TraceError::Capture(_) => ErrorCode::Unknown,
+            TraceError::Busy { .. } => ErrorCode::Busy,
             TraceError::Send(e) | TraceError::Port(e) => match e.raw_os_error() {
-                Some(libc::EPERM | libc::EACCES) => "DENIED",
-                Some(libc::ENETUNREACH) => "NETUNREACH",
-                Some(libc::EHOSTUNREACH) => "HOSTUNREACH",
-                _ => "UNKNOWN",
+                Some(libc::EPERM | libc::EACCES) => ErrorCode::Denied,
+                Some(libc::ENETUNREACH) => ErrorCode::Netunreach,
+                Some(libc::EHOSTUNREACH) => ErrorCode::Hostunreach,
+                _ => ErrorCode::Unknown,
             },
         }
     }

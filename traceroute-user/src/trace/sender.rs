@@ -39,7 +39,7 @@ impl ProbeSender {
             Ok(s)
         })
         .as_ref()
-        .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+        .map_err(copy_error)
     }
 
     /// Sends one complete IP packet to `destination`.
@@ -54,5 +54,35 @@ impl ProbeSender {
             )));
         }
         Ok(())
+    }
+}
+
+/// A copy of the socket error every later send reports. It keeps the OS
+/// error number: callers map EPERM to a missing privilege.
+fn copy_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_socket_error_keeps_its_errno() {
+        let denied = io::Error::from_raw_os_error(libc::EPERM);
+        let copy = copy_error(&denied);
+        assert_eq!(copy.raw_os_error(), Some(libc::EPERM));
+        let error = crate::trace::TraceError::Send(copy);
+        assert_eq!(error.code(), crate::error::ErrorCode::Denied);
+        assert!(
+            error
+                .missing_privilege()
+                .is_some_and(|m| m.contains("CAP_NET_RAW"))
+        );
+        let other = copy_error(&io::Error::other("no errno"));
+        assert_eq!(other.to_string(), "no errno");
     }
 }
