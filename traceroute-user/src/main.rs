@@ -13,9 +13,10 @@ use traceroute_user::capture::CaptureMode;
 use traceroute_user::capture::ebpf::EbpfCapture;
 use traceroute_user::capture::interface;
 use traceroute_user::packet::PacketSummary;
-use traceroute_user::probe::{Protocol, Ttl};
-use traceroute_user::resolve::FamilyPreference;
+use traceroute_user::probe::Protocol;
+use traceroute_user::resolve::{self, FamilyPreference};
 use traceroute_user::sinks;
+use traceroute_user::trace::request::{MAX_TTL, PROBES_PER_SECOND, QUERIES, TIMEOUT};
 use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
 #[derive(Parser)]
@@ -158,13 +159,16 @@ struct TraceArgs {
     #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Highest TTL probed.
-    #[arg(short, long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..))]
+    #[arg(short, long, default_value_t = MAX_TTL.default,
+          value_parser = clap::value_parser!(u8).range(i64::from(MAX_TTL.min)..=i64::from(MAX_TTL.max)))]
     max_ttl: u8,
     /// Independent runs, one probe per hop each (traceroute.runs[]).
-    #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
+    #[arg(short, long, default_value_t = QUERIES.default,
+          value_parser = clap::value_parser!(u8).range(i64::from(QUERIES.min)..=i64::from(QUERIES.max)))]
     queries: u8,
     /// How long one probe waits for its answer, in milliseconds.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, default_value_t = TIMEOUT.default.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(TIMEOUT.min.as_millis() as u64..=TIMEOUT.max.as_millis() as u64))]
     timeout_ms: u64,
     /// Output format (default: table on a terminal, JSON otherwise).
     #[arg(long, value_enum)]
@@ -182,7 +186,8 @@ struct TraceArgs {
     #[arg(long)]
     reverse_dns: bool,
     /// Safety rail: most probes per second (each router's ICMP budget paces probing).
-    #[arg(long, default_value_t = traceroute_user::trace::DEFAULT_PROBES_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = PROBES_PER_SECOND.default,
+          value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
     pps: u32,
 }
 
@@ -200,11 +205,19 @@ impl TraceArgs {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let mut request = TraceRequest::new(args.host.clone(), args.protocol());
+    // A bad host is a usage error: say so before loading anything.
+    if resolve::parse_literal(&args.host)
+        .map_err(TraceError::from)?
+        .is_none()
+    {
+        resolve::validate_host(&args.host).map_err(TraceError::from)?;
+    }
+    // clap checked the ranges already (built from the same bounds).
+    let mut request = TraceRequest::new(args.host.clone(), args.protocol())
+        .with_max_ttl(args.max_ttl)?
+        .with_queries(args.queries)?
+        .with_timeout(Duration::from_millis(args.timeout_ms))?;
     request.port = args.port;
-    request.max_ttl = Ttl::new(args.max_ttl).context("max-ttl must be at least 1")?;
-    request.queries = args.queries;
-    request.timeout = Duration::from_millis(args.timeout_ms);
     request.reverse_dns = args.reverse_dns;
     request.family = match (args.ipv4, args.ipv6) {
         (true, _) => FamilyPreference::V4,
@@ -362,7 +375,7 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     capture: Option<CaptureMode>,
     /// Safety rail: most probes per second across all traces.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
     pps: Option<u32>,
     /// `namespace` of every record.
     #[arg(long)]

@@ -19,15 +19,14 @@ use axum::response::Response;
 use axum::{Extension, Router};
 use serde::Serialize;
 
-use super::config::{
-    MAX_E2E_QUERIES, MAX_HOP_TIMEOUT, MAX_QUERIES, MAX_TTL_LIMIT, MIN_HOP_TIMEOUT, parse_protocol,
-};
+use super::config::parse_protocol;
 use super::metrics::Origin;
 use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared};
 use crate::error::ErrorCode;
-use crate::probe::{Protocol, Ttl};
+use crate::probe::Protocol;
 use crate::resolve;
 use crate::resolve::FamilyPreference;
+use crate::trace::request::{self, Bounds, OutOfRange};
 use crate::trace::{RESOLVE_TIMEOUT, TraceRequest};
 
 /// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
@@ -192,16 +191,29 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            protocol: Protocol::Udp,
+            protocol: request::DEFAULT_PROTOCOL,
             port: None,
-            max_ttl: 30,
-            timeout: Duration::from_secs(1),
-            queries: 3,
-            e2e_queries: 0,
+            max_ttl: request::MAX_TTL.default,
+            timeout: request::TIMEOUT.default,
+            queries: request::QUERIES.default,
+            e2e_queries: request::E2E_QUERIES.default,
             reverse_dns: false,
             client_id: String::new(),
         }
     }
+}
+
+/// A number of `bounds`, or `None` for 0 ("the default").
+fn nonzero_within(key: &str, value: &str, bounds: Bounds<u8>) -> Result<Option<u8>, ServiceError> {
+    let n = number(key, value, u64::from(bounds.max))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let n = u8::try_from(n).unwrap_or(u8::MAX);
+    bounds
+        .check(key, n)
+        .map(Some)
+        .map_err(|e: OutOfRange| invalid(e.to_string()))
 }
 
 /// A decimal number, digits only (no sign, no spaces), at most `max`.
@@ -268,24 +280,20 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 p.port = (n != 0).then_some(n as u16);
             }
             "max_ttl" if !empty => {
-                let n = number("max_ttl", v, u64::from(MAX_TTL_LIMIT))?;
-                if n != 0 {
-                    p.max_ttl = n as u8;
+                // 0 means "the default", as the system-probe client sends it.
+                if let Some(n) = nonzero_within("max_ttl", v, request::MAX_TTL)? {
+                    p.max_ttl = n;
                 }
             }
             "timeout" if !empty => {
                 // Nanoseconds, as Go's time.Duration.
-                let max = MAX_HOP_TIMEOUT.as_nanos() as u64;
+                let max = request::TIMEOUT.max.as_nanos() as u64;
                 let n = number("timeout", v, max)
-                    .map_err(|e| invalid(format!("{} (nanoseconds, at most 30 s)", e.message)))?;
+                    .map_err(|e| invalid(format!("{} (nanoseconds)", e.message)))?;
                 if n != 0 {
-                    let t = Duration::from_nanos(n);
-                    if t < MIN_HOP_TIMEOUT {
-                        return Err(invalid(format!(
-                            "timeout is in nanoseconds and must be at least 1 ms (1000000), got {n}"
-                        )));
-                    }
-                    p.timeout = t;
+                    p.timeout = request::TIMEOUT
+                        .check("timeout", Duration::from_nanos(n))
+                        .map_err(|e| invalid(format!("{e} (nanoseconds: {n})")))?;
                 }
             }
             "tcp_method" if !empty => match v.to_ascii_lowercase().as_str() {
@@ -306,13 +314,13 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 }
             },
             "traceroute_queries" if !empty => {
-                let n = number("traceroute_queries", v, u64::from(MAX_QUERIES))?;
-                if n != 0 {
-                    p.queries = n as u8;
+                if let Some(n) = nonzero_within("traceroute_queries", v, request::QUERIES)? {
+                    p.queries = n;
                 }
             }
             "e2e_queries" if !empty => {
-                p.e2e_queries = number("e2e_queries", v, u64::from(MAX_E2E_QUERIES))? as u8;
+                let max = u64::from(request::E2E_QUERIES.max);
+                p.e2e_queries = number("e2e_queries", v, max)? as u8;
             }
             "reverse_dns" if !empty => p.reverse_dns = boolean("reverse_dns", v)?,
             "client_id" => {
@@ -430,12 +438,13 @@ async fn traceroute(
         ));
     };
     let config = shared.config();
-    let mut request = TraceRequest::new(host.clone(), params.protocol);
+    let mut request = TraceRequest::new(host.clone(), params.protocol)
+        .with_max_ttl(params.max_ttl)
+        .and_then(|r| r.with_queries(params.queries))
+        .and_then(|r| r.with_timeout(params.timeout))
+        .map_err(|e| invalid(e.to_string()))?;
     request.resolved = resolved;
     request.port = params.port;
-    request.max_ttl = Ttl::new(params.max_ttl).unwrap_or(Ttl::MIN);
-    request.queries = params.queries;
-    request.timeout = params.timeout;
     request.reverse_dns = params.reverse_dns;
     // Probing stops early enough to leave room for resolution and reverse DNS.
     let limit = config.api.request_timeout;

@@ -11,19 +11,11 @@ use serde::{Deserialize, Deserializer};
 use crate::capture::CaptureMode;
 use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
+use crate::trace::{TraceRequest, request};
 
 /// Where the Unix socket lives unless configured otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/traceroute-agent/traceroute-agent.sock";
 
-/// Highest `max_ttl` accepted from the API and the config.
-pub const MAX_TTL_LIMIT: u8 = 64;
-/// Most runs (`traceroute_queries`, `queries`) per trace.
-pub const MAX_QUERIES: u8 = 10;
-/// Most end-to-end probes per trace.
-pub const MAX_E2E_QUERIES: u8 = 100;
-/// Shortest and longest per-hop timeouts accepted.
-pub const MIN_HOP_TIMEOUT: Duration = Duration::from_millis(1);
-pub const MAX_HOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most scheduled targets in one config.
 pub const MAX_TARGETS: usize = 10_000;
 
@@ -68,7 +60,7 @@ impl Default for Config {
             namespace: "default".into(),
             tags: Vec::new(),
             capture: CaptureMode::Auto,
-            probes_per_second: crate::trace::DEFAULT_PROBES_PER_SECOND,
+            probes_per_second: request::PROBES_PER_SECOND.default,
             router_icmp_burst: crate::trace::budget::Rate::ROUTER_DEFAULT.burst,
             router_icmp_per_second: 1.0,
             shutdown_grace: Duration::from_secs(10),
@@ -161,17 +153,18 @@ pub struct Target {
     pub count: Option<u64>,
 }
 
+// serde wants functions; the values come from the one table of defaults.
 fn default_protocol() -> Protocol {
-    Protocol::Udp
+    request::DEFAULT_PROTOCOL
 }
 fn default_queries() -> u8 {
-    3
+    request::QUERIES.default
 }
 fn default_max_ttl() -> u8 {
-    30
+    request::MAX_TTL.default
 }
 fn default_timeout() -> Duration {
-    Duration::from_secs(1)
+    request::TIMEOUT.default
 }
 
 impl Config {
@@ -195,9 +188,7 @@ impl Config {
         if self.namespace.is_empty() || self.namespace.len() > 256 {
             bail!("namespace must be 1 to 256 characters");
         }
-        if !(1..=100_000).contains(&self.probes_per_second) {
-            bail!("probes_per_second must be 1..=100000");
-        }
+        request::PROBES_PER_SECOND.check("probes_per_second", self.probes_per_second)?;
         if !(1..=100_000).contains(&self.router_icmp_burst) {
             bail!("router_icmp_burst must be 1..=100000");
         }
@@ -242,6 +233,19 @@ impl Config {
 }
 
 impl Target {
+    /// The request of one run, built (and so checked) through the one set of
+    /// bounds every entry point uses.
+    pub fn request(&self) -> Result<TraceRequest, request::OutOfRange> {
+        let mut r = TraceRequest::new(self.host.clone(), self.protocol)
+            .with_max_ttl(self.max_ttl)?
+            .with_queries(self.queries)?
+            .with_timeout(self.timeout)?;
+        r.port = self.port;
+        r.family = self.family;
+        r.reverse_dns = self.reverse_dns;
+        Ok(r)
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         use anyhow::bail;
         if resolve::parse_literal(&self.host)?.is_none() {
@@ -253,15 +257,7 @@ impl Target {
         if self.interval < Duration::from_millis(100) {
             bail!("interval must be at least 100ms");
         }
-        if !(1..=MAX_QUERIES).contains(&self.queries) {
-            bail!("queries must be 1..={MAX_QUERIES}");
-        }
-        if !(1..=MAX_TTL_LIMIT).contains(&self.max_ttl) {
-            bail!("max_ttl must be 1..={MAX_TTL_LIMIT}");
-        }
-        if self.timeout < MIN_HOP_TIMEOUT || self.timeout > MAX_HOP_TIMEOUT {
-            bail!("timeout must be between 1ms and 30s");
-        }
+        self.request()?;
         if self.count == Some(0) {
             bail!("count must be at least 1");
         }

@@ -23,9 +23,9 @@ use tokio::time::Instant;
 use super::Shared;
 use super::config::Target;
 use super::metrics::Origin;
-use crate::probe::Ttl;
 use crate::sinks::file::JsonLines;
 use crate::trace::TraceRequest;
+use crate::trace::request::OutOfRange;
 
 pub struct Scheduler {
     shared: Arc<Shared>,
@@ -130,19 +130,13 @@ fn random_unit() -> f64 {
     (u64::from_ne_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn request_of(shared: &Shared, target: &Target, cap: Duration) -> TraceRequest {
-    let mut req = TraceRequest::new(target.host.clone(), target.protocol);
-    req.port = target.port;
-    req.max_ttl = Ttl::new(target.max_ttl).unwrap_or(Ttl::MIN);
-    req.queries = target.queries;
-    req.timeout = target.timeout;
-    req.family = target.family;
-    req.reverse_dns = target.reverse_dns;
+fn request_of(shared: &Shared, target: &Target, cap: Duration) -> Result<TraceRequest, OutOfRange> {
+    let mut req = target.request()?;
     req.deadline = Some(shared.tracer.deadline_for(&req).min(cap));
     // A run waits for busy routers at most half its interval; then it is
     // skipped (counted as failed with code BUSY) rather than run short.
     req.admission_wait = target.interval / 2;
-    req
+    Ok(req)
 }
 
 async fn run_target(
@@ -169,7 +163,14 @@ async fn run_target(
         // bound; resolution and reverse DNS get 10 s more before the run is
         // given up as TIMEOUT.
         let cap = config.api.request_timeout.max(interval);
-        let request = request_of(&shared, &target, cap);
+        let request = match request_of(&shared, &target, cap) {
+            Ok(request) => request,
+            Err(e) => {
+                // Config validation builds the same request: not reached.
+                tracing::error!(host = target.host, "target dropped: {e}");
+                return;
+            }
+        };
         let limit = cap + Duration::from_secs(10);
         match shared
             .trace(&request, 0, &target.tags, Origin::Schedule, limit)

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod lag;
 pub mod ports;
 pub mod prober;
+pub mod request;
 #[cfg(test)]
 mod scenarios;
 pub mod sender;
@@ -26,76 +27,15 @@ use crate::path::{
     TimestampSource, Via,
 };
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl};
-use crate::resolve::{FamilyPreference, ResolveError, ReverseDns, resolve_target};
+use crate::resolve::{ResolveError, ReverseDns, resolve_target};
 use crate::route::{Route, RouteCache, RouteError};
 use budget::{Origin, ProbeRail, Rate, RouterBudgets, RouterKey};
 use engine::LiveNetwork;
 pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
 use prober::{Prober, Setup, Status};
+pub use request::{RESOLVE_TIMEOUT, TraceRequest};
 use sender::ProbeSender;
 use share::{HopShare, Observer, ShareConfig};
-
-/// What to trace and how.
-#[derive(Clone, Debug)]
-pub struct TraceRequest {
-    /// Host name or literal address.
-    pub host: String,
-    pub protocol: Protocol,
-    /// Destination port (TCP/UDP); the protocol's default when `None`.
-    pub port: Option<u16>,
-    /// Lowest TTL probed: 1 for a trace; `max_ttl` for end-to-end probes that
-    /// should only reach the destination.
-    pub first_ttl: Ttl,
-    pub max_ttl: Ttl,
-    /// Independent runs (one probe per hop each): `traceroute.runs[]`.
-    pub queries: u8,
-    /// How long one probe may wait for its answer.
-    pub timeout: Duration,
-    /// Bound on the whole trace; derived from the other limits when `None`.
-    pub deadline: Option<Duration>,
-    /// How long the trace may wait to be admitted when the routers it needs
-    /// are busy with other traces; zero refuses at once ([`TraceError::Busy`]).
-    pub admission_wait: Duration,
-    pub family: FamilyPreference,
-    pub reverse_dns: bool,
-    /// The address `host` resolved to, when the caller resolved it already
-    /// (the service does, outside its trace slots).
-    pub resolved: Option<IpAddr>,
-}
-
-/// How long a name may take to resolve.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl TraceRequest {
-    pub fn new(host: impl Into<String>, protocol: Protocol) -> Self {
-        Self {
-            host: host.into(),
-            protocol,
-            port: None,
-            first_ttl: Ttl::MIN,
-            max_ttl: Ttl::new(30).expect("nonzero"),
-            queries: 3,
-            timeout: Duration::from_secs(1),
-            deadline: None,
-            admission_wait: Duration::ZERO,
-            family: FamilyPreference::Any,
-            reverse_dns: false,
-            resolved: None,
-        }
-    }
-
-    /// The default total deadline: two waits (a probe and one re-probe of a
-    /// rate-limited router), the time a router's budget needs for attempts
-    /// beyond its burst, and a second of slack.
-    pub fn total_deadline(&self, router_rate: Rate) -> Duration {
-        self.deadline.unwrap_or_else(|| {
-            let beyond_burst = u32::from(self.queries).saturating_sub(router_rate.burst);
-            self.timeout * 2
-                + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
-                + Duration::from_secs(1)
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -171,14 +111,11 @@ pub struct TracerConfig {
     pub watch_all_interfaces: bool,
 }
 
-/// The default safety rail, probes per second.
-pub const DEFAULT_PROBES_PER_SECOND: u32 = 2000;
-
 impl Default for TracerConfig {
     fn default() -> Self {
         Self {
             capture: CaptureMode::Auto,
-            probes_per_second: DEFAULT_PROBES_PER_SECOND,
+            probes_per_second: request::PROBES_PER_SECOND.default,
             router_rate: Rate::ROUTER_DEFAULT,
             policy: Policy::default(),
             share: ShareConfig::default(),

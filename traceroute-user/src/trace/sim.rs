@@ -409,7 +409,7 @@ impl Commons {
             lag: Default::default(),
             jitter: Default::default(),
             routers: RouterBudgets::new(Rate::ROUTER_DEFAULT),
-            rail: ProbeRail::new(crate::trace::DEFAULT_PROBES_PER_SECOND),
+            rail: ProbeRail::new(crate::trace::request::PROBES_PER_SECOND.default),
             share: HopShare::new(ShareConfig::default()),
         }
     }

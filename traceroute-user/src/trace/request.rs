@@ -1,0 +1,293 @@
+//! What a trace is asked to do, and the one set of defaults and limits every
+//! entry point validates through: the CLI (its clap ranges and defaults are
+//! built from these constants), the HTTP API, and the config file's targets.
+//! A unit test checks the README's three tables against them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::budget::Rate;
+use crate::probe::{Protocol, Ttl};
+use crate::resolve::FamilyPreference;
+
+/// The allowed range of a request parameter and its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds<T> {
+    pub min: T,
+    pub default: T,
+    pub max: T,
+}
+
+/// Highest TTL probed.
+pub const MAX_TTL: Bounds<u8> = Bounds {
+    min: 1,
+    default: 30,
+    max: 64,
+};
+/// Independent runs per trace (`traceroute.runs[]`).
+pub const QUERIES: Bounds<u8> = Bounds {
+    min: 1,
+    default: 3,
+    max: 10,
+};
+/// How long one probe waits for its answer.
+pub const TIMEOUT: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(1),
+    default: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
+/// End-to-end probes after the trace (API only).
+pub const E2E_QUERIES: Bounds<u8> = Bounds {
+    min: 0,
+    default: 0,
+    max: 100,
+};
+/// The safety rail: probes per second across all traces.
+pub const PROBES_PER_SECOND: Bounds<u32> = Bounds {
+    min: 1,
+    default: 2000,
+    max: 100_000,
+};
+/// The protocol when none is named.
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::Udp;
+/// How long a name may take to resolve.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A value outside its [`Bounds`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name} must be {range}, got {value}")]
+pub struct OutOfRange {
+    pub name: String,
+    pub range: String,
+    pub value: String,
+}
+
+impl<T: PartialOrd + Copy + fmt::Debug> Bounds<T> {
+    /// `value` if it is within the bounds; else an error naming `name` (the
+    /// parameter as the caller's interface spells it).
+    pub fn check(&self, name: &str, value: T) -> Result<T, OutOfRange> {
+        if self.min <= value && value <= self.max {
+            Ok(value)
+        } else {
+            Err(OutOfRange {
+                name: name.to_string(),
+                range: format!("{:?}..={:?}", self.min, self.max),
+                value: format!("{value:?}"),
+            })
+        }
+    }
+}
+
+/// What to trace and how. Built with [`TraceRequest::new`] (every default)
+/// and the checked `with_*` setters.
+#[derive(Clone, Debug)]
+pub struct TraceRequest {
+    /// Host name or literal address.
+    pub host: String,
+    pub protocol: Protocol,
+    /// Destination port (TCP/UDP); the protocol's default when `None`.
+    pub port: Option<u16>,
+    /// Lowest TTL probed: 1 for a trace; `max_ttl` for end-to-end probes that
+    /// should only reach the destination.
+    pub first_ttl: Ttl,
+    pub max_ttl: Ttl,
+    /// Independent runs (one probe per hop each): `traceroute.runs[]`.
+    pub queries: u8,
+    /// How long one probe may wait for its answer.
+    pub timeout: Duration,
+    /// Bound on the whole trace; derived from the other limits when `None`.
+    pub deadline: Option<Duration>,
+    /// How long the trace may wait to be admitted when the routers it needs
+    /// are busy with other traces; zero refuses at once.
+    pub admission_wait: Duration,
+    pub family: FamilyPreference,
+    pub reverse_dns: bool,
+    /// The address `host` resolved to, when the caller resolved it already
+    /// (the service does, outside its trace slots).
+    pub resolved: Option<IpAddr>,
+}
+
+impl TraceRequest {
+    /// A request with every default.
+    pub fn new(host: impl Into<String>, protocol: Protocol) -> Self {
+        Self {
+            host: host.into(),
+            protocol,
+            port: None,
+            first_ttl: Ttl::MIN,
+            max_ttl: Ttl::new(MAX_TTL.default).expect("nonzero default"),
+            queries: QUERIES.default,
+            timeout: TIMEOUT.default,
+            deadline: None,
+            admission_wait: Duration::ZERO,
+            family: FamilyPreference::Any,
+            reverse_dns: false,
+            resolved: None,
+        }
+    }
+
+    pub fn with_max_ttl(mut self, max_ttl: u8) -> Result<Self, OutOfRange> {
+        let checked = MAX_TTL.check("max_ttl", max_ttl)?;
+        self.max_ttl = Ttl::new(checked).expect("MAX_TTL.min is 1");
+        Ok(self)
+    }
+
+    pub fn with_queries(mut self, queries: u8) -> Result<Self, OutOfRange> {
+        self.queries = QUERIES.check("queries", queries)?;
+        Ok(self)
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Result<Self, OutOfRange> {
+        self.timeout = TIMEOUT.check("timeout", timeout)?;
+        Ok(self)
+    }
+
+    /// The default total deadline: two waits (a probe and one re-probe of a
+    /// rate-limited router), the time a router's budget needs for attempts
+    /// beyond its burst, and a second of slack.
+    pub fn total_deadline(&self, router_rate: Rate) -> Duration {
+        self.deadline.unwrap_or_else(|| {
+            let beyond_burst = u32::from(self.queries).saturating_sub(router_rate.burst);
+            self.timeout * 2
+                + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
+                + Duration::from_secs(1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_check_and_name_the_parameter() {
+        assert_eq!(MAX_TTL.check("max_ttl", 64), Ok(64));
+        let e = MAX_TTL.check("max_ttl", 65).unwrap_err();
+        assert_eq!(e.to_string(), "max_ttl must be 1..=64, got 65");
+        let e = TIMEOUT
+            .check("timeout", Duration::from_secs(31))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "timeout must be 1ms..=30s, got 31s");
+        assert!(QUERIES.check("q", 0).is_err());
+        let r = TraceRequest::new("h", DEFAULT_PROTOCOL);
+        assert_eq!(
+            (r.max_ttl.get(), r.queries, r.timeout),
+            (MAX_TTL.default, QUERIES.default, TIMEOUT.default)
+        );
+        assert!(r.clone().with_max_ttl(0).is_err());
+        assert_eq!(r.with_queries(10).map(|r| r.queries), Ok(10));
+    }
+
+    /// The README documents the same defaults and limits in three tables:
+    /// the CLI's options, the config's targets and the API's parameters.
+    #[test]
+    fn the_readme_tables_match_the_limits() {
+        let readme = include_str!("../../../README.md");
+        let row = |start: &str| -> &str {
+            readme
+                .lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("README has no row starting {start:?}"))
+        };
+        let ms = |d: Duration| d.as_millis();
+        let ns = |d: Duration| {
+            // "1 000 000" style, as the table writes nanoseconds.
+            let digits = d.as_nanos().to_string();
+            let mut out = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                    out.push(' ');
+                }
+                out.push(c);
+            }
+            out
+        };
+        let checks: Vec<(&str, Vec<String>)> = vec![
+            (
+                "| `-m, --max-ttl N`",
+                vec![
+                    format!("(1–{})", MAX_TTL.max),
+                    format!("| {} |", MAX_TTL.default),
+                ],
+            ),
+            (
+                "| `-q, --queries N`",
+                vec![
+                    format!("1–{})", QUERIES.max),
+                    format!("| {} |", QUERIES.default),
+                ],
+            ),
+            (
+                "| `--timeout-ms N`",
+                vec![
+                    format!("({}–{})", ms(TIMEOUT.min), ms(TIMEOUT.max)),
+                    format!("| {} |", ms(TIMEOUT.default)),
+                ],
+            ),
+            (
+                "| `--pps N`",
+                vec![
+                    format!("(1–{})", PROBES_PER_SECOND.max),
+                    format!("| {} |", PROBES_PER_SECOND.default),
+                ],
+            ),
+            (
+                "| `queries` |",
+                vec![format!(
+                    "| `{}` | runs per trace (1–{})",
+                    QUERIES.default, QUERIES.max
+                )],
+            ),
+            (
+                "| `max_ttl` | `",
+                vec![format!("| `{}` | 1–{} |", MAX_TTL.default, MAX_TTL.max)],
+            ),
+            (
+                "| `timeout` | `",
+                vec![format!(
+                    "| `\"{:?}\"` | per-hop timeout ({:?}–{:?})",
+                    TIMEOUT.default, TIMEOUT.min, TIMEOUT.max
+                )],
+            ),
+            (
+                "| `max_ttl` | ",
+                vec![format!("| {} | 0–{} |", MAX_TTL.default, MAX_TTL.max)],
+            ),
+            (
+                "| `timeout` | ",
+                vec![format!("| 0 or {}–{} |", ns(TIMEOUT.min), ns(TIMEOUT.max))],
+            ),
+            (
+                "| `traceroute_queries` |",
+                vec![format!("| {} | 0–{} |", QUERIES.default, QUERIES.max)],
+            ),
+            (
+                "| `e2e_queries` |",
+                vec![format!(
+                    "| {} | 0–{} |",
+                    E2E_QUERIES.default, E2E_QUERIES.max
+                )],
+            ),
+        ];
+        for (start, wanted) in checks {
+            // Config rows quote the default in backticks; API rows do not:
+            // "| `max_ttl` | `" finds the first, "| `max_ttl` | " both, so
+            // the API row is the one without the backtick.
+            let line = if start.ends_with("| ") {
+                readme
+                    .lines()
+                    .find(|l| l.starts_with(start) && !l[start.len()..].starts_with('`'))
+                    .unwrap_or_else(|| panic!("README has no row starting {start:?}"))
+            } else {
+                row(start)
+            };
+            for w in wanted {
+                assert!(
+                    line.contains(&w),
+                    "README row {line:?} should contain {w:?}"
+                );
+            }
+        }
+    }
+}
