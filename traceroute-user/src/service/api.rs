@@ -442,6 +442,7 @@ async fn traceroute(
         .with_max_ttl(params.max_ttl)
         .and_then(|r| r.with_queries(params.queries))
         .and_then(|r| r.with_timeout(params.timeout))
+        .and_then(|r| r.with_e2e_queries(params.e2e_queries))
         .map_err(|e| invalid(e.to_string()))?;
     request.resolved = resolved;
     request.port = params.port;
@@ -450,9 +451,7 @@ async fn traceroute(
     let limit = config.api.request_timeout;
     request.deadline = Some(shared.tracer.deadline_for(&request).min(limit.mul_f64(0.8)));
     request.admission_wait = API_ADMISSION_WAIT;
-    let result = shared
-        .trace(&request, params.e2e_queries, &[], Origin::Api, limit)
-        .await;
+    let result = shared.trace(&request, &[], Origin::Api, limit).await;
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(path) => {

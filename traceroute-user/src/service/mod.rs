@@ -24,11 +24,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::ErrorCode;
-use crate::path::{E2eProbe, NetworkPath, NoAnswerKind};
-use crate::probe::Ttl;
-use crate::resolve::FamilyPreference;
+use crate::path::NetworkPath;
 use crate::sinks::file::JsonLines;
-use crate::trace::{TraceError, TraceRequest, TraceStats, Tracer, TracerConfig};
+use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 pub use config::Config;
 use metrics::{Metrics, Origin};
 
@@ -143,20 +141,19 @@ impl Shared {
         }
     }
 
-    /// Runs one trace (plus `e2e` end-to-end probes) within `limit` and
+    /// Runs one trace (with its end-to-end probes) within `limit` and
     /// stamps the record with the configured namespace and tags. Counted in
     /// the metrics; a trace whose future is dropped counts as `CANCELLED`.
     pub async fn trace(
         &self,
         request: &TraceRequest,
-        e2e: u8,
         extra_tags: &[String],
         origin: Origin,
         limit: Duration,
     ) -> Result<NetworkPath, ServiceError> {
         let flight = self.metrics.start(request.protocol, origin);
         let result = tokio::select! {
-            r = self.trace_inner(request, e2e) => r.map(|(path, stats)| {
+            r = self.tracer.trace_with_stats(request) => r.map_err(ServiceError::from).map(|(path, stats)| {
                 for s in &stats {
                     self.metrics.count_stats(request.protocol, s);
                 }
@@ -190,67 +187,7 @@ impl Shared {
             }
         }
     }
-
-    /// The trace, then the end-to-end probes; the stats of both for metrics.
-    async fn trace_inner(
-        &self,
-        request: &TraceRequest,
-        e2e: u8,
-    ) -> Result<(NetworkPath, Vec<TraceStats>), ServiceError> {
-        let (mut path, stats) = self.tracer.trace_with_stats(request).await?;
-        let mut all = vec![stats];
-        if e2e > 0 {
-            let (probe, stats) = self.e2e(request, &path, e2e).await?;
-            path.e2e_probe = probe;
-            all.push(stats);
-        }
-        Ok((path, all))
-    }
-
-    /// End-to-end probes: `count` probes of the same protocol to the address
-    /// the trace reached, all with TTL 64 so only the destination answers;
-    /// each answer (or its absence) is one RTT sample.
-    async fn e2e(
-        &self,
-        request: &TraceRequest,
-        path: &NetworkPath,
-        count: u8,
-    ) -> Result<(E2eProbe, TraceStats), ServiceError> {
-        let Some(first) = path.traceroute.runs.first() else {
-            return Ok((E2eProbe::from_samples(&[]), TraceStats::default()));
-        };
-        let ttl = Ttl::new(E2E_TTL).expect("nonzero");
-        let mut e2e = request.clone();
-        e2e.host = first.destination.ip_address.to_string();
-        e2e.family = FamilyPreference::Any;
-        e2e.reverse_dns = false;
-        e2e.queries = count;
-        e2e.first_ttl = ttl;
-        e2e.max_ttl = ttl;
-        let (probes, stats) = self.tracer.trace_with_stats(&e2e).await?;
-        // A probe never sent, or not given its full wait, is no sample of loss.
-        let samples: Vec<Option<Duration>> = probes
-            .traceroute
-            .runs
-            .iter()
-            .filter(|run| {
-                run.destination_reached
-                    || run
-                        .hops
-                        .last()
-                        .is_some_and(|h| h.no_answer.is_none_or(|n| n == NoAnswerKind::Timeout))
-            })
-            .map(|run| {
-                let hop = run.hops.last().filter(|_| run.destination_reached)?;
-                hop.rtt.map(|ms| Duration::from_secs_f64(ms / 1000.0))
-            })
-            .collect();
-        Ok((E2eProbe::from_samples(&samples), stats))
-    }
 }
-
-/// TTL of end-to-end probes: high enough for any path, like ping's default.
-const E2E_TTL: u8 = 64;
 
 /// How long an API trace may wait to be admitted when the routers it needs
 /// are busy with other traces, before it is answered `503 BUSY`.

@@ -173,7 +173,7 @@ async fn run_target(
         };
         let limit = cap + Duration::from_secs(10);
         match shared
-            .trace(&request, 0, &target.tags, Origin::Schedule, limit)
+            .trace(&request, &target.tags, Origin::Schedule, limit)
             .await
         {
             Ok(path) => {

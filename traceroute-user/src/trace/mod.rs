@@ -23,8 +23,8 @@ use crate::capture::{Capture, CaptureError, CaptureMode, FlowSubscription, Monot
 use crate::error::ErrorCode;
 use crate::path::{
     AttemptOutcome, CaptureInfo, CaptureMethod, E2eProbe, HopObservation,
-    Interface as PathInterface, NetworkPath, PathDestination, PathSource, Probing, Run, SharedHop,
-    TimestampSource, Via,
+    Interface as PathInterface, NetworkPath, NoAnswer, PathDestination, PathSource, Probing, Run,
+    SharedHop, TimestampSource, Via,
 };
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl};
 use crate::resolve::{ResolveError, ReverseDns, resolve_target};
@@ -201,10 +201,12 @@ impl Tracer {
 
     /// Runs one trace and also says what it took (probes, answers by kind,
     /// not-sent probes, ignored packets), for metrics.
+    /// The trace and the stats of each plan it ran (the trace, then the
+    /// end-to-end probes when asked for).
     pub async fn trace_with_stats(
         &self,
         request: &TraceRequest,
-    ) -> Result<(NetworkPath, TraceStats), TraceError> {
+    ) -> Result<(NetworkPath, Vec<TraceStats>), TraceError> {
         validate(request)?;
         let started = std::time::Instant::now();
         let target = match request.resolved {
@@ -239,34 +241,28 @@ impl Tracer {
                 flow_id: flow_id(&flow),
             })
             .collect();
-        let setup = Setup {
-            plan: Plan {
-                first_ttl: request.first_ttl,
-                max_ttl: request.max_ttl,
-                attempts: request.queries,
-                timeout: request.timeout,
-            },
-            policy: self.policy,
-            flow,
-            origin,
-            // Set when admitted.
-            deadline: MonotonicTime::now(),
-            observers,
-        };
-        let mut prober = self.admit(request, setup).await?;
-        let mut network = LiveNetwork {
-            sender: &self.sender,
-            subscription: &mut subscription,
-            news: self.share.subscribe(),
-            closed: false,
-        };
-        engine::drive(&mut prober, &mut network, self.shared())
-            .await
-            .map_err(TraceError::Send)?;
+        let setup = self.setup(request, flow, origin, observers);
+        let prober = self.run_plan(request, setup, &mut subscription).await?;
         tracing::debug!(ms = ms_since(started), "probing done");
-        drop(subscription);
-        let stats = prober.stats().clone();
         log_outcome(&request.host, &prober);
+        let mut stats = vec![prober.stats().clone()];
+        let e2e_probe = if request.e2e_queries > 0 {
+            let e2e = request.e2e();
+            // Its own secret: a late answer to the trace's own probe at the
+            // same TTL and attempt cannot pass for an end-to-end sample.
+            let setup = self.setup(
+                &e2e,
+                flow.with_secret(FlowSecret::random()),
+                origin,
+                Vec::new(),
+            );
+            let e2e_prober = self.run_plan(&e2e, setup, &mut subscription).await?;
+            stats.push(e2e_prober.stats().clone());
+            E2eProbe::from_samples(&e2e_samples(&e2e_prober))
+        } else {
+            E2eProbe::from_samples(&[])
+        };
+        drop(subscription);
 
         let now = MonotonicTime::now();
         let mut runs = runs_of(&prober, self.capture.source(), now);
@@ -288,7 +284,7 @@ impl Tracer {
                 port: if protocol == Protocol::Icmp { 0 } else { port },
             },
             runs,
-            E2eProbe::from_samples(&[]),
+            e2e_probe,
         );
         path.test_run_id = test_run_id;
         path.capture = Some(CaptureInfo {
@@ -299,6 +295,50 @@ impl Tracer {
         });
         path.probing = Some(probing_of(&prober));
         Ok((path, stats))
+    }
+
+    /// The prober's setup for `request` over `flow`.
+    fn setup(
+        &self,
+        request: &TraceRequest,
+        flow: ProbeFlow,
+        origin: Origin,
+        observers: Vec<Observer>,
+    ) -> Setup {
+        Setup {
+            plan: Plan {
+                first_ttl: request.first_ttl,
+                max_ttl: request.max_ttl,
+                attempts: request.queries,
+                timeout: request.timeout,
+            },
+            policy: self.policy,
+            flow,
+            origin,
+            // Set when admitted.
+            deadline: MonotonicTime::now(),
+            observers,
+        }
+    }
+
+    /// Admits one plan and drives it to its end.
+    async fn run_plan(
+        &self,
+        request: &TraceRequest,
+        setup: Setup,
+        subscription: &mut FlowSubscription,
+    ) -> Result<Prober, TraceError> {
+        let mut prober = self.admit(request, setup).await?;
+        let mut network = LiveNetwork {
+            sender: &self.sender,
+            subscription,
+            news: self.share.subscribe(),
+            closed: false,
+        };
+        engine::drive(&mut prober, &mut network, self.shared())
+            .await
+            .map_err(TraceError::Send)?;
+        Ok(prober)
     }
 
     /// The total deadline a request gets with this tracer's router budgets.
@@ -449,6 +489,27 @@ pub(crate) fn flow_id(flow: &ProbeFlow) -> u16 {
 }
 
 /// One run per attempt: per TTL up to where the path ended, what came back.
+/// The RTT samples of an end-to-end plan: one per probe at its TTL that got
+/// its full chance (an answer from the destination, or silence for the whole
+/// wait). A probe never sent, cut short or rate limited is no sample of loss;
+/// a router answering at that TTL means the destination did not.
+fn e2e_samples(prober: &Prober) -> Vec<Option<Duration>> {
+    let ttl = prober.plan().max_ttl;
+    (0..prober.plan().attempts)
+        .filter_map(
+            |attempt| match &prober.probes().get(&ProbeKey { attempt, ttl })?.status {
+                Status::Answered(answer) if answer.destination => Some(answer.rtt),
+                Status::Answered(_) => Some(None),
+                Status::Unanswered {
+                    reason: NoAnswer::Timeout,
+                    ..
+                } => Some(None),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
 fn runs_of(prober: &Prober, source: TimestampSource, now: MonotonicTime) -> Vec<Run> {
     let flow = prober.flow();
     let src = SocketAddr::new(flow.source(), flow.source_port().map_or(0, |p| p.0));

@@ -51,6 +51,9 @@ pub const PROBES_PER_SECOND: Bounds<u32> = Bounds {
 };
 /// The protocol when none is named.
 pub const DEFAULT_PROTOCOL: Protocol = Protocol::Udp;
+/// TTL of end-to-end probes: high enough for any path, like ping's default,
+/// so only the destination answers.
+pub const E2E_TTL: u8 = 64;
 /// How long a name may take to resolve.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -94,6 +97,8 @@ pub struct TraceRequest {
     pub max_ttl: Ttl,
     /// Independent runs (one probe per hop each): `traceroute.runs[]`.
     pub queries: u8,
+    /// End-to-end probes after the trace, each a sample of `e2e_probe`.
+    pub e2e_queries: u8,
     /// How long one probe may wait for its answer.
     pub timeout: Duration,
     /// Bound on the whole trace; derived from the other limits when `None`.
@@ -118,6 +123,7 @@ impl TraceRequest {
             first_ttl: Ttl::MIN,
             max_ttl: Ttl::new(MAX_TTL.default).expect("nonzero default"),
             queries: QUERIES.default,
+            e2e_queries: E2E_QUERIES.default,
             timeout: TIMEOUT.default,
             deadline: None,
             admission_wait: Duration::ZERO,
@@ -138,9 +144,29 @@ impl TraceRequest {
         Ok(self)
     }
 
+    pub fn with_e2e_queries(mut self, e2e_queries: u8) -> Result<Self, OutOfRange> {
+        self.e2e_queries = E2E_QUERIES.check("e2e_queries", e2e_queries)?;
+        Ok(self)
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> Result<Self, OutOfRange> {
         self.timeout = TIMEOUT.check("timeout", timeout)?;
         Ok(self)
+    }
+
+    /// The end-to-end probes as a request of their own: `e2e_queries`
+    /// probes at [`E2E_TTL`], one per attempt.
+    pub fn e2e(&self) -> TraceRequest {
+        let ttl = Ttl::new(E2E_TTL).expect("nonzero");
+        TraceRequest {
+            first_ttl: ttl,
+            max_ttl: ttl,
+            queries: self.e2e_queries,
+            e2e_queries: 0,
+            deadline: None,
+            reverse_dns: false,
+            ..self.clone()
+        }
     }
 
     /// The default total deadline: two waits (a probe and one re-probe of a

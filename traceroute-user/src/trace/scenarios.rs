@@ -583,3 +583,51 @@ fn a_deadline_before_the_wait_is_over_gives_cut_short_not_silent() {
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+
+/// End-to-end probes: a plan that starts and ends at TTL 64.
+fn e2e_plan(attempts: u8) -> super::prober::Plan {
+    let ttl = Ttl::new(super::request::E2E_TTL).unwrap();
+    super::prober::Plan {
+        first_ttl: ttl,
+        max_ttl: ttl,
+        ..plan(64, attempts, 1000)
+    }
+}
+
+#[test]
+fn end_to_end_probes_give_one_duration_sample_per_probe() {
+    let mut world = World::new();
+    chain(&mut world);
+    let p = to_dst(Protocol::Icmp, e2e_plan(5), secs(5));
+    let (_, p) = run(world, p);
+    let samples = super::e2e_samples(&p);
+    assert_eq!(samples.len(), 5);
+    for rtt in &samples {
+        // The destination answers in 0.5 ms: the sample is the engine's
+        // Duration, not a millisecond rounded into a record and back.
+        assert_eq!(*rtt, Some(Duration::from_micros(500)));
+    }
+    // Nothing below TTL 64 was sent.
+    assert!(p.probes().keys().all(|k| k.ttl.get() == 64));
+}
+
+#[test]
+fn silent_end_to_end_probes_are_loss_and_unsent_ones_are_no_sample() {
+    let mut world = World::new();
+    chain(&mut world);
+    silence_from(&mut world, &[]);
+    let p = to_dst(Protocol::Udp, e2e_plan(3), secs(5));
+    let (_, p) = run(world, p);
+    assert_eq!(super::e2e_samples(&p), vec![None, None, None]);
+    // A deadline too short for any probe to go out: no samples at all, not
+    // three losses.
+    let mut world = World::new();
+    chain(&mut world);
+    let p = to_dst(Protocol::Udp, e2e_plan(3), Duration::ZERO);
+    let (_, p) = run(world, p);
+    assert!(
+        super::e2e_samples(&p).is_empty(),
+        "{:?}",
+        super::e2e_samples(&p)
+    );
+}
