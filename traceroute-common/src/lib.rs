@@ -112,6 +112,72 @@ pub mod proto {
     pub const ICMPV6: u8 = 58;
 }
 
+/// ICMP and ICMPv6 messages the capture and the decoder handle, and how both
+/// classifiers (kernel and userspace) read them.
+pub mod icmp {
+    use super::EventKind;
+
+    pub const V4_ECHO_REPLY: u8 = 0;
+    pub const V4_DEST_UNREACHABLE: u8 = 3;
+    pub const V4_ECHO_REQUEST: u8 = 8;
+    pub const V4_TIME_EXCEEDED: u8 = 11;
+    pub const V6_DEST_UNREACHABLE: u8 = 1;
+    pub const V6_TIME_EXCEEDED: u8 = 3;
+    pub const V6_ECHO_REQUEST: u8 = 128;
+    pub const V6_ECHO_REPLY: u8 = 129;
+    /// Type, code, checksum and 4 bytes that depend on the type.
+    pub const HEADER_LEN: usize = 8;
+
+    /// The echo request type of IP version `ip_version` (4 or 6).
+    #[inline(always)]
+    pub const fn echo_request(ip_version: u8) -> u8 {
+        if ip_version == 4 {
+            V4_ECHO_REQUEST
+        } else {
+            V6_ECHO_REQUEST
+        }
+    }
+
+    /// What an ICMP message of type `ty` is as a reply to a probe; `None`
+    /// for every type we do not take.
+    #[inline(always)]
+    pub const fn reply_kind(ip_version: u8, ty: u8) -> Option<EventKind> {
+        match (ip_version, ty) {
+            (4, V4_ECHO_REPLY) | (6, V6_ECHO_REPLY) => Some(EventKind::EchoReply),
+            (4, V4_TIME_EXCEEDED) | (6, V6_TIME_EXCEEDED) => Some(EventKind::TimeExceeded),
+            (4, V4_DEST_UNREACHABLE) | (6, V6_DEST_UNREACHABLE) => Some(EventKind::DestUnreachable),
+            _ => None,
+        }
+    }
+}
+
+/// TCP header facts both classifiers use.
+pub mod tcp {
+    /// Offset of the flags byte in the TCP header.
+    pub const FLAGS_OFFSET: usize = 13;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+
+    /// A bare SYN (no ACK, no RST): what our TCP probes are.
+    #[inline(always)]
+    pub const fn is_bare_syn(flags: u8) -> bool {
+        flags & (SYN | ACK | RST) == SYN
+    }
+
+    /// What a segment with `flags` is as an answer to a SYN probe.
+    #[inline(always)]
+    pub const fn reply_kind(flags: u8) -> Option<super::EventKind> {
+        if flags & RST != 0 {
+            Some(super::EventKind::TcpRst)
+        } else if flags & (SYN | ACK) == SYN | ACK {
+            Some(super::EventKind::TcpSynAck)
+        } else {
+            None
+        }
+    }
+}
+
 /// Identifies one probe flow: what load balancers hash, seen from our side.
 ///
 /// For TCP and UDP: the remote (destination) address, our source port and the

@@ -6,7 +6,7 @@
 //! both on the same packets.
 
 use aya_ebpf::programs::TcContext;
-use traceroute_common::{Counter, Direction, EventKind, FlowKey, proto};
+use traceroute_common::{Counter, Direction, EventKind, FlowKey, icmp, proto, tcp};
 
 use crate::maps::count;
 
@@ -26,10 +26,8 @@ struct Ip {
 }
 
 const IPV6_HDR_LEN: u32 = 40;
-const ICMP_HDR_LEN: u32 = 8;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
+const ICMP_HDR_LEN: u32 = icmp::HEADER_LEN as u32;
+const TCP_FLAGS: u32 = tcp::FLAGS_OFFSET as u32;
 
 #[inline(always)]
 fn load<T>(ctx: &TcContext, off: u32) -> Option<T> {
@@ -121,8 +119,8 @@ fn probe(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
     // TCP probes are bare SYNs: every other segment (the bulk of real traffic)
     // is dismissed before any address load or map lookup.
     if ip.protocol == proto::TCP {
-        let flags: u8 = load(ctx, ip.l4 + 13)?;
-        if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+        let flags: u8 = load(ctx, ip.l4 + TCP_FLAGS)?;
+        if !tcp::is_bare_syn(flags) {
             return None;
         }
     }
@@ -135,7 +133,7 @@ fn probe(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
         }
         proto::ICMP | proto::ICMPV6 => {
             let ty: u8 = load(ctx, ip.l4)?;
-            if ty != echo_request(ip.version) {
+            if ty != icmp::echo_request(ip.version) {
                 return None;
             }
             key(dst, ip.version, ip.protocol, be16(ctx, ip.l4 + 4)?, 0)
@@ -147,11 +145,6 @@ fn probe(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
         flow,
         ip_version: ip.version,
     })
-}
-
-#[inline(always)]
-fn echo_request(version: u8) -> u8 {
-    if version == 4 { 8 } else { 128 }
 }
 
 /// A reply: ICMP error quoting a probe, echo reply, or TCP SYN-ACK / RST.
@@ -167,20 +160,16 @@ fn reply(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
 #[inline(always)]
 fn icmp(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
     let ty: u8 = load(ctx, ip.l4)?;
-    let kind = match (ip.version, ty) {
-        (4, 0) | (6, 129) => {
-            let src = address(ctx, l3, ip.version, true)?;
-            let ident = be16(ctx, ip.l4 + 4)?;
-            return Some(Match {
-                kind: EventKind::EchoReply,
-                flow: key(src, ip.version, ip.protocol, ident, 0),
-                ip_version: ip.version,
-            });
-        }
-        (4, 11) | (6, 3) => EventKind::TimeExceeded,
-        (4, 3) | (6, 1) => EventKind::DestUnreachable,
-        _ => return None,
-    };
+    let kind = icmp::reply_kind(ip.version, ty)?;
+    if kind == EventKind::EchoReply {
+        let src = address(ctx, l3, ip.version, true)?;
+        let ident = be16(ctx, ip.l4 + 4)?;
+        return Some(Match {
+            kind,
+            flow: key(src, ip.version, ip.protocol, ident, 0),
+            ip_version: ip.version,
+        });
+    }
     // The quoted probe: its IP header and (at least) 8 bytes of its transport header.
     let inner_off = ip.l4 + ICMP_HDR_LEN;
     let inner = ip_header(ctx, inner_off, false)?;
@@ -196,7 +185,7 @@ fn icmp(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
         }
         proto::ICMP | proto::ICMPV6 => {
             let inner_ty: u8 = load(ctx, inner.l4)?;
-            if inner_ty != echo_request(inner.version) {
+            if inner_ty != icmp::echo_request(inner.version) {
                 return None;
             }
             key(
@@ -218,14 +207,8 @@ fn icmp(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
 
 #[inline(always)]
 fn tcp(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
-    let flags: u8 = load(ctx, ip.l4 + 13)?;
-    let kind = if flags & TCP_RST != 0 {
-        EventKind::TcpRst
-    } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
-        EventKind::TcpSynAck
-    } else {
-        return None;
-    };
+    let flags: u8 = load(ctx, ip.l4 + TCP_FLAGS)?;
+    let kind = tcp::reply_kind(flags)?;
     let src = address(ctx, l3, ip.version, true)?;
     let sport = be16(ctx, ip.l4)?;
     let dport = be16(ctx, ip.l4 + 2)?;

@@ -7,8 +7,8 @@
 //! correlation → [`path`] assembly of the `NetworkPath` record → [`sinks`].
 
 pub mod capture;
+pub mod clock;
 pub mod error;
-pub mod packet;
 pub mod path;
 pub mod probe;
 pub mod reply;

@@ -12,8 +12,8 @@ use std::io::IsTerminal;
 use traceroute_user::capture::CaptureMode;
 use traceroute_user::capture::ebpf::EbpfCapture;
 use traceroute_user::capture::interface;
-use traceroute_user::packet::PacketSummary;
 use traceroute_user::probe::Protocol;
+use traceroute_user::reply::Summary;
 use traceroute_user::resolve::{self, FamilyPreference};
 use traceroute_user::sinks;
 use traceroute_user::trace::request::{MAX_TTL, PROBES_PER_SECOND, QUERIES, TIMEOUT};
@@ -132,6 +132,25 @@ enum Format {
     Table,
 }
 
+/// `--capture`: the library's [`CaptureMode`] as the CLI spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CaptureArg {
+    /// eBPF when it loads, sockets otherwise.
+    Auto,
+    Ebpf,
+    Socket,
+}
+
+impl From<CaptureArg> for CaptureMode {
+    fn from(arg: CaptureArg) -> CaptureMode {
+        match arg {
+            CaptureArg::Auto => CaptureMode::Auto,
+            CaptureArg::Ebpf => CaptureMode::Ebpf,
+            CaptureArg::Socket => CaptureMode::Socket,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum ProtocolArg {
     Tcp,
@@ -175,7 +194,7 @@ struct TraceArgs {
     format: Option<Format>,
     /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
     #[arg(long, value_enum, default_value = "auto")]
-    capture: CaptureMode,
+    capture: CaptureArg,
     /// Use IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     ipv4: bool,
@@ -225,7 +244,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         _ => FamilyPreference::Any,
     };
     let tracer = Tracer::new(TracerConfig {
-        capture: args.capture,
+        capture: args.capture.into(),
         probes_per_second: args.pps,
         // Replies come back where the probes leave; attaching to that one
         // interface is what makes a one-shot trace start fast.
@@ -271,7 +290,7 @@ struct CaptureLine {
     packet_len: u32,
     captured_len: usize,
     #[serde(flatten)]
-    summary: Option<PacketSummary>,
+    summary: Option<Summary>,
 }
 
 async fn capture(
@@ -325,7 +344,7 @@ async fn capture(
             kind: traceroute_user::capture::kind_name(packet.kind),
             packet_len: packet.packet_len,
             captured_len: packet.bytes.len(),
-            summary: PacketSummary::parse(&packet.bytes),
+            summary: Summary::parse(&packet.bytes),
         };
         serde_json::to_writer(&mut stdout, &line)?;
         stdout.write_all(b"\n")?;
@@ -373,7 +392,7 @@ struct ServeArgs {
     allow_non_loopback: bool,
     /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
     #[arg(long, value_enum)]
-    capture: Option<CaptureMode>,
+    capture: Option<CaptureArg>,
     /// Safety rail: most probes per second across all traces.
     #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
     pps: Option<u32>,
@@ -424,7 +443,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             c.api.allow_non_loopback = true;
         }
         if let Some(m) = a.capture {
-            c.capture = m;
+            c.capture = m.into();
         }
         if let Some(p) = a.pps {
             c.probes_per_second = p;

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 
 use common::packets::{self, Case, V};
 use traceroute_common::{Counter, Direction, EventKind, FlowKey};
-use traceroute_user::capture::MonotonicTime;
 use traceroute_user::capture::classify::classify;
 use traceroute_user::capture::ebpf::EbpfCapture;
+use traceroute_user::clock::MonotonicTime;
 
 /// TC_ACT_UNSPEC: "carry on" — the programs must never drop or redirect.
 const PASS: i32 = -1;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use traceroute_common::{Direction, EventKind};
 use traceroute_lab::{Family, Lab};
-use traceroute_user::capture::{Capture, CaptureMode, CapturedPacket, TimestampSource};
+use traceroute_user::capture::{Capture, CaptureMethod, CaptureMode, CapturedPacket};
 use traceroute_user::probe::{FlowSecret, ProbeFlow, Ttl, build_probe};
 use traceroute_user::reply::Reply;
 use traceroute_user::trace::sender::ProbeSender;
@@ -22,7 +22,7 @@ fn probe_chain(
     lab: &Lab,
     mode: CaptureMode,
     family: Family,
-) -> (Vec<CapturedPacket>, TimestampSource) {
+) -> (Vec<CapturedPacket>, CaptureMethod) {
     let src = lab.primary("src", family).unwrap();
     let dst = lab.primary("dst", family).unwrap();
     let ifname = lab.ifname("src", "r1").unwrap().to_string();
@@ -47,7 +47,7 @@ fn probe_chain(
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, sub.recv()).await {
                 events.push(p);
             }
-            (events, capture.source())
+            (events, capture.method())
         })
     })
     .unwrap()
@@ -123,7 +123,7 @@ fn ebpf_capture_sees_exactly_the_flows_probes_and_replies() {
     let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
     for family in [Family::V4, Family::V6] {
         let (events, source) = probe_chain(&lab, CaptureMode::Ebpf, family);
-        assert_eq!(source, TimestampSource::Kernel);
+        assert_eq!(source, CaptureMethod::Ebpf);
         check_chain_events(&lab, family, &events, true);
     }
 }
@@ -133,7 +133,7 @@ fn socket_fallback_sees_the_same() {
     let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
     for family in [Family::V4, Family::V6] {
         let (events, source) = probe_chain(&lab, CaptureMode::Socket, family);
-        assert_eq!(source, TimestampSource::Socket);
+        assert_eq!(source, CaptureMethod::Socket);
         check_chain_events(&lab, family, &events, true);
     }
 }

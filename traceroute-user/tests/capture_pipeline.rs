@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use traceroute_lab::{Lab, Topology};
-use traceroute_user::capture::MonotonicTime;
 use traceroute_user::capture::ebpf::EbpfCapture;
+use traceroute_user::clock::MonotonicTime;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_traceroute-agent");
 

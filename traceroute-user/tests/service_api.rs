@@ -85,7 +85,7 @@ fn api_answers_like_system_probe_checked_against_ground_truth() {
     assert_eq!(health.status, 200);
     let h = health.json();
     assert_eq!(h["status"], "ok");
-    assert_eq!(h["capture"], "kernel");
+    assert_eq!(h["capture"], "ebpf");
 
     let metrics = agent.get("/metrics");
     assert_eq!(metrics.status, 200);

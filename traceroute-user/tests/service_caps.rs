@@ -78,7 +78,7 @@ fn unprivileged_user_with_the_unit_capabilities_traces_with_ebpf() {
     let (uid, eff) = caps_of(agent.pid());
     assert_ne!(uid, 0, "not root");
     assert_eq!(eff, NET_RAW | NET_ADMIN | BPF | PERFMON, "CapEff {eff:x}");
-    assert_eq!(agent.get("/health").json()["capture"], "kernel");
+    assert_eq!(agent.get("/health").json()["capture"], "ebpf");
     trace_ok(&lab, &agent, "ebpf");
     let status = agent.stop();
     assert!(status.success(), "{status}\n{}", agent.log());
@@ -105,7 +105,7 @@ fn without_cap_net_raw_a_trace_is_denied_and_names_the_capability() {
     let mut agent = start_as_nobody(&lab, "+net_admin,+bpf,+perfmon");
     let (_, eff) = caps_of(agent.pid());
     assert_eq!(eff & NET_RAW, 0);
-    assert_eq!(agent.get("/health").json()["capture"], "kernel");
+    assert_eq!(agent.get("/health").json()["capture"], "ebpf");
     let dst = lab.primary("dst", Family::V4).unwrap();
     for attempt in 0..2 {
         // The second answer comes from the cached socket error.

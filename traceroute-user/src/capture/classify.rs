@@ -2,7 +2,7 @@
 //! by the socket fallback: same rules, same [`FlowKey`]s. A test runs both on the
 //! same packets so they cannot drift apart.
 
-use traceroute_common::{Direction, EventKind, FlowKey, proto};
+use traceroute_common::{Direction, EventKind, FlowKey, icmp, proto, tcp};
 
 struct Ip {
     version: u8,
@@ -63,10 +63,6 @@ fn key(addr: [u8; 16], version: u8, protocol: u8, local: u16, remote: u16) -> Fl
     }
 }
 
-fn echo_request(version: u8) -> u8 {
-    if version == 4 { 8 } else { 128 }
-}
-
 /// The flow a packet (bytes from the IP header on) belongs to, if it can be one
 /// of ours, and what it is.
 pub fn classify(b: &[u8], direction: Direction) -> Option<(EventKind, FlowKey)> {
@@ -91,7 +87,7 @@ fn transport_flow(b: &[u8], ip: &Ip, dst: [u8; 16]) -> Option<FlowKey> {
             be16(b, ip.l4)?,
             be16(b, ip.l4 + 2)?,
         )),
-        proto::ICMP | proto::ICMPV6 if *b.get(ip.l4)? == echo_request(ip.version) => {
+        proto::ICMP | proto::ICMPV6 if *b.get(ip.l4)? == icmp::echo_request(ip.version) => {
             Some(key(dst, ip.version, ip.protocol, be16(b, ip.l4 + 4)?, 0))
         }
         _ => None,
@@ -100,7 +96,7 @@ fn transport_flow(b: &[u8], ip: &Ip, dst: [u8; 16]) -> Option<FlowKey> {
 
 fn probe(b: &[u8], ip: &Ip) -> Option<FlowKey> {
     // TCP probes are bare SYNs (SYN without ACK or RST).
-    if ip.protocol == proto::TCP && *b.get(ip.l4 + 13)? & 0x16 != 0x02 {
+    if ip.protocol == proto::TCP && !tcp::is_bare_syn(*b.get(ip.l4 + tcp::FLAGS_OFFSET)?) {
         return None;
     }
     transport_flow(b, ip, address(b, 0, ip.version, false)?)
@@ -108,20 +104,13 @@ fn probe(b: &[u8], ip: &Ip) -> Option<FlowKey> {
 
 fn icmp(b: &[u8], ip: &Ip) -> Option<(EventKind, FlowKey)> {
     let ty = *b.get(ip.l4)?;
-    let kind = match (ip.version, ty) {
-        (4, 0) | (6, 129) => {
-            let src = address(b, 0, ip.version, true)?;
-            let ident = be16(b, ip.l4 + 4)?;
-            return Some((
-                EventKind::EchoReply,
-                key(src, ip.version, ip.protocol, ident, 0),
-            ));
-        }
-        (4, 11) | (6, 3) => EventKind::TimeExceeded,
-        (4, 3) | (6, 1) => EventKind::DestUnreachable,
-        _ => return None,
-    };
-    let inner_off = ip.l4 + 8;
+    let kind = icmp::reply_kind(ip.version, ty)?;
+    if kind == EventKind::EchoReply {
+        let src = address(b, 0, ip.version, true)?;
+        let ident = be16(b, ip.l4 + 4)?;
+        return Some((kind, key(src, ip.version, ip.protocol, ident, 0)));
+    }
+    let inner_off = ip.l4 + icmp::HEADER_LEN;
     let inner = ip_header(b, inner_off, false)?;
     if inner.version != ip.version {
         return None;
@@ -131,14 +120,7 @@ fn icmp(b: &[u8], ip: &Ip) -> Option<(EventKind, FlowKey)> {
 }
 
 fn tcp(b: &[u8], ip: &Ip) -> Option<(EventKind, FlowKey)> {
-    let flags = *b.get(ip.l4 + 13)?;
-    let kind = if flags & 0x04 != 0 {
-        EventKind::TcpRst
-    } else if flags & 0x12 == 0x12 {
-        EventKind::TcpSynAck
-    } else {
-        return None;
-    };
+    let kind = tcp::reply_kind(*b.get(ip.l4 + tcp::FLAGS_OFFSET)?)?;
     let src = address(b, 0, ip.version, true)?;
     let sport = be16(b, ip.l4)?;
     let dport = be16(b, ip.l4 + 2)?;

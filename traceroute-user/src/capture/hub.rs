@@ -19,8 +19,8 @@ use super::CapturedPacket;
 use super::ebpf::{EbpfCapture, EbpfCaptureError};
 use super::socket::{Classifier, SocketCapture};
 
-/// Which capture to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+/// Which capture to use (asked for; [`CaptureMethod`] is what runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureMode {
     /// eBPF when it loads, sockets otherwise.
@@ -29,14 +29,30 @@ pub enum CaptureMode {
     Socket,
 }
 
-/// Where the timestamps of a capture come from.
+/// The capture that runs. One name everywhere: records (`capture.method`),
+/// `/health`, logs and the CLI say `ebpf` or `socket`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TimestampSource {
-    /// `bpf_ktime_get_ns` in the TC programs, on both probe and reply.
-    Kernel,
-    /// SO_TIMESTAMPNS on a packet socket.
+pub enum CaptureMethod {
+    /// TC programs; probes and replies stamped with `bpf_ktime_get_ns`.
+    Ebpf,
+    /// Packet sockets; replies stamped with SO_TIMESTAMPNS.
     Socket,
+}
+
+impl CaptureMethod {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CaptureMethod::Ebpf => "ebpf",
+            CaptureMethod::Socket => "socket",
+        }
+    }
+}
+
+impl std::fmt::Display for CaptureMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +100,7 @@ pub struct Capture {
 
 struct Inner {
     backend: Mutex<Backend>,
-    source: TimestampSource,
+    method: CaptureMethod,
     /// Registered flows and their cookies (the socket backend classifies with it).
     flows: Arc<RwLock<HashMap<FlowKey, u32>>>,
     subscribers: Mutex<HashMap<u32, mpsc::Sender<CapturedPacket>>>,
@@ -112,11 +128,11 @@ impl Capture {
     pub fn start(mode: CaptureMode) -> Result<Self, CaptureError> {
         let flows = Arc::new(RwLock::new(HashMap::new()));
         let (tx, rx) = mpsc::channel(8192);
-        let (backend, source) = match mode {
-            CaptureMode::Ebpf => (start_ebpf(tx)?, TimestampSource::Kernel),
-            CaptureMode::Socket => (start_socket(&flows, tx)?, TimestampSource::Socket),
+        let (backend, method) = match mode {
+            CaptureMode::Ebpf => (start_ebpf(tx)?, CaptureMethod::Ebpf),
+            CaptureMode::Socket => (start_socket(&flows, tx)?, CaptureMethod::Socket),
             CaptureMode::Auto => match start_ebpf(tx.clone()) {
-                Ok(b) => (b, TimestampSource::Kernel),
+                Ok(b) => (b, CaptureMethod::Ebpf),
                 Err(e) => {
                     let needs = if e.is_permission() {
                         " (loading and attaching it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)"
@@ -126,13 +142,13 @@ impl Capture {
                     tracing::warn!(
                         "eBPF capture unavailable ({e}){needs}; falling back to socket capture"
                     );
-                    (start_socket(&flows, tx)?, TimestampSource::Socket)
+                    (start_socket(&flows, tx)?, CaptureMethod::Socket)
                 }
             },
         };
         let inner = Arc::new(Inner {
             backend: Mutex::new(backend),
-            source,
+            method,
             flows,
             subscribers: Mutex::new(HashMap::new()),
             next_cookie: AtomicU32::new(1),
@@ -141,12 +157,12 @@ impl Capture {
         });
         let task = tokio::spawn(dispatch(Arc::downgrade(&inner), rx));
         *inner.dispatcher.lock().unwrap() = Some(task);
-        tracing::info!(source = ?source, "capture started");
+        tracing::info!(%method, "capture started");
         Ok(Self { inner })
     }
 
-    pub fn source(&self) -> TimestampSource {
-        self.inner.source
+    pub fn method(&self) -> CaptureMethod {
+        self.inner.method
     }
 
     /// Makes sure probes leaving and replies arriving on `ifname` are seen.
@@ -304,8 +320,8 @@ impl FlowSubscription {
         self.rx.try_recv().ok()
     }
 
-    pub fn source(&self) -> TimestampSource {
-        self.capture.source()
+    pub fn method(&self) -> CaptureMethod {
+        self.capture.method()
     }
 }
 

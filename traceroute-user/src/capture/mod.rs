@@ -7,12 +7,12 @@ pub mod interface;
 pub mod socket;
 
 pub use hub::{
-    Capture, CaptureError, CaptureMode, FlowSubscription, TimestampSource, is_permission, kind_name,
+    Capture, CaptureError, CaptureMethod, CaptureMode, FlowSubscription, is_permission, kind_name,
 };
 
-use std::time::Duration;
-
 use traceroute_common::{CaptureEvent, Direction, EventKind};
+
+use crate::clock::MonotonicTime;
 
 /// A packet seen by the capture, owned and detached from the ring buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,51 +42,5 @@ impl CapturedPacket {
             packet_len: event.packet_len,
             bytes: event.packet().to_vec(),
         })
-    }
-}
-
-/// A point on CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MonotonicTime(u64);
-
-impl MonotonicTime {
-    pub const fn from_nanos(ns: u64) -> Self {
-        Self(ns)
-    }
-
-    pub const fn as_nanos(self) -> u64 {
-        self.0
-    }
-
-    /// The current time on the same clock the kernel stamps with.
-    pub fn now() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Self(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-    }
-
-    /// Time from `earlier` to `self`; `None` if `earlier` is later.
-    pub fn since(self, earlier: MonotonicTime) -> Option<Duration> {
-        self.0.checked_sub(earlier.0).map(Duration::from_nanos)
-    }
-
-    /// `self - d`, or the clock's origin.
-    pub fn saturating_sub(self, d: Duration) -> MonotonicTime {
-        Self(self.0.saturating_sub(duration_nanos(d)))
-    }
-}
-
-fn duration_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-impl std::ops::Add<Duration> for MonotonicTime {
-    type Output = MonotonicTime;
-    fn add(self, d: Duration) -> MonotonicTime {
-        Self(self.0.saturating_add(duration_nanos(d)))
     }
 }

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+use super::model::MplsLabel;
 use super::model::{
     E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, RttStats, Run,
     RunDestination, RunSource, SharedHop, TimestampSource, Traceroute,
 };
 use crate::probe::{Protocol, Ttl};
-use crate::reply::MplsLabel;
 
 /// What one probe (one attempt at one TTL) brought back.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -11,8 +11,8 @@ pub mod schema;
 
 pub use assemble::{AttemptOutcome, HopObservation};
 pub use model::{
-    CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, NetworkPath, NoAnswer,
-    NoAnswerKind, NotSentReason, PathDestination, PathSource, Probing, RttStats, Run,
+    CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, MplsLabel, NetworkPath,
+    NoAnswer, NoAnswerKind, NotSentReason, PathDestination, PathSource, Probing, RttStats, Run,
     RunDestination, RunSource, SharedHop, TimestampSource, Traceroute, Via,
 };
 

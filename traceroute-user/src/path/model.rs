@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::probe::{Protocol, Ttl};
-use crate::reply::MplsLabel;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetworkPath {
@@ -277,8 +276,27 @@ pub struct RttStats {
     pub max: f64,
 }
 
-/// Where an RTT's two timestamps were taken (defined by the capture).
-pub use crate::capture::TimestampSource;
+/// The capture that ran (its one name is defined by the capture).
+pub use crate::capture::CaptureMethod;
+
+/// Where an RTT's two timestamps were taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampSource {
+    /// In the kernel, by the eBPF programs, on both probe and reply.
+    Kernel,
+    /// On the packet socket (reply) and before the send call (probe).
+    Socket,
+}
+
+impl From<CaptureMethod> for TimestampSource {
+    fn from(method: CaptureMethod) -> TimestampSource {
+        match method {
+            CaptureMethod::Ebpf => TimestampSource::Kernel,
+            CaptureMethod::Socket => TimestampSource::Socket,
+        }
+    }
+}
 
 /// Extra: top-level capture facts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,11 +304,17 @@ pub struct CaptureInfo {
     pub method: CaptureMethod,
 }
 
+/// One MPLS label stack entry from an ICMP extension (RFC 4950).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CaptureMethod {
-    Ebpf,
-    Socket,
+pub struct MplsLabel {
+    /// 20-bit label value.
+    pub label: u32,
+    /// Traffic class (formerly EXP) bits.
+    pub exp: u8,
+    /// Bottom-of-stack flag.
+    pub bottom_of_stack: bool,
+    /// TTL of the label stack entry.
+    pub ttl: u8,
 }
 
 /// `Option<IpAddr>` as a string, `""` for `None`: the contract's silent hop.

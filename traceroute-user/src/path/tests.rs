@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use super::schema::validate;
 use super::*;
+use crate::path::MplsLabel;
 use crate::probe::{Protocol, Ttl};
-use crate::reply::MplsLabel;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -13,41 +13,15 @@ use std::net::IpAddr;
 
 use etherparse::err::{ip::LaxHeaderSliceError, tcp::HeaderSliceError as TcpSliceError};
 use etherparse::{LaxIpSlice, TcpSlice};
-use serde::{Deserialize, Serialize};
 use traceroute_common::{EventKind, FlowKey, proto};
 
+use crate::path::MplsLabel;
 use crate::probe::{FlowSecret, ProbeFlow, ProbeId, Protocol, TOKEN_OFFSET, TcpSeq, probe_len};
 
-/// ICMP message types we decode.
-mod icmp_type {
-    pub const V4_ECHO_REPLY: u8 = 0;
-    pub const V4_DEST_UNREACHABLE: u8 = 3;
-    pub const V4_ECHO_REQUEST: u8 = 8;
-    pub const V4_TIME_EXCEEDED: u8 = 11;
-    pub const V6_DEST_UNREACHABLE: u8 = 1;
-    pub const V6_TIME_EXCEEDED: u8 = 3;
-    pub const V6_ECHO_REQUEST: u8 = 128;
-    pub const V6_ECHO_REPLY: u8 = 129;
-}
-
-/// ICMP header length (type, code, checksum, 4 bytes that depend on the type).
-const ICMP_HEADER_LEN: usize = 8;
+use traceroute_common::icmp::{self, HEADER_LEN as ICMP_HEADER_LEN};
 /// RFC 4884: where extensions start when a router does not fill in the length
 /// field (pre-RFC 4884 behaviour, still common).
 const ICMP_EXTENSION_COMPAT_OFFSET: usize = 128;
-
-/// One MPLS label stack entry from an ICMP extension (RFC 4950).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct MplsLabel {
-    /// 20-bit label value.
-    pub label: u32,
-    /// Traffic class (formerly EXP) bits.
-    pub exp: u8,
-    /// Bottom-of-stack flag.
-    pub bottom_of_stack: bool,
-    /// TTL of the label stack entry.
-    pub ttl: u8,
-}
 
 /// What the quoted copy of our probe inside an ICMP error tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +45,6 @@ pub struct Reply {
     /// Outer source address: the responding router or destination (ourselves
     /// for [`EventKind::Probe`]).
     pub source: IpAddr,
-    /// Outer destination address.
-    pub destination: IpAddr,
     /// Outer TTL / hop limit (for a probe: the TTL it was sent with).
     pub ttl: u8,
     /// ICMP / ICMPv6 `(type, code)` when the packet is ICMP.
@@ -96,10 +68,49 @@ pub struct Reply {
     pub mpls_labels: Vec<MplsLabel>,
 }
 
+/// The outer headers of any captured packet, decodable as a reply or not:
+/// for logs and the `capture` command.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number of the transport (after IPv6 extension headers).
+    pub protocol: u8,
+    pub ttl: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+}
+
+impl Summary {
+    /// The IP header and, when present, the ICMP type and code; `None` when
+    /// not even the IP header parses.
+    pub fn parse(bytes: &[u8]) -> Option<Summary> {
+        let ip = parse_ip(bytes, ReplyError::Outer).ok()?;
+        let is_icmp = matches!(
+            (ip.version, ip.protocol),
+            (4, proto::ICMP) | (6, proto::ICMPV6)
+        );
+        let type_code = match ip.payload {
+            [ty, code, ..] if is_icmp => Some((*ty, *code)),
+            _ => None,
+        };
+        Some(Summary {
+            src: ip.source,
+            dst: ip.destination,
+            protocol: ip.protocol,
+            ttl: ip.ttl,
+            icmp_type: type_code.map(|t| t.0),
+            icmp_code: type_code.map(|t| t.1),
+        })
+    }
+}
+
 /// Why a decoded packet is not taken as belonging to a probe of its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Unverified {
-    #[error("no field identifies a probe")]
+    #[error("it names another flow, or no field identifies a probe")]
     NoIdentity,
     #[error("a field that carries the flow's secret does not match")]
     WrongSecret,
@@ -259,12 +270,7 @@ fn probe_fields(
         (version == 4 && protocol == proto::ICMP) || (version == 6 && protocol == proto::ICMPV6);
     if is_icmp {
         need("quoted ICMP header", t, 6)?;
-        let echo = if version == 4 {
-            icmp_type::V4_ECHO_REQUEST
-        } else {
-            icmp_type::V6_ECHO_REQUEST
-        };
-        if t[0] != echo {
+        if t[0] != icmp::echo_request(version) {
             return Err(ReplyError::QuotedIcmpNotEcho(t[0]));
         }
         return Ok(ProbeFields {
@@ -313,10 +319,14 @@ impl Reply {
         }
     }
 
-    /// The probe of `flow` this packet answers (or is), after checking every
-    /// field that carries the flow's secret and that the quote fits the
-    /// probe. `flow` must be the flow of [`Reply::flow`].
+    /// The probe of `flow` this packet answers (or is), after checking that
+    /// it quotes that flow, every field that carries the flow's secret, and
+    /// that the quote fits the probe.
     pub fn identify(&self, flow: &ProbeFlow) -> Result<ProbeId, Unverified> {
+        // The capture delivered it for this flow; the decoder must agree.
+        if self.flow != flow.flow_key() {
+            return Err(Unverified::NoIdentity);
+        }
         let secret = flow.secret();
         if let Some(seq) = self.tcp_seq
             && seq.salt() != secret.salt()
@@ -367,7 +377,6 @@ impl Reply {
         Reply {
             kind,
             source: ip.source,
-            destination: ip.destination,
             ttl: ip.ttl,
             icmp: None,
             flow: fields.flow,
@@ -426,19 +435,11 @@ impl Reply {
         let icmp = ip.payload;
         need("ICMP header", icmp, ICMP_HEADER_LEN)?;
         let (icmp_type, code) = (icmp[0], icmp[1]);
-        let v4 = ip.version == 4;
-        use icmp_type::*;
-        let kind = match (v4, icmp_type) {
-            (true, V4_TIME_EXCEEDED) | (false, V6_TIME_EXCEEDED) => EventKind::TimeExceeded,
-            (true, V4_DEST_UNREACHABLE) | (false, V6_DEST_UNREACHABLE) => {
-                EventKind::DestUnreachable
-            }
-            (true, V4_ECHO_REPLY) | (false, V6_ECHO_REPLY) => EventKind::EchoReply,
-            (true, V4_ECHO_REQUEST) | (false, V6_ECHO_REQUEST) => {
-                return Self::own_probe(ip, Some((icmp_type, code)));
-            }
-            _ => return Err(ReplyError::UnsupportedIcmp { icmp_type, code }),
-        };
+        if icmp_type == icmp::echo_request(ip.version) {
+            return Self::own_probe(ip, Some((icmp_type, code)));
+        }
+        let kind = icmp::reply_kind(ip.version, icmp_type)
+            .ok_or(ReplyError::UnsupportedIcmp { icmp_type, code })?;
         if kind == EventKind::EchoReply {
             // Echo replies carry our identifier and sequence back.
             let fields = ProbeFields {

@@ -324,10 +324,8 @@ fn own_probes_are_recognised_on_egress() {
         let probe = build_probe(&flow, ttl(7), 5);
         let r = Reply::parse(&probe).unwrap();
         assert_eq!(r.kind, EventKind::Probe);
-        assert_eq!(
-            (r.source, r.destination),
-            (flow.source(), flow.destination())
-        );
+        // The destination is in the flow key.
+        assert_eq!(r.source, flow.source());
         assert_eq!(r.ttl, 7);
         assert_eq!(r.flow, flow.flow_key());
         let id = ProbeId::new(ttl(7), 5);
@@ -657,4 +655,38 @@ fn errors_read_well() {
         available: 3,
     };
     assert_eq!(e.to_string(), "truncated ICMP header: need 8 bytes, have 3");
+}
+
+#[test]
+fn summaries_of_any_packet() {
+    let flow = &flows()[2];
+    let probe = build_probe(flow, ttl(9), 0);
+    let s = Summary::parse(&probe).unwrap();
+    assert_eq!((s.src, s.dst), (flow.source(), flow.destination()));
+    assert_eq!((s.protocol, s.ttl), (1, 9));
+    assert_eq!((s.icmp_type, s.icmp_code), (Some(8), Some(0)));
+    let f6 = &flows()[5];
+    let s = Summary::parse(&build_probe(f6, ttl(3), 0)).unwrap();
+    assert_eq!((s.protocol, s.ttl, s.icmp_type), (58, 3, Some(128)));
+    // A TCP SYN has no ICMP fields; a transport cut short still gives the IP header.
+    let s = Summary::parse(&build_probe(&flows()[0], ttl(2), 0)[..22]).unwrap();
+    assert_eq!((s.protocol, s.icmp_type), (6, None));
+    assert_eq!(Summary::parse(&[]), None);
+    assert_eq!(Summary::parse(&[0x45, 0, 0]), None);
+    assert_eq!(Summary::parse(&[0xff; 40]), None);
+}
+
+#[test]
+fn a_reply_for_another_flow_is_not_identified() {
+    let flow = flows()[1];
+    let probe = build_probe(&flow, ttl(4), 0);
+    let r = Reply::parse(&icmp_error(&flow, router_of(&flow), (11, 0), &probe)).unwrap();
+    let other = ProbeFlow::udp(
+        SocketAddr::new(flow.source(), 40999),
+        SocketAddr::new(flow.destination(), 33434),
+    )
+    .unwrap()
+    .with_secret(flow.secret());
+    assert_eq!(r.identify(&other), Err(Unverified::NoIdentity));
+    assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(4), 0)));
 }

@@ -154,7 +154,7 @@ fn health(shared: &Shared) -> Response {
     struct Health {
         status: &'static str,
         version: &'static str,
-        capture: crate::capture::TimestampSource,
+        capture: crate::capture::CaptureMethod,
         api_traces_in_flight: usize,
         targets: usize,
     }
@@ -163,7 +163,7 @@ fn health(shared: &Shared) -> Response {
     let body = Health {
         status: if stopping { "stopping" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
-        capture: shared.tracer.capture().source(),
+        capture: shared.tracer.capture().method(),
         api_traces_in_flight: shared.api_in_flight(),
         targets: config.targets.len(),
     };

@@ -231,7 +231,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         async move { shared.closed().await }
     }));
     tracing::info!(
-        capture = ?shared.tracer.capture().source(),
+        capture = %shared.tracer.capture().method(),
         targets = config.targets.len(),
         "traceroute-agent serving"
     );

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::capture::MonotonicTime;
+use crate::clock::MonotonicTime;
 use crate::probe::Ttl;
 
 /// Where a trace's probes leave this host: the part of a route that every

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 
 use super::prober::{Action, Prober, Shared};
 use super::sender::ProbeSender;
-use crate::capture::{CapturedPacket, FlowSubscription, MonotonicTime};
+use crate::capture::{CapturedPacket, FlowSubscription};
+use crate::clock::MonotonicTime;
 use crate::probe::build_probe;
 
 /// Probe I/O and the clock, as the engine sees them.

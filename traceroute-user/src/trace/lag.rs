@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::capture::MonotonicTime;
+use crate::clock::MonotonicTime;
 
 /// A recent maximum that halves every [`HALF_LIFE`].
 #[derive(Default)]

@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::capture::{Capture, CaptureError, CaptureMode, FlowSubscription, MonotonicTime};
+use crate::capture::{Capture, CaptureError, CaptureMode, FlowSubscription};
+use crate::clock::MonotonicTime;
 use crate::error::ErrorCode;
 use crate::path::{
-    AttemptOutcome, CaptureInfo, CaptureMethod, E2eProbe, HopObservation,
-    Interface as PathInterface, NetworkPath, NoAnswer, PathDestination, PathSource, Probing, Run,
-    SharedHop, TimestampSource, Via,
+    AttemptOutcome, CaptureInfo, E2eProbe, HopObservation, Interface as PathInterface, NetworkPath,
+    NoAnswer, PathDestination, PathSource, Probing, Run, SharedHop, TimestampSource, Via,
 };
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl};
 use crate::resolve::{ResolveError, ReverseDns, resolve_target};
@@ -265,7 +265,7 @@ impl Tracer {
         drop(subscription);
 
         let now = MonotonicTime::now();
-        let mut runs = runs_of(&prober, self.capture.source(), now);
+        let mut runs = runs_of(&prober, self.capture.method().into(), now);
         for (run, id) in runs.iter_mut().zip(&run_ids) {
             run.run_id = *id;
         }
@@ -288,10 +288,7 @@ impl Tracer {
         );
         path.test_run_id = test_run_id;
         path.capture = Some(CaptureInfo {
-            method: match self.capture.source() {
-                TimestampSource::Kernel => CaptureMethod::Ebpf,
-                TimestampSource::Socket => CaptureMethod::Socket,
-            },
+            method: self.capture.method(),
         });
         path.probing = Some(probing_of(&prober));
         Ok((path, stats))
@@ -621,8 +618,7 @@ fn log_outcome(host: &str, prober: &Prober) {
 
 fn random_u16() -> u16 {
     // No entropy source: time-based is still unique enough for flow ids.
-    getrandom::u32().unwrap_or_else(|_| crate::capture::MonotonicTime::now().as_nanos() as u32)
-        as u16
+    getrandom::u32().unwrap_or_else(|_| crate::clock::MonotonicTime::now().as_nanos() as u32) as u16
 }
 
 fn hostname() -> String {

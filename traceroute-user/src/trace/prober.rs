@@ -38,10 +38,12 @@ use traceroute_common::EventKind;
 use super::budget::{Grant, Origin, ProbeRail, RouterBudgets, RouterKey};
 use super::lag::{DeliveryLag, Jitter};
 use super::share::{FirstHop, FirstHopPlan, HopShare, Observer};
-use crate::capture::{CapturedPacket, MonotonicTime, kind_name};
+use crate::capture::{CapturedPacket, kind_name};
+use crate::clock::MonotonicTime;
+use crate::path::MplsLabel;
 use crate::path::{NoAnswer, NotSentReason};
 use crate::probe::{ProbeFlow, ProbeId, Protocol, Ttl};
-use crate::reply::{MplsLabel, Reply, Unverified};
+use crate::reply::{Reply, Unverified};
 
 /// Which probe: attempt number (0-based, one per run) and TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -104,7 +104,7 @@ impl Traces {
         &self,
         world: &mut World,
         targets: &[Ipv4Addr],
-        starts: &[crate::capture::MonotonicTime],
+        starts: &[crate::clock::MonotonicTime],
     ) -> Vec<Prober> {
         let mut probers: Vec<Prober> = targets
             .iter()

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::budget::Origin;
-use crate::capture::MonotonicTime;
+use crate::clock::MonotonicTime;
 use crate::probe::Protocol;
 
 /// Who saw a shared hop.

@@ -23,7 +23,8 @@ use super::budget::{Origin, ProbeRail, Rate, RouterBudgets};
 use super::engine::Network;
 use super::prober::{Action, Plan, Policy, Prober, Setup, Shared};
 use super::share::{HopShare, Observer, ShareConfig};
-use crate::capture::{CapturedPacket, MonotonicTime};
+use crate::capture::CapturedPacket;
+use crate::clock::MonotonicTime;
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl, build_probe};
 
 pub const SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
