@@ -9,12 +9,15 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
 
 use crate::LabError;
 use crate::netns::enter_netns;
@@ -49,6 +52,8 @@ fn open_tun(ifname: &str) -> std::io::Result<File> {
     for (dst, src) in req.name.iter_mut().zip(ifname.bytes()) {
         *dst = src as libc::c_char;
     }
+    // Hand-written: no kept crate wraps TUNSETIFF without pulling in a whole
+    // TUN library, and nix's ioctl macros would still be unsafe to call.
     // SAFETY: TUNSETIFF reads and writes a struct ifreq, which IfReq mirrors in size and layout.
     if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
         return Err(std::io::Error::last_os_error());
@@ -141,17 +146,8 @@ fn forward(mut tun: File, delay: Duration, stop: &AtomicBool) {
         let wait = queue.front().map_or(POLL_MAX, |(due, _)| {
             due.saturating_duration_since(now).min(POLL_MAX)
         });
-        let ts = libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
-            tv_nsec: wait.subsec_nanos() as libc::c_long,
-        };
-        let mut pfd = libc::pollfd {
-            fd: tun.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, valid timespec, no signal mask.
-        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        let mut fds = [PollFd::new(tun.as_fd(), PollFlags::POLLIN)];
+        let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None);
         loop {
             match tun.read(&mut buf) {
                 Ok(n) if n > 0 => queue.push_back((Instant::now() + delay, buf[..n].to_vec())),

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::{Interface, Lab};
@@ -112,37 +114,28 @@ fn keep(spec: &str) -> Result<(), LabError> {
     println!("ready");
     let _ = std::io::stdout().flush();
     detach_stdio();
-    let mut sig: libc::c_int = 0;
-    // SAFETY: valid signal set and out pointer.
-    unsafe { libc::sigwait(&signals, &mut sig) };
+    let _ = signals.wait();
     drop(lab);
     let _ = std::fs::remove_file(state_path(name));
     Ok(())
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local, then masking the calling
-    // thread; threads started later inherit the mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+/// Blocks the stop signals in the calling thread (threads started later
+/// inherit the mask), so that [`SigSet::wait`] receives them.
+fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
     }
+    let _ = set.thread_block();
+    set
 }
 
 /// Nobody reads our output once the parent has seen "ready".
 fn detach_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto the standard descriptors.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(null.as_raw_fd(), 2);
-        }
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
     }
 }
 
@@ -258,11 +251,12 @@ pub fn up_persistent_as(topology: &str, name: &str) -> Result<PersistentLab, Lab
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe. A new session keeps the keeper
-    // alive when the terminal that started it goes away or gets Ctrl-C.
+    // A new session keeps the keeper alive when the terminal that started it
+    // goes away or gets Ctrl-C. std has no setsid for a child: pre_exec it.
+    // SAFETY: setsid is async-signal-safe and touches no memory.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = nix::unistd::setsid();
             Ok(())
         });
     }
@@ -297,15 +291,14 @@ pub fn down_persistent(name: &str) -> Result<bool, LabError> {
     let state = read_state(&path);
     let mut found = path.exists();
     if let Some(s) = state.as_ref().filter(|s| alive(s)) {
-        // SAFETY: plain kill(2).
-        unsafe { libc::kill(s.pid as i32, libc::SIGTERM) };
+        let keeper = Pid::from_raw(s.pid as i32);
+        let _ = kill(keeper, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(15);
         while alive(s) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         if alive(s) {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+            let _ = kill(keeper, Signal::SIGKILL);
         }
     }
     let prefix = format!("trl-{name}-");

@@ -5,7 +5,6 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Output};
@@ -14,6 +13,9 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::netns::{self, NETNS_DIR, run};
@@ -686,13 +688,13 @@ impl Lab {
     pub fn spawn(&self, node: &str, cmd: &mut Command) -> Result<u32, LabError> {
         let path = Path::new(NETNS_DIR).join(self.namespace(node)?);
         let ns = File::open(&path).map_err(LabError::io(format!("opening {}", path.display())))?;
-        let fd = ns.as_raw_fd();
-        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        // Its own process group, so the lab can kill everything it starts.
+        cmd.process_group(0);
+        // std cannot enter a namespace for a child: pre_exec it.
+        // SAFETY: setns is async-signal-safe; `ns` stays open until spawn returns.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 || libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)?;
                 Ok(())
             });
         }
@@ -709,7 +711,7 @@ impl Lab {
                 source: e,
             },
         })?;
-        drop(ns);
+        // `ns` (close-on-exec) lives in the pre_exec closure until `cmd` goes.
         let pid = child.id();
         self.children
             .lock()
@@ -731,14 +733,13 @@ impl Lab {
                 "pid {pid} was not spawned by this lab"
             )));
         };
-        // SAFETY: signalling our own child's process group.
-        unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
+        let group = Pid::from_raw(pid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(2);
         while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        let _ = killpg(group, Signal::SIGKILL);
         child
             .wait_with_output()
             .map_err(LabError::io(format!("waiting for pid {pid}")))
@@ -775,8 +776,7 @@ impl Lab {
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
         {
-            // SAFETY: signalling our own child's process group.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -107,14 +106,10 @@ pub(crate) fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<Output, LabE
 pub fn enter_netns(ns: &str) -> Result<(), LabError> {
     let path = Path::new(NETNS_DIR).join(ns);
     let file = File::open(&path).map_err(LabError::io(format!("opening {}", path.display())))?;
-    // SAFETY: plain syscall on a valid fd.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(LabError::Io {
-            context: format!("setns into {ns}"),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| LabError::Io {
+        context: format!("setns into {ns}"),
+        source: e.into(),
+    })
 }
 
 pub(crate) fn list_netns() -> Vec<String> {

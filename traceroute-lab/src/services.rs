@@ -6,16 +6,18 @@
 
 use std::io::{ErrorKind, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use crate::LabError;
 use crate::netns::enter_netns;
 
-const POLL_MS: i32 = 50;
+const POLL_MS: u16 = 50;
 
 /// Peer addresses a listener has seen, v4 peers in plain (not mapped) form.
 pub(crate) type Peers = Arc<Mutex<Vec<SocketAddr>>>;
@@ -25,14 +27,9 @@ fn record(peers: &Peers, peer: SocketAddr) {
     peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
 }
 
-fn readable(fd: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, POLL_MS) > 0 }
+fn readable(fd: impl AsFd) -> bool {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::from(POLL_MS)).is_ok_and(|n| n > 0)
 }
 
 /// Binds with `bind` inside `ns` on a new thread, then runs `serve` there.
@@ -85,7 +82,7 @@ pub(crate) fn tcp_listen(
     };
     let serve = move |l: TcpListener| {
         while !stop.load(Ordering::Relaxed) {
-            if !readable(l.as_raw_fd()) {
+            if !readable(&l) {
                 continue;
             }
             match l.accept() {

@@ -6,13 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    nix::unistd::geteuid().is_root()
 }
 
 /// Runs a command with inherited stdio; fails on a non-zero exit.

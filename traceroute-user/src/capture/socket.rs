@@ -3,20 +3,27 @@
 //! kernel receive timestamps (SO_TIMESTAMPNS) on every packet, and the same flow
 //! classification as the kernel programs, done here.
 //!
-//! Hand-written on libc: no maintained crate covers packet sockets with cBPF
-//! filters and timestamp control messages together.
+//! socket2 opens the packet socket and attaches the filter; nix reads it
+//! with its timestamp control messages. The only unsafe block is tokio's
+//! registration of the descriptor.
 
-use std::io;
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, IoSliceMut};
+use std::os::fd::AsRawFd;
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    ControlMessageOwned, LinkAddr, MsgFlags, recvmsg, setsockopt, sockopt::ReceiveTimestampns,
+};
+use nix::sys::time::TimeSpec;
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use traceroute_common::{CAPTURE_BYTES, Direction};
 
-use super::{CapturedPacket, MonotonicTime};
+use super::CapturedPacket;
+use crate::clock::MonotonicTime;
 
 /// Decides whether a packet is ours: `Some((kind, cookie))`.
 pub type Classifier =
@@ -31,10 +38,12 @@ impl SocketCapture {
     /// Opens the socket and starts forwarding classified packets to `tx`.
     /// Needs CAP_NET_RAW.
     pub fn start(classify: Classifier, tx: mpsc::Sender<CapturedPacket>) -> io::Result<Self> {
-        let fd = open_packet_socket()?;
-        // SAFETY: OwnedFd keeps the descriptor open for the AsyncFd's lifetime.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        // tokio made registration unsafe (I/O safety): the Socket is owned by
+        // the AsyncFd and closed only when it is dropped.
+        // SAFETY: the descriptor stays open for the AsyncFd's whole life.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(open_packet_socket()?, Interest::READABLE) }
+                .map_err(io::Error::from)?;
         let task = tokio::spawn(read_loop(fd, classify, tx));
         Ok(Self { task })
     }
@@ -46,49 +55,22 @@ impl Drop for SocketCapture {
     }
 }
 
-fn open_packet_socket() -> io::Result<OwnedFd> {
-    let protocol = (libc::ETH_P_ALL as u16).to_be() as i32;
-    // SAFETY: plain socket(2) call.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let filter = transport_filter();
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &1i32)?;
+fn open_packet_socket() -> io::Result<Socket> {
+    let all = Protocol::from(i32::from((libc::ETH_P_ALL as u16).to_be()));
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(all),
+    )?;
+    let filter: Vec<SockFilter> = transport_filter()
+        .iter()
+        .map(|f| SockFilter::new(f.code, f.jt, f.jf, f.k))
+        .collect();
+    socket.attach_filter(&filter)?;
+    setsockopt(&socket, ReceiveTimestampns, &true)?;
     // Room for bursts of replies while the runtime is busy.
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &(4i32 << 20))?;
-    Ok(fd)
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points at a live T of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    socket.set_recv_buffer_size(4 << 20)?;
+    Ok(socket)
 }
 
 /// cBPF over the network header (cooked socket): accept IPv4 ICMP/TCP/UDP and
@@ -119,7 +101,7 @@ fn transport_filter() -> Vec<libc::sock_filter> {
     ]
 }
 
-async fn read_loop(fd: AsyncFd<OwnedFd>, classify: Classifier, tx: mpsc::Sender<CapturedPacket>) {
+async fn read_loop(fd: AsyncFd<Socket>, classify: Classifier, tx: mpsc::Sender<CapturedPacket>) {
     let clock = ClockOffset::measure();
     let mut buf = [0u8; CAPTURE_BYTES];
     loop {
@@ -173,54 +155,39 @@ struct Received {
 }
 
 /// One recvmsg; `Ok(None)` when nothing is queued.
-fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<Received>> {
-    // SAFETY: all-zero is a valid sockaddr_ll / msghdr; pointers are set below.
-    let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-    let mut control = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+fn recv(fd: &Socket, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    let capacity = buf.len();
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut control = nix::cmsg_space!(TimeSpec);
+    // MSG_TRUNC: the return value is the packet's full length.
+    let msg = match recvmsg::<LinkAddr>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::MSG_TRUNC,
+    ) {
+        Ok(msg) => msg,
+        Err(Errno::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_ll).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of_val(&control);
-    // SAFETY: msg points at live buffers for the duration of the call.
-    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::WouldBlock {
-            Ok(None)
-        } else {
-            Err(err)
-        };
-    }
-    let mut realtime_ns = None;
-    // SAFETY: standard cmsg walk over the control buffer recvmsg filled.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                realtime_ns = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    let realtime_ns = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::ScmTimestampns(ts) => {
+            Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
         }
-    }
-    let direction = if addr.sll_pkttype == libc::PACKET_OUTGOING {
-        Direction::Egress
-    } else {
-        Direction::Ingress
-    };
+        _ => None,
+    });
+    let outgoing = msg
+        .address
+        .is_some_and(|a| a.pkttype() == libc::PACKET_OUTGOING);
     Ok(Some(Received {
-        captured: (n as usize).min(buf.len()),
-        packet_len: n as u32,
-        ifindex: addr.sll_ifindex as u32,
-        direction,
+        captured: msg.bytes.min(capacity),
+        packet_len: msg.bytes as u32,
+        ifindex: msg.address.map_or(0, |a| a.ifindex() as u32),
+        direction: if outgoing {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        },
         realtime_ns,
     }))
 }

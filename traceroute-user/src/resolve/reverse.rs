@@ -2,7 +2,6 @@
 //! with a timeout per lookup.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -218,50 +217,12 @@ impl ReverseDns {
 }
 
 /// PTR lookup through the system resolver (nsswitch: /etc/hosts, DNS...).
-/// Blocking: run it on a blocking thread.
+/// Blocking: run it on a blocking thread. NI_NAMEREQD: no name is an error,
+/// never the address echoed back as text.
 fn getnameinfo(ip: IpAddr) -> Option<String> {
-    let mut host = [0 as libc::c_char; libc::NI_MAXHOST as usize];
-    // SAFETY: the sockaddr structs are plain C data, zero-initialised and
-    // then filled in; getnameinfo reads `len` bytes of them and writes a NUL
-    // terminated string of at most `host.len()` bytes into `host`.
-    let rc = unsafe {
-        match ip {
-            IpAddr::V4(a) => {
-                let mut sin: libc::sockaddr_in = std::mem::zeroed();
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-                libc::getnameinfo(
-                    (&raw const sin).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    host.as_mut_ptr(),
-                    host.len() as libc::socklen_t,
-                    std::ptr::null_mut(),
-                    0,
-                    libc::NI_NAMEREQD,
-                )
-            }
-            IpAddr::V6(a) => {
-                let mut sin6: libc::sockaddr_in6 = std::mem::zeroed();
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_addr.s6_addr = a.octets();
-                libc::getnameinfo(
-                    (&raw const sin6).cast(),
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                    host.as_mut_ptr(),
-                    host.len() as libc::socklen_t,
-                    std::ptr::null_mut(),
-                    0,
-                    libc::NI_NAMEREQD,
-                )
-            }
-        }
-    };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: on success getnameinfo wrote a NUL-terminated string.
-    let name = unsafe { CStr::from_ptr(host.as_ptr()) }.to_str().ok()?;
-    plausible_name(name)
+    let (name, _service) =
+        dns_lookup::getnameinfo(&std::net::SocketAddr::new(ip, 0), libc::NI_NAMEREQD).ok()?;
+    plausible_name(&name)
 }
 
 /// PTR data is whatever the address owner published: only pass on what looks

@@ -6,7 +6,6 @@
 //! answers on is not (two agents never share a path). The file is removed when
 //! the server stops, unless another process has bound the path since.
 
-use std::ffi::CString;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -16,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::Group;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
@@ -243,12 +244,11 @@ fn bind_unix(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
     }
-    // SAFETY: umask only changes the process's file creation mask; it is
-    // restored right after bind.
-    let old = unsafe { libc::umask(!mode & 0o777) };
+    // The mask is process-wide: it is restored right after bind, before any
+    // other file is created (the service binds before it starts anything).
+    let old = umask(Mode::from_bits_truncate(!mode & 0o777));
     let bound = std::os::unix::net::UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
+    umask(old);
     let std = bound.with_context(|| format!("binding {}", path.display()))?;
     let meta =
         std::fs::symlink_metadata(path).with_context(|| format!("checking {}", path.display()))?;
@@ -273,23 +273,8 @@ fn group_id(group: &str) -> anyhow::Result<u32> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
-    let name = CString::new(group).context("group name contains NUL")?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: zeroed C struct filled in by getgrnam_r.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the given lengths for the duration of the call.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        bail!("unknown group {group:?}");
+    match Group::from_name(group).with_context(|| format!("looking up group {group:?}"))? {
+        Some(g) => Ok(g.gid.as_raw()),
+        None => bail!("unknown group {group:?}"),
     }
-    Ok(grp.gr_gid)
 }

@@ -120,14 +120,12 @@ impl Drop for Scheduler {
     }
 }
 
+/// A uniform number in [0, 1): spreads targets' first runs over their interval.
 fn random_unit() -> f64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 8 {
-        return 0.5;
+    match getrandom::u64() {
+        Ok(bits) => (bits >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
     }
-    (u64::from_ne_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn request_of(shared: &Shared, target: &Target, cap: Duration) -> Result<TraceRequest, OutOfRange> {
