@@ -77,9 +77,11 @@ fn build_ebpf(ebpf_dir: &Path) -> Result<PathBuf, String> {
     let mut paths = vec![linker_dir.to_path_buf()];
     paths.extend(env::split_paths(&path));
     cmd.env("PATH", env::join_paths(paths).map_err(|e| e.to_string())?);
+    // -Dwarnings: the crate's [lints] table is enforced here, since clippy
+    // does not exist for the toolchain that builds the BPF target.
     cmd.env(
         "CARGO_ENCODED_RUSTFLAGS",
-        ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+        ["-Cdebuginfo=2", "-Clink-arg=--btf", "-Dwarnings"].join("\x1f"),
     );
     let status = cmd
         .status()

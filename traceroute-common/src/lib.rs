@@ -322,11 +322,15 @@ pub const MAX_FLOWS: u32 = 16384;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain #[repr(C)] data without padding holes that matter; any bit
-    // pattern is a valid value.
+    // SAFETY (all four): plain #[repr(C)] data without padding holes that
+    // matter; any bit pattern is a valid value (the layout tests pin them).
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::CaptureEvent {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::InterfaceConfig {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::FlowValue {}
 }
 

@@ -47,7 +47,7 @@ fn handle(ctx: &TcContext, direction: Direction) {
 
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // The verifier proves the programs cannot panic; this is never reached.
     loop {}
 }

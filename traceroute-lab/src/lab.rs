@@ -657,7 +657,11 @@ impl Lab {
         Ok(self
             .peers
             .get(&(x, proto, port))
-            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|p| {
+                p.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
             .unwrap_or_default())
     }
 
@@ -715,7 +719,7 @@ impl Lab {
         let pid = child.id();
         self.children
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(child);
         Ok(pid)
     }
@@ -724,7 +728,10 @@ impl Lab {
     /// group, SIGKILL after 2 s, then collects whatever output was piped.
     pub fn stop(&self, pid: u32) -> Result<Output, LabError> {
         let child = {
-            let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+            let mut children = self
+                .children
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let pos = children.iter().position(|c| c.id() == pid);
             pos.map(|p| children.remove(p))
         };
@@ -773,7 +780,7 @@ impl Lab {
         for mut child in self
             .children
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain(..)
         {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);

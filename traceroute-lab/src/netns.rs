@@ -124,12 +124,16 @@ pub(crate) fn list_netns() -> Vec<String> {
 }
 
 pub(crate) fn add_netns(name: &str) -> Result<(), LabError> {
-    let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = NETNS_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     run(Command::new("ip").args(["netns", "add", name]), None).map(drop)
 }
 
 pub(crate) fn del_netns(name: &str) -> Result<(), LabError> {
-    let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = NETNS_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !Path::new(NETNS_DIR).join(name).exists() {
         return Ok(());
     }

@@ -24,7 +24,10 @@ pub(crate) type Peers = Arc<Mutex<Vec<SocketAddr>>>;
 
 fn record(peers: &Peers, peer: SocketAddr) {
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
+    peers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(peer);
 }
 
 fn readable(fd: impl AsFd) -> bool {

@@ -403,7 +403,7 @@ impl Topology {
         self.static_routes.push(StaticRoute {
             node: node.to_string(),
             prefix: prefix.to_string(),
-            via: via.iter().map(|s| s.to_string()).collect(),
+            via: via.iter().map(ToString::to_string).collect(),
         });
         self
     }

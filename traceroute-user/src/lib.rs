@@ -16,4 +16,5 @@ pub mod resolve;
 pub mod route;
 pub mod service;
 pub mod sinks;
+pub mod sync;
 pub mod trace;

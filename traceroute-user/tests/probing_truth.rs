@@ -135,7 +135,10 @@ fn a_trace_the_routers_cannot_serve_in_time_is_refused_not_run_short() {
         statuses,
         [200, 503],
         "{:?}",
-        replies.iter().map(|r| r.text()).collect::<Vec<_>>()
+        replies
+            .iter()
+            .map(service_support::Reply::text)
+            .collect::<Vec<_>>()
     );
     for reply in &replies {
         if reply.status == 503 {

@@ -28,7 +28,7 @@ where
         let inside = netns_id();
         let blocking = tokio::task::spawn_blocking(netns_id).await.unwrap();
         assert_eq!(blocking, inside, "blocking thread escaped the namespace");
-        body().await
+        body().await;
     });
 }
 
@@ -55,7 +55,7 @@ fn localhost_resolves_from_hosts_file() {
             .await
             .unwrap();
         assert_eq!(r.addr, ip("127.0.0.1"));
-        assert!(r.all.iter().all(|a| a.is_ipv4()));
+        assert!(r.all.iter().all(std::net::IpAddr::is_ipv4));
     });
 }
 

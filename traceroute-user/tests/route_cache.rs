@@ -96,7 +96,7 @@ impl Lab {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
     {
-        self.h.run_inside(body)
+        self.h.run_inside(body);
     }
 }
 

@@ -446,7 +446,7 @@ fn two_hundred_concurrent_requests_no_cross_talk_bounded_memory() {
         let k = i % all.len();
         let protocol = protocols[(i / all.len()) % 3];
         let q = client_query(0, 12, 1_000_000_000, protocol, 1);
-        let want: Vec<String> = all[..=k].iter().map(|a| a.to_string()).collect();
+        let want: Vec<String> = all[..=k].iter().map(ToString::to_string).collect();
         (format!("/traceroute/{}?{q}", all[k]), all[k], want)
     };
     // Warm up (first flows, caches), then the baseline.

@@ -37,7 +37,7 @@ fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
         let last = lab.addr("r10", "r9", family).unwrap();
         let all: Vec<IpAddr> = path.into_iter().chain([last]).collect();
         for k in 0..all.len() {
-            let want: Vec<String> = all[..=k].iter().map(|a| a.to_string()).collect();
+            let want: Vec<String> = all[..=k].iter().map(ToString::to_string).collect();
             for p in &protocols {
                 cases.push((all[k], *p, want.clone()));
             }

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: the agent side by side with its peers, in one run,
-//! reported as ratios (DESIGN.md §6). Nothing here asserts anything about
+//! reported as ratios (docs/ARCHITECTURE.md, "Benchmarks"). Nothing here asserts anything about
 //! speed; the bench fails only when the agent itself fails.
 //!
 //! 1. One trace through a path with a silent hop, in two labs with the

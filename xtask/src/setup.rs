@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::util::{is_root, run};
 
-/// Debian packages for the eBPF build (DESIGN.md §3): Debian's Rust built on
+/// Debian packages for the eBPF build (docs/ARCHITECTURE.md, "Toolchain"): Debian's Rust built on
 /// LLVM 22, a prebuilt `core` for bpfel-unknown-none, and what bpf-linker links.
 const EBPF_PACKAGES: &[&str] = &[
     "rustc-web",

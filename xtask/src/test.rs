@@ -19,7 +19,7 @@ pub fn run_all() -> Result<()> {
     }
     match traceroute_lab::cleanup_stale() {
         Ok(removed) if !removed.is_empty() => {
-            println!("test: removed stale lab namespaces: {}", removed.join(" "))
+            println!("test: removed stale lab namespaces: {}", removed.join(" "));
         }
         Ok(_) => {}
         Err(e) => println!("test: could not clean up stale labs: {e}"),

@@ -31,7 +31,7 @@ fn fanout_targets_are_reachable_from_src() {
     for d in DESTINATIONS {
         let targets = lab.targets(d).unwrap();
         assert_eq!(targets.len(), usize::from(named::FANOUT_TARGETS), "{d}");
-        for &t in [targets[0], targets[100], targets[255]].iter() {
+        for &t in &[targets[0], targets[100], targets[255]] {
             assert!(pings(&lab, "src", t), "ping {t} ({d})");
             assert_eq!(lab.owner(t), Some(d));
         }

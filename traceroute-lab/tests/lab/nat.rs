@@ -26,7 +26,7 @@ fn dst_sees_the_nat_address() {
     let tcp_peers = lab.peers("dst", Proto::Tcp, 80).unwrap();
     let udp_peers = lab.peers("dst", Proto::Udp, 7).unwrap();
     for peers in [&tcp_peers, &udp_peers] {
-        let ips: Vec<_> = peers.iter().map(|p| p.ip()).collect();
+        let ips: Vec<_> = peers.iter().map(std::net::SocketAddr::ip).collect();
         assert_eq!(
             ips,
             [

@@ -447,7 +447,7 @@ impl Drop for EbpfCapture {
                         interface = ifname,
                         ifindex,
                         "interface gone before detaching"
-                    )
+                    );
                 }
                 Err(e) => tracing::warn!(interface = ifname, "detaching capture: {e}"),
             }

@@ -18,6 +18,7 @@ use traceroute_common::{Direction, EventKind, FlowKey};
 use super::CapturedPacket;
 use super::ebpf::{EbpfCapture, EbpfCaptureError};
 use super::socket::{Classifier, SocketCapture};
+use crate::sync::{LockExt, RwLockExt};
 
 /// Which capture to use (asked for; [`CaptureMethod`] is what runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -156,7 +157,7 @@ impl Capture {
             dispatcher: Mutex::new(None),
         });
         let task = tokio::spawn(dispatch(Arc::downgrade(&inner), rx));
-        *inner.dispatcher.lock().unwrap() = Some(task);
+        *inner.dispatcher.locked() = Some(task);
         tracing::info!(%method, "capture started");
         Ok(Self { inner })
     }
@@ -168,7 +169,7 @@ impl Capture {
     /// Makes sure probes leaving and replies arriving on `ifname` are seen.
     /// A no-op for the socket backend, which sees every interface.
     pub fn watch_interface(&self, ifname: &str) -> Result<(), CaptureError> {
-        match &mut *self.inner.backend.lock().unwrap() {
+        match &mut *self.inner.backend.locked() {
             Backend::Ebpf(e) => Ok(e.attach(ifname)?),
             Backend::Socket(_) => Ok(()),
         }
@@ -192,15 +193,15 @@ impl Capture {
     pub fn register(&self, flow: FlowKey) -> Result<FlowSubscription, CaptureError> {
         let cookie = self.inner.next_cookie.fetch_add(1, Ordering::Relaxed);
         {
-            let mut flows = self.inner.flows.write().unwrap();
+            let mut flows = self.inner.flows.write_locked();
             if flows.contains_key(&flow) {
                 return Err(CaptureError::FlowInUse(flow));
             }
             flows.insert(flow, cookie);
         }
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
-        self.inner.subscribers.lock().unwrap().insert(cookie, tx);
-        if let Backend::Ebpf(e) = &mut *self.inner.backend.lock().unwrap()
+        self.inner.subscribers.locked().insert(cookie, tx);
+        if let Backend::Ebpf(e) = &mut *self.inner.backend.locked()
             && let Err(err) = e.insert_flow(&flow, cookie)
         {
             self.forget(&flow, cookie);
@@ -215,9 +216,9 @@ impl Capture {
     }
 
     fn forget(&self, flow: &FlowKey, cookie: u32) {
-        self.inner.flows.write().unwrap().remove(flow);
-        self.inner.subscribers.lock().unwrap().remove(&cookie);
-        if let Backend::Ebpf(e) = &mut *self.inner.backend.lock().unwrap()
+        self.inner.flows.write_locked().remove(flow);
+        self.inner.subscribers.locked().remove(&cookie);
+        if let Backend::Ebpf(e) = &mut *self.inner.backend.locked()
             && let Err(err) = e.remove_flow(flow)
         {
             tracing::warn!("removing flow from the kernel map: {err}");
@@ -226,7 +227,7 @@ impl Capture {
 
     /// Counters of the capture (kernel counters in eBPF mode, plus dispatch ones).
     pub fn counters(&self) -> BTreeMap<&'static str, u64> {
-        let mut out = match &*self.inner.backend.lock().unwrap() {
+        let mut out = match &*self.inner.backend.locked() {
             Backend::Ebpf(e) => e.counters().unwrap_or_default(),
             Backend::Socket(_) => BTreeMap::new(),
         };
@@ -240,7 +241,7 @@ impl Capture {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self.dispatcher.lock().unwrap().take() {
+        if let Some(task) = self.dispatcher.locked().take() {
             task.abort();
         }
     }
@@ -266,7 +267,7 @@ fn start_socket(
     let flows = Arc::clone(flows);
     let classify: Classifier = Box::new(move |bytes: &[u8], direction: Direction| {
         let (kind, flow) = super::classify::classify(bytes, direction)?;
-        let cookie = *flows.read().unwrap().get(&flow)?;
+        let cookie = *flows.read_locked().get(&flow)?;
         Some((kind, cookie))
     });
     SocketCapture::start(classify, tx)
@@ -279,12 +280,7 @@ async fn dispatch(inner: Weak<Inner>, mut rx: mpsc::Receiver<CapturedPacket>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let tx = inner
-            .subscribers
-            .lock()
-            .unwrap()
-            .get(&packet.cookie)
-            .cloned();
+        let tx = inner.subscribers.locked().get(&packet.cookie).cloned();
         let stats = &inner.stats;
         match tx {
             None => stats.unclaimed.fetch_add(1, Ordering::Relaxed),

@@ -18,7 +18,11 @@ const ETHERNET_HEADER_LEN: u32 = 14;
 pub fn l2_header_len(ifname: &str) -> io::Result<u32> {
     let hatype = getifaddrs()?
         .filter(|a| a.interface_name == ifname)
-        .find_map(|a| a.address?.as_link_addr().map(|l| l.hatype()))
+        .find_map(|a| {
+            a.address?
+                .as_link_addr()
+                .map(nix::sys::socket::LinkAddr::hatype)
+        })
         .ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname:?}"))
         })?;

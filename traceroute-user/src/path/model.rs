@@ -1,4 +1,4 @@
-//! Serde model of the `NetworkPath` record (DESIGN §4).
+//! Serde model of the `NetworkPath` record (README, "NetworkPath JSON").
 //!
 //! Field names are the contract: do not rename. Fields marked "extra" are our
 //! additions; they are optional so records of the original agent still parse.

@@ -238,7 +238,7 @@ fn record_round_trips_through_json() {
 
 #[test]
 fn the_design_example_parses_and_validates() {
-    // DESIGN §4 verbatim, with real UUIDs in place of the "uuid" placeholder.
+    // The original contract's example record verbatim, with real UUIDs in place of the "uuid" placeholder.
     let v = json!({"timestamp": 1731000000000u64, "agent_version": "0.1.0", "namespace": "default",
      "test_run_id": "6f1c2f4e-8a51-4a63-9d43-8f0f1e2d3c4b", "protocol": "TCP",
      "source": {"hostname": "h1", "via": {"interface": {"name": "eth0", "hardware_addr": "0a:00:00:00:00:01"}}},
@@ -277,7 +277,7 @@ fn broken_records_fail_validation() {
         hop(v, 1)["ip_address"] = json!("hop-2.unknown");
     });
     assert_rejected("'*' for a silent hop", |v| {
-        hop(v, 1)["ip_address"] = json!("*")
+        hop(v, 1)["ip_address"] = json!("*");
     });
     assert_rejected("rtt on a silent hop", |v| hop(v, 1)["rtt"] = json!(1.0));
     assert_rejected("reachable hop without address", |v| {
@@ -312,10 +312,10 @@ fn broken_records_fail_validation() {
         v["e2e_probe"]["packet_loss_percentage"] = json!(120.0);
     });
     assert_rejected("port out of range", |v| {
-        v["destination"]["port"] = json!(70000)
+        v["destination"]["port"] = json!(70000);
     });
     assert_rejected("timestamp in seconds as float", |v| {
-        v["timestamp"] = json!(1731000000.5)
+        v["timestamp"] = json!(1731000000.5);
     });
     assert_rejected("bad MAC", |v| {
         v["source"]["via"]["interface"]["hardware_addr"] = json!("zz:00");

@@ -380,7 +380,7 @@ fn with_ipv6_ext(packet: &[u8], ext: u8) -> Vec<u8> {
 
 #[test]
 fn ipv6_extension_headers_in_the_quote() {
-    for flow in flows().into_iter().filter(|f| f.is_ipv6()) {
+    for flow in flows().into_iter().filter(ProbeFlow::is_ipv6) {
         let probe = build_probe(&flow, ttl(2), 0);
         let quote = quote_of(&probe, 8);
         let hop_by_hop = with_ipv6_ext(&quote, 0);

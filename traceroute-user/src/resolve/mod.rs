@@ -203,8 +203,8 @@ impl AddressClass {
     }
 }
 
-impl std::fmt::Display for AddressClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for AddressClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             AddressClass::Multicast => "multicast addresses",
             AddressClass::Broadcast => "the broadcast address",

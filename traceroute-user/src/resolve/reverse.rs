@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::MAX_NAME;
+use crate::sync::LockExt;
 use tokio::sync::watch;
 
 /// Tuning for [`ReverseDns`].
@@ -57,15 +58,9 @@ struct ReverseInner {
     shed: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Maps are only touched by single inserts/removes: a poisoned lock
-    // cannot hold a half-updated entry.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl ReverseInner {
     fn cached(&self, ip: &IpAddr, now: Instant) -> Option<Option<String>> {
-        let cache = lock(&self.cache);
+        let cache = self.cache.locked();
         let entry = cache.get(ip).filter(|e| e.expires > now)?;
         Some(entry.name.clone())
     }
@@ -77,7 +72,7 @@ impl ReverseInner {
         } else {
             self.config.negative_ttl
         };
-        let mut cache = lock(&self.cache);
+        let mut cache = self.cache.locked();
         if cache.len() >= self.config.capacity && !cache.contains_key(&ip) {
             cache.retain(|_, e| e.expires > now);
             if cache.len() >= self.config.capacity
@@ -155,7 +150,7 @@ impl ReverseDns {
             return name;
         }
         let mut answer = {
-            let mut in_flight = lock(&inner.in_flight);
+            let mut in_flight = inner.in_flight.locked();
             // Re-check under the lock: a query may have just finished (it
             // stores its answer before leaving `in_flight`).
             if let Some(name) = inner.cached(&ip, Instant::now()) {
@@ -176,14 +171,14 @@ impl ReverseDns {
                     tokio::task::spawn_blocking(move || {
                         let name = getnameinfo(ip);
                         shared.store(ip, name.clone());
-                        lock(&shared.in_flight).remove(&ip);
+                        shared.in_flight.locked().remove(&ip);
                         let _ = tx.send(Some(name));
                     });
                     rx
                 }
             }
         };
-        let wait = answer.wait_for(|a| a.is_some());
+        let wait = answer.wait_for(Option::is_some);
         match tokio::time::timeout(inner.config.timeout, wait).await {
             Ok(Ok(done)) => done.clone().flatten(),
             _ => None,
@@ -207,7 +202,7 @@ impl ReverseDns {
 
     /// Addresses currently cached (including expired, not yet evicted ones).
     pub fn len(&self) -> usize {
-        lock(&self.inner.cache).len()
+        self.inner.cache.locked().len()
     }
 
     /// Whether nothing is cached.

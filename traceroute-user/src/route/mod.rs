@@ -14,6 +14,7 @@ mod monitor;
 mod query;
 
 use crate::error::ErrorCode;
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -241,21 +242,15 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        // A panic while holding the lock cannot leave the map inconsistent
-        // (single inserts/removes), so poisoning is ignored.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn invalidate_all(&self) {
-        let mut entries = self.lock();
+        let mut entries = self.entries.locked();
         self.generation.fetch_add(1, Ordering::AcqRel);
         entries.clear();
         self.refreshes.fetch_add(1, Ordering::Relaxed);
     }
 
     fn invalidate_neighbour(&self, change: &monitor::NeighbourChange) {
-        let mut entries = self.lock();
+        let mut entries = self.entries.locked();
         // In-flight lookups may have read the neighbour before this change.
         self.generation.fetch_add(1, Ordering::AcqRel);
         let before = entries.len();
@@ -279,7 +274,7 @@ pub struct RouteCache {
 impl fmt::Debug for RouteCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RouteCache")
-            .field("entries", &self.inner.lock().len())
+            .field("entries", &self.inner.entries.locked().len())
             .field("refreshes", &self.refreshes())
             .field("netlink_queries", &self.netlink_queries())
             .finish()
@@ -319,11 +314,7 @@ impl RouteCache {
         // The monitor only holds a weak pointer, so dropping the last
         // RouteCache clone drops `Inner`, which stops all three tasks.
         let monitor_task = tokio::spawn(monitor::run(Arc::downgrade(&inner), messages));
-        inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(monitor_task);
+        inner.tasks.locked().push(monitor_task);
         Ok(RouteCache { inner })
     }
 
@@ -334,7 +325,7 @@ impl RouteCache {
     pub async fn lookup(&self, destination: IpAddr) -> Result<Route, RouteError> {
         let inner = &self.inner;
         let monitoring = inner.monitoring.load(Ordering::Acquire);
-        if monitoring && let Some(entry) = inner.lock().get(&destination) {
+        if monitoring && let Some(entry) = inner.entries.locked().get(&destination) {
             inner.hits.fetch_add(1, Ordering::Relaxed);
             return entry.result.clone();
         }
@@ -355,7 +346,7 @@ impl RouteCache {
             Err(e) => e.is_cacheable(),
         };
         if cacheable && inner.monitoring.load(Ordering::Acquire) {
-            let mut entries = inner.lock();
+            let mut entries = inner.entries.locked();
             if inner.generation.load(Ordering::Acquire) == generation {
                 if entries.len() >= MAX_ENTRIES {
                     entries.clear();

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md §4): a drop-in for the system-probe traceroute
+//! The HTTP API (README, "HTTP API"): a drop-in for the system-probe traceroute
 //! module, plus `/health` and `/metrics`.
 //!
 //! Routing and parameter parsing are done here by hand rather than with
@@ -273,7 +273,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                         "unknown protocol {:?} (TCP, UDP or ICMP)",
                         shown(v)
                     ))
-                })?
+                })?;
             }
             "port" if !empty => {
                 let n = number("port", v, 65535)?;

@@ -331,7 +331,7 @@ impl std::fmt::Debug for TracerCollector {
 }
 
 fn counter(
-    encoder: &mut DescriptorEncoder,
+    encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     value: u64,
@@ -342,7 +342,7 @@ fn counter(
 }
 
 impl Collector for TracerCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(tracer) = self.tracer.upgrade() else {
             return Ok(());
         };

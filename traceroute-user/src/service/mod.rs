@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::error::ErrorCode;
 use crate::path::NetworkPath;
 use crate::sinks::file::JsonLines;
+use crate::sync::RwLockExt;
 use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 pub use config::Config;
 use metrics::{Metrics, Origin};
@@ -98,11 +99,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.config.read_locked())
     }
 
     fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        *self.config.write_locked() = Arc::new(config);
     }
 
     pub fn is_stopping(&self) -> bool {

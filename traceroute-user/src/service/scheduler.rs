@@ -24,6 +24,7 @@ use super::Shared;
 use super::config::Target;
 use super::metrics::Origin;
 use crate::sinks::file::JsonLines;
+use crate::sync::LockExt;
 use crate::trace::TraceRequest;
 use crate::trace::request::OutOfRange;
 
@@ -46,11 +47,11 @@ impl Scheduler {
     }
 
     pub fn sink(&self) -> Arc<JsonLines> {
-        Arc::clone(&self.sink.lock().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.sink.locked())
     }
 
     pub fn set_sink(&self, sink: Arc<JsonLines>) {
-        *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+        *self.sink.locked() = sink;
     }
 
     /// Makes the running targets those of `targets`.
@@ -175,7 +176,7 @@ async fn run_target(
             .await
         {
             Ok(path) => {
-                let sink = Arc::clone(&sink.lock().unwrap_or_else(|e| e.into_inner()));
+                let sink = Arc::clone(&sink.locked());
                 if let Err(e) = sink.write(&path) {
                     shared.metrics.record_lost();
                     tracing::error!(host = target.host, "writing the record, it is lost: {e}");

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::path::NetworkPath;
+use crate::sync::LockExt;
 
 /// Where JSON lines go. Shared between tasks (`&self` methods).
 pub struct JsonLines {
@@ -52,21 +53,16 @@ impl JsonLines {
 
     /// The file written to, `None` for stdout.
     pub fn path(&self) -> Option<PathBuf> {
-        match &*self.lock() {
+        match &*self.target.locked() {
             Target::Stdout => None,
             Target::File { path, .. } => Some(path.clone()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Target> {
-        // A panic while holding the lock leaves at worst a truncated-back file.
-        self.target.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Opens the path again (after logrotate renamed the file); a no-op for
     /// stdout. On error the old file stays in use.
     pub fn reopen(&self) -> io::Result<()> {
-        let mut target = self.lock();
+        let mut target = self.target.locked();
         if let Target::File { path, file } = &mut *target {
             *file = open(path)?;
         }
@@ -81,7 +77,7 @@ impl JsonLines {
     }
 
     fn write_line(&self, line: &[u8]) -> io::Result<()> {
-        let mut target = self.lock();
+        let mut target = self.target.locked();
         match &mut *target {
             Target::Stdout => {
                 let mut out = io::stdout().lock();

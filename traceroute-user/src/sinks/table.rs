@@ -67,7 +67,7 @@ pub fn render(path: &NetworkPath) -> String {
         let host = if h.hosts.is_empty() {
             "???".to_string()
         } else {
-            let addrs: Vec<String> = h.hosts.iter().map(|a| a.to_string()).collect();
+            let addrs: Vec<String> = h.hosts.iter().map(ToString::to_string).collect();
             match h.names.first() {
                 Some(name) => format!("{name} ({})", addrs.join(", ")),
                 None => addrs.join(", "),

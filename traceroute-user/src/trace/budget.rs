@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::clock::MonotonicTime;
 use crate::probe::Ttl;
+use crate::sync::LockExt;
 
 /// Where a trace's probes leave this host: the part of a route that every
 /// trace using it has in common.
@@ -159,7 +160,7 @@ impl RouterBudgets {
 
     /// Takes one token of `key`'s router if it can be had by `limit`.
     pub fn reserve(&self, key: RouterKey, now: MonotonicTime, limit: MonotonicTime) -> Grant {
-        let mut routers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routers = self.inner.locked();
         routers.gc(now);
         let key = routers.resolve(key);
         let bucket = routers.buckets.entry(key).or_insert_with(Bucket::new);
@@ -172,7 +173,7 @@ impl RouterBudgets {
 
     /// When `n` more tokens of `key`'s router would all have been granted.
     pub fn earliest(&self, key: RouterKey, now: MonotonicTime, n: u32) -> MonotonicTime {
-        let routers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let routers = self.inner.locked();
         let key = routers.resolve(key);
         routers
             .buckets
@@ -186,7 +187,7 @@ impl RouterBudgets {
     /// budget, which keeps what both had spent (the stricter of the two). A
     /// trace's own hop is merged and forgotten; a position is remembered.
     pub fn learn(&self, position: RouterKey, addr: IpAddr) {
-        let mut routers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routers = self.inner.locked();
         if routers.aliases.get(&position) == Some(&addr) {
             return;
         }
@@ -210,14 +211,14 @@ impl RouterBudgets {
 
     /// Drops a budget nobody will use again (a finished trace's own hops).
     pub fn forget(&self, key: RouterKey) {
-        let mut routers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routers = self.inner.locked();
         routers.buckets.remove(&key);
     }
 
     /// `key`'s router just held back an answer: its real budget is spent, so
     /// ours is too (the next token comes one interval from now).
     pub fn exhausted(&self, key: RouterKey, now: MonotonicTime) {
-        let mut routers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routers = self.inner.locked();
         let key = routers.resolve(key);
         let bucket = routers.buckets.entry(key).or_insert_with(Bucket::new);
         let empty = now + self.rate.interval() + self.rate.tolerance();
@@ -226,7 +227,7 @@ impl RouterBudgets {
 
     /// The address a position is known to answer from.
     pub fn known(&self, position: RouterKey) -> Option<IpAddr> {
-        let routers = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let routers = self.inner.locked();
         routers.aliases.get(&position).copied()
     }
 }
@@ -254,7 +255,7 @@ impl ProbeRail {
     /// Takes a slot only if one is free now; otherwise says when one will be,
     /// and takes nothing (a probe that is never sent holds no slot).
     pub fn take_now(&self, now: MonotonicTime) -> Result<(), MonotonicTime> {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bucket = self.bucket.locked();
         let at = bucket.earliest(self.rate, now, 1);
         if at > now {
             return Err(at);
@@ -265,7 +266,7 @@ impl ProbeRail {
 
     /// How long `n` more probes would wait behind the ones already granted.
     pub fn backlog(&self, now: MonotonicTime, n: u32) -> Duration {
-        let bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = self.bucket.locked();
         bucket
             .earliest(self.rate, now, n)
             .since(now)

@@ -29,10 +29,7 @@ pub trait Network {
     fn ready(&mut self) -> Option<CapturedPacket>;
     /// Waits for the next packet until `until`; `None` when the time came (or
     /// something the prober should look at again happened) first.
-    fn next(
-        &mut self,
-        until: MonotonicTime,
-    ) -> impl std::future::Future<Output = Option<CapturedPacket>>;
+    fn next(&mut self, until: MonotonicTime) -> impl Future<Output = Option<CapturedPacket>>;
 }
 
 /// Runs `prober` to the end over `network`.
@@ -56,7 +53,7 @@ pub async fn drive<N: Network>(
                 match network.send(&packet, prober.flow().destination()) {
                     Ok(()) => prober.on_sent(key, at),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        prober.on_send_deferred(key, at)
+                        prober.on_send_deferred(key, at);
                     }
                     Err(e) => return Err(e),
                 }

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::clock::MonotonicTime;
+use crate::sync::LockExt;
 
 /// A recent maximum that halves every [`HALF_LIFE`].
 #[derive(Default)]
@@ -38,13 +39,13 @@ fn decayed(value: f64, from: Option<MonotonicTime>, now: MonotonicTime) -> f64 {
 
 impl DecayingMax {
     pub fn observe(&self, value: Duration, now: MonotonicTime) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         let old = decayed(state.0, state.1, now);
         *state = (old.max(value.as_nanos() as f64), Some(now));
     }
 
     pub fn recent(&self, now: MonotonicTime) -> Duration {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.locked();
         Duration::from_nanos(decayed(state.0, state.1, now) as u64)
     }
 }
@@ -65,7 +66,7 @@ pub struct Jitter {
 impl Jitter {
     pub fn observe(&self, responder: IpAddr, rtt: Duration, now: MonotonicTime) {
         let excess = {
-            let mut best = self.best.lock().unwrap_or_else(|e| e.into_inner());
+            let mut best = self.best.locked();
             if best.len() >= MAX_RESPONDERS {
                 best.clear();
             }

@@ -29,6 +29,7 @@ use crate::path::{
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl};
 use crate::resolve::{ResolveError, ReverseDns, resolve_target};
 use crate::route::{Route, RouteCache, RouteError};
+use crate::sync::LockExt;
 use budget::{Origin, ProbeRail, Rate, RouterBudgets, RouterKey};
 use engine::LiveNetwork;
 pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
@@ -75,7 +76,7 @@ impl TraceError {
         }
     }
 
-    /// The error code of the HTTP API contract (DESIGN.md §4).
+    /// The error code of the HTTP API contract (README, "HTTP API").
     pub fn code(&self) -> ErrorCode {
         match self {
             TraceError::InvalidRequest(_) => ErrorCode::InvalidRequest,
@@ -354,7 +355,7 @@ impl Tracer {
         let mut setup = Some(setup);
         loop {
             let wait = {
-                let _admission = self.admission.lock().unwrap_or_else(|e| e.into_inner());
+                let _admission = self.admission.locked();
                 let wait = self.predicted_wait(request, setup.as_ref().expect("kept").origin);
                 // Room for the probes' own waits after the last one leaves.
                 if wait + request.timeout <= deadline {
@@ -569,7 +570,7 @@ fn outcome(
         },
         Status::Unanswered { reason, waited } => AttemptOutcome::unanswered(*reason, *waited),
         // The prober settles every probe it reports; anything else was cut off.
-        _ => AttemptOutcome::unanswered(crate::path::NoAnswer::CutShort, None),
+        _ => AttemptOutcome::unanswered(NoAnswer::CutShort, None),
     }
 }
 
@@ -618,7 +619,7 @@ fn log_outcome(host: &str, prober: &Prober) {
 
 fn random_u16() -> u16 {
     // No entropy source: time-based is still unique enough for flow ids.
-    getrandom::u32().unwrap_or_else(|_| crate::clock::MonotonicTime::now().as_nanos() as u32) as u16
+    getrandom::u32().unwrap_or_else(|_| MonotonicTime::now().as_nanos() as u32) as u16
 }
 
 fn hostname() -> String {

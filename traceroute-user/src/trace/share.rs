@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::budget::Origin;
 use crate::clock::MonotonicTime;
 use crate::probe::Protocol;
+use crate::sync::LockExt;
 
 /// Who saw a shared hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +105,7 @@ impl HopShare {
         now: MonotonicTime,
         claim_until: MonotonicTime,
     ) -> FirstHopPlan {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.locked();
         if let Some(hop) = inner.seen.get(&origin)
             && now.since(hop.observed_at).unwrap_or_default() <= self.config.max_age
         {
@@ -121,7 +122,7 @@ impl HopShare {
 
     /// A trace saw the gateway answer.
     pub fn publish(&self, origin: Origin, hop: FirstHop) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.locked();
         let newer = inner
             .seen
             .get(&origin)
@@ -136,7 +137,7 @@ impl HopShare {
 
     /// The asking trace gave up on the gateway (no answer, or it ended).
     pub fn release(&self, origin: Origin) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.locked();
         inner.asking.remove(&origin);
         drop(inner);
         self.version.send_modify(|v| *v += 1);

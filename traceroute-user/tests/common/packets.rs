@@ -484,21 +484,21 @@ pub fn corpus() -> Vec<Case> {
         v,
         with_ipv4_options(&time_exceeded(v, &udp, 28), 0),
         false,
-        Some((EventKind::TimeExceeded, udp_flow(v))),
+        Some((TimeExceeded, udp_flow(v))),
     ));
     cases.push(case(
         "quoted ip options",
         v,
         time_exceeded(v, &quoted_opts, 32),
         false,
-        Some((EventKind::TimeExceeded, udp_flow(v))),
+        Some((TimeExceeded, udp_flow(v))),
     ));
     cases.push(case(
         "quoted ip options, ports only",
         v,
         time_exceeded(v, &quoted_opts, 28),
         false,
-        Some((EventKind::TimeExceeded, udp_flow(v))),
+        Some((TimeExceeded, udp_flow(v))),
     ));
     cases.push(case(
         "quoted ip options, short quote",

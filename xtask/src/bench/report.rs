@@ -83,7 +83,7 @@ fn targets_section(benches: &[TraceBench]) -> String {
     out
 }
 
-fn target_row(t: &TraceBench, target: &Target) -> Vec<String> {
+fn target_row(t: &TraceBench, target: &Target<'_>) -> Vec<String> {
     let wall = |m: Option<&Measurement>| spread_text(m.and_then(Measurement::wall), 3, " s");
     let found = |m: Option<&Measurement>| match m {
         Some(m) if m.unavailable.is_none() => {
@@ -181,7 +181,7 @@ fn trace_section(t: &TraceBench) -> String {
             l.median,
             l.min,
             l.max,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
         )),
     );
     for setting in Setting::ALL {
@@ -421,7 +421,7 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             .collect();
         format!("| {} |\n", padded.join(" | "))
     };
-    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    let mut out = line(headers.iter().map(ToString::to_string).collect());
     out += &line(widths.iter().map(|w| "-".repeat(*w)).collect());
     for row in rows {
         out += &line(row.clone());
@@ -542,7 +542,7 @@ mod tests {
     fn compacts_long_silences_only() {
         let hops: Vec<String> = ["a", "*", "b", "*", "*", "*", "*", "*"]
             .iter()
-            .map(|s| s.to_string())
+            .map(ToString::to_string)
             .collect();
         assert_eq!(compact_hops(&hops), "a * b *x5");
     }

@@ -311,7 +311,7 @@ impl Tool {
             name: name.to_string(),
             kind: Kind::Peer(package),
             program: program.to_string(),
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args: args.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -523,7 +523,7 @@ fn measure(
     lab: &Lab,
     counter: &ProbeCounter,
     tool: &Tool,
-    agent: &Agent,
+    agent: &Agent<'_>,
     load: &mut Vec<f64>,
 ) -> Result<(Result<Once, String>, u64)> {
     std::thread::sleep(REFILL);
@@ -744,7 +744,7 @@ fn time_once(lab: &Lab, tool: &Tool) -> Result<Once, String> {
 
 /// `probing.probes_sent` of the agent's record, where it has one.
 fn agent_probes(json: &str) -> Option<u64> {
-    let path: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    let path: Value = serde_json::from_str(json.trim()).ok()?;
     path["probing"]["probes_sent"].as_u64()
 }
 
@@ -761,13 +761,13 @@ fn error_line(program: &str, stderr: &[u8]) -> String {
     let telling =
         |l: &&&str| l.to_lowercase().contains("error") || l.starts_with(&format!("{name}:"));
     let line = lines.iter().find(telling).or(lines.first());
-    line.map_or("(no message)".to_string(), |l| l.to_string())
+    line.map_or("(no message)".to_string(), ToString::to_string)
 }
 
 /// Hops of the agent's NetworkPath JSON, per TTL the first address any run
 /// saw; the note names the capture method.
 fn agent_hops(json: &str) -> Result<(Vec<String>, String), String> {
-    let path: serde_json::Value =
+    let path: Value =
         serde_json::from_str(json.trim()).map_err(|e| format!("output is not JSON: {e}"))?;
     let runs = path["traceroute"]["runs"]
         .as_array()
@@ -812,7 +812,7 @@ mod tests {
     use super::*;
 
     fn v(hops: &[&str]) -> Vec<String> {
-        hops.iter().map(|h| h.to_string()).collect()
+        hops.iter().map(ToString::to_string).collect()
     }
 
     const EXPECTED: &[&str] = &["198.18.1.2", "198.18.2.2", "*", "198.18.4.2", "198.18.5.2"];

@@ -191,12 +191,16 @@ fn drive(socket: &Path, targets: &[IpAddr]) -> (Vec<Result<Value, String>>, u64)
                         break;
                     };
                     let answer = request(socket, target, &busy);
-                    answers.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(answer);
+                    answers
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(answer);
                 }
             });
         }
     });
-    let answers = answers.into_inner().unwrap_or_else(|e| e.into_inner());
+    let answers = answers
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let answers = answers
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Err("not requested".into())))
