@@ -6,6 +6,7 @@
 //! ([`HopObservation`]) into runs, hop counts and end-to-end statistics.
 
 pub mod assemble;
+pub mod graph;
 pub mod model;
 pub mod schema;
 

@@ -318,7 +318,7 @@ pub struct MplsLabel {
 }
 
 /// `Option<IpAddr>` as a string, `""` for `None`: the contract's silent hop.
-mod ip_or_empty {
+pub(super) mod ip_or_empty {
     use std::net::IpAddr;
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error};

@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod engine;
 pub mod lag;
+pub mod mda;
 pub mod ports;
 pub mod prober;
 pub mod request;
