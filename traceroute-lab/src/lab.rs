@@ -249,6 +249,14 @@ impl Lab {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        // A fixed ECMP hash seed per node (kernel 6.11+; it covers IPv6
+        // too): a flow takes the same branches in every run, so a test that
+        // pins its flow ids sees the same paths each time, and each router
+        // hashes independently of the others, as real ones do.
+        if std::path::Path::new("/proc/sys/net/ipv4/fib_multipath_hash_seed").exists() {
+            let seed = 0x9e37_79b9u32.wrapping_mul(x as u32 + 1) | 1;
+            s.push(("net.ipv4.fib_multipath_hash_seed".into(), seed.to_string()));
+        }
         if node.forwarding {
             s.push(("net.ipv4.ip_forward".into(), "1".into()));
             s.push(("net.ipv6.conf.all.forwarding".into(), "1".into()));

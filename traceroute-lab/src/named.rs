@@ -22,6 +22,10 @@ pub const NAMES: &[&str] = &[
     "delay_silent",
     "ipv6",
     "fanout",
+    "diamond2",
+    "diamond4",
+    "nested",
+    "nested_silent",
 ];
 
 /// Looks a topology up by name.
@@ -35,6 +39,10 @@ pub fn named(name: &str) -> Option<Topology> {
         "delay_silent" => delay_silent(),
         "ipv6" => ipv6(),
         "fanout" => fanout(),
+        "diamond2" => diamond(2),
+        "diamond4" => diamond(4),
+        "nested" => nested(),
+        "nested_silent" => nested_silent(),
         _ => return None,
     })
 }
@@ -90,6 +98,57 @@ pub fn ecmp() -> Topology {
         .link("r2a", "r3")
         .link("r2b", "r3")
         .link("r3", "dst")
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — r1 — {b1 … bN} — r3 — dst`: an N-way diamond, r1 and every
+/// branch spreading flows by L4 hash. dst listens on TCP 80. Unlimited ICMP.
+pub fn diamond(n: usize) -> Topology {
+    let mut t = Topology::new(&format!("diamond{n}"))
+        .host("src")
+        .router("r1");
+    for i in 1..=n {
+        t = t.router(&format!("b{i}"));
+    }
+    t = t.router("r3").host("dst").link("src", "r1");
+    for i in 1..=n {
+        t = t.link("r1", &format!("b{i}")).link(&format!("b{i}"), "r3");
+    }
+    t.link("r3", "dst")
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// The nested diamond: `src — r1 — {a1 … a4} — {m1, m2} — r4 — dst`, every
+/// `a` linked to both `m`s, so r1 spreads flows 4 ways and each `a` 2 ways
+/// (TTL 2 has 4 routers, TTL 3 two). dst listens on TCP 80. Unlimited ICMP.
+pub fn nested() -> Topology {
+    nested_called("nested")
+}
+
+/// [`nested`] with `a2` silent: a hole inside the diamond.
+pub fn nested_silent() -> Topology {
+    nested_called("nested_silent").silent("a2")
+}
+
+fn nested_called(name: &str) -> Topology {
+    let mut t = Topology::new(name).host("src").router("r1");
+    for a in ["a1", "a2", "a3", "a4"] {
+        t = t.router(a);
+    }
+    t = t
+        .router("m1")
+        .router("m2")
+        .router("r4")
+        .host("dst")
+        .link("src", "r1");
+    for a in ["a1", "a2", "a3", "a4"] {
+        t = t.link("r1", a).link(a, "m1").link(a, "m2");
+    }
+    t.link("m1", "r4")
+        .link("m2", "r4")
+        .link("r4", "dst")
         .tcp_listen("dst", 80)
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }

@@ -16,7 +16,9 @@ use traceroute_user::probe::Protocol;
 use traceroute_user::reply::Summary;
 use traceroute_user::resolve::{self, FamilyPreference};
 use traceroute_user::sinks;
-use traceroute_user::trace::request::{MAX_TTL, PROBES_PER_SECOND, QUERIES, TIMEOUT};
+use traceroute_user::trace::budget::Rate;
+use traceroute_user::trace::mda::Confidence;
+use traceroute_user::trace::request::{MAX_TTL, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT};
 use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
 #[derive(Parser)]
@@ -130,6 +132,19 @@ fn chain(e: &anyhow::Error) -> String {
 enum Format {
     Json,
     Table,
+    /// The path graph in Graphviz DOT (`dot -Tsvg` renders it).
+    Dot,
+    /// The path graph as a standalone SVG.
+    Svg,
+    /// One row per distinct path, with its flows.
+    Flows,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MultipathArg {
+    /// Multipath detection: flows until every router's next hops are known
+    /// at --confidence.
+    Mda,
 }
 
 /// `--capture`: the library's [`CaptureMode`] as the CLI spells it.
@@ -204,6 +219,28 @@ struct TraceArgs {
     /// Resolve hop addresses to names.
     #[arg(long)]
     reverse_dns: bool,
+    /// Trace N flows at once (different source ports or echo ids), so
+    /// load balancers spread them over their branches; runs = N × queries.
+    #[arg(long, default_value_t = PATHS.default,
+          value_parser = clap::value_parser!(u16).range(i64::from(PATHS.min)..=i64::from(PATHS.max)))]
+    paths: u16,
+    /// Find every branch: MDA sends as many flows as needed (one run each).
+    #[arg(long, value_enum, conflicts_with = "paths")]
+    multipath: Option<MultipathArg>,
+    /// MDA's confidence, in percent: 95 or 99.
+    #[arg(long, default_value = "95", value_parser = ["95", "99"])]
+    confidence: String,
+    /// Pin the flows: the first one's source port (TCP/UDP) or echo id
+    /// (ICMP); more flows (--paths, MDA) take the next ids.
+    #[arg(long, visible_alias = "source-port")]
+    flow_id: Option<u16>,
+    /// ICMP errors a router answers at once (burst) before its rate limit:
+    /// the budget probing assumes (Linux: 6).
+    #[arg(long, default_value_t = Rate::LINUX_ICMP.burst, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    router_icmp_burst: u32,
+    /// ICMP errors per second a router answers after its burst (Linux: 1).
+    #[arg(long, default_value_t = Rate::LINUX_ICMP.per_second)]
+    router_icmp_per_second: f64,
     /// Safety rail: most probes per second (each router's ICMP budget paces probing).
     #[arg(long, default_value_t = PROBES_PER_SECOND.default,
           value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
@@ -235,8 +272,23 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let mut request = TraceRequest::new(args.host.clone(), args.protocol())
         .with_max_ttl(args.max_ttl)?
         .with_queries(args.queries)?
-        .with_timeout(Duration::from_millis(args.timeout_ms))?;
+        .with_timeout(Duration::from_millis(args.timeout_ms))?
+        .with_paths(args.paths)?;
     request.port = args.port;
+    request.flow_id = args.flow_id;
+    if !(0.01..=100_000.0).contains(&args.router_icmp_per_second) {
+        return Err(TraceError::InvalidRequest(
+            "--router-icmp-per-second must be 0.01..=100000".into(),
+        )
+        .into());
+    }
+    if args.multipath.is_some() {
+        let percent = args.confidence.parse().unwrap_or(0);
+        request.multipath =
+            Some(Confidence::from_percent(percent).ok_or_else(|| {
+                TraceError::InvalidRequest("--confidence must be 95 or 99".into())
+            })?);
+    }
     request.reverse_dns = args.reverse_dns;
     request.family = match (args.ipv4, args.ipv6) {
         (true, _) => FamilyPreference::V4,
@@ -246,6 +298,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let tracer = Tracer::new(TracerConfig {
         capture: args.capture.into(),
         probes_per_second: args.pps,
+        router_rate: Rate::router(args.router_icmp_burst, args.router_icmp_per_second),
         // Replies come back where the probes leave; attaching to that one
         // interface is what makes a one-shot trace start fast.
         watch_all_interfaces: false,
@@ -261,10 +314,10 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Json => sinks::write_json_line(&mut stdout, &path)?,
-        Format::Table => {
-            stdout.write_all(sinks::table::render(&path).as_bytes())?;
-            stdout.flush()?;
-        }
+        Format::Table => stdout.write_all(sinks::table::render(&path).as_bytes())?,
+        Format::Dot => stdout.write_all(sinks::graph::dot(&path).as_bytes())?,
+        Format::Svg => stdout.write_all(sinks::graph::svg(&path).as_bytes())?,
+        Format::Flows => stdout.write_all(sinks::graph::flows_table(&path).as_bytes())?,
     }
     Ok(())
 }

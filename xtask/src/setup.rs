@@ -21,7 +21,8 @@ const EBPF_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the lab and the tests use: namespaces and nft for the lab,
-/// ping and traceroute as ground truth, systemd-analyze for the unit file.
+/// ping and traceroute as ground truth, systemd-analyze for the unit file,
+/// Graphviz's `dot` to check the DOT output.
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -29,6 +30,7 @@ const LAB_PACKAGES: &[&str] = &[
     "traceroute",
     "procps",
     "systemd",
+    "graphviz",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -90,6 +92,7 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
         ("nft", "nftables"),
         ("ping", "iputils ping"),
         ("traceroute", "traceroute"),
+        ("dot", "graphviz"),
     ] {
         if which(tool).is_none() {
             missing.push(pkg);

@@ -184,6 +184,8 @@ impl Run {
             },
             hops,
             destination_reached,
+            flow_id: None,
+            fingerprint: None,
         }
     }
 
@@ -287,6 +289,9 @@ impl NetworkPath {
             tags: Vec::new(),
             capture: None,
             probing: None,
+            multipath: None,
+            path_fingerprint: None,
+            path_change: None,
         }
     }
 }

@@ -29,6 +29,23 @@ pub struct NetworkPath {
     /// Extra: what the probing cost and whether anything was left undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probing: Option<Probing>,
+    /// Extra: the path graph of a multi-flow trace (`paths` > 1 or MDA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipath: Option<super::graph::PathGraph>,
+    /// Extra: fingerprint of the set of distinct paths the runs took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_fingerprint: Option<String>,
+    /// Extra: set on a scheduled target's record when its path set differs
+    /// from the previous run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_change: Option<PathChange>,
+}
+
+/// Extra: a scheduled target's paths changed since its previous run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathChange {
+    pub previous: String,
+    pub current: String,
 }
 
 /// Extra: the probing behind a record (traceroute runs and e2e probes).
@@ -45,6 +62,25 @@ pub struct Probing {
     /// `cut_short`, `router_budget`, `probe_rate`, `deadline`. Empty when
     /// every unanswered hop waited its full time.
     pub degraded: Vec<String>,
+}
+
+impl Probing {
+    /// The probing of several flows as one: counts add up, reasons merge.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a Probing>) -> Probing {
+        let mut total = Probing::default();
+        for p in parts {
+            total.probes_sent += p.probes_sent;
+            total.reprobes += p.reprobes;
+            total.probes_not_sent += p.probes_not_sent;
+            total.shared_hops += p.shared_hops;
+            for reason in &p.degraded {
+                if !total.degraded.contains(reason) {
+                    total.degraded.push(reason.clone());
+                }
+            }
+        }
+        total
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +133,12 @@ pub struct Run {
     /// port unreachable...) at some TTL of this run.
     #[serde(default)]
     pub destination_reached: bool,
+    /// Extra: the flow of this run (source port; ICMP: echo identifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<u16>,
+    /// Extra: fingerprint of the hop addresses of this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,10 +47,7 @@ pub struct Config {
 impl Config {
     /// The router budget the tracer assumes, with the 2 % it keeps to spare.
     pub fn router_rate(&self) -> crate::trace::budget::Rate {
-        crate::trace::budget::Rate {
-            burst: self.router_icmp_burst,
-            per_second: self.router_icmp_per_second / 1.02,
-        }
+        crate::trace::budget::Rate::router(self.router_icmp_burst, self.router_icmp_per_second)
     }
 }
 

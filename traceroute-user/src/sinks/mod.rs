@@ -2,6 +2,7 @@
 //! readable table for people.
 
 pub mod file;
+pub mod graph;
 pub mod table;
 
 use std::io::{self, Write};

@@ -66,6 +66,15 @@ impl Rate {
         per_second: 1.0 / 1.02,
     };
 
+    /// What we spend of a router that allows `burst` then `per_second`:
+    /// its rate with 2 % to spare (see [`Rate::ROUTER_DEFAULT`]).
+    pub fn router(burst: u32, per_second: f64) -> Rate {
+        Rate {
+            burst,
+            per_second: per_second / 1.02,
+        }
+    }
+
     fn interval(self) -> Duration {
         Duration::from_secs_f64(1.0 / self.per_second.max(1e-6))
     }

@@ -57,7 +57,9 @@ pub fn stopping_point(k: usize, confidence: Confidence) -> usize {
         }
         sum
     };
-    (1..).find(|&n| missed(n) <= epsilon).expect("the sum falls to 0") as usize
+    (1..)
+        .find(|&n| missed(n) <= epsilon)
+        .expect("the sum falls to 0") as usize
 }
 
 /// Planning rounds of flows for one MDA trace.
@@ -100,7 +102,9 @@ impl Mda {
 
     /// Flows to send in the next round; 0 when done (or out of budget).
     /// New flows spread over branches as the routers hash them, so a router
-    /// that got a share s of the flows so far needs about missing / s more.
+    /// that got a share s of the flows so far needs about missing / s more;
+    /// a share measured on few flows is rough, so a round at most doubles
+    /// the flows so far.
     pub fn next_round(&self, graph: &Graph) -> usize {
         let left = self.max_flows.saturating_sub(graph.flows());
         if graph.flows() == 0 {
@@ -116,7 +120,8 @@ impl Mda {
             })
             .max()
             .unwrap_or(0);
-        wanted.min(left)
+        let doubling = graph.flows().max(stopping_point(2, self.confidence));
+        wanted.min(doubling).min(left)
     }
 
     /// The first TTL new flows must probe: TTLs before it hold one router

@@ -23,9 +23,11 @@ use uuid::Uuid;
 use crate::capture::{Capture, CaptureError, CaptureMode, FlowSubscription};
 use crate::clock::MonotonicTime;
 use crate::error::ErrorCode;
+use crate::path::graph::{self, FlowPath, Graph, PathGraph};
 use crate::path::{
-    AttemptOutcome, CaptureInfo, E2eProbe, HopObservation, Interface as PathInterface, NetworkPath,
-    NoAnswer, PathDestination, PathSource, Probing, Run, SharedHop, TimestampSource, Via,
+    AttemptOutcome, CaptureInfo, E2eProbe, Hop, HopObservation, Interface as PathInterface,
+    NetworkPath, NoAnswer, PathDestination, PathSource, Probing, Run, SharedHop, TimestampSource,
+    Via,
 };
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl};
 use crate::resolve::{ResolveError, ReverseDns, resolve_target};
@@ -33,6 +35,7 @@ use crate::route::{Route, RouteCache, RouteError};
 use crate::sync::LockExt;
 use budget::{Origin, ProbeRail, Rate, RouterBudgets, RouterKey};
 use engine::LiveNetwork;
+use mda::Confidence;
 pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
 use prober::{Prober, Setup, Status};
 pub use request::{RESOLVE_TIMEOUT, TraceRequest};
@@ -223,57 +226,59 @@ impl Tracer {
         tracing::debug!(ms = ms_since(started), "resolved and routed");
         self.capture.watch_interface(&route.interface.name)?;
         tracing::debug!(ms = ms_since(started), "capture attached");
-        let origin = origin_of(&route);
         let port = request
             .port
             .or(request.protocol.default_port().map(|p| p.0))
             .unwrap_or(0);
-        let (flow, mut subscription, _reservation) =
-            self.open_flow(request.protocol, &route, target, port)?;
-
-        let test_run_id = Uuid::new_v4();
-        let run_ids: Vec<Uuid> = (0..request.queries).map(|_| Uuid::new_v4()).collect();
-        let observers = run_ids
-            .iter()
-            .map(|run_id| Observer {
-                test_run_id,
-                run_id: *run_id,
-                protocol: request.protocol,
-                destination: target,
-                flow_id: flow_id(&flow),
-            })
-            .collect();
-        let setup = self.setup(request, flow, origin, observers);
-        let prober = self.run_plan(request, setup, &mut subscription).await?;
-        tracing::debug!(ms = ms_since(started), "probing done");
-        log_outcome(&request.host, &prober);
-        let mut stats = vec![prober.stats().clone()];
+        let job = Job {
+            request,
+            route: &route,
+            target,
+            port,
+            test_run_id: Uuid::new_v4(),
+        };
+        let (mut runs, outcomes, graph) = match request.multipath {
+            Some(confidence) => self.mda(&job, confidence).await?,
+            None => {
+                let flows = usize::from(request.paths);
+                let outcomes = self
+                    .probe_flows(
+                        &job,
+                        flows,
+                        request.first_ttl,
+                        request.queries,
+                        request.flow_id,
+                    )
+                    .await?;
+                let runs: Vec<Run> = outcomes.iter().flat_map(|o| o.runs.clone()).collect();
+                let graph = (flows > 1).then(|| {
+                    graph_of(&job, &outcomes, request.first_ttl.get())
+                        .to_record("flows", None, true)
+                });
+                (runs, outcomes, graph)
+            }
+        };
+        tracing::debug!(
+            ms = ms_since(started),
+            flows = outcomes.len(),
+            "probing done"
+        );
+        let mut stats: Vec<TraceStats> = outcomes.iter().map(|o| o.stats.clone()).collect();
         let e2e_probe = if request.e2e_queries > 0 {
-            let e2e = request.e2e();
-            // Its own secret: a late answer to the trace's own probe at the
-            // same TTL and attempt cannot pass for an end-to-end sample.
-            let setup = self.setup(
-                &e2e,
-                flow.with_secret(FlowSecret::random()),
-                origin,
-                Vec::new(),
-            );
-            let e2e_prober = self.run_plan(&e2e, setup, &mut subscription).await?;
-            stats.push(e2e_prober.stats().clone());
-            E2eProbe::from_samples(&e2e_samples(&e2e_prober))
+            let (probe, e2e_stats) = self.e2e(&job).await?;
+            stats.push(e2e_stats);
+            probe
         } else {
             E2eProbe::from_samples(&[])
         };
-        drop(subscription);
-
-        let now = MonotonicTime::now();
-        let mut runs = runs_of(&prober, self.capture.method().into(), now);
-        for (run, id) in runs.iter_mut().zip(&run_ids) {
-            run.run_id = *id;
-        }
         if request.reverse_dns {
             self.fill_reverse_dns(&mut runs).await;
         }
+        for run in &mut runs {
+            run.fingerprint = Some(graph::run_fingerprint(run));
+        }
+        let path_fingerprint =
+            graph::set_fingerprint(runs.iter().filter_map(|r| r.fingerprint.as_deref()));
         let protocol = request.protocol;
         let mut path = NetworkPath::new(
             protocol,
@@ -288,12 +293,130 @@ impl Tracer {
             runs,
             e2e_probe,
         );
-        path.test_run_id = test_run_id;
+        path.test_run_id = job.test_run_id;
         path.capture = Some(CaptureInfo {
             method: self.capture.method(),
         });
-        path.probing = Some(probing_of(&prober));
+        path.probing = Some(Probing::sum(outcomes.iter().map(|o| &o.probing)));
+        path.multipath = graph;
+        path.path_fingerprint = Some(path_fingerprint);
         Ok((path, stats))
+    }
+
+    /// Traces `count` flows at once, each from `first_ttl` with `attempts`
+    /// runs. With `first_id`, flow i takes id `first_id + i` (reproducible
+    /// flows); otherwise ids are random.
+    async fn probe_flows(
+        &self,
+        job: &Job<'_>,
+        count: usize,
+        first_ttl: Ttl,
+        attempts: u8,
+        first_id: Option<u16>,
+    ) -> Result<Vec<FlowOutcome>, TraceError> {
+        // Each flow's deadline covers what the routers owe all of them.
+        let request = TraceRequest {
+            first_ttl,
+            queries: attempts,
+            paths: u16::try_from(count).unwrap_or(u16::MAX),
+            ..job.request.clone()
+        };
+        let mut opened = Vec::with_capacity(count);
+        for i in 0..count {
+            let pinned = first_id.map(|id| id.wrapping_add(i as u16));
+            opened.push(self.open_flow(job, pinned)?);
+        }
+        let origin = origin_of(job.route);
+        let method = self.capture.method();
+        let flows = opened
+            .into_iter()
+            .map(|(flow, mut subscription, reservation)| {
+                let request = &request;
+                async move {
+                    let run_ids: Vec<Uuid> = (0..attempts).map(|_| Uuid::new_v4()).collect();
+                    let id = flow_id(&flow);
+                    let observers = run_ids
+                        .iter()
+                        .map(|run_id| Observer {
+                            test_run_id: job.test_run_id,
+                            run_id: *run_id,
+                            protocol: request.protocol,
+                            destination: job.target,
+                            flow_id: id,
+                        })
+                        .collect();
+                    let setup = self.setup(request, flow, origin, observers);
+                    let prober = self.run_plan(request, setup, &mut subscription).await?;
+                    drop(subscription);
+                    drop(reservation);
+                    log_outcome(&request.host, &prober);
+                    let mut runs = runs_of(&prober, method.into(), MonotonicTime::now());
+                    for (run, run_id) in runs.iter_mut().zip(&run_ids) {
+                        run.run_id = *run_id;
+                        run.flow_id = Some(id);
+                    }
+                    Ok::<_, TraceError>(FlowOutcome {
+                        flow_id: id,
+                        runs,
+                        stats: prober.stats().clone(),
+                        probing: probing_of(&prober),
+                    })
+                }
+            });
+        futures_util::future::join_all(flows)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// MDA: rounds of flows until every router had enough flows through it
+    /// to rule out one more next hop, or the flow budget is spent.
+    async fn mda(
+        &self,
+        job: &Job<'_>,
+        confidence: Confidence,
+    ) -> Result<(Vec<Run>, Vec<FlowOutcome>, Option<PathGraph>), TraceError> {
+        let first_ttl = job.request.first_ttl;
+        let plan = mda::Mda {
+            confidence,
+            first_ttl: first_ttl.get(),
+            max_ttl: job.request.max_ttl.get(),
+            max_flows: request::MDA_MAX_FLOWS,
+        };
+        let mut outcomes: Vec<FlowOutcome> = Vec::new();
+        loop {
+            let graph = graph_of(job, &outcomes, first_ttl.get());
+            let count = plan.next_round(&graph);
+            if count == 0 {
+                break;
+            }
+            let start = Ttl::new(plan.start_ttl(&graph)).unwrap_or(first_ttl);
+            tracing::debug!(flows = count, start_ttl = start.get(), "MDA round");
+            let first_id = job
+                .request
+                .flow_id
+                .map(|id| id.wrapping_add(outcomes.len() as u16));
+            let round = self.probe_flows(job, count, start, 1, first_id).await?;
+            outcomes.extend(round);
+        }
+        let graph = graph_of(job, &outcomes, first_ttl.get());
+        let record = graph.to_record("mda", Some(confidence.value()), plan.complete(&graph));
+        let mut runs: Vec<Run> = outcomes.iter().flat_map(|o| o.runs.clone()).collect();
+        fill_skipped_prefix(&mut runs, first_ttl, job);
+        Ok((runs, outcomes, Some(record)))
+    }
+
+    /// End-to-end probes over a flow of their own: `e2e_queries` probes at
+    /// TTL 64, one sample each.
+    async fn e2e(&self, job: &Job<'_>) -> Result<(E2eProbe, TraceStats), TraceError> {
+        let e2e = job.request.e2e();
+        let (flow, mut subscription, _reservation) = self.open_flow(job, None)?;
+        let setup = self.setup(&e2e, flow, origin_of(job.route), Vec::new());
+        let prober = self.run_plan(&e2e, setup, &mut subscription).await?;
+        Ok((
+            E2eProbe::from_samples(&e2e_samples(&prober)),
+            prober.stats().clone(),
+        ))
     }
 
     /// The prober's setup for `request` over `flow`.
@@ -317,6 +440,7 @@ impl Tracer {
             // Set when admitted.
             deadline: MonotonicTime::now(),
             observers,
+            branching: request.paths > 1 || request.multipath.is_some(),
         }
     }
 
@@ -396,25 +520,32 @@ impl Tracer {
     }
 
     /// Picks a flow no other trace uses and registers it with the capture.
+    /// Reserves a flow to the job's target (a source port, or an echo
+    /// identifier), `pinned` when given, and registers it with the capture.
     fn open_flow(
         &self,
-        protocol: Protocol,
-        route: &Route,
-        target: IpAddr,
-        port: u16,
+        job: &Job<'_>,
+        pinned: Option<u16>,
     ) -> Result<(ProbeFlow, FlowSubscription, Option<ports::PortReservation>), TraceError> {
+        let (protocol, route, target) = (job.request.protocol, job.route, job.target);
         let mut last_err = None;
         for _ in 0..FLOW_ATTEMPTS {
             let (flow, reservation) = match protocol {
                 Protocol::Icmp => {
-                    let id = random_u16();
+                    let id = pinned.unwrap_or_else(random_u16);
                     let flow = ProbeFlow::icmp(route.source, target, id);
                     (flow, None)
                 }
                 Protocol::Tcp | Protocol::Udp => {
-                    let r = ports::reserve(protocol, route.source).map_err(TraceError::Port)?;
+                    let r = ports::reserve_port(protocol, route.source, pinned.unwrap_or(0))
+                        .map_err(|e| match (pinned, e.kind()) {
+                            (Some(p), std::io::ErrorKind::AddrInUse) => {
+                                TraceError::InvalidRequest(format!("source port {p} is in use"))
+                            }
+                            _ => TraceError::Port(e),
+                        })?;
                     let src = SocketAddr::new(route.source, r.port);
-                    let dst = SocketAddr::new(target, port);
+                    let dst = SocketAddr::new(target, job.port);
                     let flow = if protocol == Protocol::Tcp {
                         ProbeFlow::tcp(src, dst)
                     } else {
@@ -428,7 +559,7 @@ impl Tracer {
                 .with_secret(FlowSecret::random());
             match self.capture.register(flow.flow_key()) {
                 Ok(sub) => return Ok((flow, sub, reservation)),
-                Err(e @ CaptureError::FlowInUse(_)) => last_err = Some(e),
+                Err(e @ CaptureError::FlowInUse(_)) if pinned.is_none() => last_err = Some(e),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -488,6 +619,72 @@ pub(crate) fn flow_id(flow: &ProbeFlow) -> u16 {
 }
 
 /// One run per attempt: per TTL up to where the path ended, what came back.
+/// What one trace works on: the request and where it goes.
+struct Job<'a> {
+    request: &'a TraceRequest,
+    route: &'a Route,
+    target: IpAddr,
+    port: u16,
+    test_run_id: Uuid,
+}
+
+/// One flow's share of a trace.
+struct FlowOutcome {
+    flow_id: u16,
+    runs: Vec<Run>,
+    stats: TraceStats,
+    probing: Probing,
+}
+
+/// The path graph of the flows so far.
+fn graph_of(job: &Job<'_>, outcomes: &[FlowOutcome], first_ttl: u8) -> Graph {
+    let flows: Vec<FlowPath> = outcomes
+        .iter()
+        .map(|o| FlowPath::from_runs(o.flow_id, &o.runs))
+        .collect();
+    Graph::build(job.route.source, first_ttl, &flows)
+}
+
+/// MDA flows after the first round skip the TTLs where one router was
+/// confirmed: their runs get those hops from a run that observed them,
+/// marked `shared` with that run's ids (never silently made up).
+fn fill_skipped_prefix(runs: &mut [Run], first_ttl: Ttl, job: &Job<'_>) {
+    let Some(reference) = runs
+        .iter()
+        .find(|r| r.hops.first().is_some_and(|h| h.ttl == first_ttl))
+        .cloned()
+    else {
+        return;
+    };
+    for run in runs.iter_mut() {
+        let Some(start) = run.hops.first().map(|h| h.ttl) else {
+            continue;
+        };
+        if start <= first_ttl {
+            continue;
+        }
+        let mut prefix: Vec<Hop> = reference
+            .hops
+            .iter()
+            .filter(|h| h.ttl < start)
+            .cloned()
+            .map(|mut h| {
+                h.shared.get_or_insert(SharedHop {
+                    test_run_id: job.test_run_id,
+                    run_id: reference.run_id,
+                    protocol: job.request.protocol,
+                    destination: job.target,
+                    flow_id: reference.flow_id.unwrap_or(0),
+                    age: 0.0,
+                });
+                h
+            })
+            .collect();
+        prefix.append(&mut run.hops);
+        run.hops = prefix;
+    }
+}
+
 /// The RTT samples of an end-to-end plan: one per probe at its TTL that got
 /// its full chance (an answer from the destination, or silence for the whole
 /// wait). A probe never sent, cut short or rate limited is no sample of loss;

@@ -19,6 +19,11 @@ pub struct PortReservation {
 /// port on `source`. A TCP socket that neither listens nor connects leaves the
 /// kernel answering a SYN-ACK with RST, as classic tcptraceroute does.
 pub fn reserve(protocol: Protocol, source: IpAddr) -> io::Result<PortReservation> {
+    reserve_port(protocol, source, 0)
+}
+
+/// Like [`reserve`], for port `port` (0: any). EADDRINUSE when it is taken.
+pub fn reserve_port(protocol: Protocol, source: IpAddr, port: u16) -> io::Result<PortReservation> {
     let domain = if source.is_ipv6() {
         Domain::IPV6
     } else {
@@ -35,7 +40,7 @@ pub fn reserve(protocol: Protocol, source: IpAddr) -> io::Result<PortReservation
         }
     };
     let socket = Socket::new(domain, ty, Some(proto))?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.bind(&SocketAddr::new(source, port).into())?;
     let port = socket
         .local_addr()?
         .as_socket()

@@ -290,6 +290,11 @@ pub struct Setup {
     pub deadline: MonotonicTime,
     /// Who this trace is, per attempt, for hops it shares with others.
     pub observers: Vec<Observer>,
+    /// One flow of a multi-flow trace: its siblings may cross other routers
+    /// at the same TTL, so "the router at this TTL from this origin" (learnt
+    /// from any trace) means nothing past the gateway, for pacing, for
+    /// suspecting rate limits, and for what others learn from this flow.
+    pub branching: bool,
 }
 
 pub struct Prober {
@@ -549,6 +554,9 @@ impl Prober {
         if ttl == Ttl::MIN && self.setup.origin.gateway.is_some() {
             return Some(position);
         }
+        if !self.position_applies(ttl) {
+            return Some(self.own_hop(ttl));
+        }
         Some(
             shared
                 .routers
@@ -558,13 +566,20 @@ impl Prober {
     }
 
     /// This trace's budget for a hop nobody has identified yet.
+    /// The unknown router at `ttl` on this flow's path: keyed by the flow,
+    /// since flows of one trace (and end-to-end plans) may take other paths.
     fn own_hop(&self, ttl: Ttl) -> RouterKey {
-        let id = self
-            .setup
-            .observers
-            .first()
-            .map_or(0, |o| o.test_run_id.as_u128());
+        let key = self.setup.flow.flow_key();
+        let id = u128::from_be_bytes(key.remote_addr)
+            ^ (u128::from(key.local_port) << 112)
+            ^ (u128::from(key.remote_port) << 96)
+            ^ u128::from(key.protocol);
         RouterKey::TraceHop(id, ttl)
+    }
+
+    /// Knowledge about TTL `ttl` from this origin applies to this flow.
+    fn position_applies(&self, ttl: Ttl) -> bool {
+        !self.setup.branching || ttl == Ttl::MIN
     }
 
     fn destination_ttl(&self) -> Option<Ttl> {
@@ -667,10 +682,11 @@ impl Prober {
     /// back, not absent.
     fn answers_at(&self, key: ProbeKey, shared: Shared<'_>) -> bool {
         self.rtts.contains_key(&key.ttl)
-            || shared
-                .routers
-                .known(RouterKey::Position(self.setup.origin, key.ttl))
-                .is_some()
+            || (self.position_applies(key.ttl)
+                && shared
+                    .routers
+                    .known(RouterKey::Position(self.setup.origin, key.ttl))
+                    .is_some())
     }
 
     fn rate_limit_suspected(&self, key: ProbeKey, shared: Shared<'_>) -> bool {
@@ -802,9 +818,11 @@ impl Prober {
         if !answer.destination {
             // A router answers for every flow crossing it; a destination
             // answers only for itself.
-            shared
-                .routers
-                .learn(RouterKey::Position(origin, key.ttl), answer.from);
+            if self.position_applies(key.ttl) {
+                shared
+                    .routers
+                    .learn(RouterKey::Position(origin, key.ttl), answer.from);
+            }
             shared.routers.learn(self.own_hop(key.ttl), answer.from);
         }
         if let Some(rtt) = answer.rtt {

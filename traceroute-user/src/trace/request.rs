@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::budget::Rate;
+use super::mda::Confidence;
 use crate::probe::{Protocol, Ttl};
 use crate::resolve::FamilyPreference;
 
@@ -43,6 +44,15 @@ pub const E2E_QUERIES: Bounds<u8> = Bounds {
     default: 0,
     max: 100,
 };
+/// Flows traced at once (`paths`): runs that differ only in the flow
+/// identifier, so ECMP routers spread them over their branches.
+pub const PATHS: Bounds<u16> = Bounds {
+    min: 1,
+    default: 1,
+    max: 64,
+};
+/// Most flows one MDA trace may use.
+pub const MDA_MAX_FLOWS: usize = 256;
 /// The safety rail: probes per second across all traces.
 pub const PROBES_PER_SECOND: Bounds<u32> = Bounds {
     min: 1,
@@ -99,6 +109,16 @@ pub struct TraceRequest {
     pub queries: u8,
     /// End-to-end probes after the trace, each a sample of `e2e_probe`.
     pub e2e_queries: u8,
+    /// Flows traced at once (each `queries` runs); see [`PATHS`].
+    pub paths: u16,
+    /// The first flow's identifier (source port; ICMP: echo identifier)
+    /// instead of a random one; further flows take the next ones, so a
+    /// multi-flow trace is reproducible.
+    pub flow_id: Option<u16>,
+    /// Multipath discovery (MDA) at this confidence instead of a fixed
+    /// number of flows: one run per flow, as many flows as the stopping
+    /// rule asks for, up to [`MDA_MAX_FLOWS`].
+    pub multipath: Option<Confidence>,
     /// How long one probe may wait for its answer.
     pub timeout: Duration,
     /// Bound on the whole trace; derived from the other limits when `None`.
@@ -124,6 +144,9 @@ impl TraceRequest {
             max_ttl: Ttl::new(MAX_TTL.default).expect("nonzero default"),
             queries: QUERIES.default,
             e2e_queries: E2E_QUERIES.default,
+            paths: PATHS.default,
+            flow_id: None,
+            multipath: None,
             timeout: TIMEOUT.default,
             deadline: None,
             admission_wait: Duration::ZERO,
@@ -149,6 +172,11 @@ impl TraceRequest {
         Ok(self)
     }
 
+    pub fn with_paths(mut self, paths: u16) -> Result<Self, OutOfRange> {
+        self.paths = PATHS.check("paths", paths)?;
+        Ok(self)
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> Result<Self, OutOfRange> {
         self.timeout = TIMEOUT.check("timeout", timeout)?;
         Ok(self)
@@ -163,6 +191,9 @@ impl TraceRequest {
             max_ttl: ttl,
             queries: self.e2e_queries,
             e2e_queries: 0,
+            paths: 1,
+            flow_id: None,
+            multipath: None,
             deadline: None,
             reverse_dns: false,
             ..self.clone()
@@ -170,11 +201,12 @@ impl TraceRequest {
     }
 
     /// The default total deadline: two waits (a probe and one re-probe of a
-    /// rate-limited router), the time a router's budget needs for attempts
-    /// beyond its burst, and a second of slack.
+    /// rate-limited router), the time a router's budget needs for the
+    /// attempts of every flow beyond its burst, and a second of slack.
     pub fn total_deadline(&self, router_rate: Rate) -> Duration {
         self.deadline.unwrap_or_else(|| {
-            let beyond_burst = u32::from(self.queries).saturating_sub(router_rate.burst);
+            let attempts = u32::from(self.queries) * u32::from(self.paths.max(1));
+            let beyond_burst = attempts.saturating_sub(router_rate.burst);
             self.timeout * 2
                 + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
                 + Duration::from_secs(1)

@@ -466,6 +466,7 @@ pub fn prober(flow: ProbeFlow, plan: Plan, start: MonotonicTime, deadline: Durat
         origin: origin(),
         deadline: start + deadline,
         observers,
+        branching: false,
     })
 }
 

@@ -1,0 +1,311 @@
+//! Multipath discovery in labs whose routers spread flows by L4 hash: MDA
+//! must find every branch and the destination (also behind a silent router
+//! inside the diamond) within the stopping rule's flow budget, for UDP and
+//! TCP over IPv4 and IPv6; a fixed number of flows gives one consistent path
+//! per flow; DOT and SVG name every router. Needs root.
+//!
+//! Routers are compared by name, through the lab's address plan: a router
+//! answers from the interface a probe came in on (IPv4) or the one its reply
+//! leaves by (IPv6), so one router can show several addresses.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+
+use common::agent::{AGENT, assert_valid, run, trace};
+use serde_json::Value;
+use traceroute_lab::{Family, Lab};
+
+/// The lab's router budget in these labs: ICMP is not rate limited, so the
+/// agent may assume so too (the defaults model Linux's 6 then 1/s).
+const UNLIMITED: [&str; 4] = [
+    "--router-icmp-burst",
+    "100000",
+    "--router-icmp-per-second",
+    "100000",
+];
+
+/// Router names per TTL that the lab's routing allows from src to dst.
+fn expected_routers(lab: &Lab, family: Family) -> BTreeMap<u64, BTreeSet<String>> {
+    lab.path("src", "dst", family)
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, hops)| (i as u64 + 1, hops.into_iter().map(|h| h.node).collect()))
+        .collect()
+}
+
+/// Router names per TTL in the record's graph (silent positions as `*`).
+fn graph_routers(lab: &Lab, record: &Value) -> BTreeMap<u64, BTreeSet<String>> {
+    let mut out: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for node in record["multipath"]["nodes"].as_array().expect("nodes") {
+        let ttl = node["ttl"].as_u64().unwrap();
+        if ttl == 0 || node["destination"] == true {
+            continue;
+        }
+        let address = node["ip_address"].as_str().unwrap();
+        let name = if address.is_empty() {
+            "*".to_string()
+        } else {
+            lab.owner(address.parse().unwrap())
+                .unwrap_or_else(|| panic!("{address} belongs to no lab node"))
+                .to_string()
+        };
+        out.entry(ttl).or_default().insert(name);
+    }
+    out
+}
+
+fn mda(lab: &Lab, protocol: &str, family: Family, extra: &[&str]) -> Value {
+    let dst = lab.primary("dst", family).unwrap().to_string();
+    let family_flag = if family == Family::V4 { "-4" } else { "-6" };
+    let mut args = vec![
+        dst.as_str(),
+        protocol,
+        family_flag,
+        "--multipath",
+        "mda",
+        "--timeout-ms",
+        "500",
+        // Reproducible flows: the lab's routers hash with fixed seeds, so
+        // these flow ids take the same branches in every run.
+        "--flow-id",
+        "41000",
+    ];
+    args.extend(UNLIMITED);
+    args.extend(extra);
+    trace(lab, "src", &args).record
+}
+
+#[test]
+fn mda_finds_every_branch_of_diamonds_within_the_stopping_rule() {
+    // (topology, most flows the rule should need at 95 % with some slack)
+    for (topology, max_flows) in [
+        (traceroute_lab::named::diamond(2), 40),
+        (traceroute_lab::named::diamond(4), 80),
+        (traceroute_lab::named::nested(), 160),
+    ] {
+        let lab = Lab::up(&topology).unwrap();
+        for family in [Family::V4, Family::V6] {
+            let want = expected_routers(&lab, family);
+            for protocol in ["-U", "-T"] {
+                let what = format!("{} {protocol} {family:?}", lab.topology_name());
+                let record = mda(&lab, protocol, family, &[]);
+                let graph = &record["multipath"];
+                assert_eq!(graph["method"], "mda", "{what}");
+                assert_eq!(graph["complete"], true, "{what}: {graph:#}");
+                assert_eq!(graph_routers(&lab, &record), want, "{what}");
+                let dst = lab.primary("dst", family).unwrap().to_string();
+                assert!(
+                    graph["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|n| n["destination"] == true && n["ip_address"] == dst.as_str()),
+                    "{what}: destination missing"
+                );
+                let flows = graph["flows"].as_u64().unwrap();
+                assert!(
+                    flows >= 6 && flows <= max_flows,
+                    "{what}: {flows} flows (rule budget {max_flows})"
+                );
+                // One run per flow, every flow id distinct.
+                let runs = record["traceroute"]["runs"].as_array().unwrap();
+                let ids: BTreeSet<u64> = runs
+                    .iter()
+                    .map(|r| r["flow_id"].as_u64().unwrap())
+                    .collect();
+                assert_eq!(ids.len() as u64, flows, "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mda_finds_the_destination_behind_a_silent_router_in_the_diamond() {
+    let lab = Lab::up(&traceroute_lab::named::nested_silent()).unwrap();
+    let record = mda(&lab, "-U", Family::V4, &[]);
+    let routers = graph_routers(&lab, &record);
+    assert!(routers[&2].contains("*"), "a2 shows as silent: {routers:?}");
+    assert!(
+        routers[&2].is_superset(&BTreeSet::from(["a1".into(), "a3".into(), "a4".into()])),
+        "{routers:?}"
+    );
+    assert_eq!(
+        routers[&3],
+        BTreeSet::from(["m1".to_string(), "m2".to_string()])
+    );
+    // Flows through a2 waited their full time there: silent, not
+    // "rate limited" because other flows got answers at TTL 2.
+    let silent_hops: Vec<&Value> = record["traceroute"]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["hops"][1])
+        .filter(|h| h["ip_address"] == "")
+        .collect();
+    assert!(!silent_hops.is_empty());
+    assert!(
+        silent_hops.iter().all(|h| h["no_answer"] == "timeout"),
+        "{silent_hops:?}"
+    );
+    let dst = lab.primary("dst", Family::V4).unwrap().to_string();
+    let reached = record["traceroute"]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["destination_reached"] == true)
+        .count();
+    assert_eq!(
+        reached,
+        record["traceroute"]["runs"].as_array().unwrap().len(),
+        "every flow reached {dst}, also those through the silent a2"
+    );
+}
+
+#[test]
+fn fixed_flows_each_follow_one_consistent_path_and_pictures_name_every_router() {
+    let lab = Lab::up(&traceroute_lab::named::diamond(4)).unwrap();
+    let dst = lab.primary("dst", Family::V4).unwrap().to_string();
+    let mut args = vec![
+        dst.as_str(),
+        "-U",
+        "--paths",
+        "8",
+        "-q",
+        "2",
+        "--timeout-ms",
+        "500",
+    ];
+    args.extend(UNLIMITED);
+    let record = trace(&lab, "src", &args).record;
+    let runs = record["traceroute"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 16, "8 flows × 2 queries");
+    // Both runs of a flow took the same path (Paris), and every path is one
+    // the lab's routing allows.
+    let mut by_flow: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for run in runs {
+        by_flow
+            .entry(run["flow_id"].as_u64().unwrap())
+            .or_default()
+            .insert(run["fingerprint"].as_str().unwrap().to_string());
+    }
+    assert_eq!(by_flow.len(), 8);
+    assert!(by_flow.values().all(|f| f.len() == 1), "{by_flow:?}");
+    assert_eq!(record["multipath"]["method"], "flows");
+    let want = expected_routers(&lab, Family::V4);
+    for (ttl, routers) in graph_routers(&lab, &record) {
+        assert!(routers.is_subset(&want[&ttl]), "TTL {ttl}: {routers:?}");
+    }
+
+    // Pictures of an MDA trace: dot parses the DOT, the SVG is XML that
+    // names every router of the graph.
+    let common = [
+        dst.as_str(),
+        "-U",
+        "--multipath",
+        "mda",
+        "--timeout-ms",
+        "500",
+    ];
+    let picture = |format: &str| {
+        let mut args = common.to_vec();
+        args.extend(UNLIMITED);
+        let mut cmd = lab.command("src", AGENT).unwrap();
+        cmd.args(["trace", "--format", format]).args(&args);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dot = picture("dot");
+    let mut render = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("Graphviz dot (Debian package graphviz; cargo xtask setup installs it)");
+    use std::io::Write;
+    render
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dot.as_bytes())
+        .unwrap();
+    let rendered = render.wait_with_output().unwrap();
+    assert!(
+        rendered.status.success(),
+        "dot refused the DOT: {}\n{dot}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let svg = picture("svg");
+    let names = xml_texts(&svg);
+    for router in ["b1", "b2", "b3", "b4"] {
+        let address = lab.addr(router, "r1", Family::V4).unwrap().to_string();
+        assert!(
+            names.iter().any(|t| t == &address),
+            "SVG names {router} ({address}): {names:?}"
+        );
+        assert!(dot.contains(&address), "DOT names {router}");
+    }
+    let flows = picture("flows");
+    assert!(flows.contains("distinct path(s)"), "{flows}");
+    assert!(
+        flows.lines().filter(|l| l.starts_with("path ")).count() >= 4,
+        "{flows}"
+    );
+}
+
+/// The text contents of an XML document, checking it is well formed.
+fn xml_texts(xml: &str) -> Vec<String> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut texts = Vec::new();
+    let mut depth = 0i32;
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            quick_xml::events::Event::Start(_) => depth += 1,
+            quick_xml::events::Event::End(_) => depth -= 1,
+            quick_xml::events::Event::Text(t) => {
+                texts.push(t.into_inner().into_owned());
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(depth, 0, "every element closed");
+    texts
+}
+
+#[test]
+fn a_pinned_flow_uses_its_source_port_and_a_taken_one_is_refused() {
+    let lab = Lab::up(&traceroute_lab::named::diamond(2)).unwrap();
+    let dst = lab.primary("dst", Family::V4).unwrap().to_string();
+    let record = trace(&lab, "src", &[&dst, "-U", "--flow-id", "45678", "-q", "1"]).record;
+    assert_valid(&record);
+    assert_eq!(record["traceroute"]["runs"][0]["source"]["port"], 45678);
+    assert_eq!(record["traceroute"]["runs"][0]["flow_id"], 45678);
+    // The same port held by another socket in src: a clear usage error.
+    let held = lab
+        .in_netns("src", || {
+            std::net::UdpSocket::bind("0.0.0.0:45679").unwrap()
+        })
+        .unwrap();
+    let out = run(
+        &lab,
+        "src",
+        &[&dst, "-U", "--source-port", "45679", "-q", "1"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("45679 is in use"));
+    drop(held);
+}
