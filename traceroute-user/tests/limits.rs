@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use traceroute_user::service::Config;
 use traceroute_user::service::api::parse_params;
-use traceroute_user::trace::request::{MAX_TTL, QUERIES, TIMEOUT};
+use traceroute_user::trace::request::{MAX_TTL, PATHS, QUERIES, TIMEOUT};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_traceroute-agent");
 /// Refused by host validation: every CLI run below ends there at best.
@@ -73,6 +73,19 @@ fn rows() -> Vec<Row> {
             config: |v| format!("\"{v}ms\""),
             api_value: |p| p.timeout.as_millis() as u64,
             config_value: |t| t.timeout.as_millis() as u64,
+        },
+        Row {
+            cli_flag: "--paths",
+            api_key: "paths",
+            config_key: "paths",
+            min: PATHS.min.into(),
+            max: PATHS.max.into(),
+            default: PATHS.default.into(),
+            cli: |v| v.to_string(),
+            api: |v| v.to_string(),
+            config: |v| v.to_string(),
+            api_value: |p| p.paths.into(),
+            config_value: |t| t.paths.into(),
         },
     ]
 }

@@ -71,6 +71,27 @@ fn api_answers_like_system_probe_checked_against_ground_truth() {
     assert_eq!(record["e2e_probe"]["packets_received"], 5);
     assert_eq!(record["e2e_probe"]["rtts"].as_array().unwrap().len(), 5);
 
+    // MDA through the API: one path, so the stopping rule's 6 flows (n_2)
+    // prove no router has a second next hop; each flow is one run.
+    let r = agent.get(&format!(
+        "/traceroute/{dst}?protocol=udp&multipath=mda&confidence=95&flow_id=44000&timeout=500000000"
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let record = r.json();
+    assert_valid(&record);
+    let graph = &record["multipath"];
+    assert_eq!(
+        (&graph["method"], &graph["complete"], &graph["flows"]),
+        (
+            &serde_json::json!("mda"),
+            &serde_json::json!(true),
+            &serde_json::json!(6)
+        ),
+        "{graph:#}"
+    );
+    assert_eq!(graph["confidence"], 0.95);
+    assert_eq!(record["traceroute"]["runs"][0]["flow_id"], 44000);
+
     // tcp_method variants that map to SYN; IPv6 literal in brackets.
     let dst6 = lab.primary("dst", Family::V6).unwrap();
     for method in ["syn", "syn_socket", "prefer_sack", "SYN"] {
@@ -98,7 +119,8 @@ fn api_answers_like_system_probe_checked_against_ground_truth() {
         ),
         2.0 + 1.0 + 4.0
     );
-    assert_eq!(m("traceroute_agent_runs_total", "protocol=\"UDP\""), 4.0);
+    // 4 UDP traces above, and the MDA trace.
+    assert_eq!(m("traceroute_agent_runs_total", "protocol=\"UDP\""), 5.0);
     assert_eq!(m("traceroute_agent_failed_runs_total", ""), 0.0);
     assert!(m("traceroute_agent_probes_sent_total", "protocol=\"UDP\"") >= 4.0 * 2.0 * 5.0);
     assert!(
@@ -187,6 +209,18 @@ fn bad_inputs_get_4xx_with_a_json_code() {
         (format!("{t}?traceroute_queries=11"), 400, "INVALID_REQUEST"),
         (format!("{t}?traceroute_queries=x"), 400, "INVALID_REQUEST"),
         (format!("{t}?e2e_queries=101"), 400, "INVALID_REQUEST"),
+        // multipath
+        (format!("{t}?paths=65"), 400, "INVALID_REQUEST"),
+        (format!("{t}?multipath=tracelb"), 400, "INVALID_REQUEST"),
+        (
+            format!("{t}?multipath=mda&confidence=90"),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (format!("{t}?confidence=99"), 400, "INVALID_REQUEST"),
+        (format!("{t}?multipath=mda&paths=4"), 400, "INVALID_REQUEST"),
+        (format!("{t}?flow_id=0"), 400, "INVALID_REQUEST"),
+        (format!("{t}?source_port=70000"), 400, "INVALID_REQUEST"),
         (format!("{t}?reverse_dns=maybe"), 400, "INVALID_REQUEST"),
         // tcp_method
         (

@@ -237,3 +237,67 @@ fn sigterm_during_traces_exits_cleanly_and_detaches() {
     assert!(log.contains("grace period over"), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+#[test]
+fn a_route_change_between_runs_is_marked_and_counted() {
+    let lab = Lab::up(&traceroute_lab::named::diamond(2)).unwrap();
+    let dir = service_support::TempDir::new("change");
+    let out = dir.path("paths.jsonl");
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    let prefix = lab.subnet("r3", "dst", Family::V4).unwrap().to_string();
+    let via = |branch: &str| lab.addr(branch, "r1", Family::V4).unwrap().to_string();
+    let pin = |branch: &str| {
+        let out = lab
+            .exec(
+                "r1",
+                "ip",
+                ["route", "replace", &prefix, "via", &via(branch)],
+            )
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pin("b1");
+    // A pinned flow: through ECMP a new random flow per run would look like
+    // a path change; here only the route can change the path.
+    let config = format!(
+        "{}{}flow_id = 43000\n",
+        header(&out),
+        target(&dst.to_string(), "udp", "400ms", None, "t:change")
+    );
+    let mut agent = Agent::start_with(&lab, "src", Some(&config), &[]);
+    assert!(eventually(Duration::from_secs(10), || lines(&out).len() >= 2));
+    pin("b2");
+    let changed = |v: &serde_json::Value| v.get("path_change").is_some();
+    assert!(
+        eventually(Duration::from_secs(10), || records(&lines(&out))
+            .iter()
+            .any(changed)),
+        "no record marked the change"
+    );
+    let labels = format!("target=\"{dst}\",protocol=\"UDP\"");
+    assert_eq!(
+        agent.metric("traceroute_agent_path_changes_total", &labels),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("traceroute_agent_target_distinct_paths", &labels),
+        1.0
+    );
+    assert!(agent.stop().success());
+    let all = records(&lines(&out));
+    let at = all.iter().position(changed).unwrap();
+    let change = &all[at]["path_change"];
+    assert_eq!(change["previous"], all[at - 1]["path_fingerprint"]);
+    assert_eq!(change["current"], all[at]["path_fingerprint"]);
+    assert_ne!(change["previous"], change["current"]);
+    // Before and after the change, runs keep their path: marked once.
+    assert_eq!(all.iter().filter(|v| changed(v)).count(), 1);
+    let b1 = lab.addr("b1", "r1", Family::V4).unwrap().to_string();
+    let b2 = lab.addr("b2", "r1", Family::V4).unwrap().to_string();
+    assert_eq!(hop_addrs(&all[at - 1], 0)[1], b1);
+    assert_eq!(hop_addrs(&all[at], 0)[1], b2);
+}

@@ -13,8 +13,8 @@ pub mod schema;
 pub use assemble::{AttemptOutcome, HopObservation};
 pub use model::{
     CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, MplsLabel, NetworkPath,
-    NoAnswer, NoAnswerKind, NotSentReason, PathDestination, PathSource, Probing, RttStats, Run,
-    RunDestination, RunSource, SharedHop, TimestampSource, Traceroute, Via,
+    NoAnswer, NoAnswerKind, NotSentReason, PathChange, PathDestination, PathSource, Probing,
+    RttStats, Run, RunDestination, RunSource, SharedHop, TimestampSource, Traceroute, Via,
 };
 
 #[cfg(test)]

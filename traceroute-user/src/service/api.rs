@@ -26,6 +26,7 @@ use crate::error::ErrorCode;
 use crate::probe::Protocol;
 use crate::resolve;
 use crate::resolve::FamilyPreference;
+use crate::trace::mda::Confidence;
 use crate::trace::request::{self, Bounds, OutOfRange};
 use crate::trace::{RESOLVE_TIMEOUT, TraceRequest};
 
@@ -186,6 +187,12 @@ pub struct Params {
     pub e2e_queries: u8,
     pub reverse_dns: bool,
     pub client_id: String,
+    /// Flows at once (`paths`).
+    pub paths: u16,
+    /// `multipath=mda`: MDA at this confidence.
+    pub multipath: Option<Confidence>,
+    /// `flow_id` (or `source_port`): the first flow's identifier.
+    pub flow_id: Option<u16>,
 }
 
 impl Default for Params {
@@ -197,6 +204,9 @@ impl Default for Params {
             timeout: request::TIMEOUT.default,
             queries: request::QUERIES.default,
             e2e_queries: request::E2E_QUERIES.default,
+            paths: request::PATHS.default,
+            multipath: None,
+            flow_id: None,
             reverse_dns: false,
             client_id: String::new(),
         }
@@ -259,6 +269,7 @@ fn shown(value: &str) -> String {
 /// which is what the system-probe client sends when nothing is configured).
 pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
     let mut p = Params::default();
+    let mut confidence = None;
     let mut seen = HashSet::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if !seen.insert(key.clone()) {
@@ -323,6 +334,45 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 p.e2e_queries = number("e2e_queries", v, max)? as u8;
             }
             "reverse_dns" if !empty => p.reverse_dns = boolean("reverse_dns", v)?,
+            "paths" if !empty => {
+                let n = number("paths", v, u64::from(request::PATHS.max))?;
+                if n != 0 {
+                    p.paths = request::PATHS
+                        .check("paths", n as u16)
+                        .map_err(|e| invalid(e.to_string()))?;
+                }
+            }
+            "multipath" if !empty => match v.to_ascii_lowercase().as_str() {
+                "mda" => {
+                    p.multipath.get_or_insert(Confidence::P95);
+                }
+                "none" | "off" => p.multipath = None,
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown multipath {:?} (mda or none)",
+                        shown(v)
+                    )));
+                }
+            },
+            "confidence" if !empty => {
+                confidence = Some(match v {
+                    "95" | "0.95" => Confidence::P95,
+                    "99" | "0.99" => Confidence::P99,
+                    _ => {
+                        return Err(invalid(format!(
+                            "confidence must be 95 or 99, got {:?}",
+                            shown(v)
+                        )));
+                    }
+                });
+            }
+            "flow_id" | "source_port" if !empty => {
+                let n = number(&key, v, 65535)?;
+                if n == 0 {
+                    return Err(invalid(format!("{key} must be 1..=65535")));
+                }
+                p.flow_id = Some(n as u16);
+            }
             "client_id" => {
                 if v.chars().count() > MAX_CLIENT_ID || v.chars().any(char::is_control) {
                     return Err(invalid(format!(
@@ -344,15 +394,31 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             | "e2e_queries"
             | "reverse_dns"
             | "tcp_syn_paris_traceroute_mode"
-            | "disable_windows_driver" => {}
+            | "disable_windows_driver"
+            | "paths"
+            | "multipath"
+            | "confidence"
+            | "flow_id"
+            | "source_port" => {}
             other => {
                 return Err(invalid(format!(
                     "unknown parameter {:?} (protocol, port, max_ttl, timeout, tcp_method, \
-                     traceroute_queries, e2e_queries, reverse_dns, client_id)",
+                     traceroute_queries, e2e_queries, reverse_dns, client_id, paths, multipath, \
+                     confidence, flow_id)",
                     shown(other)
                 )));
             }
         }
+    }
+    match (p.multipath.is_some(), confidence) {
+        (true, Some(c)) => p.multipath = Some(c),
+        (false, Some(_)) => return Err(invalid("confidence applies to multipath=mda only")),
+        _ => {}
+    }
+    if p.multipath.is_some() && p.paths != request::PATHS.default {
+        return Err(invalid(
+            "paths and multipath=mda exclude each other (MDA chooses the flows)",
+        ));
     }
     Ok(p)
 }
@@ -443,8 +509,11 @@ async fn traceroute(
         .and_then(|r| r.with_queries(params.queries))
         .and_then(|r| r.with_timeout(params.timeout))
         .and_then(|r| r.with_e2e_queries(params.e2e_queries))
+        .and_then(|r| r.with_paths(params.paths))
         .map_err(|e| invalid(e.to_string()))?;
     request.resolved = resolved;
+    request.multipath = params.multipath;
+    request.flow_id = params.flow_id;
     request.port = params.port;
     request.reverse_dns = params.reverse_dns;
     // Probing stops early enough to leave room for resolution and reverse DNS.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use crate::capture::CaptureMode;
 use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
+use crate::trace::mda::Confidence;
 use crate::trace::{TraceRequest, request};
 
 /// Where the Unix socket lives unless configured otherwise.
@@ -148,6 +149,28 @@ pub struct Target {
     /// Stop after this many runs (none: run forever).
     #[serde(default)]
     pub count: Option<u64>,
+    /// Flows traced at once (see the CLI's `--paths`).
+    #[serde(default = "default_paths")]
+    pub paths: u16,
+    /// `"mda"`: multipath discovery instead of a fixed number of flows.
+    #[serde(default)]
+    pub multipath: Option<MultipathMethod>,
+    /// MDA's confidence in percent: 95 (default) or 99.
+    #[serde(default)]
+    pub confidence: Option<u8>,
+    /// Pin the flows (first source port or echo id; more flows take the
+    /// next ones): the same flows every run, so through load balancers a
+    /// path change means the network changed, not that a new flow hashed
+    /// elsewhere.
+    #[serde(default)]
+    pub flow_id: Option<u16>,
+}
+
+/// How a target's multipath discovery is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MultipathMethod {
+    Mda,
 }
 
 // serde wants functions; the values come from the one table of defaults.
@@ -162,6 +185,9 @@ fn default_max_ttl() -> u8 {
 }
 fn default_timeout() -> Duration {
     request::TIMEOUT.default
+}
+fn default_paths() -> u16 {
+    request::PATHS.default
 }
 
 impl Config {
@@ -236,8 +262,21 @@ impl Target {
         let mut r = TraceRequest::new(self.host.clone(), self.protocol)
             .with_max_ttl(self.max_ttl)?
             .with_queries(self.queries)?
-            .with_timeout(self.timeout)?;
+            .with_timeout(self.timeout)?
+            .with_paths(self.paths)?;
         r.port = self.port;
+        r.flow_id = self.flow_id;
+        if self.multipath.is_some() {
+            let percent = self.confidence.unwrap_or(95);
+            r.multipath =
+                Some(
+                    Confidence::from_percent(percent).ok_or_else(|| request::OutOfRange {
+                        name: "confidence".into(),
+                        range: "95 or 99".into(),
+                        value: percent.to_string(),
+                    })?,
+                );
+        }
         r.family = self.family;
         r.reverse_dns = self.reverse_dns;
         Ok(r)
@@ -255,6 +294,12 @@ impl Target {
             bail!("interval must be at least 100ms");
         }
         self.request()?;
+        if self.multipath.is_some() && self.paths != request::PATHS.default {
+            bail!("paths and multipath = \"mda\" exclude each other");
+        }
+        if self.confidence.is_some() && self.multipath.is_none() {
+            bail!("confidence applies to multipath = \"mda\" only");
+        }
         if self.count == Some(0) {
             bail!("count must be at least 1");
         }

@@ -59,6 +59,8 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     records_lost: Counter,
     sink_open_failures: Counter,
+    path_changes: Family<Labels, Counter>,
+    distinct_paths: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -144,6 +146,18 @@ impl Metrics {
             "Scheduled records that could not be written (disk full, I/O error)",
             records_lost.clone(),
         );
+        let path_changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "path_changes",
+            "Scheduled runs whose set of paths differs from the target's previous run, by target and protocol",
+            path_changes.clone(),
+        );
+        let distinct_paths = Family::<Labels, Gauge>::default();
+        registry.register(
+            "target_distinct_paths",
+            "Distinct paths the target's latest scheduled run found, by target and protocol",
+            distinct_paths.clone(),
+        );
         let sink_open_failures = Counter::default();
         registry.register(
             "sink_open_failures",
@@ -171,6 +185,23 @@ impl Metrics {
             requests,
             records_lost,
             sink_open_failures,
+            path_changes,
+            distinct_paths,
+        }
+    }
+
+    /// A scheduled target's latest run: how many distinct paths, and whether
+    /// the set changed since its previous run.
+    pub fn target_paths(&self, target: &str, protocol: Protocol, distinct: usize, changed: bool) {
+        let labels = vec![
+            ("target", target.to_string()),
+            ("protocol", protocol.as_str().to_string()),
+        ];
+        self.distinct_paths
+            .get_or_create(&labels)
+            .set(i64::try_from(distinct).unwrap_or(i64::MAX));
+        if changed {
+            self.path_changes.get_or_create(&labels).inc();
         }
     }
 

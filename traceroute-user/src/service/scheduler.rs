@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::config::Target;
 use super::metrics::Origin;
+use crate::path::{NetworkPath, PathChange};
 use crate::sinks::file::JsonLines;
 use crate::sync::LockExt;
 use crate::trace::TraceRequest;
@@ -121,6 +122,39 @@ impl Drop for Scheduler {
     }
 }
 
+/// Compares this run's set of paths with the previous run's: a change is
+/// marked in the record (`path_change`) and counted; the gauge follows the
+/// number of distinct paths.
+fn note_path_change(
+    shared: &Shared,
+    target: &Target,
+    path: &mut NetworkPath,
+    last: &mut Option<String>,
+) {
+    let Some(current) = path.path_fingerprint.clone() else {
+        return;
+    };
+    let distinct: std::collections::BTreeSet<&str> = path
+        .traceroute
+        .runs
+        .iter()
+        .filter_map(|r| r.fingerprint.as_deref())
+        .collect();
+    let changed = last.as_ref().is_some_and(|previous| *previous != current);
+    if changed {
+        let previous = last.clone().unwrap_or_default();
+        tracing::info!(host = target.host, previous, current, "path changed");
+        path.path_change = Some(PathChange {
+            previous,
+            current: current.clone(),
+        });
+    }
+    shared
+        .metrics
+        .target_paths(&target.host, target.protocol, distinct.len(), changed);
+    *last = Some(current);
+}
+
 /// A uniform number in [0, 1): spreads targets' first runs over their interval.
 fn random_unit() -> f64 {
     match getrandom::u64() {
@@ -147,6 +181,8 @@ async fn run_target(
     let interval = target.interval;
     let mut next = Instant::now() + interval.mul_f64(random_unit());
     let mut runs = 0u64;
+    // The previous run's path-set fingerprint, to notice path changes.
+    let mut last_paths: Option<String> = None;
     loop {
         if target.count.is_some_and(|c| runs >= c) {
             tracing::debug!(host = target.host, runs, "target done");
@@ -175,7 +211,8 @@ async fn run_target(
             .trace(&request, &target.tags, Origin::Schedule, limit)
             .await
         {
-            Ok(path) => {
+            Ok(mut path) => {
+                note_path_change(&shared, &target, &mut path, &mut last_paths);
                 let sink = Arc::clone(&sink.locked());
                 if let Err(e) = sink.write(&path) {
                     shared.metrics.record_lost();
