@@ -150,17 +150,21 @@ fn mda_finds_the_destination_behind_a_silent_router_in_the_diamond() {
         silent_hops.iter().all(|h| h["no_answer"] == "timeout"),
         "{silent_hops:?}"
     );
+    // Flows of the first round go all the way: those through the silent a2
+    // found the destination behind it (later rounds stop where nothing is
+    // left to map).
     let dst = lab.primary("dst", Family::V4).unwrap().to_string();
-    let reached = record["traceroute"]["runs"]
+    let through_a2: Vec<&Value> = record["traceroute"]["runs"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["destination_reached"] == true)
-        .count();
-    assert_eq!(
-        reached,
-        record["traceroute"]["runs"].as_array().unwrap().len(),
-        "every flow reached {dst}, also those through the silent a2"
+        .filter(|r| r["hops"][1]["ip_address"] == "")
+        .filter(|r| r["hops"].as_array().unwrap().len() >= 5)
+        .collect();
+    assert!(!through_a2.is_empty(), "a flow probed past the silent a2");
+    assert!(
+        through_a2.iter().all(|r| r["destination_reached"] == true),
+        "flows through the silent a2 reached {dst}"
     );
 }
 

@@ -18,12 +18,17 @@
 //! 3. Load: N traces at once through one agent service in the `fanout` lab
 //!    (default ICMP rate limits), beside scamper tracing the same list.
 //!
+//! 4. Multipath: mapping the nested diamond with the agent's MDA beside
+//!    scamper tracelb and dublin-traceroute (time, probes, routers found,
+//!    destination found).
+//!
 //! The report is printed and written to `target/bench/report.{json,md}`.
 //! Every probe stays inside lab namespaces (198.18.0.0/15).
 
 mod counter;
 mod http;
 mod load;
+mod multipath;
 mod peers;
 mod process;
 mod report;
@@ -60,8 +65,14 @@ pub struct Options {
     #[arg(long, conflicts_with = "only_load")]
     pub no_load: bool,
     /// Run only the load benchmark; its report goes to target/bench/load.{md,json}.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "only_multipath")]
     pub only_load: bool,
+    /// Skip the multipath benchmark.
+    #[arg(long, conflicts_with = "only_multipath")]
+    pub no_multipath: bool,
+    /// Run only the multipath benchmark; its report goes to target/bench/multipath.{md,json}.
+    #[arg(long)]
+    pub only_multipath: bool,
     /// Probes per second of the agent service in the load benchmark, and of
     /// scamper's matched run.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -79,6 +90,21 @@ pub fn run(options: Options) -> Result<()> {
     let build = pin_agent()?;
     let unavailable = peers::ensure();
 
+    if options.only_multipath {
+        let mp = multipath::run(options.runs, &unavailable)?;
+        let markdown = format!("Agent: {build}\n\n{}", multipath::section(&mp));
+        println!("\n{markdown}");
+        let dir = target_dir().join("bench");
+        let json = serde_json::to_string_pretty(&multipath::json(&mp))?;
+        std::fs::write(dir.join("multipath.json"), json + "\n")
+            .context("writing multipath.json")?;
+        std::fs::write(dir.join("multipath.md"), markdown).context("writing multipath.md")?;
+        println!(
+            "bench: multipath report written to {}/multipath.{{json,md}}",
+            dir.display()
+        );
+        return Ok(());
+    }
     if options.only_load {
         let sizes: Vec<usize> = options.load.iter().map(|&n| usize::from(n)).collect();
         let load = load::run(&sizes, options.load_pps, &unavailable)?;
@@ -102,6 +128,11 @@ pub fn run(options: Options) -> Result<()> {
         let sizes: Vec<usize> = options.load.iter().map(|&n| usize::from(n)).collect();
         Some(load::run(&sizes, options.load_pps, &unavailable)?)
     };
+    let multipath = if options.no_multipath {
+        None
+    } else {
+        Some(multipath::run(options.runs, &unavailable)?)
+    };
     let report = report::Report {
         build,
         trace,
@@ -109,11 +140,17 @@ pub fn run(options: Options) -> Result<()> {
         load,
     };
 
-    let markdown = report::markdown(&report);
+    let mut markdown = report::markdown(&report);
+    let mut json = report::json(&report);
+    if let Some(mp) = &multipath {
+        markdown += "\n";
+        markdown += &multipath::section(mp);
+        json["multipath"] = multipath::json(mp);
+    }
     println!("\n{markdown}");
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(&report::json(&report))?;
+    let json = serde_json::to_string_pretty(&json)?;
     std::fs::write(dir.join("report.json"), json + "\n").context("writing report.json")?;
     std::fs::write(dir.join("report.md"), markdown).context("writing report.md")?;
     println!(

@@ -124,6 +124,20 @@ impl Mda {
         wanted.min(doubling).min(left)
     }
 
+    /// The last TTL new flows must probe: one past the deepest router that
+    /// still lacks flows (what lies beyond is mapped already).
+    pub fn end_ttl(&self, graph: &Graph) -> u8 {
+        self.deficits(graph)
+            .into_iter()
+            .map(|(node, _)| match graph.position(node) {
+                Position::Source => 1,
+                Position::Address { ttl, .. } | Position::Silent { ttl, .. } => ttl + 1,
+            })
+            .max()
+            .unwrap_or(self.max_ttl)
+            .min(self.max_ttl)
+    }
+
     /// The first TTL new flows must probe: TTLs before it hold one router
     /// that every flow crosses, confirmed at the confidence (its predecessor
     /// had enough flows and all went there), so probing them again only
@@ -175,8 +189,13 @@ mod tests {
         ((h >> 16) % u32::from(n)) as u8
     }
 
-    /// The nested diamond: r1 → 4 routers → (each to either of) 2 → r4 → dst.
+    /// The nested diamond: r1 → 4 routers → (each to either of) 2 → r4 → dst,
+    /// probed from `from_ttl` on.
     fn nested(flow: u16, from_ttl: u8) -> FlowPath {
+        nested_between(flow, from_ttl, 5)
+    }
+
+    fn nested_between(flow: u16, from_ttl: u8, to_ttl: u8) -> FlowPath {
         let ip = |ttl: u8, n: u8| IpAddr::from([198, 18, ttl, n]);
         let a = pick(flow, 1, 4);
         let b = pick(flow, 2 + u16::from(a), 2);
@@ -193,7 +212,7 @@ mod tests {
                     lost: 0,
                     destination: i == 4,
                 })
-                .filter(|h| h.ttl >= from_ttl)
+                .filter(|h| h.ttl >= from_ttl && h.ttl <= to_ttl)
                 .collect(),
         }
     }
@@ -218,8 +237,13 @@ mod tests {
                 break;
             }
             let start = mda.start_ttl(&graph);
+            let end = if flows.is_empty() {
+                5
+            } else {
+                mda.end_ttl(&graph)
+            };
             for _ in 0..n {
-                flows.push(nested(next_flow, start));
+                flows.push(nested_between(next_flow, start, end));
                 next_flow += 1;
             }
             rounds += 1;

@@ -245,7 +245,7 @@ impl Tracer {
                     .probe_flows(
                         &job,
                         flows,
-                        request.first_ttl,
+                        (request.first_ttl, request.max_ttl),
                         request.queries,
                         request.flow_id,
                     )
@@ -303,20 +303,21 @@ impl Tracer {
         Ok((path, stats))
     }
 
-    /// Traces `count` flows at once, each from `first_ttl` with `attempts`
-    /// runs. With `first_id`, flow i takes id `first_id + i` (reproducible
-    /// flows); otherwise ids are random.
+    /// Traces `count` flows at once over the TTLs `(first, last)`, each with
+    /// `attempts` runs. With `first_id`, flow i takes id `first_id + i`
+    /// (reproducible flows); otherwise ids are random.
     async fn probe_flows(
         &self,
         job: &Job<'_>,
         count: usize,
-        first_ttl: Ttl,
+        (first_ttl, max_ttl): (Ttl, Ttl),
         attempts: u8,
         first_id: Option<u16>,
     ) -> Result<Vec<FlowOutcome>, TraceError> {
         // Each flow's deadline covers what the routers owe all of them.
         let request = TraceRequest {
             first_ttl,
+            max_ttl,
             queries: attempts,
             paths: u16::try_from(count).unwrap_or(u16::MAX),
             ..job.request.clone()
@@ -391,12 +392,28 @@ impl Tracer {
                 break;
             }
             let start = Ttl::new(plan.start_ttl(&graph)).unwrap_or(first_ttl);
-            tracing::debug!(flows = count, start_ttl = start.get(), "MDA round");
+            // The first round goes all the way; later ones only as deep as
+            // a router still lacks flows.
+            let end = if outcomes.is_empty() {
+                job.request.max_ttl
+            } else {
+                Ttl::new(plan.end_ttl(&graph))
+                    .unwrap_or(job.request.max_ttl)
+                    .max(start)
+            };
+            tracing::debug!(
+                flows = count,
+                start_ttl = start.get(),
+                end_ttl = end.get(),
+                "MDA round"
+            );
             let first_id = job
                 .request
                 .flow_id
                 .map(|id| id.wrapping_add(outcomes.len() as u16));
-            let round = self.probe_flows(job, count, start, 1, first_id).await?;
+            let round = self
+                .probe_flows(job, count, (start, end), 1, first_id)
+                .await?;
             outcomes.extend(round);
         }
         let graph = graph_of(job, &outcomes, first_ttl.get());

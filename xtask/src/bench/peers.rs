@@ -15,6 +15,7 @@ const PEERS: &[(&str, &str)] = &[
     ("mtr-tiny", "mtr"),
     ("scamper", "scamper"),
     ("iperf3", "iperf3"),
+    ("dublin-traceroute", "dublin-traceroute"),
 ];
 
 /// Why each unusable peer package cannot be used, by package name.
