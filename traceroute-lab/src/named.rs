@@ -26,6 +26,7 @@ pub const NAMES: &[&str] = &[
     "diamond4",
     "nested",
     "nested_silent",
+    "nested_limited",
 ];
 
 /// Looks a topology up by name.
@@ -43,6 +44,7 @@ pub fn named(name: &str) -> Option<Topology> {
         "diamond4" => diamond(4),
         "nested" => nested(),
         "nested_silent" => nested_silent(),
+        "nested_limited" => nested_limited(),
         _ => return None,
     })
 }
@@ -125,6 +127,12 @@ pub fn diamond(n: usize) -> Topology {
 /// (TTL 2 has 4 routers, TTL 3 two). dst listens on TCP 80. Unlimited ICMP.
 pub fn nested() -> Topology {
     nested_called("nested")
+}
+
+/// [`nested`] with the kernel's default ICMP rate limits on every node, as
+/// real routers have them.
+pub fn nested_limited() -> Topology {
+    nested_called("nested_limited").icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
 }
 
 /// [`nested`] with `a2` silent: a hole inside the diamond.

@@ -378,13 +378,32 @@ impl Tracer {
         confidence: Confidence,
     ) -> Result<(Vec<Run>, Vec<FlowOutcome>, Option<PathGraph>), TraceError> {
         let first_ttl = job.request.first_ttl;
+        // A scout flow first: where the destination is. Flows sent beyond
+        // it would all hit the destination's own ICMP budget (a UDP port
+        // unreachable is rate limited like any error) and come back as
+        // silence that is not there.
+        let mut outcomes = self
+            .probe_flows(
+                job,
+                1,
+                (first_ttl, job.request.max_ttl),
+                1,
+                job.request.flow_id,
+            )
+            .await?;
+        let destination_ttl = outcomes[0]
+            .runs
+            .iter()
+            .filter(|r| r.destination_reached)
+            .filter_map(|r| r.hops.last().map(|h| h.ttl))
+            .min();
+        let max_ttl = destination_ttl.unwrap_or(job.request.max_ttl);
         let plan = mda::Mda {
             confidence,
             first_ttl: first_ttl.get(),
-            max_ttl: job.request.max_ttl.get(),
+            max_ttl: max_ttl.get(),
             max_flows: request::MDA_MAX_FLOWS,
         };
-        let mut outcomes: Vec<FlowOutcome> = Vec::new();
         loop {
             let graph = graph_of(job, &outcomes, first_ttl.get());
             let count = plan.next_round(&graph);
@@ -392,14 +411,12 @@ impl Tracer {
                 break;
             }
             let start = Ttl::new(plan.start_ttl(&graph)).unwrap_or(first_ttl);
-            // The first round goes all the way; later ones only as deep as
-            // a router still lacks flows.
-            let end = if outcomes.is_empty() {
-                job.request.max_ttl
+            // The first round goes to the destination; later ones only as
+            // deep as a router still lacks flows.
+            let end = if outcomes.len() == 1 {
+                max_ttl
             } else {
-                Ttl::new(plan.end_ttl(&graph))
-                    .unwrap_or(job.request.max_ttl)
-                    .max(start)
+                Ttl::new(plan.end_ttl(&graph)).unwrap_or(max_ttl).max(start)
             };
             tracing::debug!(
                 flows = count,

@@ -566,9 +566,18 @@ impl Prober {
     }
 
     /// This trace's budget for a hop nobody has identified yet.
-    /// The unknown router at `ttl` on this flow's path: keyed by the flow,
-    /// since flows of one trace (and end-to-end plans) may take other paths.
+    /// The unknown router at `ttl` on this flow's path. A flow of a
+    /// multi-flow trace does not know which of the routers at `ttl` it will
+    /// meet, so all flows of the trace share one budget per TTL: no router
+    /// there can be asked more than one router's worth, and none drops
+    /// answers we would report as silence (slower, never untrue). A lone
+    /// flow keys it by itself.
     fn own_hop(&self, ttl: Ttl) -> RouterKey {
+        if self.setup.branching
+            && let Some(observer) = self.setup.observers.first()
+        {
+            return RouterKey::TraceHop(observer.test_run_id.as_u128(), ttl);
+        }
         let key = self.setup.flow.flow_key();
         let id = u128::from_be_bytes(key.remote_addr)
             ^ (u128::from(key.local_port) << 112)
@@ -823,7 +832,12 @@ impl Prober {
                     .routers
                     .learn(RouterKey::Position(origin, key.ttl), answer.from);
             }
-            shared.routers.learn(self.own_hop(key.ttl), answer.from);
+            // A multi-flow trace's per-TTL budget stays with the TTL: it
+            // paces every sibling flow still to come, whichever router
+            // answered this one.
+            if !self.setup.branching {
+                shared.routers.learn(self.own_hop(key.ttl), answer.from);
+            }
         }
         if let Some(rtt) = answer.rtt {
             shared.jitter.observe(answer.from, rtt, answer.received);
