@@ -757,9 +757,15 @@ impl Prober {
         if self.claimed_first_hop {
             shared.share.release(self.setup.origin);
         }
-        let plan = self.setup.plan;
-        for ttl in Ttl::range(plan.first_ttl, plan.max_ttl) {
-            shared.routers.forget(self.own_hop(ttl));
+        // A lone flow's unknown-router budgets die with it. A multi-flow
+        // trace's per-TTL budgets are shared with sibling flows still
+        // running: forgetting them would hand those a fresh burst (they
+        // age out like any idle bucket).
+        if !self.setup.branching {
+            let plan = self.setup.plan;
+            for ttl in Ttl::range(plan.first_ttl, plan.max_ttl) {
+                shared.routers.forget(self.own_hop(ttl));
+            }
         }
         self.stats.degraded = self.degraded();
         self.finished = Some(now);
