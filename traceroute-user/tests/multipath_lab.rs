@@ -313,3 +313,49 @@ fn a_pinned_flow_uses_its_source_port_and_a_taken_one_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("45679 is in use"));
     drop(held);
 }
+
+#[test]
+fn flows_through_rate_limited_routers_report_no_silence_that_is_not_there() {
+    // Kernel default ICMP limits on every router (6 at once, then 1/s) and
+    // the agent's default router budget: 16 flows at once must be paced so
+    // that every router answers every probe, never over-asked into silence.
+    let lab = Lab::up(&traceroute_lab::named::nested_limited()).unwrap();
+    let dst = lab.primary("dst", Family::V4).unwrap().to_string();
+    let record = trace(
+        &lab,
+        "src",
+        &[
+            &dst,
+            "-U",
+            "--paths",
+            "16",
+            "-q",
+            "1",
+            "-m",
+            "5",
+            "--flow-id",
+            "43100",
+        ],
+    )
+    .record;
+    let runs = record["traceroute"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 16);
+    let silent: Vec<(u64, u64)> = runs
+        .iter()
+        .flat_map(|r| {
+            let flow = r["flow_id"].as_u64().unwrap();
+            r["hops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["ip_address"] == "")
+                .map(move |h| (flow, h["ttl"].as_u64().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "invented silence (flow, ttl): {silent:?}"
+    );
+    assert!(runs.iter().all(|r| r["destination_reached"] == true));
+}

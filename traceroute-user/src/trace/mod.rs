@@ -398,6 +398,16 @@ impl Tracer {
             .filter_map(|r| r.hops.last().map(|h| h.ttl))
             .min();
         let max_ttl = destination_ttl.unwrap_or(job.request.max_ttl);
+        // The scout's probes beyond the destination all reached it, and a
+        // UDP destination answers each with a rate-limited port
+        // unreachable: take its budget as spent, so the rounds do not find
+        // it empty and report silence.
+        if let (Some(ttl), Protocol::Udp) = (destination_ttl, job.request.protocol) {
+            self.routers.exhausted(
+                RouterKey::TraceHop(job.test_run_id.as_u128(), ttl),
+                MonotonicTime::now(),
+            );
+        }
         let plan = mda::Mda {
             confidence,
             first_ttl: first_ttl.get(),
