@@ -248,6 +248,7 @@ impl Tracer {
                         (request.first_ttl, request.max_ttl),
                         request.queries,
                         request.flow_id,
+                        None,
                     )
                     .await?;
                 let runs: Vec<Run> = outcomes.iter().flat_map(|o| o.runs.clone()).collect();
@@ -313,6 +314,7 @@ impl Tracer {
         (first_ttl, max_ttl): (Ttl, Ttl),
         attempts: u8,
         first_id: Option<u16>,
+        window: Option<usize>,
     ) -> Result<Vec<FlowOutcome>, TraceError> {
         // Each flow's deadline covers what the routers owe all of them.
         let request = TraceRequest {
@@ -346,7 +348,10 @@ impl Tracer {
                             flow_id: id,
                         })
                         .collect();
-                    let setup = self.setup(request, flow, origin, observers);
+                    let mut setup = self.setup(request, flow, origin, observers);
+                    if let Some(window) = window {
+                        setup.policy.window = window;
+                    }
                     let prober = self.run_plan(request, setup, &mut subscription).await?;
                     drop(subscription);
                     drop(reservation);
@@ -389,6 +394,8 @@ impl Tracer {
                 (first_ttl, job.request.max_ttl),
                 1,
                 job.request.flow_id,
+                // Few probes in flight, so few go beyond the destination.
+                Some(SCOUT_WINDOW),
             )
             .await?;
         let destination_ttl = outcomes[0]
@@ -400,13 +407,23 @@ impl Tracer {
         let max_ttl = destination_ttl.unwrap_or(job.request.max_ttl);
         // The scout's probes beyond the destination all reached it, and a
         // UDP destination answers each with a rate-limited port
-        // unreachable: take its budget as spent, so the rounds do not find
-        // it empty and report silence.
+        // unreachable: charge them to its budget, so the rounds do not find
+        // it emptier than they think and report silence.
         if let (Some(ttl), Protocol::Udp) = (destination_ttl, job.request.protocol) {
-            self.routers.exhausted(
-                RouterKey::TraceHop(job.test_run_id.as_u128(), ttl),
-                MonotonicTime::now(),
-            );
+            let scout = &outcomes[0];
+            let to_destination = scout.runs[0]
+                .hops
+                .iter()
+                .filter(|h| h.shared.is_none())
+                .count() as u64;
+            let beyond = scout.probing.probes_sent.saturating_sub(to_destination);
+            let key = RouterKey::TraceHop(job.test_run_id.as_u128(), ttl);
+            let now = MonotonicTime::now();
+            for _ in 0..beyond {
+                let _ = self
+                    .routers
+                    .reserve(key, now, now + Duration::from_secs(3600));
+            }
         }
         let plan = mda::Mda {
             confidence,
@@ -439,7 +456,7 @@ impl Tracer {
                 .flow_id
                 .map(|id| id.wrapping_add(outcomes.len() as u16));
             let round = self
-                .probe_flows(job, count, (start, end), 1, first_id)
+                .probe_flows(job, count, (start, end), 1, first_id, None)
                 .await?;
             outcomes.extend(round);
         }
@@ -663,6 +680,9 @@ pub(crate) fn flow_id(flow: &ProbeFlow) -> u16 {
 }
 
 /// One run per attempt: per TTL up to where the path ended, what came back.
+/// Probes in flight for an MDA trace's scout flow.
+const SCOUT_WINDOW: usize = 2;
+
 /// What one trace works on: the request and where it goes.
 struct Job<'a> {
     request: &'a TraceRequest,
