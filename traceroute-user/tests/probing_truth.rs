@@ -9,14 +9,23 @@
 mod common;
 mod service_support;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::agent::assert_valid;
 use service_support::{Agent, eventually, lines};
 use traceroute_lab::{Family, Lab};
 
+/// The two tests here load the CPU and the lab's routers on purpose; run
+/// side by side, one's load makes the other's late answers look like
+/// silence. One at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn scheduled_overload_reports_no_loss_that_did_not_happen_and_finds_the_gateway() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = Lab::up(&traceroute_lab::named::fanout()).unwrap();
     let dir = service_support::TempDir::new("truth");
     let out = dir.path("paths.jsonl");
@@ -117,6 +126,9 @@ fn scheduled_overload_reports_no_loss_that_did_not_happen_and_finds_the_gateway(
 /// bounded wait) instead of coming back with hops it never asked about.
 #[test]
 fn a_trace_the_routers_cannot_serve_in_time_is_refused_not_run_short() {
+    let _serial = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = Lab::up(&traceroute_lab::named::chain()).unwrap();
     let agent = Agent::start_with(&lab, "src", Some("capture = \"ebpf\"\n"), &[]);
     let dst = lab.primary("dst", Family::V4).unwrap();
