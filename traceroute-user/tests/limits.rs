@@ -71,7 +71,7 @@ fn rows() -> Vec<Row> {
             cli: |v| v.to_string(),
             api: |v| (v * 1_000_000).to_string(),
             config: |v| format!("\"{v}ms\""),
-            api_value: |p| p.timeout.as_millis() as u64,
+            api_value: |p| p.timeout.unwrap_or(TIMEOUT.default).as_millis() as u64,
             config_value: |t| t.timeout.as_millis() as u64,
         },
         Row {

@@ -22,7 +22,8 @@ const EBPF_PACKAGES: &[&str] = &[
 
 /// Debian packages the lab and the tests use: namespaces and nft for the lab,
 /// ping and traceroute as ground truth, systemd-analyze for the unit file,
-/// Graphviz's `dot` to check the DOT output.
+/// Graphviz's `dot` to check the DOT output, Go to decode records with the
+/// system-probe client's structs (tests/go_client.rs).
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -31,6 +32,7 @@ const LAB_PACKAGES: &[&str] = &[
     "procps",
     "systemd",
     "graphviz",
+    "golang-go",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -93,6 +95,7 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
         ("ping", "iputils ping"),
         ("traceroute", "traceroute"),
         ("dot", "graphviz"),
+        ("go", "golang (Go)"),
     ] {
         if which(tool).is_none() {
             missing.push(pkg);

@@ -189,20 +189,18 @@ impl Run {
         }
     }
 
-    /// Hops to the destination if reached, else to the last hop that answered
-    /// (0 when none did).
+    /// The Go client's hop count: hops up to the last one that answered
+    /// (the destination, when reached), or every hop when none answered.
     pub fn hop_count(&self) -> u32 {
-        let last = if self.destination_reached {
-            self.hops.last()
-        } else {
-            self.hops.iter().rev().find(|h| h.reachable)
-        };
-        last.map_or(0, |h| u32::from(h.ttl.get()))
+        let answered = self.hops.iter().rposition(|h| h.ip_address.is_some());
+        let count = answered.map_or(self.hops.len(), |i| i + 1);
+        u32::try_from(count).unwrap_or(u32::MAX)
     }
 }
 
 impl HopCount {
-    /// avg/min/max of [`Run::hop_count`] over the runs (zeros without runs).
+    /// avg/min/max of [`Run::hop_count`] over the runs (zeros without runs;
+    /// like the Go client, a run of no hops does not lower `min`).
     pub fn from_runs(runs: &[Run]) -> HopCount {
         let counts: Vec<u32> = runs.iter().map(Run::hop_count).collect();
         if counts.is_empty() {
@@ -215,45 +213,51 @@ impl HopCount {
         let sum: f64 = counts.iter().map(|c| f64::from(*c)).sum();
         HopCount {
             avg: round_us(sum / counts.len() as f64),
-            min: counts.iter().copied().min().unwrap_or(0),
+            min: counts.iter().copied().filter(|c| *c > 0).min().unwrap_or(0),
             max: counts.iter().copied().max().unwrap_or(0),
         }
     }
 }
 
 impl E2eProbe {
-    /// Statistics over end-to-end probes, one sample per probe sent (`None`
-    /// when lost). Jitter is the mean absolute difference of consecutive
-    /// received RTTs. No samples gives all zeros (e2e probing disabled).
+    /// Statistics over end-to-end probes, one sample per probe sent and
+    /// given its full wait (`None` when lost). As the Go client has it,
+    /// `rtts` holds one entry per sample (0 for a lost one), the loss is a
+    /// fraction, and RTT statistics and jitter (mean absolute difference of
+    /// consecutive RTTs) are over the answered ones. No samples gives all
+    /// zeros (e2e probing disabled).
     pub fn from_samples(samples: &[Option<Duration>]) -> E2eProbe {
-        let rtts: Vec<f64> = samples.iter().flatten().map(|d| millis(*d)).collect();
+        // An answer is never 0 ms here: 0 means lost to the Go client.
+        let answered_ms = |d: Duration| millis(d).max(0.001);
+        let answered: Vec<f64> = samples.iter().flatten().map(|d| answered_ms(*d)).collect();
+        let rtts: Vec<f64> = samples.iter().map(|s| s.map_or(0.0, answered_ms)).collect();
         let sent = u32::try_from(samples.len()).unwrap_or(u32::MAX);
-        let received = u32::try_from(rtts.len()).unwrap_or(u32::MAX);
+        let received = u32::try_from(answered.len()).unwrap_or(u32::MAX);
         let loss = if sent == 0 {
             0.0
         } else {
-            f64::from(sent - received) * 100.0 / f64::from(sent)
+            f64::from(sent - received) / f64::from(sent)
         };
-        let jitter = if rtts.len() < 2 {
+        let jitter = if answered.len() < 2 {
             0.0
         } else {
-            let diffs: f64 = rtts.windows(2).map(|w| (w[1] - w[0]).abs()).sum();
-            diffs / (rtts.len() - 1) as f64
+            let diffs: f64 = answered.windows(2).map(|w| (w[1] - w[0]).abs()).sum();
+            diffs / (answered.len() - 1) as f64
         };
-        let rtt = if rtts.is_empty() {
+        let rtt = if answered.is_empty() {
             RttStats::default()
         } else {
             RttStats {
-                avg: round_us(rtts.iter().sum::<f64>() / rtts.len() as f64),
-                min: rtts.iter().copied().fold(f64::INFINITY, f64::min),
-                max: rtts.iter().copied().fold(0.0, f64::max),
+                avg: round_us(answered.iter().sum::<f64>() / answered.len() as f64),
+                min: answered.iter().copied().fold(f64::INFINITY, f64::min),
+                max: answered.iter().copied().fold(0.0, f64::max),
             }
         };
         E2eProbe {
             rtts,
             packets_sent: sent,
             packets_received: received,
-            packet_loss_percentage: round_us(loss),
+            packet_loss_percentage: loss,
             jitter: round_us(jitter),
             rtt,
         }

@@ -89,6 +89,10 @@ pub struct PathSource {
     /// The route the probes took out of this host; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<Via>,
+    /// This host's public address as configured (`public_ip` in the service
+    /// config); the agent never asks an outside service for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +156,8 @@ pub struct RunSource {
 pub struct RunDestination {
     pub ip_address: IpAddr,
     pub port: u16,
+    /// Omitted when empty, as the Go client's `omitempty` does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reverse_dns: Vec<String>,
 }
 
@@ -301,10 +307,14 @@ pub struct HopCount {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct E2eProbe {
-    /// RTTs (ms) of the probes that were answered, in sending order.
+    /// One RTT (ms) per probe counted in `packets_sent`, in sending order;
+    /// `0` for a probe lost (as the Go client has it).
     pub rtts: Vec<f64>,
+    /// Probes that were sent and given their full wait (a probe never sent,
+    /// or cut short by the deadline, is no sample).
     pub packets_sent: u32,
     pub packets_received: u32,
+    /// Despite the name, a fraction from 0 to 1 (the Go client's meaning).
     pub packet_loss_percentage: f64,
     /// Mean absolute difference of consecutive RTTs (ms).
     pub jitter: f64,

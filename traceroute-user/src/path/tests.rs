@@ -91,6 +91,7 @@ fn record() -> NetworkPath {
                 },
                 gateway: Some(ip("198.18.0.1")),
             }),
+            public_ip: None,
         },
         PathDestination {
             hostname: "target.lab".into(),
@@ -219,10 +220,11 @@ fn serialization_uses_the_contract_field_names() {
             "rtt"
         ])
     );
-    assert_eq!(e2e["rtts"], json!([12.7, 13.1, 12.5]));
+    // One entry per probe, 0 for the lost one; loss as a fraction (Go client).
+    assert_eq!(e2e["rtts"], json!([12.7, 0.0, 13.1, 12.5]));
     assert_eq!(e2e["packets_sent"], 4);
     assert_eq!(e2e["packets_received"], 3);
-    assert_eq!(e2e["packet_loss_percentage"], 25.0);
+    assert_eq!(e2e["packet_loss_percentage"], 0.25);
     assert_eq!(e2e["jitter"], 0.5);
     assert_eq!(e2e["rtt"], json!({"avg": 12.767, "min": 12.5, "max": 13.1}));
 }
@@ -308,8 +310,8 @@ fn broken_records_fail_validation() {
     assert_rejected("missing e2e_probe", |v| {
         v.as_object_mut().unwrap().remove("e2e_probe");
     });
-    assert_rejected("loss above 100%", |v| {
-        v["e2e_probe"]["packet_loss_percentage"] = json!(120.0);
+    assert_rejected("loss above 1 (a fraction)", |v| {
+        v["e2e_probe"]["packet_loss_percentage"] = json!(1.2);
     });
     assert_rejected("port out of range", |v| {
         v["destination"]["port"] = json!(70000);
@@ -450,6 +452,19 @@ fn hop_count_over_runs() {
     assert_eq!((runs[0].hop_count(), runs[1].hop_count()), (3, 1));
     let three = [runs[0].clone(), runs[1].clone(), runs[1].clone()];
     assert_eq!(HopCount::from_runs(&three).avg, 1.667);
+
+    // As the Go client counts: a run where nothing answered counts all its
+    // hops, and a run without hops does not lower `min`.
+    let mut silent = runs[1].clone();
+    for hop in &mut silent.hops {
+        hop.ip_address = None;
+        hop.reachable = false;
+    }
+    assert_eq!(silent.hop_count(), 2);
+    let mut empty = runs[1].clone();
+    empty.hops.clear();
+    let counts = HopCount::from_runs(&[runs[0].clone(), empty]);
+    assert_eq!((counts.min, counts.max, counts.avg), (3, 3, 1.5));
 }
 
 #[test]
@@ -462,8 +477,12 @@ fn e2e_statistics() {
     assert_eq!(none.rtt, RttStats::default());
 
     let lost = E2eProbe::from_samples(&[None, None]);
-    assert_eq!(lost.packet_loss_percentage, 100.0);
-    assert_eq!((lost.packets_received, lost.rtts.len()), (0, 0));
+    assert_eq!(lost.packet_loss_percentage, 1.0);
+    assert_eq!((lost.packets_received, lost.rtts), (0, vec![0.0, 0.0]));
+
+    // An answer faster than the record's resolution is still not "lost".
+    let fast = E2eProbe::from_samples(&[Some(Duration::from_nanos(100))]);
+    assert_eq!((fast.rtts, fast.packets_received), (vec![0.001], 1));
 
     let one = E2eProbe::from_samples(&[Some(ms(12.7))]);
     assert_eq!(one.jitter, 0.0);
@@ -479,7 +498,8 @@ fn e2e_statistics() {
     // |20-10| + |15-20| = 15 over 2 differences.
     let e = E2eProbe::from_samples(&[Some(ms(10.0)), Some(ms(20.0)), None, Some(ms(15.0))]);
     assert_eq!(e.jitter, 7.5);
-    assert_eq!(e.packet_loss_percentage, 25.0);
+    assert_eq!(e.packet_loss_percentage, 0.25);
+    assert_eq!(e.rtts, vec![10.0, 20.0, 0.0, 15.0]);
     assert_eq!(
         e.rtt,
         RttStats {
@@ -505,6 +525,7 @@ fn ipv6_record_validates() {
         PathSource {
             hostname: "h6".into(),
             via: None,
+            public_ip: None,
         },
         PathDestination {
             hostname: "2001:db8::9".into(),

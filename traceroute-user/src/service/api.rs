@@ -182,7 +182,9 @@ pub struct Params {
     pub protocol: Protocol,
     pub port: Option<u16>,
     pub max_ttl: u8,
-    pub timeout: Duration,
+    /// Per-probe wait; `None` (absent or 0): the default wait, and the whole
+    /// trace may take up to `max_ttl` times it, as the Go client has it.
+    pub timeout: Option<Duration>,
     pub queries: u8,
     pub e2e_queries: u8,
     pub reverse_dns: bool,
@@ -193,6 +195,10 @@ pub struct Params {
     pub multipath: Option<Confidence>,
     /// `flow_id` (or `source_port`): the first flow's identifier.
     pub flow_id: Option<u16>,
+    /// Parameters not acted on: unknown ones, and repeats (the first value
+    /// wins), as Go's `URL.Query().Get` treats them. Logged, not refused, so
+    /// newer clients keep working.
+    pub ignored: Vec<String>,
 }
 
 impl Default for Params {
@@ -201,7 +207,7 @@ impl Default for Params {
             protocol: request::DEFAULT_PROTOCOL,
             port: None,
             max_ttl: request::MAX_TTL.default,
-            timeout: request::TIMEOUT.default,
+            timeout: None,
             queries: request::QUERIES.default,
             e2e_queries: request::E2E_QUERIES.default,
             paths: request::PATHS.default,
@@ -209,6 +215,7 @@ impl Default for Params {
             flow_id: None,
             reverse_dns: false,
             client_id: String::new(),
+            ignored: Vec::new(),
         }
     }
 }
@@ -267,13 +274,22 @@ fn shown(value: &str) -> String {
 /// Parses the query string of `/traceroute/{host}`. Empty values mean "the
 /// default" (as do zeros for port, max_ttl, timeout and traceroute_queries,
 /// which is what the system-probe client sends when nothing is configured).
+/// Unknown and repeated parameters are ignored (first value wins) and listed
+/// in [`Params::ignored`], as the Go module does; a bad value is an error.
 pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
     let mut p = Params::default();
     let mut confidence = None;
     let mut seen = HashSet::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        if !seen.insert(key.clone()) {
-            return Err(invalid(format!("parameter {:?} given twice", shown(&key))));
+        // `flow_id` and `source_port` are one parameter.
+        let canonical = if key == "source_port" {
+            "flow_id".into()
+        } else {
+            key.clone()
+        };
+        if !seen.insert(canonical) {
+            p.ignored.push(shown(&key));
+            continue;
         }
         let v = value.as_ref();
         let empty = v.is_empty();
@@ -302,9 +318,11 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 let n = number("timeout", v, max)
                     .map_err(|e| invalid(format!("{} (nanoseconds)", e.message)))?;
                 if n != 0 {
-                    p.timeout = request::TIMEOUT
-                        .check("timeout", Duration::from_nanos(n))
-                        .map_err(|e| invalid(format!("{e} (nanoseconds: {n})")))?;
+                    p.timeout = Some(
+                        request::TIMEOUT
+                            .check("timeout", Duration::from_nanos(n))
+                            .map_err(|e| invalid(format!("{e} (nanoseconds: {n})")))?,
+                    );
                 }
             }
             "tcp_method" if !empty => match v.to_ascii_lowercase().as_str() {
@@ -381,7 +399,10 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 }
                 p.client_id = v.to_string();
             }
-            // Sent by newer system-probe clients; no meaning here.
+            // Sent by newer system-probe clients. Every trace here is Paris
+            // already (one flow keeps its header fields from TTL to TTL), so
+            // `tcp_syn_paris_traceroute_mode=true` is honoured by default;
+            // there is no Windows driver.
             "tcp_syn_paris_traceroute_mode" | "disable_windows_driver" if !empty => {
                 boolean(&key, v)?;
             }
@@ -400,14 +421,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             | "confidence"
             | "flow_id"
             | "source_port" => {}
-            other => {
-                return Err(invalid(format!(
-                    "unknown parameter {:?} (protocol, port, max_ttl, timeout, tcp_method, \
-                     traceroute_queries, e2e_queries, reverse_dns, client_id, paths, multipath, \
-                     confidence, flow_id)",
-                    shown(other)
-                )));
-            }
+            other => p.ignored.push(shown(other)),
         }
     }
     match (p.multipath.is_some(), confidence) {
@@ -504,10 +518,17 @@ async fn traceroute(
         ));
     };
     let config = shared.config();
+    if !params.ignored.is_empty() {
+        tracing::info!(
+            client_id = params.client_id,
+            ignored = ?params.ignored,
+            "ignored unknown or repeated query parameters"
+        );
+    }
     let mut request = TraceRequest::new(host.clone(), params.protocol)
         .with_max_ttl(params.max_ttl)
         .and_then(|r| r.with_queries(params.queries))
-        .and_then(|r| r.with_timeout(params.timeout))
+        .and_then(|r| r.with_timeout(params.timeout.unwrap_or(request::TIMEOUT.default)))
         .and_then(|r| r.with_e2e_queries(params.e2e_queries))
         .and_then(|r| r.with_paths(params.paths))
         .map_err(|e| invalid(e.to_string()))?;
@@ -516,9 +537,15 @@ async fn traceroute(
     request.flow_id = params.flow_id;
     request.port = params.port;
     request.reverse_dns = params.reverse_dns;
+    // Without a timeout the Go module gives the whole trace `max_ttl` times
+    // the default wait; it may take that long when router budgets ask for it.
+    let mut deadline = shared.tracer.deadline_for(&request);
+    if params.timeout.is_none() {
+        deadline = deadline.max(request::TIMEOUT.default * u32::from(params.max_ttl));
+    }
     // Probing stops early enough to leave room for resolution and reverse DNS.
     let limit = config.api.request_timeout;
-    request.deadline = Some(shared.tracer.deadline_for(&request).min(limit.mul_f64(0.8)));
+    request.deadline = Some(deadline.min(limit.mul_f64(0.8)));
     request.admission_wait = API_ADMISSION_WAIT;
     let result = shared.trace(&request, &[], Origin::Api, limit).await;
     let ms = started.elapsed().as_millis() as u64;
@@ -564,7 +591,7 @@ mod tests {
         assert_eq!(p.protocol, Protocol::Tcp);
         assert_eq!(p.port, Some(443));
         assert_eq!(p.max_ttl, 20);
-        assert_eq!(p.timeout, Duration::from_millis(500));
+        assert_eq!(p.timeout, Some(Duration::from_millis(500)));
         assert_eq!(p.queries, 2);
         assert_eq!(p.client_id, "abc");
         // Zeros mean defaults, as the Go client sends them.
@@ -575,11 +602,25 @@ mod tests {
     }
 
     #[test]
+    fn unknown_and_repeated_parameters_are_ignored_first_value_wins() {
+        let p = parse_params("port=80&maxttl=5&port=81&source_port=4000&flow_id=5000&=1").unwrap();
+        assert_eq!(p.port, Some(80));
+        assert_eq!(p.flow_id, Some(4000), "source_port and flow_id are one");
+        assert_eq!(p.max_ttl, request::MAX_TTL.default);
+        assert_eq!(p.ignored, ["maxttl", "port", "flow_id", ""]);
+        // Up to 255, as Go's ParseUint(.., 8); 256 is refused.
+        assert_eq!(parse_params("max_ttl=255").unwrap().max_ttl, 255);
+        assert!(parse_params("max_ttl=256").is_err());
+        // timeout 0 or absent: the default wait, marked unset.
+        assert_eq!(parse_params("timeout=0").unwrap().timeout, None);
+    }
+
+    #[test]
     fn the_longest_valid_query_fits_the_query_limit() {
         // 256 four-byte characters, percent-encoded: 3072 bytes.
         let client_id: String = std::iter::repeat_n("%F0%9D%84%9E", MAX_CLIENT_ID).collect();
         let query = format!(
-            "client_id={client_id}&port=65535&max_ttl=64&timeout=30000000000&protocol=ICMP\
+            "client_id={client_id}&port=65535&max_ttl=255&timeout=30000000000&protocol=ICMP\
              &traceroute_queries=10&e2e_queries=100&reverse_dns=false&tcp_method=prefer_sack\
              &tcp_syn_paris_traceroute_mode=false&disable_windows_driver=false"
         );

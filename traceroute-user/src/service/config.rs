@@ -28,6 +28,9 @@ pub struct Config {
     /// Tags added to every record (API answers and scheduled runs; a target's
     /// own tags come after these).
     pub tags: Vec<String>,
+    /// This host's public address, for `source.public_ip` of every record.
+    /// Static: the agent never asks an outside lookup service for it.
+    pub public_ip: Option<std::net::IpAddr>,
     /// Reply capture: `auto` (eBPF, falling back to sockets), `ebpf`, `socket`.
     pub capture: CaptureMode,
     /// Safety rail: probes per second across every trace of the process
@@ -57,6 +60,7 @@ impl Default for Config {
         Config {
             namespace: "default".into(),
             tags: Vec::new(),
+            public_ip: None,
             capture: CaptureMode::Auto,
             probes_per_second: request::PROBES_PER_SECOND.default,
             router_icmp_burst: crate::trace::budget::Rate::ROUTER_DEFAULT.burst,
@@ -390,6 +394,7 @@ mod tests {
             r#"
             namespace = "lab"
             tags = ["env:test"]
+            public_ip = "198.18.200.1"
             capture = "socket"
             probes_per_second = 500
             shutdown_grace = "2s"
@@ -417,6 +422,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.namespace, "lab");
+        assert_eq!(c.public_ip, Some("198.18.200.1".parse().unwrap()));
         assert_eq!(c.capture, CaptureMode::Socket);
         assert_eq!(c.api.socket_mode, 0o600);
         assert_eq!(c.api.listen, Some("127.0.0.1:8089".parse().unwrap()));

@@ -173,6 +173,7 @@ impl Shared {
             Ok(mut path) => {
                 let config = self.config();
                 path.namespace = config.namespace.clone();
+                path.source.public_ip = config.public_ip;
                 path.tags = config
                     .tags
                     .iter()

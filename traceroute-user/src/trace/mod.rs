@@ -237,40 +237,50 @@ impl Tracer {
             port,
             test_run_id: Uuid::new_v4(),
         };
-        let (mut runs, outcomes, graph) = match request.multipath {
-            Some(confidence) => self.mda(&job, confidence).await?,
-            None => {
-                let flows = usize::from(request.paths);
-                let outcomes = self
-                    .probe_flows(
-                        &job,
-                        flows,
-                        (request.first_ttl, request.max_ttl),
-                        request.queries,
-                        request.flow_id,
-                        None,
-                    )
-                    .await?;
-                let runs: Vec<Run> = outcomes.iter().flat_map(|o| o.runs.clone()).collect();
-                let graph = (flows > 1).then(|| {
-                    graph_of(&job, &outcomes, request.first_ttl.get())
-                        .to_record("flows", None, true)
-                });
-                (runs, outcomes, graph)
+        let probing = async {
+            match request.multipath {
+                Some(confidence) => self.mda(&job, confidence).await,
+                None => {
+                    let flows = usize::from(request.paths);
+                    let outcomes = self
+                        .probe_flows(
+                            &job,
+                            flows,
+                            (request.first_ttl, request.max_ttl),
+                            request.queries,
+                            request.flow_id,
+                            None,
+                        )
+                        .await?;
+                    let runs: Vec<Run> = outcomes.iter().flat_map(|o| o.runs.clone()).collect();
+                    let graph = (flows > 1).then(|| {
+                        graph_of(&job, &outcomes, request.first_ttl.get())
+                            .to_record("flows", None, true)
+                    });
+                    Ok((runs, outcomes, graph))
+                }
             }
         };
+        // End-to-end probes run beside the trace, spread over its window.
+        let end_to_end = async {
+            if request.e2e_queries == 0 {
+                return Ok(None);
+            }
+            self.e2e(&job).await.map(Some)
+        };
+        let ((mut runs, outcomes, graph), e2e) = tokio::try_join!(probing, end_to_end)?;
         tracing::debug!(
             ms = ms_since(started),
             flows = outcomes.len(),
             "probing done"
         );
         let mut stats: Vec<TraceStats> = outcomes.iter().map(|o| o.stats.clone()).collect();
-        let e2e_probe = if request.e2e_queries > 0 {
-            let (probe, e2e_stats) = self.e2e(&job).await?;
-            stats.push(e2e_stats);
-            probe
-        } else {
-            E2eProbe::from_samples(&[])
+        let e2e_probe = match e2e {
+            Some((probe, e2e_stats)) => {
+                stats.push(e2e_stats);
+                probe
+            }
+            None => E2eProbe::from_samples(&[]),
         };
         if request.reverse_dns {
             self.fill_reverse_dns(&mut runs).await;
@@ -286,6 +296,7 @@ impl Tracer {
             PathSource {
                 hostname: self.hostname.clone(),
                 via: Some(via_of(&route)),
+                public_ip: None,
             },
             PathDestination {
                 hostname: request.host.clone(),
@@ -468,11 +479,12 @@ impl Tracer {
     }
 
     /// End-to-end probes over a flow of their own: `e2e_queries` probes at
-    /// TTL 64, one sample each.
+    /// `max_ttl`, spaced over one timeout, one sample each.
     async fn e2e(&self, job: &Job<'_>) -> Result<(E2eProbe, TraceStats), TraceError> {
         let e2e = job.request.e2e();
         let (flow, mut subscription, _reservation) = self.open_flow(job, None)?;
-        let setup = self.setup(&e2e, flow, origin_of(job.route), Vec::new());
+        let mut setup = self.setup(&e2e, flow, origin_of(job.route), Vec::new());
+        setup.policy.adaptive_waits = false;
         let prober = self.run_plan(&e2e, setup, &mut subscription).await?;
         Ok((
             E2eProbe::from_samples(&e2e_samples(&prober)),
@@ -494,6 +506,7 @@ impl Tracer {
                 max_ttl: request.max_ttl,
                 attempts: request.queries,
                 timeout: request.timeout,
+                spacing: request.spacing,
             },
             policy: self.policy,
             flow,

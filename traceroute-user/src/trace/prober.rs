@@ -89,6 +89,9 @@ pub struct Plan {
     pub attempts: u8,
     /// Longest wait for one probe's answer (traceroute's MAX).
     pub timeout: Duration,
+    /// Attempt `n` leaves no sooner than `n` times this after the trace
+    /// starts (zero: no spacing).
+    pub spacing: Duration,
 }
 
 /// How the tracer probes; one place for these defaults.
@@ -106,6 +109,10 @@ pub struct Policy {
     pub min_wait: Duration,
     /// Re-probe a suspected rate-limited router once its budget refilled.
     pub reprobe: bool,
+    /// Give up on a probe sooner than the timeout from RTTs already seen
+    /// (`here`, `near`). Off for end-to-end probes: their loss is a sample,
+    /// so every one waits the full timeout.
+    pub adaptive_waits: bool,
 }
 
 impl Default for Policy {
@@ -119,6 +126,7 @@ impl Default for Policy {
             near: 3.0,
             min_wait: Duration::from_millis(10),
             reprobe: true,
+            adaptive_waits: true,
         }
     }
 }
@@ -313,6 +321,8 @@ pub struct Prober {
     finished: Option<MonotonicTime>,
     /// The give-up floor now: `min_wait`, or twice the recent jitter.
     floor: Duration,
+    /// When the trace was admitted (the origin of [`Plan::spacing`]).
+    started: Option<MonotonicTime>,
 }
 
 impl Prober {
@@ -343,6 +353,7 @@ impl Prober {
             stats: TraceStats::default(),
             finished: None,
             floor: Duration::ZERO,
+            started: None,
         }
     }
 
@@ -381,6 +392,7 @@ impl Prober {
         if self.finished.is_some() {
             return Action::Done;
         }
+        self.started.get_or_insert(now);
         self.floor = self
             .setup
             .policy
@@ -461,6 +473,7 @@ impl Prober {
     /// Reserves the router budgets of the first window now, before the trace
     /// starts sending: a trace admitted next sees them spent.
     pub fn reserve_first_window(&mut self, now: MonotonicTime, shared: Shared<'_>) {
+        self.started.get_or_insert(now);
         let window = self.setup.policy.window;
         let first: Vec<ProbeKey> = self.order.iter().take(window).copied().collect();
         for key in first {
@@ -485,9 +498,15 @@ impl Prober {
                 FirstHopPlan::Probe => self.claimed_first_hop = true,
             }
         }
-        let mut at = now;
+        let spacing = setup.plan.spacing * u32::from(key.attempt);
+        let mut at = self
+            .started
+            .map_or(now, |started| now.max(started + spacing));
+        if at > self.send_limit() {
+            return self.not_sent(NotSentReason::Deadline);
+        }
         if let Some(router) = self.router(key.ttl, shared) {
-            match shared.routers.reserve(router, now, self.send_limit()) {
+            match shared.routers.reserve(router, at, self.send_limit()) {
                 Grant::At(t) => at = t,
                 Grant::TooLate(_) => return self.not_sent(NotSentReason::RouterBudget),
             }
@@ -629,6 +648,9 @@ impl Prober {
     pub fn wait_for(&self, key: ProbeKey) -> Duration {
         let policy = &self.setup.policy;
         let max = self.setup.plan.timeout;
+        if !policy.adaptive_waits {
+            return max;
+        }
         let mut wait = max;
         if let Some((fastest, _)) = self.rtts.get(&key.ttl) {
             wait = wait.min(fastest.mul_f64(policy.here));

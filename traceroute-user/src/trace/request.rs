@@ -20,11 +20,11 @@ pub struct Bounds<T> {
     pub max: T,
 }
 
-/// Highest TTL probed.
+/// Highest TTL probed (any TTL a packet can carry, as the Go client allows).
 pub const MAX_TTL: Bounds<u8> = Bounds {
     min: 1,
     default: 30,
-    max: 64,
+    max: 255,
 };
 /// Independent runs per trace (`traceroute.runs[]`).
 pub const QUERIES: Bounds<u8> = Bounds {
@@ -38,7 +38,7 @@ pub const TIMEOUT: Bounds<Duration> = Bounds {
     default: Duration::from_secs(1),
     max: Duration::from_secs(30),
 };
-/// End-to-end probes after the trace (API only).
+/// End-to-end probes beside the trace (API only).
 pub const E2E_QUERIES: Bounds<u8> = Bounds {
     min: 0,
     default: 0,
@@ -61,9 +61,8 @@ pub const PROBES_PER_SECOND: Bounds<u32> = Bounds {
 };
 /// The protocol when none is named.
 pub const DEFAULT_PROTOCOL: Protocol = Protocol::Udp;
-/// TTL of end-to-end probes: high enough for any path, like ping's default,
-/// so only the destination answers.
-pub const E2E_TTL: u8 = 64;
+/// Shortest gap between two end-to-end probes.
+pub const E2E_MIN_SPACING: Duration = Duration::from_millis(1);
 /// How long a name may take to resolve.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -107,6 +106,9 @@ pub struct TraceRequest {
     pub max_ttl: Ttl,
     /// Independent runs (one probe per hop each): `traceroute.runs[]`.
     pub queries: u8,
+    /// Least time between the sends of two attempts at a TTL (zero: as fast
+    /// as budgets allow); end-to-end probes are spread this way.
+    pub spacing: Duration,
     /// End-to-end probes after the trace, each a sample of `e2e_probe`.
     pub e2e_queries: u8,
     /// Flows traced at once (each `queries` runs); see [`PATHS`].
@@ -143,6 +145,7 @@ impl TraceRequest {
             first_ttl: Ttl::MIN,
             max_ttl: Ttl::new(MAX_TTL.default).expect("nonzero default"),
             queries: QUERIES.default,
+            spacing: Duration::ZERO,
             e2e_queries: E2E_QUERIES.default,
             paths: PATHS.default,
             flow_id: None,
@@ -183,13 +186,17 @@ impl TraceRequest {
     }
 
     /// The end-to-end probes as a request of their own: `e2e_queries`
-    /// probes at [`E2E_TTL`], one per attempt.
+    /// probes at `max_ttl` (as the Go client sends them, so a `max_ttl`
+    /// short of the destination shows as loss), spread evenly over one
+    /// `timeout` so they sample the path across the trace rather than in
+    /// one burst.
     pub fn e2e(&self) -> TraceRequest {
-        let ttl = Ttl::new(E2E_TTL).expect("nonzero");
+        let spacing = (self.timeout / u32::from(self.e2e_queries.max(1))).max(E2E_MIN_SPACING);
         TraceRequest {
-            first_ttl: ttl,
-            max_ttl: ttl,
+            first_ttl: self.max_ttl,
+            max_ttl: self.max_ttl,
             queries: self.e2e_queries,
+            spacing,
             e2e_queries: 0,
             paths: 1,
             flow_id: None,
@@ -202,13 +209,15 @@ impl TraceRequest {
 
     /// The default total deadline: two waits (a probe and one re-probe of a
     /// rate-limited router), the time a router's budget needs for the
-    /// attempts of every flow beyond its burst, and a second of slack.
+    /// attempts of every flow beyond its burst, the attempts' spacing, and a
+    /// second of slack.
     pub fn total_deadline(&self, router_rate: Rate) -> Duration {
         self.deadline.unwrap_or_else(|| {
             let attempts = u32::from(self.queries) * u32::from(self.paths.max(1));
             let beyond_burst = attempts.saturating_sub(router_rate.burst);
             self.timeout * 2
                 + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
+                + self.spacing * u32::from(self.queries.saturating_sub(1))
                 + Duration::from_secs(1)
         })
     }
@@ -220,9 +229,9 @@ mod tests {
 
     #[test]
     fn bounds_check_and_name_the_parameter() {
-        assert_eq!(MAX_TTL.check("max_ttl", 64), Ok(64));
-        let e = MAX_TTL.check("max_ttl", 65).unwrap_err();
-        assert_eq!(e.to_string(), "max_ttl must be 1..=64, got 65");
+        assert_eq!(MAX_TTL.check("max_ttl", 255), Ok(255));
+        let e = MAX_TTL.check("max_ttl", 0).unwrap_err();
+        assert_eq!(e.to_string(), "max_ttl must be 1..=255, got 0");
         let e = TIMEOUT
             .check("timeout", Duration::from_secs(31))
             .unwrap_err();

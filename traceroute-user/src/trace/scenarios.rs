@@ -586,11 +586,62 @@ fn secs(s: u64) -> Duration {
 
 /// End-to-end probes: a plan that starts and ends at TTL 64.
 fn e2e_plan(attempts: u8) -> super::prober::Plan {
-    let ttl = Ttl::new(super::request::E2E_TTL).unwrap();
+    let ttl = Ttl::new(64).unwrap();
     super::prober::Plan {
         first_ttl: ttl,
         max_ttl: ttl,
         ..plan(64, attempts, 1000)
+    }
+}
+
+/// End-to-end probes as the tracer runs them: spaced, full waits.
+fn e2e_prober(protocol: Protocol, attempts: u8, spacing: Duration, deadline: Duration) -> Prober {
+    let plan = super::prober::Plan {
+        spacing,
+        ..e2e_plan(attempts)
+    };
+    let policy = super::prober::Policy {
+        adaptive_waits: false,
+        ..Default::default()
+    };
+    super::sim::prober_with(flow(protocol, DST, 40001), plan, policy, t0(), deadline)
+}
+
+#[test]
+fn end_to_end_probes_are_spread_and_each_loss_waited_the_full_timeout() {
+    let mut world = World::new();
+    chain(&mut world);
+    let p = e2e_prober(Protocol::Icmp, 5, Duration::from_millis(200), secs(5));
+    let (_, p) = run(world, p);
+    assert_eq!(super::e2e_samples(&p).len(), 5);
+    let start = t0();
+    for (key, probe) in p.probes() {
+        let due = start + Duration::from_millis(200) * u32::from(key.attempt);
+        let sent = probe.sends[0].at;
+        assert!(
+            sent >= due && sent <= due + Duration::from_millis(5),
+            "{key:?} sent {sent:?}, due {due:?}"
+        );
+        // RTTs of 0.5 ms were seen, yet a probe gets the whole timeout (a
+        // trace's probes would give up after 10 ms).
+        assert_eq!(p.wait_for(*key), secs(1));
+    }
+    // A silent destination: every probe is a loss only after the full
+    // second, not after a wait guessed from RTTs seen before.
+    let mut world = World::new();
+    chain(&mut world);
+    silence_from(&mut world, &[]);
+    let p = e2e_prober(Protocol::Icmp, 3, Duration::from_millis(10), secs(5));
+    let (_, p) = run(world, p);
+    assert_eq!(super::e2e_samples(&p), vec![None, None, None]);
+    for (key, probe) in p.probes() {
+        match &probe.status {
+            Status::Unanswered {
+                reason: NoAnswer::Timeout,
+                waited: Some(waited),
+            } => assert!(*waited >= secs(1), "{key:?} waited {waited:?}"),
+            other => panic!("{key:?}: {other:?}"),
+        }
     }
 }
 

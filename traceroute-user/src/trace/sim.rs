@@ -450,6 +450,17 @@ pub fn origin() -> Origin {
 
 /// A prober for `flow` starting at `start`, with `deadline` from then.
 pub fn prober(flow: ProbeFlow, plan: Plan, start: MonotonicTime, deadline: Duration) -> Prober {
+    prober_with(flow, plan, Policy::default(), start, deadline)
+}
+
+/// [`prober`] with a policy of its own.
+pub fn prober_with(
+    flow: ProbeFlow,
+    plan: Plan,
+    policy: Policy,
+    start: MonotonicTime,
+    deadline: Duration,
+) -> Prober {
     let observers = (0..plan.attempts)
         .map(|_| Observer {
             test_run_id: uuid::Uuid::new_v4(),
@@ -461,7 +472,7 @@ pub fn prober(flow: ProbeFlow, plan: Plan, start: MonotonicTime, deadline: Durat
         .collect();
     Prober::new(Setup {
         plan,
-        policy: Policy::default(),
+        policy,
         flow,
         origin: origin(),
         deadline: start + deadline,
@@ -476,6 +487,7 @@ pub fn plan(max_ttl: u8, attempts: u8, timeout_ms: u64) -> Plan {
         max_ttl: Ttl::new(max_ttl).expect("ttl"),
         attempts,
         timeout: Duration::from_millis(timeout_ms),
+        spacing: Duration::ZERO,
     }
 }
 
