@@ -88,11 +88,13 @@ impl Lab {
         let plan = Plan::new(topology)?;
         netns::require_tool("ip")?;
         netns::require_tool("sysctl")?;
-        if plan
-            .nodes
-            .iter()
-            .any(|n| n.silent || !n.drops.is_empty() || !n.nat_out.is_empty())
-        {
+        if plan.nodes.iter().any(|n| {
+            n.silent
+                || !n.drops.is_empty()
+                || !n.nat_out.is_empty()
+                || n.dscp_rewrite.is_some()
+                || !n.source_rewrites.is_empty()
+        }) {
             netns::require_tool("nft")?;
         }
         let ns = plan
@@ -429,6 +431,7 @@ impl Lab {
         let node = &self.plan.nodes[x];
         let (mut input, mut forward, mut output, mut post) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut raw_pre, mut raw_post) = (Vec::new(), Vec::new());
         if node.silent {
             output.push("icmp type { destination-unreachable, time-exceeded } drop".to_string());
             output.push("icmpv6 type { destination-unreachable, time-exceeded } drop".to_string());
@@ -453,24 +456,43 @@ impl Lab {
             }
         }
         for ifname in &node.nat_out {
-            post.push(format!("oifname \"{ifname}\" masquerade"));
+            post.push(format!("oifname \"{ifname}\" masquerade fully-random"));
         }
-        if input.is_empty() && forward.is_empty() && output.is_empty() && post.is_empty() {
+        if let Some(dscp) = node.dscp_rewrite {
+            forward.push(format!("meta nfproto ipv4 ip dscp set {dscp}"));
+            forward.push(format!("meta nfproto ipv6 ip6 dscp set {dscp}"));
+        }
+        for (ifname, router, host) in &node.source_rewrites {
+            raw_post.push(format!(
+                "oifname \"{ifname}\" ip saddr {host} ip saddr set {router}"
+            ));
+            raw_pre.push(format!(
+                "iifname \"{ifname}\" ip daddr {router} ip daddr set {host}"
+            ));
+        }
+        if [&input, &forward, &output, &post, &raw_pre, &raw_post]
+            .iter()
+            .all(|rules| rules.is_empty())
+        {
             return None;
         }
         let mut s = String::from("table inet traceroute_lab {\n");
-        for (name, kind, priority, rules) in [
-            ("input", "filter", "filter", &input),
-            ("forward", "filter", "filter", &forward),
-            ("output", "filter", "filter", &output),
-            ("postrouting", "nat", "srcnat", &post),
+        // The stateless rewrites run first on the way in (before routing)
+        // and last on the way out, outside connection tracking.
+        for (name, hook, kind, priority, rules) in [
+            ("rewrite_in", "prerouting", "filter", "raw", &raw_pre),
+            ("input", "input", "filter", "filter", &input),
+            ("forward", "forward", "filter", "filter", &forward),
+            ("output", "output", "filter", "filter", &output),
+            ("postrouting", "postrouting", "nat", "srcnat", &post),
+            ("rewrite_out", "postrouting", "filter", "500", &raw_post),
         ] {
             if rules.is_empty() {
                 continue;
             }
             let _ = writeln!(
                 s,
-                "  chain {name} {{\n    type {kind} hook {name} priority {priority}; policy accept;"
+                "  chain {name} {{\n    type {kind} hook {hook} priority {priority}; policy accept;"
             );
             for r in rules {
                 let _ = writeln!(s, "    {r}");

@@ -27,6 +27,7 @@ pub const NAMES: &[&str] = &[
     "nested",
     "nested_silent",
     "nested_limited",
+    "rewrite",
 ];
 
 /// Looks a topology up by name.
@@ -45,6 +46,7 @@ pub fn named(name: &str) -> Option<Topology> {
         "nested" => nested(),
         "nested_silent" => nested_silent(),
         "nested_limited" => nested_limited(),
+        "rewrite" => rewrite(),
         _ => return None,
     })
 }
@@ -177,6 +179,28 @@ pub fn nat() -> Topology {
         .nat("nat", "r2")
         .tcp_listen("dst", 80)
         .udp_echo("dst", 7)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — r1 — r2 — r3 — dst`: r1 re-marks the DSCP of everything it
+/// forwards to CS1 (8); r2 rewrites src's IPv4 source address to its own
+/// towards r3 without connection tracking, so ICMP errors from r3 and dst
+/// quote the rewritten source (a NAT that does not translate quotes). dst
+/// listens on TCP 80.
+pub fn rewrite() -> Topology {
+    Topology::new("rewrite")
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "r2")
+        .link("r2", "r3")
+        .link("r3", "dst")
+        .rewrite_dscp("r1", 8)
+        .rewrite_source("r2", "r3", "src")
+        .tcp_listen("dst", 80)
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 

@@ -31,6 +31,11 @@ pub(crate) struct PNode {
     pub drops: Vec<DropRule>,
     /// Interface names masquerading is applied on.
     pub nat_out: Vec<String>,
+    /// DSCP set on every forwarded packet.
+    pub dscp_rewrite: Option<u8>,
+    /// Stateless IPv4 source rewrites: (out interface, this node's address
+    /// there, the host address rewritten to it).
+    pub source_rewrites: Vec<(String, Ipv4Addr, Ipv4Addr)>,
     pub tcp_listen: Vec<u16>,
     pub udp_echo: Vec<u16>,
     /// Block the node's extra target addresses come from, and the addresses.
@@ -641,6 +646,8 @@ fn plan_nodes(
             sysctls: Vec::new(),
             drops: Vec::new(),
             nat_out: Vec::new(),
+            dscp_rewrite: None,
+            source_rewrites: Vec::new(),
             tcp_listen: Vec::new(),
             udp_echo: Vec::new(),
             target_block: None,
@@ -702,6 +709,34 @@ fn apply_node_options(names: &Names<'_>, nodes: &mut [PNode]) -> Result<(), LabE
     }
     for d in &t.drops {
         nodes[names.get(&d.node)?].drops.push(d.clone());
+    }
+    for (n, dscp) in &t.dscp_rewrites {
+        if *dscp > 63 {
+            return Err(invalid(t, format!("DSCP {dscp} is not 0..=63")));
+        }
+        nodes[names.get(n)?].dscp_rewrite = Some(*dscp);
+    }
+    for (router, outside, host) in &t.source_rewrites {
+        let (r, o, h) = (names.get(router)?, names.get(outside)?, names.get(host)?);
+        let out = nodes[r].ifaces.iter().find(|i| i.peer == o);
+        let (Some(out), Some(host_addr)) = (out, nodes[h].ifaces.iter().find_map(|i| i.v4)) else {
+            return Err(invalid(
+                t,
+                format!(
+                    "rewrite_source: {router} needs an IPv4 link to {outside}, {host} an IPv4 address"
+                ),
+            ));
+        };
+        let Some(router_addr) = out.v4 else {
+            return Err(invalid(
+                t,
+                format!("rewrite_source: {router}–{outside} has no IPv4"),
+            ));
+        };
+        let ifname = out.ifname.clone();
+        nodes[r]
+            .source_rewrites
+            .push((ifname, router_addr, host_addr));
     }
     for (n, k, v) in &t.sysctls {
         if !k

@@ -249,6 +249,8 @@ pub struct Topology {
     pub(crate) tcp_listen: Vec<(String, u16)>,
     pub(crate) udp_echo: Vec<(String, u16)>,
     pub(crate) nat: Vec<(String, String)>,
+    pub(crate) dscp_rewrites: Vec<(String, u8)>,
+    pub(crate) source_rewrites: Vec<(String, String, String)>,
     pub(crate) rate_limits: Vec<(String, IcmpRateLimit)>,
     pub(crate) default_rate_limit: Option<IcmpRateLimit>,
     pub(crate) drops: Vec<DropRule>,
@@ -270,6 +272,8 @@ impl Topology {
             tcp_listen: Vec::new(),
             udp_echo: Vec::new(),
             nat: Vec::new(),
+            dscp_rewrites: Vec::new(),
+            source_rewrites: Vec::new(),
             rate_limits: Vec::new(),
             default_rate_limit: None,
             drops: Vec::new(),
@@ -365,11 +369,32 @@ impl Topology {
         self
     }
 
-    /// Masquerades (v4 and v6) everything `router` sends towards `outside`.
-    /// Links on the other side of `router` become private (198.19.x.x) and
-    /// nodes on the outside get no route back to them.
+    /// Masquerades (v4 and v6, with `fully-random` source ports) everything
+    /// `router` sends towards `outside`. Links on the other side of `router`
+    /// become private (198.19.x.x) and nodes on the outside get no route
+    /// back to them. Linux translates the probe quoted in ICMP errors back
+    /// (RFC 5508), so the rewrite does not show in quotes.
     pub fn nat(mut self, router: &str, outside: &str) -> Topology {
         self.nat.push((router.to_string(), outside.to_string()));
+        self
+    }
+
+    /// `router` sets the DSCP of every packet it forwards to `dscp` (v4 and
+    /// v6), as a re-marking router does.
+    pub fn rewrite_dscp(mut self, router: &str, dscp: u8) -> Topology {
+        self.dscp_rewrites.push((router.to_string(), dscp));
+        self
+    }
+
+    /// A stateless NAT: `router` rewrites the IPv4 source of `host`'s
+    /// packets leaving towards `outside` to its own address on that link,
+    /// and the destination of what comes back to that address to `host`.
+    /// Nothing translates the probes quoted in ICMP errors, so routers past
+    /// `router` quote the rewritten source (what a NAT without RFC 5508
+    /// support shows).
+    pub fn rewrite_source(mut self, router: &str, outside: &str, host: &str) -> Topology {
+        self.source_rewrites
+            .push((router.to_string(), outside.to_string(), host.to_string()));
         self
     }
 

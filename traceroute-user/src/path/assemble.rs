@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::model::MplsLabel;
 use super::model::{
-    E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, RttStats, Run,
-    RunDestination, RunSource, SharedHop, TimestampSource, Traceroute,
+    E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, Rewritten,
+    RttStats, Run, RunDestination, RunSource, SharedHop, TimestampSource, Traceroute,
 };
 use crate::probe::{Protocol, Ttl};
 
@@ -35,6 +35,8 @@ pub struct AttemptOutcome {
     pub waited: Option<Duration>,
     /// Answered for another trace (see [`SharedHop`]).
     pub shared: Option<SharedHop>,
+    /// What the reply's quote shows changed (see [`Rewritten`]).
+    pub rewritten: Option<Rewritten>,
 }
 
 impl AttemptOutcome {
@@ -145,6 +147,7 @@ impl Hop {
             not_sent_reason: unanswered.and_then(|(r, _)| r.not_sent_reason()),
             waited: unanswered.and_then(|(_, w)| w).map(millis),
             shared: best.and_then(|a| a.shared.clone()),
+            rewritten: best.and_then(|a| a.rewritten.clone()),
         }
     }
 }

@@ -211,6 +211,28 @@ pub struct Hop {
     /// every trace leaving by the same source, interface and gateway crosses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedHop>,
+    /// Extra: what this hop's quote of our probe shows changed on the way
+    /// there; absent when it quotes the probe as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<Rewritten>,
+}
+
+/// Extra: fields of our probe that a hop's ICMP error quotes differently
+/// from how they were sent (each absent when unchanged). The first hop that
+/// shows a change is just past the box that made it. A NAT that translates
+/// the quotes back (RFC 5508, as Linux connection tracking does) leaves no
+/// trace here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewritten {
+    /// Our source address as the hop saw it: a NAT before it rewrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
+    /// The DSCP the hop saw (probes are sent with 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dscp: Option<u8>,
+    /// The ECN bits the hop saw (probes are sent with 0, not ECN-capable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecn: Option<u8>,
 }
 
 /// Why a probe has no answer (the record's `no_answer` plus `not_sent_reason`).

@@ -98,6 +98,10 @@ fn ports(flow: &ProbeFlow) -> (u16, u16) {
     (sport, dport)
 }
 
+/// The TOS / traffic class byte of every probe: DSCP 0 (best effort), ECN 0
+/// (not ECN-capable). A quote showing anything else was re-marked on the way.
+pub const PROBE_TOS: u8 = 0;
+
 fn ip_headers(flow: &ProbeFlow, ttl: Ttl, ip_id: u16) -> IpHeaders {
     let protocol = IpNumber(flow.ip_number());
     match (flow.source(), flow.destination()) {
@@ -109,11 +113,12 @@ fn ip_headers(flow: &ProbeFlow, ttl: Ttl, ip_id: u16) -> IpHeaders {
             // every reply, and is our fallback identity when they quote less
             // than 8 transport bytes.
             ip.identification = ip_id;
+            // `Ipv4Header::new` leaves DSCP and ECN at 0: PROBE_TOS.
             IpHeaders::Ipv4(ip, Default::default())
         }
         (src, dst) => {
             let ip = Ipv6Header {
-                traffic_class: 0,
+                traffic_class: PROBE_TOS,
                 flow_label: FLOW_LABEL,
                 payload_length: 0,
                 next_header: protocol,

@@ -21,7 +21,7 @@ mod flow;
 mod id;
 
 pub use build::{
-    ICMP_PAYLOAD_LEN, TCP_WINDOW, TOKEN_OFFSET, UDP_PAYLOAD_LEN, build_probe, probe_len,
+    ICMP_PAYLOAD_LEN, PROBE_TOS, TCP_WINDOW, TOKEN_OFFSET, UDP_PAYLOAD_LEN, build_probe, probe_len,
 };
 pub use flow::{ProbeError, ProbeFlow, Protocol};
 pub use id::{FlowSecret, InvalidTtl, Port, ProbeId, TcpSeq, Ttl};

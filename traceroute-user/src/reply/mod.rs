@@ -35,6 +35,11 @@ pub struct Quote {
     pub transport_len: usize,
     /// RFC 4884 "original datagram" length in bytes when the router set it.
     pub original_datagram_len: Option<usize>,
+    /// Our probe's source address as quoted: a NAT on the way that does not
+    /// translate quotes back (RFC 5508) leaves its own address here.
+    pub source: IpAddr,
+    /// The TOS / traffic class byte as quoted (DSCP << 2 | ECN).
+    pub tos: u8,
 }
 
 /// A decoded reply (or egress probe) matched to the probe it belongs to.
@@ -157,6 +162,8 @@ struct Ip<'a> {
     ttl: u8,
     /// IPv4 identification (None for IPv6).
     id: Option<u16>,
+    /// TOS (v4) / traffic class (v6): DSCP << 2 | ECN.
+    tos: u8,
     /// Length per the header (v4 total length; v6 40 + payload length).
     len: u16,
     protocol: u8,
@@ -175,6 +182,7 @@ impl<'a> Ip<'a> {
                     destination: h.destination_addr().into(),
                     ttl: h.ttl(),
                     id: Some(h.identification()),
+                    tos: (h.dcp().value() << 2) | h.ecn().value(),
                     len: h.total_len(),
                     protocol: payload.ip_number.0,
                     payload: payload.payload,
@@ -188,6 +196,7 @@ impl<'a> Ip<'a> {
                     destination: h.destination_addr().into(),
                     ttl: h.hop_limit(),
                     id: None,
+                    tos: h.traffic_class(),
                     len: h.payload_length().saturating_add(40),
                     protocol: payload.ip_number.0,
                     payload: payload.payload,
@@ -227,6 +236,39 @@ fn need(layer: &'static str, bytes: &[u8], needed: usize) -> Result<(), ReplyErr
         })
     } else {
         Ok(())
+    }
+}
+
+/// `checksum` after the address `from` it covers is replaced by `to`
+/// (RFC 1624: HC' = ~(~HC + ~m + m'), over 16-bit words). A UDP checksum of
+/// 0 means "none" and stays 0; a computed 0 is sent as 0xffff.
+fn checksum_replace(checksum: u16, from: IpAddr, to: IpAddr) -> u16 {
+    if checksum == 0 {
+        return 0;
+    }
+    let words = |a: IpAddr| -> Vec<u16> {
+        let bytes = match a {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        bytes
+            .chunks(2)
+            .map(|w| u16::from_be_bytes([w[0], w[1]]))
+            .collect()
+    };
+    let mut sum = u32::from(!checksum);
+    for w in words(from) {
+        sum += u32::from(!w);
+    }
+    for w in words(to) {
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
     }
 }
 
@@ -334,7 +376,7 @@ impl Reply {
             return Err(Unverified::WrongSecret);
         }
         let id = match (self.wire_id, self.ip_id) {
-            (Some(wire), _) => secret.decode(wire),
+            (Some(wire), _) => secret.decode(self.unrewritten_wire_id(wire, flow)),
             // Quoted too briefly for the identity field: the IPv4 ID.
             (None, Some(ip_id)) => secret.probe_of_ip_id(ip_id),
             (None, None) => return Err(Unverified::NoIdentity),
@@ -354,6 +396,18 @@ impl Reply {
             }
         }
         Ok(id)
+    }
+
+    /// The identity field as we sent it. A UDP checksum covers the source
+    /// address; when the quote shows a NAT rewrote it (RFC 1624 incremental
+    /// update), the rewrite is undone so the probe is still recognised.
+    fn unrewritten_wire_id(&self, wire: u16, flow: &ProbeFlow) -> u16 {
+        match self.quote {
+            Some(quote) if flow.protocol() == Protocol::Udp && quote.source != flow.source() => {
+                checksum_replace(wire, quote.source, flow.source())
+            }
+            _ => wire,
+        }
     }
 
     fn check_token(&self, protocol: Protocol, secret: FlowSecret) -> Result<(), Unverified> {
@@ -497,6 +551,8 @@ impl Reply {
             ip_len: inner.len,
             transport_len: inner.payload.len(),
             original_datagram_len: (original_len > 0).then_some(original_len),
+            source: inner.source,
+            tos: inner.tos,
         });
         reply.mpls_labels = mpls_labels(body, original_len);
         Ok(reply)

@@ -690,3 +690,118 @@ fn a_reply_for_another_flow_is_not_identified() {
     assert_eq!(r.identify(&other), Err(Unverified::NoIdentity));
     assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(4), 0)));
 }
+
+/// One's complement sum of `data` as 16-bit words, added to `sum`.
+fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
+    for word in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([word[0], *word.get(1).unwrap_or(&0)]));
+    }
+    sum
+}
+
+fn folded(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `probe` as a stateless NAT forwards it: source address replaced by
+/// `source`, every checksum computed afresh (IPv4 header; TCP, UDP and
+/// ICMPv6 over their pseudo-header).
+fn with_source(probe: &[u8], source: IpAddr) -> Vec<u8> {
+    let mut p = probe.to_vec();
+    let v4 = p[0] >> 4 == 4;
+    let (l3_len, proto, checksum_at) = if v4 {
+        let ihl = usize::from(p[0] & 0xf) * 4;
+        (ihl, p[9], 10)
+    } else {
+        (40, p[6], 0)
+    };
+    match source {
+        IpAddr::V4(a) => p[12..16].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => p[8..24].copy_from_slice(&a.octets()),
+    }
+    if v4 {
+        p[checksum_at..checksum_at + 2].fill(0);
+        let c = folded(ones_sum(&p[..l3_len], 0));
+        p[checksum_at..checksum_at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    let l4_checksum_at = match proto {
+        proto::UDP => 6,
+        proto::TCP => 16,
+        proto::ICMPV6 => 2,
+        _ => return p, // ICMPv4: no pseudo-header
+    };
+    let l4_len = p.len() - l3_len;
+    let mut pseudo = Vec::new();
+    if v4 {
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(l4_len as u16).to_be_bytes());
+    } else {
+        pseudo.extend_from_slice(&p[8..40]);
+        pseudo.extend_from_slice(&(l4_len as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    }
+    let at = l3_len + l4_checksum_at;
+    p[at..at + 2].fill(0);
+    let c = match folded(ones_sum(&p[l3_len..], ones_sum(&pseudo, 0))) {
+        0 if proto == proto::UDP => 0xffff,
+        c => c,
+    };
+    p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn a_probe_whose_source_a_nat_rewrote_is_still_recognised_and_the_rewrite_shows() {
+    for flow in flows() {
+        let nat: IpAddr = if flow.is_ipv6() {
+            "2001:db8:77::1".parse().unwrap()
+        } else {
+            "198.18.77.1".parse().unwrap()
+        };
+        for attempt in 0..4 {
+            let probe = with_source(&build_probe(&flow, ttl(9), attempt), nat);
+            let packet = icmp_error(&flow, router_of(&flow), time_exceeded(&flow), &probe);
+            let r = Reply::parse(&packet).unwrap();
+            // The UDP checksum (our identity field) changed with the source;
+            // the decoder undoes exactly that change.
+            assert_eq!(
+                r.identify(&flow),
+                Ok(ProbeId::new(ttl(9), attempt)),
+                "{flow:?}"
+            );
+            let quote = r.quote.unwrap();
+            assert_eq!((quote.source, quote.tos), (nat, 0));
+        }
+    }
+    // The rewrite arithmetic itself (RFC 1624), both ways.
+    let (a, b): (IpAddr, IpAddr) = (
+        "198.18.0.5".parse().unwrap(),
+        "198.18.77.1".parse().unwrap(),
+    );
+    for c in [1u16, 0x1234, 0xfffe, 0xffff] {
+        assert_eq!(checksum_replace(checksum_replace(c, a, b), b, a), c);
+    }
+    assert_eq!(checksum_replace(0, a, b), 0, "no checksum stays none");
+}
+
+#[test]
+fn the_quoted_tos_byte_is_read_for_v4_and_v6() {
+    for flow in flows() {
+        let mut probe = build_probe(&flow, ttl(3), 0);
+        if flow.is_ipv6() {
+            // Traffic class straddles bytes 0 and 1: DSCP 8, ECN 1 = 0x21.
+            probe[0] = (probe[0] & 0xf0) | 0x2;
+            probe[1] = (probe[1] & 0x0f) | 0x10;
+        } else {
+            probe[1] = 0x21;
+        }
+        let packet = icmp_error(&flow, router_of(&flow), time_exceeded(&flow), &probe);
+        let r = Reply::parse(&packet).unwrap();
+        assert_eq!(r.quote.unwrap().tos, 0x21, "{flow:?}");
+        assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(3), 0)));
+    }
+}

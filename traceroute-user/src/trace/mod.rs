@@ -823,6 +823,7 @@ fn outcome(
             is_destination: answer.destination,
             timestamp_source: Some(source),
             mpls_labels: answer.mpls_labels.clone(),
+            rewritten: answer.rewritten.clone(),
             ..AttemptOutcome::default()
         },
         Status::Shared(hop) => AttemptOutcome {

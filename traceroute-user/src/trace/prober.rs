@@ -41,9 +41,9 @@ use super::share::{FirstHop, FirstHopPlan, HopShare, Observer};
 use crate::capture::{CapturedPacket, kind_name};
 use crate::clock::MonotonicTime;
 use crate::path::MplsLabel;
-use crate::path::{NoAnswer, NotSentReason};
-use crate::probe::{ProbeFlow, ProbeId, Protocol, Ttl};
-use crate::reply::{Reply, Unverified};
+use crate::path::{NoAnswer, NotSentReason, Rewritten};
+use crate::probe::{PROBE_TOS, ProbeFlow, ProbeId, Protocol, Ttl};
+use crate::reply::{Quote, Reply, Unverified};
 
 /// Which probe: attempt number (0-based, one per run) and TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -159,6 +159,8 @@ pub struct Answer {
     pub mpls_labels: Vec<MplsLabel>,
     /// Round-trip time from the send it answers.
     pub rtt: Option<Duration>,
+    /// What the reply's quote shows changed on the way (ICMP errors only).
+    pub rewritten: Option<Rewritten>,
 }
 
 /// One transmission of a probe.
@@ -841,7 +843,7 @@ impl Prober {
             self.stats.ignored.duplicates += 1;
             return;
         }
-        let answer = answer_of(&reply, packet, self.setup.flow.destination(), rtt);
+        let answer = answer_of(&reply, packet, &self.setup.flow, rtt);
         *self
             .stats
             .answers
@@ -899,7 +901,8 @@ impl Prober {
 }
 
 /// Reads a reply as an answer: who, when, and whether the path ends there.
-fn answer_of(reply: &Reply, packet: &CapturedPacket, target: IpAddr, rtt: Duration) -> Answer {
+fn answer_of(reply: &Reply, packet: &CapturedPacket, flow: &ProbeFlow, rtt: Duration) -> Answer {
+    let target = flow.destination();
     let destination = match packet.kind {
         EventKind::TcpSynAck | EventKind::TcpRst | EventKind::EchoReply => true,
         // Port unreachable (UDP) or any unreachable from the target itself.
@@ -918,5 +921,17 @@ fn answer_of(reply: &Reply, packet: &CapturedPacket, target: IpAddr, rtt: Durati
         terminal: destination || packet.kind == EventKind::DestUnreachable,
         mpls_labels: reply.mpls_labels.clone(),
         rtt: Some(rtt),
+        rewritten: reply.quote.and_then(|quote| rewritten(&quote, flow)),
     }
+}
+
+/// What `quote` shows changed from the probe `flow` sent, if anything.
+fn rewritten(quote: &Quote, flow: &ProbeFlow) -> Option<Rewritten> {
+    let changed = |seen: u8, sent: u8| (seen != sent).then_some(seen);
+    let out = Rewritten {
+        source_address: (quote.source != flow.source()).then_some(quote.source),
+        dscp: changed(quote.tos >> 2, PROBE_TOS >> 2),
+        ecn: changed(quote.tos & 0b11, PROBE_TOS & 0b11),
+    };
+    (out != Rewritten::default()).then_some(out)
 }
