@@ -470,6 +470,16 @@ impl Lab {
                 "iifname \"{ifname}\" ip daddr {router} ip daddr set {host}"
             ));
         }
+        for port in &node.syn_proxy_ports {
+            // SYNs bypass connection tracking so synproxy sees them as
+            // untracked and answers them; the handshake's last ACK is
+            // "invalid" to conntrack until synproxy takes it.
+            raw_pre.push(format!("tcp dport {port} tcp flags syn notrack"));
+            forward.push(format!(
+                "tcp dport {port} ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm"
+            ));
+            forward.push(format!("tcp dport {port} ct state invalid drop"));
+        }
         if [&input, &forward, &output, &post, &raw_pre, &raw_post]
             .iter()
             .all(|rules| rules.is_empty())

@@ -28,6 +28,7 @@ pub const NAMES: &[&str] = &[
     "nested_silent",
     "nested_limited",
     "rewrite",
+    "synproxy",
 ];
 
 /// Looks a topology up by name.
@@ -47,6 +48,7 @@ pub fn named(name: &str) -> Option<Topology> {
         "nested_silent" => nested_silent(),
         "nested_limited" => nested_limited(),
         "rewrite" => rewrite(),
+        "synproxy" => synproxy(),
         _ => return None,
     })
 }
@@ -201,6 +203,27 @@ pub fn rewrite() -> Topology {
         .rewrite_dscp("r1", 8)
         .rewrite_source("r2", "r3", "src")
         .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — r1 — fw — r3 — dst`: fw is a SYN-proxy firewall for TCP 80, so
+/// every SYN to dst:80 that reaches fw is answered by fw (a SYN-ACK from
+/// dst's address, one hop early); dst listens on TCP 80 and 81 (81 is not
+/// proxied).
+pub fn synproxy() -> Topology {
+    Topology::new("synproxy")
+        .host("src")
+        .router("r1")
+        .router("fw")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "fw")
+        .link("fw", "r3")
+        .link("r3", "dst")
+        .syn_proxy("fw", 80)
+        .tcp_listen("dst", 80)
+        .tcp_listen("dst", 81)
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct PNode {
     /// Stateless IPv4 source rewrites: (out interface, this node's address
     /// there, the host address rewritten to it).
     pub source_rewrites: Vec<(String, Ipv4Addr, Ipv4Addr)>,
+    /// TCP ports this node answers SYNs for as a SYN proxy.
+    pub syn_proxy_ports: Vec<u16>,
     pub tcp_listen: Vec<u16>,
     pub udp_echo: Vec<u16>,
     /// Block the node's extra target addresses come from, and the addresses.
@@ -648,6 +650,7 @@ fn plan_nodes(
             nat_out: Vec::new(),
             dscp_rewrite: None,
             source_rewrites: Vec::new(),
+            syn_proxy_ports: Vec::new(),
             tcp_listen: Vec::new(),
             udp_echo: Vec::new(),
             target_block: None,
@@ -715,6 +718,9 @@ fn apply_node_options(names: &Names<'_>, nodes: &mut [PNode]) -> Result<(), LabE
             return Err(invalid(t, format!("DSCP {dscp} is not 0..=63")));
         }
         nodes[names.get(n)?].dscp_rewrite = Some(*dscp);
+    }
+    for (router, port) in &t.syn_proxies {
+        nodes[names.get(router)?].syn_proxy_ports.push(*port);
     }
     for (router, outside, host) in &t.source_rewrites {
         let (r, o, h) = (names.get(router)?, names.get(outside)?, names.get(host)?);

@@ -251,6 +251,7 @@ pub struct Topology {
     pub(crate) nat: Vec<(String, String)>,
     pub(crate) dscp_rewrites: Vec<(String, u8)>,
     pub(crate) source_rewrites: Vec<(String, String, String)>,
+    pub(crate) syn_proxies: Vec<(String, u16)>,
     pub(crate) rate_limits: Vec<(String, IcmpRateLimit)>,
     pub(crate) default_rate_limit: Option<IcmpRateLimit>,
     pub(crate) drops: Vec<DropRule>,
@@ -274,6 +275,7 @@ impl Topology {
             nat: Vec::new(),
             dscp_rewrites: Vec::new(),
             source_rewrites: Vec::new(),
+            syn_proxies: Vec::new(),
             rate_limits: Vec::new(),
             default_rate_limit: None,
             drops: Vec::new(),
@@ -383,6 +385,15 @@ impl Topology {
     /// v6), as a re-marking router does.
     pub fn rewrite_dscp(mut self, router: &str, dscp: u8) -> Topology {
         self.dscp_rewrites.push((router.to_string(), dscp));
+        self
+    }
+
+    /// `router` is a SYN-proxy firewall (nft `synproxy`) for TCP `port`: it
+    /// answers every SYN it forwards to that port itself, with a SYN-ACK
+    /// from the destination's address, and opens the connection to the
+    /// destination only once the client completes the handshake.
+    pub fn syn_proxy(mut self, router: &str, port: u16) -> Topology {
+        self.syn_proxies.push((router.to_string(), port));
         self
     }
 

@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::model::MplsLabel;
 use super::model::{
     E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, Rewritten,
-    RttStats, Run, RunDestination, RunSource, SharedHop, TimestampSource, Traceroute,
+    RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox, TimestampSource,
+    Traceroute,
 };
 use crate::probe::{Protocol, Ttl};
 
@@ -174,6 +175,11 @@ impl Run {
                 break;
             }
         }
+        let suspected_middlebox = if destination_reached {
+            SuspectedMiddlebox::of(&hops)
+        } else {
+            None
+        };
         Run {
             run_id: Uuid::new_v4(),
             source: RunSource {
@@ -189,6 +195,7 @@ impl Run {
             destination_reached,
             flow_id: None,
             fingerprint: None,
+            suspected_middlebox,
         }
     }
 
@@ -198,6 +205,30 @@ impl Run {
         let answered = self.hops.iter().rposition(|h| h.ip_address.is_some());
         let count = answered.map_or(self.hops.len(), |i| i + 1);
         u32::try_from(count).unwrap_or(u32::MAX)
+    }
+}
+
+/// Initial TTLs senders use: 64 (Linux, BSD, macOS), 128 (Windows), 255
+/// (much network gear).
+const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
+
+impl SuspectedMiddlebox {
+    /// Checks the last hop of a run that reached its destination: a
+    /// destination `n` hops away answers with an initial TTL less `n - 1`.
+    fn of(hops: &[Hop]) -> Option<SuspectedMiddlebox> {
+        let last = hops.last()?;
+        let reply_ttl = last.reply_ttl?;
+        let initial = INITIAL_TTLS.into_iter().find(|i| *i >= reply_ttl)?;
+        let distance = initial - reply_ttl + 1;
+        (distance < last.ttl.get()).then(|| SuspectedMiddlebox {
+            ttl: last.ttl,
+            reply_ttl,
+            distance,
+            likely: hops
+                .iter()
+                .find(|h| h.ttl.get() == distance)
+                .and_then(|h| h.ip_address),
+        })
     }
 }
 

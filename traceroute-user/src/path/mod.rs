@@ -14,8 +14,8 @@ pub use assemble::{AttemptOutcome, HopObservation};
 pub use model::{
     CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, MplsLabel, NetworkPath,
     NoAnswer, NoAnswerKind, NotSentReason, PathChange, PathDestination, PathSource, Probing,
-    Rewritten, RttStats, Run, RunDestination, RunSource, SharedHop, TimestampSource, Traceroute,
-    Via,
+    Rewritten, RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox,
+    TimestampSource, Traceroute, Via,
 };
 
 #[cfg(test)]

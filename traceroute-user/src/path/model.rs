@@ -143,6 +143,30 @@ pub struct Run {
     /// Extra: fingerprint of the hop addresses of this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// Extra: the destination's answer came from nearer than the hop it
+    /// answered at (see [`SuspectedMiddlebox`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspected_middlebox: Option<SuspectedMiddlebox>,
+}
+
+/// Extra: the answer that ended a run in the destination's name carries a
+/// reply TTL that puts its sender `distance` hops away, nearer than `ttl`,
+/// the TTL of the probe it answered. A SYN proxy or a firewall answering
+/// for the destination does this (the destination is further on); so can a
+/// return path shorter than the way there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectedMiddlebox {
+    /// TTL of the probe the answer came for (where the record shows the
+    /// destination).
+    pub ttl: Ttl,
+    /// TTL / hop limit of that answer as it reached us.
+    pub reply_ttl: u8,
+    /// Hops to its sender: the smallest usual initial TTL (64, 128, 255)
+    /// not below `reply_ttl`, minus `reply_ttl`, plus one.
+    pub distance: u8,
+    /// This run's router at `distance`, if it answered: the likely sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub likely: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

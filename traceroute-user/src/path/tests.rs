@@ -605,3 +605,58 @@ fn unanswered_hops_say_why_and_shared_hops_say_whose() {
     let back: NetworkPath = serde_json::from_value(v).unwrap();
     assert_eq!(back, path);
 }
+
+/// A run of routers at TTL 1..n-1 and a destination answer at TTL n, each
+/// with the given reply TTL.
+fn run_with_reply_ttls(reply_ttls: &[u8]) -> Run {
+    let n = reply_ttls.len();
+    let obs: Vec<HopObservation> = reply_ttls
+        .iter()
+        .enumerate()
+        .map(|(i, reply_ttl)| {
+            let last = i + 1 == n;
+            let addr = if last {
+                ip("198.19.0.9")
+            } else {
+                ip(&format!("198.18.{}.2", i + 1))
+            };
+            HopObservation {
+                ttl: ttl(i as u8 + 1),
+                attempts: vec![AttemptOutcome {
+                    is_destination: last,
+                    reply_ttl: Some(*reply_ttl),
+                    ..AttemptOutcome::answered(addr, Duration::from_micros(100))
+                }],
+            }
+        })
+        .collect();
+    Run::from_observations(sock("198.18.0.5:40001"), sock("198.19.0.9:80"), &obs)
+}
+
+#[test]
+fn a_destination_answering_from_too_near_is_a_suspected_middlebox() {
+    // A genuine destination 4 hops away: 64 - 3.
+    assert_eq!(
+        run_with_reply_ttls(&[64, 63, 62, 61]).suspected_middlebox,
+        None
+    );
+    // Windows (128) and network gear (255) initial TTLs are read as such.
+    assert_eq!(
+        run_with_reply_ttls(&[255, 254, 125]).suspected_middlebox,
+        None
+    );
+    // A SYN proxy at hop 2 answers the TTL-3 probe in the destination's
+    // name: its reply TTL is the one of hop 2.
+    let m = run_with_reply_ttls(&[64, 63, 63])
+        .suspected_middlebox
+        .unwrap();
+    assert_eq!(
+        (m.ttl.get(), m.reply_ttl, m.distance, m.likely),
+        (3, 63, 2, Some(ip("198.18.2.2")))
+    );
+    let v = serde_json::to_value(&m).unwrap();
+    assert_eq!(
+        v,
+        json!({"ttl": 3, "reply_ttl": 63, "distance": 2, "likely": "198.18.2.2"})
+    );
+}

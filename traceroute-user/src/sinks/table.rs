@@ -97,5 +97,14 @@ pub fn render(path: &NetworkPath) -> String {
         path.traceroute.hop_count.min,
         path.traceroute.hop_count.max
     );
+    if let Some(m) = runs.iter().find_map(|r| r.suspected_middlebox.as_ref()) {
+        let likely = m.likely.map(|a| format!(" ({a}?)")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "warning: the destination's answer at TTL {} has reply TTL {}, as if sent {} hops away{likely}: \
+             a SYN proxy or firewall answering for the destination?",
+            m.ttl, m.reply_ttl, m.distance
+        );
+    }
     out
 }
