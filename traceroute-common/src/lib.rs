@@ -46,6 +46,9 @@ pub enum EventKind {
     TcpRst = 5,
     /// ICMP / ICMPv6 echo reply to one of our echo probes.
     EchoReply = 6,
+    /// ICMPv6 packet too big quoting one of our probes (ICMPv4 says it as a
+    /// destination unreachable, code 4: "fragmentation needed").
+    PacketTooBig = 7,
 }
 
 impl EventKind {
@@ -57,6 +60,7 @@ impl EventKind {
             4 => Self::TcpSynAck,
             5 => Self::TcpRst,
             6 => Self::EchoReply,
+            7 => Self::PacketTooBig,
             _ => return None,
         })
     }
@@ -122,6 +126,9 @@ pub mod icmp {
     pub const V4_ECHO_REQUEST: u8 = 8;
     pub const V4_TIME_EXCEEDED: u8 = 11;
     pub const V6_DEST_UNREACHABLE: u8 = 1;
+    pub const V6_PACKET_TOO_BIG: u8 = 2;
+    /// ICMPv4 destination unreachable code: fragmentation needed and DF set.
+    pub const V4_FRAGMENTATION_NEEDED: u8 = 4;
     pub const V6_TIME_EXCEEDED: u8 = 3;
     pub const V6_ECHO_REQUEST: u8 = 128;
     pub const V6_ECHO_REPLY: u8 = 129;
@@ -146,6 +153,7 @@ pub mod icmp {
             (4, V4_ECHO_REPLY) | (6, V6_ECHO_REPLY) => Some(EventKind::EchoReply),
             (4, V4_TIME_EXCEEDED) | (6, V6_TIME_EXCEEDED) => Some(EventKind::TimeExceeded),
             (4, V4_DEST_UNREACHABLE) | (6, V6_DEST_UNREACHABLE) => Some(EventKind::DestUnreachable),
+            (6, V6_PACKET_TOO_BIG) => Some(EventKind::PacketTooBig),
             _ => None,
         }
     }

@@ -293,6 +293,9 @@ impl Lab {
     fn address_batch(&self, x: usize) -> String {
         let mut b = String::from("link set dev lo up\n");
         for i in &self.plan.nodes[x].ifaces {
+            if let Some(mtu) = i.mtu {
+                let _ = writeln!(b, "link set dev {} mtu {mtu}", i.ifname);
+            }
             let _ = writeln!(b, "link set dev {} up", i.ifname);
         }
         for tun in self.tuns(x) {

@@ -29,6 +29,7 @@ pub const NAMES: &[&str] = &[
     "nested_limited",
     "rewrite",
     "synproxy",
+    "mtu",
 ];
 
 /// Looks a topology up by name.
@@ -49,6 +50,7 @@ pub fn named(name: &str) -> Option<Topology> {
         "nested_limited" => nested_limited(),
         "rewrite" => rewrite(),
         "synproxy" => synproxy(),
+        "mtu" => mtu(),
         _ => return None,
     })
 }
@@ -224,6 +226,26 @@ pub fn synproxy() -> Topology {
         .syn_proxy("fw", 80)
         .tcp_listen("dst", 80)
         .tcp_listen("dst", 81)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — r1 —(1400)— r2 —(1300)— r3 — dst`: two bottleneck links, so the
+/// path MTU is 1500 to r1, 1400 to r2 and 1300 from r3 on. dst listens on
+/// TCP 80.
+pub fn mtu() -> Topology {
+    Topology::new("mtu")
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "r2")
+        .link("r2", "r3")
+        .link("r3", "dst")
+        .link_mtu("r1", "r2", 1400)
+        .link_mtu("r2", "r3", 1300)
+        .tcp_listen("dst", 80)
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct Iface {
     pub ifname: String,
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
+    /// MTU other than the default (1500).
+    pub mtu: Option<u32>,
 }
 
 impl Iface {
@@ -675,6 +677,7 @@ fn plan_nodes(
                 ifname,
                 v4: l.v4.map(|p| host_addr4(p, host)),
                 v6: l.v6.map(|p| host_addr6(p, host)),
+                mtu: None,
             });
             if l.delay.is_some() {
                 pn.forwarding = true;
@@ -718,6 +721,19 @@ fn apply_node_options(names: &Names<'_>, nodes: &mut [PNode]) -> Result<(), LabE
             return Err(invalid(t, format!("DSCP {dscp} is not 0..=63")));
         }
         nodes[names.get(n)?].dscp_rewrite = Some(*dscp);
+    }
+    for (a, b, mtu) in &t.link_mtus {
+        let (x, y) = (names.get(a)?, names.get(b)?);
+        if !(68..=65535).contains(mtu) || (t.ipv6 && *mtu < 1280) {
+            return Err(invalid(t, format!("MTU {mtu} of {a}–{b} is out of range")));
+        }
+        for (node, peer) in [(x, y), (y, x)] {
+            let iface = nodes[node].ifaces.iter_mut().find(|i| i.peer == peer);
+            let Some(iface) = iface else {
+                return Err(invalid(t, format!("no link {a}–{b} for its MTU")));
+            };
+            iface.mtu = Some(*mtu);
+        }
     }
     for (router, port) in &t.syn_proxies {
         nodes[names.get(router)?].syn_proxy_ports.push(*port);

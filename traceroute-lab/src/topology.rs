@@ -252,6 +252,7 @@ pub struct Topology {
     pub(crate) dscp_rewrites: Vec<(String, u8)>,
     pub(crate) source_rewrites: Vec<(String, String, String)>,
     pub(crate) syn_proxies: Vec<(String, u16)>,
+    pub(crate) link_mtus: Vec<(String, String, u32)>,
     pub(crate) rate_limits: Vec<(String, IcmpRateLimit)>,
     pub(crate) default_rate_limit: Option<IcmpRateLimit>,
     pub(crate) drops: Vec<DropRule>,
@@ -276,6 +277,7 @@ impl Topology {
             dscp_rewrites: Vec::new(),
             source_rewrites: Vec::new(),
             syn_proxies: Vec::new(),
+            link_mtus: Vec::new(),
             rate_limits: Vec::new(),
             default_rate_limit: None,
             drops: Vec::new(),
@@ -334,6 +336,14 @@ impl Topology {
             b: b.to_string(),
             delay: Some(delay),
         });
+        self
+    }
+
+    /// Sets the MTU of the `a`–`b` link (both ends); IPv6 needs 1280 at
+    /// least. Routers answer bigger packets with "fragmentation needed" /
+    /// "packet too big".
+    pub fn link_mtu(mut self, a: &str, b: &str, mtu: u32) -> Topology {
+        self.link_mtus.push((a.to_string(), b.to_string(), mtu));
         self
     }
 

@@ -230,6 +230,10 @@ struct TraceArgs {
     /// MDA's confidence, in percent: 95 or 99.
     #[arg(long, default_value = "95", value_parser = ["95", "99"])]
     confidence: String,
+    /// Path MTU per hop: probes start at the interface MTU and shrink
+    /// wherever a router says they do not fit (UDP or ICMP, one flow).
+    #[arg(long, conflicts_with_all = ["multipath", "tcp"])]
+    pmtu: bool,
     /// Pin the flows: the first one's source port (TCP/UDP) or echo id
     /// (ICMP); more flows (--paths, MDA) take the next ids.
     #[arg(long, visible_alias = "source-port")]
@@ -290,6 +294,10 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
             })?);
     }
     request.reverse_dns = args.reverse_dns;
+    request.pmtu = args.pmtu;
+    if let Some(conflict) = request.pmtu_conflict() {
+        return Err(TraceError::InvalidRequest(conflict.into()).into());
+    }
     request.family = match (args.ipv4, args.ipv6) {
         (true, _) => FamilyPreference::V4,
         (_, true) => FamilyPreference::V6,

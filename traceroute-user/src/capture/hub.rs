@@ -336,5 +336,6 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::TcpSynAck => "tcp_syn_ack",
         EventKind::TcpRst => "tcp_rst",
         EventKind::EchoReply => "echo_reply",
+        EventKind::PacketTooBig => "packet_too_big",
     }
 }

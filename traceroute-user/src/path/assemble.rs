@@ -10,7 +10,7 @@ use super::model::MplsLabel;
 use super::model::{
     E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, Rewritten,
     RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox, TimestampSource,
-    Traceroute,
+    TooBig, Traceroute,
 };
 use crate::probe::{Protocol, Ttl};
 
@@ -149,6 +149,12 @@ impl Hop {
             waited: unanswered.and_then(|(_, w)| w).map(millis),
             shared: best.and_then(|a| a.shared.clone()),
             rewritten: best.and_then(|a| a.rewritten.clone()),
+            too_big: unanswered.and_then(|(r, _)| match r {
+                NoAnswer::TooBig { from, mtu } => Some(TooBig { from, mtu }),
+                _ => None,
+            }),
+            path_mtu: None,
+            next_hop_mtu: None,
         }
     }
 }

@@ -15,7 +15,7 @@ pub use model::{
     CaptureInfo, CaptureMethod, E2eProbe, Hop, HopCount, Interface, MplsLabel, NetworkPath,
     NoAnswer, NoAnswerKind, NotSentReason, PathChange, PathDestination, PathSource, Probing,
     Rewritten, RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox,
-    TimestampSource, Traceroute, Via,
+    TimestampSource, TooBig, Traceroute, Via,
 };
 
 #[cfg(test)]

@@ -239,6 +239,28 @@ pub struct Hop {
     /// there; absent when it quotes the probe as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewritten: Option<Rewritten>,
+    /// Extra, with `no_answer: too_big`: the router before this hop that
+    /// could not forward the probe, and its next link's MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub too_big: Option<TooBig>,
+    /// Extra, path MTU discovery: the size (bytes, IP header included) of
+    /// the probe that reached this hop, the path MTU up to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<u32>,
+    /// Extra, path MTU discovery: this router reported its next link's MTU
+    /// (fragmentation needed / packet too big) for bigger probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mtu: Option<u32>,
+}
+
+/// Extra: a "fragmentation needed" / "packet too big" answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TooBig {
+    /// The router that sent it.
+    pub from: IpAddr,
+    /// The MTU it gave (absent when it gave 0, as pre-RFC 1191 routers do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// Extra: fields of our probe that a hop's ICMP error quotes differently
@@ -271,6 +293,9 @@ pub enum NoAnswer {
     CutShort,
     /// Never sent.
     NotSent(NotSentReason),
+    /// A router before this hop could not forward the probe: its next link's
+    /// MTU (`None`: not given) is smaller than the probe.
+    TooBig { from: IpAddr, mtu: Option<u32> },
 }
 
 impl NoAnswer {
@@ -281,6 +306,7 @@ impl NoAnswer {
             NoAnswer::RateLimited => "rate_limited",
             NoAnswer::CutShort => "cut_short",
             NoAnswer::NotSent(r) => r.as_str(),
+            NoAnswer::TooBig { .. } => "too_big",
         }
     }
 
@@ -290,6 +316,7 @@ impl NoAnswer {
             NoAnswer::RateLimited => NoAnswerKind::RateLimited,
             NoAnswer::CutShort => NoAnswerKind::CutShort,
             NoAnswer::NotSent(_) => NoAnswerKind::NotSent,
+            NoAnswer::TooBig { .. } => NoAnswerKind::TooBig,
         }
     }
 
@@ -308,6 +335,7 @@ pub enum NoAnswerKind {
     RateLimited,
     CutShort,
     NotSent,
+    TooBig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

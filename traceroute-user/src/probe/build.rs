@@ -42,9 +42,9 @@ pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
     let secret = flow.secret();
     let wire_id = secret.encode(id);
     let builder = PacketBuilder::ip(ip_headers(flow, ttl, secret.ip_id(id)));
-    let mut out = Vec::with_capacity(80);
-    // The sizes below are fixed and tiny, so the builder's "too big" errors
-    // cannot happen.
+    let mut out = Vec::with_capacity(usize::from(probe_len(flow)));
+    // Probes are at most an IP packet (`ProbeFlow::with_size` takes a u16),
+    // so the builder's "too big" errors cannot happen.
     let written = match flow.protocol() {
         Protocol::Tcp => {
             let (sport, dport) = ports(flow);
@@ -63,7 +63,7 @@ pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
         }
         Protocol::Icmp => {
             let ident = flow.icmp_identifier().unwrap_or_default();
-            let payload = icmp_payload(secret, wire_id);
+            let payload = icmp_payload(secret, wire_id, flow.padding());
             if flow.is_ipv6() {
                 builder
                     .icmpv6_echo_request(ident, wire_id)
@@ -89,7 +89,7 @@ pub fn probe_len(flow: &ProbeFlow) -> u16 {
         Protocol::Udp => UdpHeader::LEN + UDP_PAYLOAD_LEN,
         Protocol::Icmp => 8 + ICMP_PAYLOAD_LEN,
     };
-    (ip + transport) as u16
+    (ip + transport) as u16 + flow.padding()
 }
 
 fn ports(flow: &ProbeFlow) -> (u16, u16) {
@@ -139,11 +139,12 @@ fn v6_octets(addr: IpAddr) -> [u8; 16] {
     }
 }
 
-fn with_steering_word(word: u16, token: u32) -> [u8; UDP_PAYLOAD_LEN] {
-    let mut payload = [0u8; UDP_PAYLOAD_LEN];
+/// The payload: steering word, token, filler, then `padding` zeros.
+fn with_steering_word(word: u16, token: u32, padding: u16) -> Vec<u8> {
+    let mut payload = vec![0u8; UDP_PAYLOAD_LEN + usize::from(padding)];
     payload[..2].copy_from_slice(&word.to_be_bytes());
     payload[2..6].copy_from_slice(&token.to_be_bytes());
-    payload[6..].copy_from_slice(&FILLER);
+    payload[6..UDP_PAYLOAD_LEN].copy_from_slice(&FILLER);
     payload
 }
 
@@ -153,14 +154,14 @@ fn with_steering_word(word: u16, token: u32) -> [u8; UDP_PAYLOAD_LEN] {
 /// in the first 8 bytes. One's-complement sums are linear: with a zero word
 /// the sum is `!c0` (`c0` its checksum), and adding the word `!target + c0`
 /// brings it to `!c0 + c0 + !target = !target`, i.e. checksum `target`.
-fn udp_payload(flow: &ProbeFlow, wire_id: u16) -> [u8; UDP_PAYLOAD_LEN] {
+fn udp_payload(flow: &ProbeFlow, wire_id: u16) -> Vec<u8> {
     let token = flow.secret().token();
-    let zero = with_steering_word(0, token);
+    let zero = with_steering_word(0, token, flow.padding());
     let (sport, dport) = ports(flow);
     let header = UdpHeader {
         source_port: sport,
         destination_port: dport,
-        length: (UdpHeader::LEN + UDP_PAYLOAD_LEN) as u16,
+        length: (UdpHeader::LEN + zero.len()) as u16,
         checksum: 0,
     };
     let c0 = match (flow.source(), flow.destination()) {
@@ -169,15 +170,15 @@ fn udp_payload(flow: &ProbeFlow, wire_id: u16) -> [u8; UDP_PAYLOAD_LEN] {
         }
         (s, d) => header.calc_checksum_ipv6_raw(v6_octets(s), v6_octets(d), &zero),
     }
-    .expect("tiny payload");
-    with_steering_word(ones_add(!wire_id, c0), token)
+    .expect("the payload fits in an IP packet");
+    with_steering_word(ones_add(!wire_id, c0), token, flow.padding())
 }
 
 /// ICMP echo payload whose first two bytes are `!seq`: `seq + !seq` is the
 /// same (negative zero) for every seq, so the ICMP checksum — which some load
 /// balancers hash together with the identifier — never changes within a flow.
-fn icmp_payload(secret: FlowSecret, wire_id: u16) -> [u8; ICMP_PAYLOAD_LEN] {
-    with_steering_word(!wire_id, secret.token())
+fn icmp_payload(secret: FlowSecret, wire_id: u16, padding: u16) -> Vec<u8> {
+    with_steering_word(!wire_id, secret.token(), padding)
 }
 
 /// One's-complement 16-bit addition (end-around carry).

@@ -61,6 +61,14 @@ impl fmt::Display for Protocol {
 pub enum ProbeError {
     #[error("source {local} and destination {remote} are not of the same IP family")]
     FamilyMismatch { local: IpAddr, remote: IpAddr },
+    #[error(
+        "{protocol} probes cannot be {size} bytes (they are {min} bytes at least; TCP SYN probes are not padded)"
+    )]
+    Size {
+        protocol: Protocol,
+        size: u16,
+        min: u16,
+    },
 }
 
 /// One Paris flow: what stays constant across every TTL and attempt.
@@ -77,6 +85,9 @@ pub struct ProbeFlow {
     /// Destination port (TCP/UDP); 0 for ICMP.
     remote: u16,
     secret: FlowSecret,
+    /// Zero bytes after the payload (UDP and ICMP), for probes of a given
+    /// size (path MTU discovery).
+    padding: u16,
 }
 
 impl ProbeFlow {
@@ -128,7 +139,29 @@ impl ProbeFlow {
             local,
             remote,
             secret: FlowSecret::ZERO,
+            padding: 0,
         })
+    }
+
+    /// The same flow with probes of `size` bytes in all (IP header
+    /// included), padded with zeros: UDP and ICMP only.
+    pub fn with_size(mut self, size: u16) -> Result<Self, ProbeError> {
+        self.padding = 0;
+        let min = super::probe_len(&self);
+        if self.protocol == Protocol::Tcp && size != min || size < min {
+            return Err(ProbeError::Size {
+                protocol: self.protocol,
+                size,
+                min,
+            });
+        }
+        self.padding = size - min;
+        Ok(self)
+    }
+
+    /// Zero bytes after the payload.
+    pub fn padding(&self) -> u16 {
+        self.padding
     }
 
     /// Sets the secret every probe of the flow carries (see [`FlowSecret`]).

@@ -479,3 +479,31 @@ fn secret_encoding_is_a_bijection_that_never_gives_zero() {
     assert_eq!(FlowSecret::ZERO.encode(id), id.raw());
     assert_eq!(FlowSecret::ZERO.ip_id(id), id.raw());
 }
+
+#[test]
+fn padded_probes_have_the_size_asked_and_keep_identity_checksums_and_paris() {
+    for flow in all_flows() {
+        let base = crate::probe::probe_len(&flow);
+        if flow.protocol() == Protocol::Tcp {
+            assert!(flow.with_size(1400).is_err(), "SYN probes are not padded");
+            assert_eq!(flow.with_size(base).unwrap(), flow);
+            continue;
+        }
+        assert!(flow.with_size(base - 1).is_err());
+        for size in [base, base + 1, 1280, 1500, 9000] {
+            let padded = flow.with_size(size).unwrap();
+            assert_eq!(crate::probe::probe_len(&padded), size);
+            let reference = hash_fields(&parse(&build_probe(&padded, Ttl::MIN, 0)));
+            for (t, a) in samples() {
+                let packet = build_probe(&padded, t, a);
+                assert_eq!(packet.len(), usize::from(size));
+                assert_checksums_valid(&packet, &padded);
+                let p = parse(&packet);
+                assert_eq!(hash_fields(&p), reference, "Paris within a padded flow");
+                let wire = p.udp_checksum.or(p.echo.map(|(_, seq)| seq));
+                let encoded = padded.secret().encode(ProbeId::new(t, a));
+                assert_eq!(wire, Some(encoded), "{flow:?} {size}");
+            }
+        }
+    }
+}

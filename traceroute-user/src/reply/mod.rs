@@ -71,6 +71,10 @@ pub struct Reply {
     pub quote: Option<Quote>,
     /// MPLS label stack from ICMP extensions, outermost first.
     pub mpls_labels: Vec<MplsLabel>,
+    /// "Fragmentation needed" (ICMPv4 unreachable code 4) or ICMPv6 packet
+    /// too big: the MTU of the link the probe did not fit (`None` when the
+    /// router left it 0, as pre-RFC 1191 routers do).
+    pub next_hop_mtu: Option<u32>,
 }
 
 /// The outer headers of any captured packet, decodable as a reply or not:
@@ -440,6 +444,7 @@ impl Reply {
             token: fields.token,
             quote: None,
             mpls_labels: Vec::new(),
+            next_hop_mtu: None,
         }
     }
 
@@ -509,17 +514,23 @@ impl Reply {
         Self::icmp_error(ip, kind, (icmp_type, code))
     }
 
-    /// Time exceeded / destination unreachable: the probe is in the quote.
+    /// Time exceeded / destination unreachable / packet too big: the probe
+    /// is in the quote.
     fn icmp_error(ip: &Ip<'_>, kind: EventKind, type_code: (u8, u8)) -> Result<Reply, ReplyError> {
         let body = &ip.payload[ICMP_HEADER_LEN..];
         // RFC 4884 length of the original datagram: in 32-bit words at byte 5
         // for ICMPv4, in 64-bit words at byte 4 for ICMPv6. It is only valid
         // from 128 bytes on; smaller values are junk from old routers (these
         // bytes were "unused"), so they count as absent.
-        let length_field = if ip.version == 4 {
-            usize::from(ip.payload[5]) * 4
-        } else {
-            usize::from(ip.payload[4]) * 8
+        let too_big = kind == EventKind::PacketTooBig
+            || (ip.version == 4
+                && kind == EventKind::DestUnreachable
+                && type_code.1 == icmp::V4_FRAGMENTATION_NEEDED);
+        // Packet too big has the MTU in bytes 4..8; no length field.
+        let length_field = match (ip.version, kind) {
+            (_, EventKind::PacketTooBig) => 0,
+            (4, _) => usize::from(ip.payload[5]) * 4,
+            _ => usize::from(ip.payload[4]) * 8,
         };
         let original_len = if length_field >= ICMP_EXTENSION_COMPAT_OFFSET {
             length_field
@@ -555,6 +566,14 @@ impl Reply {
             tos: inner.tos,
         });
         reply.mpls_labels = mpls_labels(body, original_len);
+        if too_big {
+            let mtu = if ip.version == 4 {
+                u32::from(be16(ip.payload, 6))
+            } else {
+                be32(ip.payload, 4)
+            };
+            reply.next_hop_mtu = (mtu != 0).then_some(mtu);
+        }
         Ok(reply)
     }
 }

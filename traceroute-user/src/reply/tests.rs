@@ -805,3 +805,39 @@ fn the_quoted_tos_byte_is_read_for_v4_and_v6() {
         assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(3), 0)));
     }
 }
+
+#[test]
+fn fragmentation_needed_and_packet_too_big_carry_the_mtu() {
+    for flow in flows()
+        .into_iter()
+        .filter(|f| f.protocol() != Protocol::Tcp)
+    {
+        let flow = flow.with_size(1500).unwrap();
+        let probe = build_probe(&flow, ttl(5), 1);
+        // ICMPv4 3/4 has the MTU in bytes 6..8; ICMPv6 2/0 in bytes 4..8.
+        // Routers quote as much as fits (576 bytes for v4, 1280 for v6).
+        let (type_code, rest, quoted) = if flow.is_ipv6() {
+            ((2, 0), 1400u32.to_be_bytes(), 1232)
+        } else {
+            ((3, 4), [0, 0, 0x05, 0x78], 548)
+        };
+        let packet = icmp_error_raw(&flow, router_of(&flow), type_code, rest, &probe[..quoted]);
+        let r = Reply::parse(&packet).unwrap();
+        assert_eq!(r.next_hop_mtu, Some(1400), "{flow:?}");
+        let want = if flow.is_ipv6() {
+            EventKind::PacketTooBig
+        } else {
+            EventKind::DestUnreachable
+        };
+        assert_eq!(r.kind, want);
+        assert_eq!(r.identify(&flow), Ok(ProbeId::new(ttl(5), 1)));
+        // An old router's 0 is "not given".
+        let zero = icmp_error_raw(&flow, router_of(&flow), type_code, [0; 4], &probe[..quoted]);
+        assert_eq!(Reply::parse(&zero).unwrap().next_hop_mtu, None);
+    }
+    // Other unreachable codes carry no MTU.
+    let flow = &flows()[1];
+    let probe = build_probe(flow, ttl(5), 1);
+    let port = icmp_error_raw(flow, router_of(flow), (3, 3), [0, 0, 0x05, 0x78], &probe);
+    assert_eq!(Reply::parse(&port).unwrap().next_hop_mtu, None);
+}

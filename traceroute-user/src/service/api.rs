@@ -195,6 +195,8 @@ pub struct Params {
     pub multipath: Option<Confidence>,
     /// `flow_id` (or `source_port`): the first flow's identifier.
     pub flow_id: Option<u16>,
+    /// `pmtu=true`: path MTU per hop.
+    pub pmtu: bool,
     /// Parameters not acted on: unknown ones, and repeats (the first value
     /// wins), as Go's `URL.Query().Get` treats them. Logged, not refused, so
     /// newer clients keep working.
@@ -215,6 +217,7 @@ impl Default for Params {
             flow_id: None,
             reverse_dns: false,
             client_id: String::new(),
+            pmtu: false,
             ignored: Vec::new(),
         }
     }
@@ -352,6 +355,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 p.e2e_queries = number("e2e_queries", v, max)? as u8;
             }
             "reverse_dns" if !empty => p.reverse_dns = boolean("reverse_dns", v)?,
+            "pmtu" if !empty => p.pmtu = boolean("pmtu", v)?,
             "paths" if !empty => {
                 let n = number("paths", v, u64::from(request::PATHS.max))?;
                 if n != 0 {
@@ -414,6 +418,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             | "traceroute_queries"
             | "e2e_queries"
             | "reverse_dns"
+            | "pmtu"
             | "tcp_syn_paris_traceroute_mode"
             | "disable_windows_driver"
             | "paths"
@@ -537,6 +542,10 @@ async fn traceroute(
     request.flow_id = params.flow_id;
     request.port = params.port;
     request.reverse_dns = params.reverse_dns;
+    request.pmtu = params.pmtu;
+    if let Some(conflict) = request.pmtu_conflict() {
+        return Err(invalid(conflict));
+    }
     // Without a timeout the Go module gives the whole trace `max_ttl` times
     // the default wait; it may take that long when router budgets ask for it.
     let mut deadline = shared.tracer.deadline_for(&request);

@@ -168,6 +168,9 @@ pub struct Target {
     /// elsewhere.
     #[serde(default)]
     pub flow_id: Option<u16>,
+    /// Path MTU per hop (UDP or ICMP, one flow; see the CLI's `--pmtu`).
+    #[serde(default)]
+    pub pmtu: bool,
 }
 
 /// How a target's multipath discovery is done.
@@ -283,6 +286,7 @@ impl Target {
         }
         r.family = self.family;
         r.reverse_dns = self.reverse_dns;
+        r.pmtu = self.pmtu;
         Ok(r)
     }
 
@@ -297,7 +301,9 @@ impl Target {
         if self.interval < Duration::from_millis(100) {
             bail!("interval must be at least 100ms");
         }
-        self.request()?;
+        if let Some(conflict) = self.request()?.pmtu_conflict() {
+            bail!("{conflict}");
+        }
         if self.multipath.is_some() && self.paths != request::PATHS.default {
             bail!("paths and multipath = \"mda\" exclude each other");
         }

@@ -97,6 +97,25 @@ pub fn render(path: &NetworkPath) -> String {
         path.traceroute.hop_count.min,
         path.traceroute.hop_count.max
     );
+    let sizes = runs.iter().flat_map(|r| &r.hops).filter_map(|h| h.path_mtu);
+    if let Some(path_mtu) = sizes.min() {
+        let mut bottlenecks: Vec<(u8, String, u32)> = runs
+            .iter()
+            .flat_map(|r| &r.hops)
+            .filter_map(|h| Some((h.ttl.get(), h.ip_address?.to_string(), h.next_hop_mtu?)))
+            .collect();
+        bottlenecks.sort();
+        bottlenecks.dedup();
+        let after: Vec<String> = bottlenecks
+            .iter()
+            .map(|(ttl, addr, mtu)| format!("{mtu} after hop {ttl} ({addr})"))
+            .collect();
+        let _ = write!(out, "path MTU {path_mtu} bytes");
+        if !after.is_empty() {
+            let _ = write!(out, "; link MTU {}", after.join(", "));
+        }
+        out.push('\n');
+    }
     if let Some(m) = runs.iter().find_map(|r| r.suspected_middlebox.as_ref()) {
         let likely = m.likely.map(|a| format!(" ({a}?)")).unwrap_or_default();
         let _ = writeln!(

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod engine;
 pub mod lag;
 pub mod mda;
+pub mod pmtu;
 pub mod ports;
 pub mod prober;
 pub mod request;
@@ -240,6 +241,7 @@ impl Tracer {
         let probing = async {
             match request.multipath {
                 Some(confidence) => self.mda(&job, confidence).await,
+                None if request.pmtu => self.pmtu(&job).await,
                 None => {
                     let flows = usize::from(request.paths);
                     let outcomes = self
@@ -478,6 +480,75 @@ impl Tracer {
         Ok((runs, outcomes, Some(record)))
     }
 
+    /// Path MTU discovery: rounds of one flow, the first at the interface
+    /// MTU, each next one from the first TTL that did not fit, at the MTU
+    /// reported there (see [`pmtu`]). Every round uses the same flow id, so
+    /// the same path.
+    async fn pmtu(
+        &self,
+        job: &Job<'_>,
+    ) -> Result<(Vec<Run>, Vec<FlowOutcome>, Option<PathGraph>), TraceError> {
+        let request = job.request;
+        let min = if job.target.is_ipv6() { 1280 } else { 68 };
+        let mut size = job.route.interface.mtu.min(u32::from(u16::MAX));
+        let mut from_ttl = request.first_ttl;
+        let mut flow_id = request.flow_id;
+        let mut merged: Vec<Run> = Vec::new();
+        let mut outcomes = Vec::new();
+        for _ in 0..pmtu::MAX_ROUNDS {
+            let round_request = TraceRequest {
+                probe_size: Some(size as u16),
+                ..request.clone()
+            };
+            let round_job = Job {
+                request: &round_request,
+                ..*job
+            };
+            let round = self
+                .probe_flows(
+                    &round_job,
+                    1,
+                    (from_ttl, request.max_ttl),
+                    request.queries,
+                    flow_id,
+                    None,
+                )
+                .await?;
+            flow_id = flow_id.or(round.first().map(|o| o.flow_id));
+            let mut runs: Vec<Run> = round.iter().flat_map(|o| o.runs.clone()).collect();
+            pmtu::stamp(&mut runs, size);
+            outcomes.extend(round);
+            if merged.is_empty() {
+                merged = runs;
+            } else {
+                pmtu::merge(&mut merged, runs, from_ttl.get());
+            }
+            let reports = pmtu::reports(&merged);
+            pmtu::mark_reporters(&mut merged, &reports);
+            let (Some(first), Some(next)) = (reports.first(), pmtu::next_size(size, &reports, min))
+            else {
+                break;
+            };
+            tracing::debug!(
+                size,
+                next,
+                from_ttl = first.ttl,
+                "path MTU: probing again smaller"
+            );
+            size = next;
+            from_ttl = Ttl::new(first.ttl).unwrap_or(from_ttl);
+        }
+        // Probes too big for a round were sent again smaller: unless some
+        // are still unresolved, the record lacks nothing because of them.
+        if pmtu::reports(&merged).is_empty() {
+            for outcome in &mut outcomes {
+                outcome.probing.degraded.retain(|r| r != "too_big");
+                outcome.stats.degraded.retain(|r| *r != "too_big");
+            }
+        }
+        Ok((merged, outcomes, None))
+    }
+
     /// End-to-end probes over a flow of their own: `e2e_queries` probes at
     /// `max_ttl`, spaced over one timeout, one sample each.
     async fn e2e(&self, job: &Job<'_>) -> Result<(E2eProbe, TraceStats), TraceError> {
@@ -628,9 +699,14 @@ impl Tracer {
                     (flow, Some(r))
                 }
             };
-            let flow = flow
+            let mut flow = flow
                 .map_err(|e| TraceError::InvalidRequest(e.to_string()))?
                 .with_secret(FlowSecret::random());
+            if let Some(size) = job.request.probe_size {
+                flow = flow
+                    .with_size(size)
+                    .map_err(|e| TraceError::InvalidRequest(e.to_string()))?;
+            }
             match self.capture.register(flow.flow_key()) {
                 Ok(sub) => return Ok((flow, sub, reservation)),
                 Err(e @ CaptureError::FlowInUse(_)) if pinned.is_none() => last_err = Some(e),
@@ -671,6 +747,9 @@ fn validate(request: &TraceRequest) -> Result<(), TraceError> {
         return Err(TraceError::InvalidRequest(
             "the first TTL is above the maximum TTL".into(),
         ));
+    }
+    if let Some(conflict) = request.pmtu_conflict() {
+        return Err(TraceError::InvalidRequest(conflict.into()));
     }
     Ok(())
 }

@@ -843,6 +843,22 @@ impl Prober {
             self.stats.ignored.duplicates += 1;
             return;
         }
+        if packet.kind == EventKind::PacketTooBig || reply.next_hop_mtu.is_some() {
+            // Not this TTL's router: one before it that could not forward
+            // the probe. Path MTU discovery sends it again, smaller.
+            let reason = NoAnswer::TooBig {
+                from: reply.source,
+                mtu: reply.next_hop_mtu,
+            };
+            self.set(
+                key,
+                Status::Unanswered {
+                    reason,
+                    waited: Some(rtt),
+                },
+            );
+            return;
+        }
         let answer = answer_of(&reply, packet, &self.setup.flow, rtt);
         *self
             .stats
@@ -907,7 +923,7 @@ fn answer_of(reply: &Reply, packet: &CapturedPacket, flow: &ProbeFlow, rtt: Dura
         EventKind::TcpSynAck | EventKind::TcpRst | EventKind::EchoReply => true,
         // Port unreachable (UDP) or any unreachable from the target itself.
         EventKind::DestUnreachable => reply.source == target,
-        EventKind::TimeExceeded | EventKind::Probe => false,
+        EventKind::TimeExceeded | EventKind::Probe | EventKind::PacketTooBig => false,
     };
     Answer {
         from: reply.source,

@@ -121,6 +121,12 @@ pub struct TraceRequest {
     /// number of flows: one run per flow, as many flows as the stopping
     /// rule asks for, up to [`MDA_MAX_FLOWS`].
     pub multipath: Option<Confidence>,
+    /// Path MTU per hop: probes padded to the interface MTU, smaller again
+    /// wherever a router says they do not fit (UDP and ICMP, one flow).
+    pub pmtu: bool,
+    /// Every probe this many bytes (IP header included), padded; `None`:
+    /// as small as they come. Set per round by path MTU discovery.
+    pub probe_size: Option<u16>,
     /// How long one probe may wait for its answer.
     pub timeout: Duration,
     /// Bound on the whole trace; derived from the other limits when `None`.
@@ -150,6 +156,8 @@ impl TraceRequest {
             paths: PATHS.default,
             flow_id: None,
             multipath: None,
+            pmtu: false,
+            probe_size: None,
             timeout: TIMEOUT.default,
             deadline: None,
             admission_wait: Duration::ZERO,
@@ -201,10 +209,29 @@ impl TraceRequest {
             paths: 1,
             flow_id: None,
             multipath: None,
+            pmtu: false,
+            probe_size: None,
             deadline: None,
             reverse_dns: false,
             ..self.clone()
         }
+    }
+
+    /// Why path MTU discovery cannot run as asked, if it cannot: it pads
+    /// UDP or ICMP probes of one flow.
+    pub fn pmtu_conflict(&self) -> Option<&'static str> {
+        if !self.pmtu {
+            return None;
+        }
+        if self.protocol == Protocol::Tcp {
+            return Some(
+                "path MTU discovery needs UDP or ICMP probes (TCP SYN probes are not padded)",
+            );
+        }
+        if self.paths > 1 || self.multipath.is_some() {
+            return Some("path MTU discovery traces one flow: it excludes paths and multipath");
+        }
+        None
     }
 
     /// The default total deadline: two waits (a probe and one re-probe of a

@@ -36,6 +36,7 @@ impl ProbeSender {
         cell.get_or_init(|| {
             let s = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
             s.set_nonblocking(true)?;
+            send_past_the_path_mtu_cache(&s, ipv6)?;
             Ok(s)
         })
         .as_ref()
@@ -54,6 +55,45 @@ impl ProbeSender {
             )));
         }
         Ok(())
+    }
+}
+
+/// Lets probes up to the interface MTU leave whatever the kernel's path MTU
+/// cache says (`IP_PMTUDISC_PROBE`: DF set, cache ignored). Path MTU
+/// discovery sends probes bigger than a bottleneck on purpose, and the
+/// cache the routers' answers fill would refuse them with EMSGSIZE. Neither
+/// socket2 nor nix has a setter for this option, hence libc.
+fn send_past_the_path_mtu_cache(socket: &Socket, ipv6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if ipv6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        )
+    };
+    let value: libc::c_int = value;
+    // SAFETY: the descriptor is open (owned by `socket`), and the pointer and
+    // length describe `value`, a c_int that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
