@@ -49,6 +49,10 @@ pub enum EventKind {
     /// ICMPv6 packet too big quoting one of our probes (ICMPv4 says it as a
     /// destination unreachable, code 4: "fragmentation needed").
     PacketTooBig = 7,
+    /// A bare TCP ACK from a destination we probe inside an established
+    /// connection (its SACK blocks name the probe); only while
+    /// [`Setting::TcpAcks`] is on.
+    TcpAck = 8,
 }
 
 impl EventKind {
@@ -61,6 +65,7 @@ impl EventKind {
             5 => Self::TcpRst,
             6 => Self::EchoReply,
             7 => Self::PacketTooBig,
+            8 => Self::TcpAck,
             _ => return None,
         })
     }
@@ -171,6 +176,13 @@ pub mod tcp {
     #[inline(always)]
     pub const fn is_bare_syn(flags: u8) -> bool {
         flags & (SYN | ACK | RST) == SYN
+    }
+
+    /// An ACK without SYN or RST: how a destination answers the probes
+    /// of a trace inside an established connection (with SACK blocks).
+    #[inline(always)]
+    pub const fn is_bare_ack(flags: u8) -> bool {
+        flags & (SYN | ACK | RST) == ACK
     }
 
     /// What a segment with `flags` is as an answer to a SYN probe.
@@ -310,10 +322,14 @@ pub enum Setting {
     /// Non-zero: also hand over packets that look like probes or replies but
     /// belong to no registered flow (cookie 0). For diagnostics only.
     CaptureUnregistered = 0,
+    /// Non-zero: bare TCP ACKs are looked up too ([`EventKind::TcpAck`]).
+    /// Off unless a trace probes inside a connection, so the bulk of TCP
+    /// traffic costs no flow lookup.
+    TcpAcks = 1,
 }
 
 impl Setting {
-    pub const COUNT: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Cookie of packets captured under [`Setting::CaptureUnregistered`].

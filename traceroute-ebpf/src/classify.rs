@@ -118,9 +118,12 @@ pub fn classify(ctx: &TcContext, l3: u32, direction: Direction) -> Option<Match>
 fn probe(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
     // TCP probes are bare SYNs: every other segment (the bulk of real traffic)
     // is dismissed before any address load or map lookup.
+    // While a trace probes inside a connection, its segments (bare ACKs)
+    // are probes too.
     if ip.protocol == proto::TCP {
         let flags: u8 = load(ctx, ip.l4 + TCP_FLAGS)?;
-        if !tcp::is_bare_syn(flags) {
+        let in_connection = tcp::is_bare_ack(flags) && crate::maps::tcp_acks_wanted();
+        if !tcp::is_bare_syn(flags) && !in_connection {
             return None;
         }
     }
@@ -208,7 +211,11 @@ fn icmp(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
 #[inline(always)]
 fn tcp(ctx: &TcContext, l3: u32, ip: &Ip) -> Option<Match> {
     let flags: u8 = load(ctx, ip.l4 + TCP_FLAGS)?;
-    let kind = tcp::reply_kind(flags)?;
+    let kind = match tcp::reply_kind(flags) {
+        Some(kind) => kind,
+        None if tcp::is_bare_ack(flags) && crate::maps::tcp_acks_wanted() => EventKind::TcpAck,
+        None => return None,
+    };
     let src = address(ctx, l3, ip.version, true)?;
     let sport = be16(ctx, ip.l4)?;
     let dport = be16(ctx, ip.l4 + 2)?;

@@ -41,6 +41,12 @@ pub fn cookie_of(flow: &FlowKey) -> Option<u32> {
     }
 }
 
+/// Bare TCP ACKs are wanted (a trace probes inside a connection).
+#[inline(always)]
+pub fn tcp_acks_wanted() -> bool {
+    matches!(SETTINGS.get(Setting::TcpAcks as u32), Some(&on) if on != 0)
+}
+
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

@@ -190,6 +190,18 @@ impl Lab {
                     Some(&script),
                 )?;
             }
+            if !self.plan.nodes[x].syn_proxy_ports.is_empty() {
+                // A handshake's last ACK must be "invalid" to connection
+                // tracking for synproxy to take it; with loose pick-up it
+                // is tracked mid-stream and passed on to a server that
+                // never saw the SYN. (The key exists once the ruleset above
+                // has loaded connection tracking.)
+                let loose = [(
+                    "net.netfilter.nf_conntrack_tcp_loose".to_string(),
+                    "0".to_string(),
+                )];
+                self.sysctl(x, &loose)?;
+            }
         }
         for (x, node) in self.plan.nodes.iter().enumerate() {
             for &port in &node.tcp_listen {
@@ -482,6 +494,11 @@ impl Lab {
                 "tcp dport {port} ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm"
             ));
             forward.push(format!("tcp dport {port} ct state invalid drop"));
+        }
+        for (port, per_minute, burst) in &node.syn_limits {
+            forward.push(format!(
+                "tcp dport {port} tcp flags & (syn | ack) == syn limit rate over {per_minute}/minute burst {burst} packets drop"
+            ));
         }
         if [&input, &forward, &output, &post, &raw_pre, &raw_post]
             .iter()

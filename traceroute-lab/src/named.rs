@@ -30,6 +30,7 @@ pub const NAMES: &[&str] = &[
     "rewrite",
     "synproxy",
     "mtu",
+    "synlimit",
 ];
 
 /// Looks a topology up by name.
@@ -51,6 +52,7 @@ pub fn named(name: &str) -> Option<Topology> {
         "rewrite" => rewrite(),
         "synproxy" => synproxy(),
         "mtu" => mtu(),
+        "synlimit" => synlimit(),
         _ => return None,
     })
 }
@@ -226,6 +228,25 @@ pub fn synproxy() -> Topology {
         .syn_proxy("fw", 80)
         .tcp_listen("dst", 80)
         .tcp_listen("dst", 81)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// `src — r1 — fw — r3 — dst`: fw protects dst's TCP 443 from SYN floods,
+/// forwarding 3 SYNs, then 1 a minute (dropping the rest); established
+/// traffic passes. dst listens on TCP 443.
+pub fn synlimit() -> Topology {
+    Topology::new("synlimit")
+        .host("src")
+        .router("r1")
+        .router("fw")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "fw")
+        .link("fw", "r3")
+        .link("r3", "dst")
+        .syn_limit("fw", 443, 1, 3)
+        .tcp_listen("dst", 443)
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 

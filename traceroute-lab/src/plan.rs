@@ -38,6 +38,8 @@ pub(crate) struct PNode {
     pub source_rewrites: Vec<(String, Ipv4Addr, Ipv4Addr)>,
     /// TCP ports this node answers SYNs for as a SYN proxy.
     pub syn_proxy_ports: Vec<u16>,
+    /// SYN rate limits it enforces: (port, per minute, burst).
+    pub syn_limits: Vec<(u16, u32, u32)>,
     pub tcp_listen: Vec<u16>,
     pub udp_echo: Vec<u16>,
     /// Block the node's extra target addresses come from, and the addresses.
@@ -653,6 +655,7 @@ fn plan_nodes(
             dscp_rewrite: None,
             source_rewrites: Vec::new(),
             syn_proxy_ports: Vec::new(),
+            syn_limits: Vec::new(),
             tcp_listen: Vec::new(),
             udp_echo: Vec::new(),
             target_block: None,
@@ -734,6 +737,14 @@ fn apply_node_options(names: &Names<'_>, nodes: &mut [PNode]) -> Result<(), LabE
             };
             iface.mtu = Some(*mtu);
         }
+    }
+    for (router, port, per_minute, burst) in &t.syn_limits {
+        if *per_minute == 0 || *burst == 0 {
+            return Err(invalid(t, "a SYN limit needs a rate and a burst above 0"));
+        }
+        nodes[names.get(router)?]
+            .syn_limits
+            .push((*port, *per_minute, *burst));
     }
     for (router, port) in &t.syn_proxies {
         nodes[names.get(router)?].syn_proxy_ports.push(*port);

@@ -71,7 +71,11 @@ where
     }
 }
 
-/// TCP on `[::]:port`: each connection gets the peer address as one line.
+/// How long an accepted connection stays open without the client closing it.
+const HOLD: Duration = Duration::from_secs(10);
+
+/// TCP on `[::]:port`: each connection gets the peer address as one line,
+/// then stays open until the client closes it.
 pub(crate) fn tcp_listen(
     ns: &str,
     port: u16,
@@ -91,10 +95,17 @@ pub(crate) fn tcp_listen(
             match l.accept() {
                 Ok((mut stream, peer)) => {
                     record(&peers, peer);
-                    let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                    let _ = writeln!(stream, "{peer}");
+                    // Like a real server, the connection stays open until
+                    // the client closes it (or HOLD passes): a trace inside
+                    // the connection (tcp_method sack) needs it open.
+                    std::thread::spawn(move || {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+                        let _ = stream.set_read_timeout(Some(HOLD));
+                        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                        let _ = writeln!(stream, "{peer}");
+                        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+                    });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(POLL_MS as u64)),

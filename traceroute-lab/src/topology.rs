@@ -252,6 +252,7 @@ pub struct Topology {
     pub(crate) dscp_rewrites: Vec<(String, u8)>,
     pub(crate) source_rewrites: Vec<(String, String, String)>,
     pub(crate) syn_proxies: Vec<(String, u16)>,
+    pub(crate) syn_limits: Vec<(String, u16, u32, u32)>,
     pub(crate) link_mtus: Vec<(String, String, u32)>,
     pub(crate) rate_limits: Vec<(String, IcmpRateLimit)>,
     pub(crate) default_rate_limit: Option<IcmpRateLimit>,
@@ -277,6 +278,7 @@ impl Topology {
             dscp_rewrites: Vec::new(),
             source_rewrites: Vec::new(),
             syn_proxies: Vec::new(),
+            syn_limits: Vec::new(),
             link_mtus: Vec::new(),
             rate_limits: Vec::new(),
             default_rate_limit: None,
@@ -404,6 +406,15 @@ impl Topology {
     /// destination only once the client completes the handshake.
     pub fn syn_proxy(mut self, router: &str, port: u16) -> Topology {
         self.syn_proxies.push((router.to_string(), port));
+        self
+    }
+
+    /// `router` is a firewall with SYN-flood protection for TCP `port`: it
+    /// forwards `burst` SYNs, then `per_minute` a minute, and drops the rest;
+    /// every other segment (established traffic) passes.
+    pub fn syn_limit(mut self, router: &str, port: u16, per_minute: u32, burst: u32) -> Topology {
+        self.syn_limits
+            .push((router.to_string(), port, per_minute, burst));
         self
     }
 

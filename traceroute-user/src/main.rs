@@ -16,6 +16,7 @@ use traceroute_user::probe::Protocol;
 use traceroute_user::reply::Summary;
 use traceroute_user::resolve::{self, FamilyPreference};
 use traceroute_user::sinks;
+use traceroute_user::trace::TcpMethod;
 use traceroute_user::trace::budget::Rate;
 use traceroute_user::trace::mda::Confidence;
 use traceroute_user::trace::request::{MAX_TTL, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT};
@@ -140,6 +141,18 @@ enum Format {
     Flows,
 }
 
+/// `--tcp-method`: the library's [`TcpMethod`] as the CLI spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TcpMethodArg {
+    /// Bare SYNs.
+    Syn,
+    /// One handshake, then segments inside the connection (needs SACK).
+    Sack,
+    /// `sack`, or SYNs when the destination refuses or has no SACK.
+    #[value(name = "prefer_sack")]
+    PreferSack,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum MultipathArg {
     /// Multipath detection: flows until every router's next hops are known
@@ -230,6 +243,10 @@ struct TraceArgs {
     /// MDA's confidence, in percent: 95 or 99.
     #[arg(long, default_value = "95", value_parser = ["95", "99"])]
     confidence: String,
+    /// TCP probes: bare SYNs, segments inside a connection the kernel opens
+    /// first (passes stateful firewalls), or that with SYNs as fallback.
+    #[arg(long, value_enum, default_value = "syn")]
+    tcp_method: TcpMethodArg,
     /// Path MTU per hop: probes start at the interface MTU and shrink
     /// wherever a router says they do not fit (UDP or ICMP, one flow).
     #[arg(long, conflicts_with_all = ["multipath", "tcp"])]
@@ -295,6 +312,11 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
     }
     request.reverse_dns = args.reverse_dns;
     request.pmtu = args.pmtu;
+    request.tcp_method = match args.tcp_method {
+        TcpMethodArg::Syn => TcpMethod::Syn,
+        TcpMethodArg::Sack => TcpMethod::Sack,
+        TcpMethodArg::PreferSack => TcpMethod::PreferSack,
+    };
     if let Some(conflict) = request.pmtu_conflict() {
         return Err(TraceError::InvalidRequest(conflict.into()).into());
     }

@@ -133,16 +133,56 @@ async fn removed_flows_are_no_longer_captured() {
 fn userspace_twin_agrees_with_the_corpus() {
     let flows = registered_flows();
     for case in packets::corpus() {
-        let got = classify(&case.packet, direction(&case)).filter(|(_, f)| flows.contains_key(f));
+        let got =
+            classify(&case.packet, direction(&case), false).filter(|(_, f)| flows.contains_key(f));
         assert_eq!(got, case.expect, "{}", case.name);
     }
+}
+
+/// While a trace probes inside a connection (`Setting::TcpAcks` on), the
+/// flow's bare ACKs count: ours with data as probes, the destination's as
+/// replies. The kernel and its twin agree on the whole corpus that way too.
+#[tokio::test]
+async fn with_tcp_acks_on_the_flows_bare_acks_are_taken_by_both() {
+    let flows = registered_flows();
+    let mut capture = load_with(&flows);
+    capture.set_tcp_acks(true).unwrap();
+    let twin =
+        |packet: &[u8], dir| classify(packet, dir, true).filter(|(_, f)| flows.contains_key(f));
+    for case in packets::corpus() {
+        let (_, events) = capture
+            .test_run(direction(&case), &packets::ethernet(&case.packet))
+            .unwrap();
+        let kernel = events.first().map(|e| e.kind);
+        let userspace = twin(&case.packet, direction(&case)).map(|(k, _)| k);
+        assert_eq!(kernel, userspace, "{}", case.name);
+    }
+    for v in [packets::V::Four, packets::V::Six] {
+        let theirs = packets::tcp_reply(v, false, true, false);
+        let (_, events) = capture
+            .test_run(Direction::Ingress, &packets::ethernet(&theirs))
+            .unwrap();
+        assert_eq!(events.len(), 1, "{v:?}");
+        assert_eq!(events[0].kind, EventKind::TcpAck);
+        assert_eq!(
+            twin(&theirs, Direction::Ingress),
+            Some((EventKind::TcpAck, packets::tcp_flow(v)))
+        );
+    }
+    // Off again: nothing of it.
+    capture.set_tcp_acks(false).unwrap();
+    let theirs = packets::tcp_reply(packets::V::Four, false, true, false);
+    let (_, events) = capture
+        .test_run(Direction::Ingress, &packets::ethernet(&theirs))
+        .unwrap();
+    assert!(events.is_empty());
 }
 
 #[test]
 fn userspace_twin_survives_every_prefix() {
     for case in packets::corpus() {
         for n in 0..case.packet.len() {
-            let _ = classify(&case.packet[..n], direction(&case));
+            let _ = classify(&case.packet[..n], direction(&case), true);
         }
     }
 }

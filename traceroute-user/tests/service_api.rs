@@ -229,8 +229,9 @@ fn bad_inputs_get_4xx_with_a_json_code() {
         (format!("{t}?source_port=70000"), 400, "INVALID_REQUEST"),
         (format!("{t}?reverse_dns=maybe"), 400, "INVALID_REQUEST"),
         // tcp_method
+        // sack to a closed port: no connection to probe inside.
         (
-            format!("{t}?protocol=TCP&tcp_method=sack"),
+            format!("{t}?protocol=TCP&port=81&tcp_method=sack"),
             400,
             "NOT_SUPPORTED",
         ),

@@ -64,14 +64,15 @@ fn key(addr: [u8; 16], version: u8, protocol: u8, local: u16, remote: u16) -> Fl
 }
 
 /// The flow a packet (bytes from the IP header on) belongs to, if it can be one
-/// of ours, and what it is.
-pub fn classify(b: &[u8], direction: Direction) -> Option<(EventKind, FlowKey)> {
+/// of ours, and what it is. `tcp_acks`: bare TCP ACKs count (a trace probes
+/// inside a connection), as the kernel's `Setting::TcpAcks`.
+pub fn classify(b: &[u8], direction: Direction, tcp_acks: bool) -> Option<(EventKind, FlowKey)> {
     let ip = ip_header(b, 0, true)?;
     match direction {
-        Direction::Egress => probe(b, &ip).map(|k| (EventKind::Probe, k)),
+        Direction::Egress => probe(b, &ip, tcp_acks).map(|k| (EventKind::Probe, k)),
         Direction::Ingress => match (ip.version, ip.protocol) {
             (4, proto::ICMP) | (6, proto::ICMPV6) => icmp(b, &ip),
-            (_, proto::TCP) => tcp(b, &ip),
+            (_, proto::TCP) => tcp(b, &ip, tcp_acks),
             _ => None,
         },
     }
@@ -94,10 +95,13 @@ fn transport_flow(b: &[u8], ip: &Ip, dst: [u8; 16]) -> Option<FlowKey> {
     }
 }
 
-fn probe(b: &[u8], ip: &Ip) -> Option<FlowKey> {
-    // TCP probes are bare SYNs (SYN without ACK or RST).
-    if ip.protocol == proto::TCP && !tcp::is_bare_syn(*b.get(ip.l4 + tcp::FLAGS_OFFSET)?) {
-        return None;
+fn probe(b: &[u8], ip: &Ip, tcp_acks: bool) -> Option<FlowKey> {
+    // TCP probes are bare SYNs, or bare ACKs inside a connection.
+    if ip.protocol == proto::TCP {
+        let flags = *b.get(ip.l4 + tcp::FLAGS_OFFSET)?;
+        if !(tcp::is_bare_syn(flags) || tcp_acks && tcp::is_bare_ack(flags)) {
+            return None;
+        }
     }
     transport_flow(b, ip, address(b, 0, ip.version, false)?)
 }
@@ -119,8 +123,13 @@ fn icmp(b: &[u8], ip: &Ip) -> Option<(EventKind, FlowKey)> {
     Some((kind, transport_flow(b, &inner, dst)?))
 }
 
-fn tcp(b: &[u8], ip: &Ip) -> Option<(EventKind, FlowKey)> {
-    let kind = tcp::reply_kind(*b.get(ip.l4 + tcp::FLAGS_OFFSET)?)?;
+fn tcp(b: &[u8], ip: &Ip, tcp_acks: bool) -> Option<(EventKind, FlowKey)> {
+    let flags = *b.get(ip.l4 + tcp::FLAGS_OFFSET)?;
+    let kind = match tcp::reply_kind(flags) {
+        Some(kind) => kind,
+        None if tcp_acks && tcp::is_bare_ack(flags) => EventKind::TcpAck,
+        None => return None,
+    };
     let src = address(b, 0, ip.version, true)?;
     let sport = be16(b, ip.l4)?;
     let dport = be16(b, ip.l4 + 2)?;

@@ -282,6 +282,15 @@ impl EbpfCapture {
     /// Diagnostics: also capture probe- and reply-like packets of unregistered
     /// flows (with cookie 0).
     pub fn capture_unregistered(&mut self, on: bool) -> Result<(), EbpfCaptureError> {
+        self.set(Setting::CaptureUnregistered, on)
+    }
+
+    /// Looks bare TCP ACKs up too (traces inside a connection), or not.
+    pub fn set_tcp_acks(&mut self, on: bool) -> Result<(), EbpfCaptureError> {
+        self.set(Setting::TcpAcks, on)
+    }
+
+    fn set(&mut self, setting: Setting, on: bool) -> Result<(), EbpfCaptureError> {
         let map_err = |source| EbpfCaptureError::Map {
             name: SETTINGS_MAP,
             source,
@@ -293,7 +302,7 @@ impl EbpfCapture {
         )
         .map_err(map_err)?;
         settings
-            .set(Setting::CaptureUnregistered as u32, u32::from(on), 0)
+            .set(setting as u32, u32::from(on), 0)
             .map_err(map_err)
     }
 

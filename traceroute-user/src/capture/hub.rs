@@ -106,6 +106,9 @@ struct Inner {
     flows: Arc<RwLock<HashMap<FlowKey, u32>>>,
     subscribers: Mutex<HashMap<u32, mpsc::Sender<CapturedPacket>>>,
     next_cookie: AtomicU32,
+    /// Subscriptions that want bare TCP ACKs ([`Capture::want_tcp_acks`]);
+    /// shared with the socket backend's classifier.
+    tcp_ack_wanted_by: Arc<AtomicU32>,
     stats: Stats,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -128,10 +131,14 @@ impl Capture {
     /// Starts the capture. `Auto` tries eBPF and falls back to sockets with a log line.
     pub fn start(mode: CaptureMode) -> Result<Self, CaptureError> {
         let flows = Arc::new(RwLock::new(HashMap::new()));
+        let tcp_ack_wanted_by = Arc::new(AtomicU32::new(0));
         let (tx, rx) = mpsc::channel(8192);
         let (backend, method) = match mode {
             CaptureMode::Ebpf => (start_ebpf(tx)?, CaptureMethod::Ebpf),
-            CaptureMode::Socket => (start_socket(&flows, tx)?, CaptureMethod::Socket),
+            CaptureMode::Socket => (
+                start_socket(&flows, &tcp_ack_wanted_by, tx)?,
+                CaptureMethod::Socket,
+            ),
             CaptureMode::Auto => match start_ebpf(tx.clone()) {
                 Ok(b) => (b, CaptureMethod::Ebpf),
                 Err(e) => {
@@ -143,7 +150,10 @@ impl Capture {
                     tracing::warn!(
                         "eBPF capture unavailable ({e}){needs}; falling back to socket capture"
                     );
-                    (start_socket(&flows, tx)?, CaptureMethod::Socket)
+                    (
+                        start_socket(&flows, &tcp_ack_wanted_by, tx)?,
+                        CaptureMethod::Socket,
+                    )
                 }
             },
         };
@@ -153,6 +163,7 @@ impl Capture {
             flows,
             subscribers: Mutex::new(HashMap::new()),
             next_cookie: AtomicU32::new(1),
+            tcp_ack_wanted_by,
             stats: Stats::default(),
             dispatcher: Mutex::new(None),
         });
@@ -212,7 +223,29 @@ impl Capture {
             cookie,
             rx,
             capture: self.clone(),
+            wants_tcp_acks: false,
         })
+    }
+
+    /// Also delivers bare TCP ACKs of `subscription`'s flow (a trace inside
+    /// an established connection), until it is dropped. The kernel looks
+    /// ACKs up only while some subscription wants them.
+    pub fn want_tcp_acks(&self, subscription: &mut FlowSubscription) -> Result<(), CaptureError> {
+        if subscription.wants_tcp_acks {
+            return Ok(());
+        }
+        if self.inner.tcp_ack_wanted_by.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.set_tcp_acks(true)?;
+        }
+        subscription.wants_tcp_acks = true;
+        Ok(())
+    }
+
+    fn set_tcp_acks(&self, on: bool) -> Result<(), CaptureError> {
+        match &mut *self.inner.backend.locked() {
+            Backend::Ebpf(e) => Ok(e.set_tcp_acks(on)?),
+            Backend::Socket(_) => Ok(()),
+        }
     }
 
     fn forget(&self, flow: &FlowKey, cookie: u32) {
@@ -262,11 +295,14 @@ fn start_ebpf(tx: mpsc::Sender<CapturedPacket>) -> Result<Backend, CaptureError>
 
 fn start_socket(
     flows: &Arc<RwLock<HashMap<FlowKey, u32>>>,
+    tcp_ack_wanted_by: &Arc<AtomicU32>,
     tx: mpsc::Sender<CapturedPacket>,
 ) -> Result<Backend, CaptureError> {
     let flows = Arc::clone(flows);
+    let tcp_ack_wanted_by = Arc::clone(tcp_ack_wanted_by);
     let classify: Classifier = Box::new(move |bytes: &[u8], direction: Direction| {
-        let (kind, flow) = super::classify::classify(bytes, direction)?;
+        let tcp_acks = tcp_ack_wanted_by.load(Ordering::Relaxed) > 0;
+        let (kind, flow) = super::classify::classify(bytes, direction, tcp_acks)?;
         let cookie = *flows.read_locked().get(&flow)?;
         Some((kind, cookie))
     });
@@ -303,6 +339,7 @@ pub struct FlowSubscription {
     pub cookie: u32,
     rx: mpsc::Receiver<CapturedPacket>,
     capture: Capture,
+    wants_tcp_acks: bool,
 }
 
 impl FlowSubscription {
@@ -324,6 +361,13 @@ impl FlowSubscription {
 impl Drop for FlowSubscription {
     fn drop(&mut self) {
         self.capture.forget(&self.flow, self.cookie);
+        let acks = &self.capture.inner.tcp_ack_wanted_by;
+        if self.wants_tcp_acks
+            && acks.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Err(e) = self.capture.set_tcp_acks(false)
+        {
+            tracing::warn!("turning TCP ACK capture off: {e}");
+        }
     }
 }
 
@@ -337,5 +381,6 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::TcpRst => "tcp_rst",
         EventKind::EchoReply => "echo_reply",
         EventKind::PacketTooBig => "packet_too_big",
+        EventKind::TcpAck => "tcp_ack",
     }
 }

@@ -332,6 +332,7 @@ impl NetworkPath {
             e2e_probe,
             tags: Vec::new(),
             capture: None,
+            tcp_method: None,
             probing: None,
             multipath: None,
             path_fingerprint: None,

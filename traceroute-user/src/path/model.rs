@@ -26,6 +26,11 @@ pub struct NetworkPath {
     /// Extra: how replies were captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureInfo>,
+    /// Extra, TCP: how the probes went: `syn` (bare SYNs) or `sack`
+    /// (segments inside an established connection). `prefer_sack` shows
+    /// which one it came to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_method: Option<String>,
     /// Extra: what the probing cost and whether anything was left undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probing: Option<Probing>,

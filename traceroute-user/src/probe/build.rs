@@ -10,6 +10,7 @@ use etherparse::{
 
 use super::flow::{ProbeFlow, Protocol};
 use super::id::{FlowSecret, ProbeId, TcpSeq, Ttl};
+use super::sack;
 
 /// Advertised window of TCP probes (a common Linux value: a zero window looks
 /// like a scanner to some firewalls).
@@ -46,6 +47,14 @@ pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
     // Probes are at most an IP packet (`ProbeFlow::with_size` takes a u16),
     // so the builder's "too big" errors cannot happen.
     let written = match flow.protocol() {
+        Protocol::Tcp if flow.connection().is_some() => {
+            let connection = flow.connection().expect("checked");
+            let (sport, dport) = ports(flow);
+            builder
+                .tcp(sport, dport, sack::seq_of(connection, id), TCP_WINDOW)
+                .ack(connection.ack)
+                .write(&mut out, &[0])
+        }
         Protocol::Tcp => {
             let (sport, dport) = ports(flow);
             let mss = if flow.is_ipv6() { 1440 } else { 1460 };
@@ -85,6 +94,8 @@ pub fn build_probe(flow: &ProbeFlow, ttl: Ttl, attempt: u8) -> Vec<u8> {
 pub fn probe_len(flow: &ProbeFlow) -> u16 {
     let ip = if flow.is_ipv6() { 40 } else { 20 };
     let transport = match flow.protocol() {
+        // A bare header and one byte of data.
+        Protocol::Tcp if flow.connection().is_some() => 20 + 1,
         Protocol::Tcp => TCP_PROBE_LEN,
         Protocol::Udp => UdpHeader::LEN + UDP_PAYLOAD_LEN,
         Protocol::Icmp => 8 + ICMP_PAYLOAD_LEN,

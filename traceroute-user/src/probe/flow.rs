@@ -88,6 +88,9 @@ pub struct ProbeFlow {
     /// Zero bytes after the payload (UDP and ICMP), for probes of a given
     /// size (path MTU discovery).
     padding: u16,
+    /// TCP: probes are segments of this established connection instead of
+    /// SYNs (see [`super::sack`]).
+    connection: Option<super::sack::Connection>,
 }
 
 impl ProbeFlow {
@@ -140,7 +143,20 @@ impl ProbeFlow {
             remote,
             secret: FlowSecret::ZERO,
             padding: 0,
+            connection: None,
         })
+    }
+
+    /// The same TCP flow, probing inside `connection` (see [`super::sack`]).
+    pub fn in_connection(mut self, connection: super::sack::Connection) -> Self {
+        debug_assert_eq!(self.protocol, Protocol::Tcp);
+        self.connection = Some(connection);
+        self
+    }
+
+    /// The connection TCP probes ride in, if any.
+    pub fn connection(&self) -> Option<super::sack::Connection> {
+        self.connection
     }
 
     /// The same flow with probes of `size` bytes in all (IP header

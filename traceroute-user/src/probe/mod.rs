@@ -19,6 +19,7 @@
 mod build;
 mod flow;
 mod id;
+pub mod sack;
 
 pub use build::{
     ICMP_PAYLOAD_LEN, PROBE_TOS, TCP_WINDOW, TOKEN_OFFSET, UDP_PAYLOAD_LEN, build_probe, probe_len,

@@ -12,8 +12,8 @@
 use std::net::IpAddr;
 
 use etherparse::err::{ip::LaxHeaderSliceError, tcp::HeaderSliceError as TcpSliceError};
-use etherparse::{LaxIpSlice, TcpSlice};
-use traceroute_common::{EventKind, FlowKey, proto};
+use etherparse::{LaxIpSlice, TcpOptionElement, TcpSlice};
+use traceroute_common::{EventKind, FlowKey, proto, tcp};
 
 use crate::path::MplsLabel;
 use crate::probe::{FlowSecret, ProbeFlow, ProbeId, Protocol, TOKEN_OFFSET, TcpSeq, probe_len};
@@ -75,6 +75,9 @@ pub struct Reply {
     /// too big: the MTU of the link the probe did not fit (`None` when the
     /// router left it 0, as pre-RFC 1191 routers do).
     pub next_hop_mtu: Option<u32>,
+    /// A bare ACK's first SACK block's left edge: inside a connection, the
+    /// sequence number of the probe that made the destination answer.
+    pub sack_left: Option<u32>,
 }
 
 /// The outer headers of any captured packet, decodable as a reply or not:
@@ -373,6 +376,9 @@ impl Reply {
         if self.flow != flow.flow_key() {
             return Err(Unverified::NoIdentity);
         }
+        if let Some(connection) = flow.connection() {
+            return self.identify_in_connection(flow, connection);
+        }
         let secret = flow.secret();
         if let Some(seq) = self.tcp_seq
             && seq.salt() != secret.salt()
@@ -395,6 +401,37 @@ impl Reply {
             // Some BSD-derived stacks quote the length in host byte order.
             let len_fits = quote.ip_len == len || quote.ip_len == len.swap_bytes();
             // A router sees the probe with at most the TTL it was sent with.
+            if !len_fits || quote.ttl > id.ttl().get() {
+                return Err(Unverified::Implausible);
+            }
+        }
+        Ok(id)
+    }
+
+    /// A probe inside `connection`: named by its sequence number, quoted by
+    /// a router or acknowledged by a SACK block of the destination. Anything
+    /// else the connection carries (the handshake, a reset) answers no probe.
+    fn identify_in_connection(
+        &self,
+        flow: &ProbeFlow,
+        connection: crate::probe::sack::Connection,
+    ) -> Result<ProbeId, Unverified> {
+        let seq = match (self.kind, self.quote, self.tcp_seq, self.sack_left) {
+            (EventKind::TcpAck, _, _, Some(left)) => left,
+            // Quoted by a router, or the probe itself leaving.
+            (EventKind::Probe, _, Some(seq), _) | (_, Some(_), Some(seq), _) => seq.0,
+            _ => return Err(Unverified::NoIdentity),
+        };
+        let id = crate::probe::sack::probe_of(connection, seq).ok_or(Unverified::WrongSecret)?;
+        if self
+            .ip_id
+            .is_some_and(|ip_id| ip_id != flow.secret().ip_id(id))
+        {
+            return Err(Unverified::WrongSecret);
+        }
+        if let Some(quote) = self.quote {
+            let len = probe_len(flow);
+            let len_fits = quote.ip_len == len || quote.ip_len == len.swap_bytes();
             if !len_fits || quote.ttl > id.ttl().get() {
                 return Err(Unverified::Implausible);
             }
@@ -445,6 +482,7 @@ impl Reply {
             quote: None,
             mpls_labels: Vec::new(),
             next_hop_mtu: None,
+            sack_left: None,
         }
     }
 
@@ -461,16 +499,43 @@ impl Reply {
     fn tcp(ip: &Ip<'_>) -> Result<Reply, ReplyError> {
         let tcp = TcpSlice::from_slice(ip.payload).map_err(ReplyError::Tcp)?;
         let flags = ip.payload[13];
-        if tcp.syn() && !tcp.ack() {
+        // Ours: a SYN probe, or a probe inside a connection (a bare ACK
+        // with data; the destination's ACKs carry none).
+        let in_connection_probe = tcp::is_bare_ack(flags) && !tcp.payload().is_empty();
+        if (tcp.syn() && !tcp.ack()) || in_connection_probe {
             return Self::own_probe(ip, None);
         }
         let kind = if tcp.rst() {
             EventKind::TcpRst
         } else if tcp.syn() && tcp.ack() {
             EventKind::TcpSynAck
+        } else if tcp::is_bare_ack(flags) {
+            EventKind::TcpAck
         } else {
             return Err(ReplyError::UnsupportedTcp(flags));
         };
+        if kind == EventKind::TcpAck {
+            // Inside a connection the probe is named by the SACK block, not
+            // by the acknowledgment number (which stays at the hole).
+            let sack_left = tcp.options_iterator().find_map(|o| match o {
+                Ok(TcpOptionElement::SelectiveAcknowledgement((left, _), _)) => Some(left),
+                _ => None,
+            });
+            let fields = ProbeFields {
+                flow: flow_key(
+                    ip.source,
+                    proto::TCP,
+                    tcp.destination_port(),
+                    tcp.source_port(),
+                ),
+                wire_id: None,
+                tcp_seq: None,
+                token: None,
+            };
+            let mut reply = Self::base(ip, kind, fields);
+            reply.sack_left = sack_left;
+            return Ok(reply);
+        }
         // The reply comes from the destination: our ports are swapped, and
         // the acknowledgment number (if valid) is our sequence number + 1.
         let tcp_seq = tcp

@@ -1,7 +1,7 @@
 //! Decoding tests on crafted replies, truncations and garbage.
 use std::net::{Ipv6Addr, SocketAddr};
 
-use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
+use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder, TcpOptionElement};
 
 use super::*;
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl, build_probe};
@@ -306,9 +306,20 @@ fn tcp_without_syn_or_rst_is_refused() {
         .ack(5)
         .write(&mut out, &[])
         .unwrap();
+    // A bare ACK is parsed (inside a connection it can answer a probe), but
+    // outside one it answers nothing.
+    let ack = Reply::parse(&out).unwrap();
+    assert_eq!((ack.kind, ack.sack_left), (EventKind::TcpAck, None));
+    assert_eq!(ack.identify(flow), Err(Unverified::NoIdentity));
+    let mut push = Vec::new();
+    PacketBuilder::ipv4(TARGET4, ME4, 61)
+        .tcp(443, 40001, 1, 1000)
+        .psh()
+        .write(&mut push, &[])
+        .unwrap();
     assert!(matches!(
-        Reply::parse(&out),
-        Err(ReplyError::UnsupportedTcp(0x10))
+        Reply::parse(&push),
+        Err(ReplyError::UnsupportedTcp(0x08))
     ));
     // A truncated TCP header is an error, not a panic.
     let answer = tcp_answer(flow, 1, 0, false);
@@ -840,4 +851,78 @@ fn fragmentation_needed_and_packet_too_big_carry_the_mtu() {
     let probe = build_probe(flow, ttl(5), 1);
     let port = icmp_error_raw(flow, router_of(flow), (3, 3), [0, 0, 0x05, 0x78], &probe);
     assert_eq!(Reply::parse(&port).unwrap().next_hop_mtu, None);
+}
+
+#[test]
+fn inside_a_connection_quotes_and_sack_blocks_name_the_probe() {
+    use crate::probe::sack::{Connection, seq_of};
+    let connection = Connection {
+        next_seq: 0xffff_fff0,
+        ack: 77,
+    };
+    for flow in flows()
+        .into_iter()
+        .filter(|f| f.protocol() == Protocol::Tcp)
+    {
+        let flow = flow.in_connection(connection);
+        let id = ProbeId::new(ttl(7), 2);
+        let probe = build_probe(&flow, ttl(7), 2);
+        // Our segment leaving, and a router's quote of it.
+        let own = Reply::parse(&probe).unwrap();
+        assert_eq!((own.kind, own.identify(&flow)), (EventKind::Probe, Ok(id)));
+        let quoted = icmp_error(
+            &flow,
+            router_of(&flow),
+            time_exceeded(&flow),
+            &quote_of(&probe, 8),
+        );
+        assert_eq!(
+            Reply::parse(&quoted).unwrap().identify(&flow),
+            Ok(id),
+            "{flow:?}"
+        );
+        // The destination's duplicate ACK: its first SACK block starts at
+        // the probe's sequence number.
+        let (sport, dport) = (
+            flow.destination_port().unwrap().get(),
+            flow.source_port().unwrap().get(),
+        );
+        let dup_ack = |left: u32| {
+            let sack =
+                TcpOptionElement::SelectiveAcknowledgement((left, left.wrapping_add(1)), [None; 3]);
+            let mut out = Vec::new();
+            let builder = match (flow.destination(), flow.source()) {
+                (IpAddr::V4(d), IpAddr::V4(s)) => PacketBuilder::ipv4(d.octets(), s.octets(), 60),
+                (IpAddr::V6(d), IpAddr::V6(s)) => PacketBuilder::ipv6(d.octets(), s.octets(), 60),
+                _ => unreachable!(),
+            };
+            builder
+                .tcp(sport, dport, 77, 1000)
+                .ack(connection.next_seq)
+                .options(&[sack])
+                .unwrap()
+                .write(&mut out, &[])
+                .unwrap();
+            out
+        };
+        let answer = Reply::parse(&dup_ack(seq_of(connection, id))).unwrap();
+        assert_eq!(
+            (answer.kind, answer.identify(&flow)),
+            (EventKind::TcpAck, Ok(id))
+        );
+        // A block no probe starts: refused.
+        let odd = Reply::parse(&dup_ack(seq_of(connection, id).wrapping_add(1))).unwrap();
+        assert_eq!(odd.identify(&flow), Err(Unverified::WrongSecret));
+        // The same quote for a SYN flow is no answer of the connection flow.
+        let syn = build_probe(&flows()[0], ttl(7), 2);
+        if !flow.is_ipv6() {
+            let other = icmp_error(
+                &flows()[0],
+                router_of(&flow),
+                time_exceeded(&flow),
+                &quote_of(&syn, 8),
+            );
+            assert!(Reply::parse(&other).unwrap().identify(&flow).is_err());
+        }
+    }
 }

@@ -28,7 +28,7 @@ use crate::resolve;
 use crate::resolve::FamilyPreference;
 use crate::trace::mda::Confidence;
 use crate::trace::request::{self, Bounds, OutOfRange};
-use crate::trace::{RESOLVE_TIMEOUT, TraceRequest};
+use crate::trace::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
 
 /// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
 pub const MAX_PATH: usize = 1024;
@@ -197,6 +197,8 @@ pub struct Params {
     pub flow_id: Option<u16>,
     /// `pmtu=true`: path MTU per hop.
     pub pmtu: bool,
+    /// How TCP probes are sent.
+    pub tcp_method: TcpMethod,
     /// Parameters not acted on: unknown ones, and repeats (the first value
     /// wins), as Go's `URL.Query().Get` treats them. Logged, not refused, so
     /// newer clients keep working.
@@ -218,6 +220,7 @@ impl Default for Params {
             reverse_dns: false,
             client_id: String::new(),
             pmtu: false,
+            tcp_method: TcpMethod::Syn,
             ignored: Vec::new(),
         }
     }
@@ -328,23 +331,14 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                     );
                 }
             }
-            "tcp_method" if !empty => match v.to_ascii_lowercase().as_str() {
-                // Our TCP probes are raw SYNs; syn_socket differs only in how
-                // the original sends them, prefer_sack falls back to SYN.
-                "syn" | "syn_socket" | "prefer_sack" => {}
-                "sack" => {
-                    return Err(ServiceError::new(
-                        ErrorCode::NotSupported,
-                        "tcp_method=sack is not supported; use syn (or prefer_sack, which falls back to syn)",
-                    ));
-                }
-                _ => {
-                    return Err(invalid(format!(
-                        "unknown tcp_method {:?} (syn, syn_socket, prefer_sack)",
+            "tcp_method" if !empty => {
+                p.tcp_method = TcpMethod::parse(v).ok_or_else(|| {
+                    invalid(format!(
+                        "unknown tcp_method {:?} (syn, sack, prefer_sack, syn_socket)",
                         shown(v)
-                    )));
-                }
-            },
+                    ))
+                })?;
+            }
             "traceroute_queries" if !empty => {
                 if let Some(n) = nonzero_within("traceroute_queries", v, request::QUERIES)? {
                     p.queries = n;
@@ -543,6 +537,7 @@ async fn traceroute(
     request.port = params.port;
     request.reverse_dns = params.reverse_dns;
     request.pmtu = params.pmtu;
+    request.tcp_method = params.tcp_method;
     if let Some(conflict) = request.pmtu_conflict() {
         return Err(invalid(conflict));
     }

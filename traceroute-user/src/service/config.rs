@@ -12,7 +12,7 @@ use crate::capture::CaptureMode;
 use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
 use crate::trace::mda::Confidence;
-use crate::trace::{TraceRequest, request};
+use crate::trace::{TcpMethod, TraceRequest, request};
 
 /// Where the Unix socket lives unless configured otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/traceroute-agent/traceroute-agent.sock";
@@ -171,6 +171,9 @@ pub struct Target {
     /// Path MTU per hop (UDP or ICMP, one flow; see the CLI's `--pmtu`).
     #[serde(default)]
     pub pmtu: bool,
+    /// TCP probes: `syn` (default), `sack` or `prefer_sack`.
+    #[serde(default)]
+    pub tcp_method: Option<String>,
 }
 
 /// How a target's multipath discovery is done.
@@ -287,6 +290,13 @@ impl Target {
         r.family = self.family;
         r.reverse_dns = self.reverse_dns;
         r.pmtu = self.pmtu;
+        if let Some(method) = &self.tcp_method {
+            r.tcp_method = TcpMethod::parse(method).ok_or_else(|| request::OutOfRange {
+                name: "tcp_method".into(),
+                range: "syn, sack or prefer_sack".into(),
+                value: method.clone(),
+            })?;
+        }
         Ok(r)
     }
 

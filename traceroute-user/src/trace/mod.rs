@@ -2,6 +2,7 @@
 //! reserve a flow, probe (see [`engine`]), and assemble the record.
 
 pub mod budget;
+pub mod connection;
 pub mod engine;
 pub mod lag;
 pub mod mda;
@@ -39,7 +40,7 @@ use engine::LiveNetwork;
 use mda::Confidence;
 pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
 use prober::{Prober, Setup, Status};
-pub use request::{RESOLVE_TIMEOUT, TraceRequest};
+pub use request::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
 use sender::ProbeSender;
 use share::{HopShare, Observer, ShareConfig};
 
@@ -57,6 +58,8 @@ pub enum TraceError {
     Send(#[source] std::io::Error),
     #[error("reserving a source port: {0}")]
     Port(#[source] std::io::Error),
+    #[error("tcp_method sack: {0}")]
+    Connection(#[from] connection::ConnectionError),
     #[error(
         "the routers on this path are answering other traces: this one could not finish in time (try again in {} s)",
         retry_after.as_secs().max(1)
@@ -89,6 +92,13 @@ impl TraceError {
             TraceError::Route(e) => e.code(),
             TraceError::Capture(_) => ErrorCode::Unknown,
             TraceError::Busy { .. } => ErrorCode::Busy,
+            TraceError::Connection(e) => match e {
+                connection::ConnectionError::Refused | connection::ConnectionError::NoSack => {
+                    ErrorCode::NotSupported
+                }
+                connection::ConnectionError::Timeout(_) => ErrorCode::Timeout,
+                connection::ConnectionError::Io(_) => ErrorCode::Unknown,
+            },
             TraceError::Send(e) | TraceError::Port(e) => match e.raw_os_error() {
                 Some(libc::EPERM | libc::EACCES) => ErrorCode::Denied,
                 Some(libc::ENETUNREACH) => ErrorCode::Netunreach,
@@ -312,6 +322,10 @@ impl Tracer {
             method: self.capture.method(),
         });
         path.probing = Some(Probing::sum(outcomes.iter().map(|o| &o.probing)));
+        if protocol == Protocol::Tcp {
+            let inside = outcomes.iter().any(|o| o.in_connection);
+            path.tcp_method = Some(if inside { "sack" } else { "syn" }.to_string());
+        }
         path.multipath = graph;
         path.path_fingerprint = Some(path_fingerprint);
         Ok((path, stats))
@@ -340,7 +354,7 @@ impl Tracer {
         let mut opened = Vec::with_capacity(count);
         for i in 0..count {
             let pinned = first_id.map(|id| id.wrapping_add(i as u16));
-            opened.push(self.open_flow(job, pinned)?);
+            opened.push(self.open_any_flow(job, pinned).await?);
         }
         let origin = origin_of(job.route);
         let method = self.capture.method();
@@ -376,6 +390,7 @@ impl Tracer {
                     }
                     Ok::<_, TraceError>(FlowOutcome {
                         flow_id: id,
+                        in_connection: prober.flow().connection().is_some(),
                         runs,
                         stats: prober.stats().clone(),
                         probing: probing_of(&prober),
@@ -667,11 +682,61 @@ impl Tracer {
     /// Picks a flow no other trace uses and registers it with the capture.
     /// Reserves a flow to the job's target (a source port, or an echo
     /// identifier), `pinned` when given, and registers it with the capture.
+    /// A flow as the request's TCP method wants it: inside a connection for
+    /// `sack` (and `prefer_sack` when the destination allows it), else a
+    /// flow of its own.
+    async fn open_any_flow(
+        &self,
+        job: &Job<'_>,
+        pinned: Option<u16>,
+    ) -> Result<(ProbeFlow, FlowSubscription, FlowHold), TraceError> {
+        let method = job.request.tcp_method;
+        if job.request.protocol != Protocol::Tcp || method == TcpMethod::Syn {
+            return self.open_flow(job, pinned);
+        }
+        match self.open_in_connection(job, pinned).await {
+            Err(TraceError::Connection(e)) if method == TcpMethod::PreferSack && e.falls_back() => {
+                tracing::debug!(
+                    host = job.request.host,
+                    "prefer_sack: {e}; probing with SYNs"
+                );
+                self.open_flow(job, pinned)
+            }
+            other => other,
+        }
+    }
+
+    /// A TCP flow inside a connection the kernel opens to the destination
+    /// (see [`connection`]).
+    async fn open_in_connection(
+        &self,
+        job: &Job<'_>,
+        pinned: Option<u16>,
+    ) -> Result<(ProbeFlow, FlowSubscription, FlowHold), TraceError> {
+        let source = SocketAddr::new(job.route.source, pinned.unwrap_or(0));
+        let (socket, port) = connection::bind(source).map_err(|e| match (pinned, e.kind()) {
+            (Some(p), std::io::ErrorKind::AddrInUse) => {
+                TraceError::InvalidRequest(format!("source port {p} is in use"))
+            }
+            _ => TraceError::Port(e),
+        })?;
+        let destination = SocketAddr::new(job.target, job.port);
+        let flow = ProbeFlow::tcp(SocketAddr::new(job.route.source, port), destination)
+            .map_err(|e| TraceError::InvalidRequest(e.to_string()))?
+            .with_secret(FlowSecret::random());
+        let mut subscription = self.capture.register(flow.flow_key())?;
+        self.capture.want_tcp_acks(&mut subscription)?;
+        let handshake = (job.request.timeout * 2).max(Duration::from_secs(1));
+        let open = connection::open(socket, destination, &mut subscription, handshake).await?;
+        let flow = flow.in_connection(open.connection);
+        Ok((flow, subscription, FlowHold::Connection { _open: open }))
+    }
+
     fn open_flow(
         &self,
         job: &Job<'_>,
         pinned: Option<u16>,
-    ) -> Result<(ProbeFlow, FlowSubscription, Option<ports::PortReservation>), TraceError> {
+    ) -> Result<(ProbeFlow, FlowSubscription, FlowHold), TraceError> {
         let (protocol, route, target) = (job.request.protocol, job.route, job.target);
         let mut last_err = None;
         for _ in 0..FLOW_ATTEMPTS {
@@ -708,7 +773,11 @@ impl Tracer {
                     .map_err(|e| TraceError::InvalidRequest(e.to_string()))?;
             }
             match self.capture.register(flow.flow_key()) {
-                Ok(sub) => return Ok((flow, sub, reservation)),
+                Ok(sub) => {
+                    let hold = reservation
+                        .map_or(FlowHold::Nothing, |r| FlowHold::Port { _reservation: r });
+                    return Ok((flow, sub, hold));
+                }
                 Err(e @ CaptureError::FlowInUse(_)) if pinned.is_none() => last_err = Some(e),
                 Err(e) => return Err(e.into()),
             }
@@ -784,9 +853,23 @@ struct Job<'a> {
     test_run_id: Uuid,
 }
 
+/// What keeps a flow's source port ours while it runs (dropped with it).
+enum FlowHold {
+    /// ICMP: the echo identifier needs nothing held.
+    Nothing,
+    Port {
+        _reservation: ports::PortReservation,
+    },
+    Connection {
+        _open: connection::OpenConnection,
+    },
+}
+
 /// One flow's share of a trace.
 struct FlowOutcome {
     flow_id: u16,
+    /// Probed inside a TCP connection (`sack`).
+    in_connection: bool,
     runs: Vec<Run>,
     stats: TraceStats,
     probing: Probing,

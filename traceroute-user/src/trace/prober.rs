@@ -920,7 +920,7 @@ impl Prober {
 fn answer_of(reply: &Reply, packet: &CapturedPacket, flow: &ProbeFlow, rtt: Duration) -> Answer {
     let target = flow.destination();
     let destination = match packet.kind {
-        EventKind::TcpSynAck | EventKind::TcpRst | EventKind::EchoReply => true,
+        EventKind::TcpSynAck | EventKind::TcpRst | EventKind::EchoReply | EventKind::TcpAck => true,
         // Port unreachable (UDP) or any unreachable from the target itself.
         EventKind::DestUnreachable => reply.source == target,
         EventKind::TimeExceeded | EventKind::Probe | EventKind::PacketTooBig => false,

@@ -66,6 +66,33 @@ pub const E2E_MIN_SPACING: Duration = Duration::from_millis(1);
 /// How long a name may take to resolve.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How TCP probes are sent (`tcp_method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TcpMethod {
+    /// Bare SYNs of one flow (Paris).
+    #[default]
+    Syn,
+    /// One-byte segments inside an established connection (one handshake
+    /// first), which stateful firewalls pass as established traffic.
+    Sack,
+    /// [`TcpMethod::Sack`], or SYNs when the destination refuses the
+    /// connection or does not allow SACK.
+    PreferSack,
+}
+
+impl TcpMethod {
+    /// The method a `tcp_method` value names (any case); `syn_socket`, the
+    /// original's unprivileged Windows method, sends SYNs here.
+    pub fn parse(value: &str) -> Option<TcpMethod> {
+        match value.to_ascii_lowercase().as_str() {
+            "syn" | "syn_socket" => Some(TcpMethod::Syn),
+            "sack" => Some(TcpMethod::Sack),
+            "prefer_sack" => Some(TcpMethod::PreferSack),
+            _ => None,
+        }
+    }
+}
+
 /// A value outside its [`Bounds`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name} must be {range}, got {value}")]
@@ -121,6 +148,8 @@ pub struct TraceRequest {
     /// number of flows: one run per flow, as many flows as the stopping
     /// rule asks for, up to [`MDA_MAX_FLOWS`].
     pub multipath: Option<Confidence>,
+    /// How TCP probes are sent.
+    pub tcp_method: TcpMethod,
     /// Path MTU per hop: probes padded to the interface MTU, smaller again
     /// wherever a router says they do not fit (UDP and ICMP, one flow).
     pub pmtu: bool,
@@ -156,6 +185,7 @@ impl TraceRequest {
             paths: PATHS.default,
             flow_id: None,
             multipath: None,
+            tcp_method: TcpMethod::Syn,
             pmtu: false,
             probe_size: None,
             timeout: TIMEOUT.default,
@@ -209,6 +239,9 @@ impl TraceRequest {
             paths: 1,
             flow_id: None,
             multipath: None,
+            // As the original: SACK answers are not reliable enough for
+            // loss, and a connection per e2e probe is too much.
+            tcp_method: TcpMethod::Syn,
             pmtu: false,
             probe_size: None,
             deadline: None,
