@@ -1,6 +1,6 @@
 //! Helpers shared by the lab tests.
 
-use std::io::Read;
+use std::io::BufRead;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -81,10 +81,12 @@ pub fn pings(lab: &Lab, node: &str, target: IpAddr) -> bool {
 /// TCP connect from `node`; Ok(first line the server sent) or the error.
 pub fn tcp_connect(lab: &Lab, node: &str, target: SocketAddr) -> std::io::Result<String> {
     lab.in_netns(node, || {
-        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
+        let s = TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        // The listener sends one line and keeps the connection open, as a
+        // server waiting for its client would.
         let mut line = String::new();
-        s.read_to_string(&mut line)?;
+        std::io::BufReader::new(s).read_line(&mut line)?;
         Ok(line.trim().to_string())
     })
     .expect("entering namespace")
