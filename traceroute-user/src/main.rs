@@ -151,6 +151,10 @@ enum TcpMethodArg {
     /// `sack`, or SYNs when the destination refuses or has no SACK.
     #[value(name = "prefer_sack")]
     PreferSack,
+    /// SYNs by connect(), a socket per probe with its TTL: no privilege
+    /// needed (one probe at a time; user-space RTTs).
+    #[value(name = "syn_socket")]
+    SynSocket,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -316,6 +320,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         TcpMethodArg::Syn => TcpMethod::Syn,
         TcpMethodArg::Sack => TcpMethod::Sack,
         TcpMethodArg::PreferSack => TcpMethod::PreferSack,
+        TcpMethodArg::SynSocket => TcpMethod::SynSocket,
     };
     if let Some(conflict) = request.pmtu_conflict() {
         return Err(TraceError::InvalidRequest(conflict.into()).into());
@@ -325,17 +330,12 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         (_, true) => FamilyPreference::V6,
         _ => FamilyPreference::Any,
     };
-    let tracer = Tracer::new(TracerConfig {
-        capture: args.capture.into(),
-        probes_per_second: args.pps,
-        router_rate: Rate::router(args.router_icmp_burst, args.router_icmp_per_second),
-        // Replies come back where the probes leave; attaching to that one
-        // interface is what makes a one-shot trace start fast.
-        watch_all_interfaces: false,
-        ..TracerConfig::default()
-    })
-    .await?;
-    let path = tracer.trace(&request).await?;
+    let path = if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() {
+        // No capture, no raw socket: nothing that needs a privilege.
+        traceroute_user::trace::trace_by_connect(&request).await?
+    } else {
+        run_tracer(&args, &request).await?
+    };
     let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
         Format::Table
     } else {
@@ -350,6 +350,24 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
         Format::Flows => stdout.write_all(sinks::graph::flows_table(&path).as_bytes())?,
     }
     Ok(())
+}
+
+/// One trace through a [`Tracer`] (capture and raw sockets).
+async fn run_tracer(
+    args: &TraceArgs,
+    request: &TraceRequest,
+) -> anyhow::Result<traceroute_user::path::NetworkPath> {
+    let tracer = Tracer::new(TracerConfig {
+        capture: args.capture.into(),
+        probes_per_second: args.pps,
+        router_rate: Rate::router(args.router_icmp_burst, args.router_icmp_per_second),
+        // Replies come back where the probes leave; attaching to that one
+        // interface is what makes a one-shot trace start fast.
+        watch_all_interfaces: false,
+        ..TracerConfig::default()
+    })
+    .await?;
+    Ok(tracer.trace(request).await?)
 }
 
 fn init_logging(default_level: &str) {

@@ -418,6 +418,8 @@ pub enum TimestampSource {
     Kernel,
     /// On the packet socket (reply) and before the send call (probe).
     Socket,
+    /// In user space around the system calls (`tcp_method=syn_socket`).
+    User,
 }
 
 impl From<CaptureMethod> for TimestampSource {

@@ -53,10 +53,11 @@ pub fn render(path: &NetworkPath) -> String {
             .unwrap_or_default(),
         path.destination.port,
         runs.len(),
-        path.capture
-            .as_ref()
-            .map(|c| format!("{:?}", c.method).to_lowercase())
-            .unwrap_or_else(|| "?".into()),
+        match (&path.capture, path.tcp_method.as_deref()) {
+            (Some(c), _) => format!("{:?}", c.method).to_lowercase(),
+            (None, Some("syn_socket")) => "none (connect() per probe)".into(),
+            (None, _) => "?".into(),
+        },
     );
     let _ = writeln!(
         out,

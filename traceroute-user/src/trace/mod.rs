@@ -16,6 +16,7 @@ pub mod sender;
 pub mod share;
 #[cfg(test)]
 pub mod sim;
+pub mod syn_socket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -252,6 +253,11 @@ impl Tracer {
             match request.multipath {
                 Some(confidence) => self.mda(&job, confidence).await,
                 None if request.pmtu => self.pmtu(&job).await,
+                None if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() => {
+                    let runs = connect_runs(request, job.route, job.target, job.port).await?;
+                    let outcome = FlowOutcome::by_connect(&runs);
+                    Ok((runs, vec![outcome], None))
+                }
                 None => {
                     let flows = usize::from(request.paths);
                     let outcomes = self
@@ -324,7 +330,12 @@ impl Tracer {
         path.probing = Some(Probing::sum(outcomes.iter().map(|o| &o.probing)));
         if protocol == Protocol::Tcp {
             let inside = outcomes.iter().any(|o| o.in_connection);
-            path.tcp_method = Some(if inside { "sack" } else { "syn" }.to_string());
+            let method = match (request.tcp_method.by_connect(), inside) {
+                (true, _) => "syn_socket",
+                (_, true) => "sack",
+                _ => "syn",
+            };
+            path.tcp_method = Some(method.to_string());
         }
         path.multipath = graph;
         path.path_fingerprint = Some(path_fingerprint);
@@ -873,6 +884,111 @@ struct FlowOutcome {
     runs: Vec<Run>,
     stats: TraceStats,
     probing: Probing,
+}
+
+impl FlowOutcome {
+    /// The outcome of `syn_socket` runs: one probe per hop each, nothing
+    /// held back.
+    fn by_connect(runs: &[Run]) -> FlowOutcome {
+        let probes_sent = runs.iter().map(|r| r.hops.len() as u64).sum();
+        FlowOutcome {
+            flow_id: runs.first().and_then(|r| r.flow_id).unwrap_or(0),
+            in_connection: false,
+            runs: runs.to_vec(),
+            stats: TraceStats {
+                probes_sent,
+                ..TraceStats::default()
+            },
+            probing: Probing {
+                probes_sent,
+                ..Probing::default()
+            },
+        }
+    }
+}
+
+/// `queries` runs of `syn_socket` probes (see [`syn_socket`]), each from a
+/// source port of its own (the request's flow id for the first, when set).
+async fn connect_runs(
+    request: &TraceRequest,
+    route: &Route,
+    target: IpAddr,
+    port: u16,
+) -> Result<Vec<Run>, TraceError> {
+    let plan = syn_socket::Plan {
+        first_ttl: request.first_ttl,
+        max_ttl: request.max_ttl,
+        timeout: request.timeout,
+    };
+    let destination = SocketAddr::new(target, port);
+    let mut runs = Vec::new();
+    for attempt in 0..request.queries {
+        let pinned = request
+            .flow_id
+            .map_or(0, |id| id.wrapping_add(u16::from(attempt)));
+        let source = SocketAddr::new(route.source, pinned);
+        let (port, observations) = syn_socket::run(source, destination, plan)
+            .await
+            .map_err(TraceError::Send)?;
+        let mut run = Run::from_observations(
+            SocketAddr::new(route.source, port),
+            destination,
+            &observations,
+        );
+        run.flow_id = Some(port);
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// A `tcp_method=syn_socket` trace without a [`Tracer`]: no capture, no raw
+/// socket, so no privilege — what the CLI runs for `--tcp-method
+/// syn_socket`. Reverse DNS and end-to-end probes are not part of it.
+pub async fn trace_by_connect(request: &TraceRequest) -> Result<NetworkPath, TraceError> {
+    validate(request)?;
+    if request.protocol != Protocol::Tcp || !request.tcp_method.by_connect() {
+        return Err(TraceError::InvalidRequest(
+            "tracing without privileges needs TCP and tcp_method syn_socket".into(),
+        ));
+    }
+    let target = match request.resolved {
+        Some(addr) => addr,
+        None => {
+            resolve_target(&request.host, request.family, RESOLVE_TIMEOUT)
+                .await?
+                .addr
+        }
+    };
+    let route = RouteCache::new().await?.lookup(target).await?;
+    let port = request
+        .port
+        .or(request.protocol.default_port().map(|p| p.0))
+        .unwrap_or(0);
+    let mut runs = connect_runs(request, &route, target, port).await?;
+    for run in &mut runs {
+        run.fingerprint = Some(graph::run_fingerprint(run));
+    }
+    let path_fingerprint =
+        graph::set_fingerprint(runs.iter().filter_map(|r| r.fingerprint.as_deref()));
+    let outcome = FlowOutcome::by_connect(&runs);
+    let mut path = NetworkPath::new(
+        Protocol::Tcp,
+        PathSource {
+            hostname: hostname(),
+            via: Some(via_of(&route)),
+            public_ip: None,
+        },
+        PathDestination {
+            hostname: request.host.clone(),
+            port,
+        },
+        runs,
+        E2eProbe::from_samples(&[]),
+    );
+    path.tcp_method = Some("syn_socket".into());
+    path.probing = Some(outcome.probing);
+    path.path_fingerprint = Some(path_fingerprint);
+    Ok(path)
 }
 
 /// The path graph of the flows so far.

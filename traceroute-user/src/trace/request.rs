@@ -78,18 +78,26 @@ pub enum TcpMethod {
     /// [`TcpMethod::Sack`], or SYNs when the destination refuses the
     /// connection or does not allow SACK.
     PreferSack,
+    /// SYNs the kernel sends with connect(), a socket per probe with its
+    /// TTL: no raw socket, no capture, no privilege (see `trace::syn_socket`).
+    SynSocket,
 }
 
 impl TcpMethod {
-    /// The method a `tcp_method` value names (any case); `syn_socket`, the
-    /// original's unprivileged Windows method, sends SYNs here.
+    /// The method a `tcp_method` value names (any case).
     pub fn parse(value: &str) -> Option<TcpMethod> {
         match value.to_ascii_lowercase().as_str() {
-            "syn" | "syn_socket" => Some(TcpMethod::Syn),
+            "syn" => Some(TcpMethod::Syn),
             "sack" => Some(TcpMethod::Sack),
             "prefer_sack" => Some(TcpMethod::PreferSack),
+            "syn_socket" => Some(TcpMethod::SynSocket),
             _ => None,
         }
+    }
+
+    /// Whether a TCP request with this method probes by connect().
+    pub fn by_connect(self) -> bool {
+        self == TcpMethod::SynSocket
     }
 }
 

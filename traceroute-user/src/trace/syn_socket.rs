@@ -1,0 +1,175 @@
+//! `tcp_method=syn_socket`: TCP probes the kernel sends itself with
+//! connect(), one socket per probe with its TTL set, for hosts where raw
+//! sockets are not allowed: no CAP_NET_RAW, no capture. An ICMP error for a
+//! connecting socket aborts the connect and, with IP_RECVERR, waits on the
+//! socket's error queue with the router's address; a SYN-ACK completes the
+//! connect and a RST refuses it, both from the destination. Probes go one at
+//! a time from one source port (SO_REUSEADDR), so every probe of a run is
+//! the same flow (Paris), at the cost of speed: a silent hop costs its full
+//! timeout, as in classic traceroute. RTTs are read on the user-space clock
+//! around connect().
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
+
+use crate::path::{AttemptOutcome, HopObservation, NoAnswer, TimestampSource};
+use crate::probe::Ttl;
+
+/// ICMP(v6) types of the errors that end a path (destination unreachable).
+const V4_UNREACHABLE: u8 = 3;
+const V6_UNREACHABLE: u8 = 1;
+/// `sock_extended_err.ee_origin` of errors an ICMP(v6) message caused.
+const ORIGIN_ICMP: u8 = 2;
+const ORIGIN_ICMP6: u8 = 3;
+
+/// One run: the TTLs to try, one probe each.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub first_ttl: Ttl,
+    pub max_ttl: Ttl,
+    pub timeout: Duration,
+}
+
+/// A run from `source` (port 0: any; the run keeps the port it gets) to
+/// `destination`: the source port and one observation per TTL, up to the
+/// destination or a router's "unreachable".
+pub async fn run(
+    source: SocketAddr,
+    destination: SocketAddr,
+    plan: Plan,
+) -> io::Result<(u16, Vec<HopObservation>)> {
+    let mut port = source.port();
+    let mut observations = Vec::new();
+    for ttl in Ttl::range(plan.first_ttl, plan.max_ttl) {
+        let from = SocketAddr::new(source.ip(), port);
+        let (outcome, bound, ends) = probe(from, destination, ttl, plan.timeout).await?;
+        port = bound;
+        observations.push(HopObservation {
+            ttl,
+            attempts: vec![outcome],
+        });
+        if ends {
+            break;
+        }
+    }
+    Ok((port, observations))
+}
+
+/// One probe at `ttl`: what came back, the source port used, and whether
+/// the path ends here.
+async fn probe(
+    source: SocketAddr,
+    destination: SocketAddr,
+    ttl: Ttl,
+    timeout: Duration,
+) -> io::Result<(AttemptOutcome, u16, bool)> {
+    let socket = Socket::new(
+        Domain::for_address(destination),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SockAddr::from(source))?;
+    let port = socket
+        .local_addr()?
+        .as_socket()
+        .map_or(source.port(), |a| a.port());
+    if destination.is_ipv6() {
+        socket.set_unicast_hops_v6(u32::from(ttl.get()))?;
+        setsockopt(&socket, sockopt::Ipv6RecvErr, &true)?;
+    } else {
+        socket.set_ttl_v4(u32::from(ttl.get()))?;
+        setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?;
+    }
+    socket.set_nonblocking(true)?;
+    // Closing sends a RST: no TIME_WAIT holding the port for the next probe.
+    socket.set_linger(Some(Duration::ZERO))?;
+    let sent = Instant::now();
+    match socket.connect(&SockAddr::from(destination)) {
+        Ok(()) => return Ok((reached(destination, sent.elapsed()), port, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    // The connect in progress, watched by tokio (writable once it is done).
+    let socket = tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let Ok(ready) = tokio::time::timeout(timeout, socket.writable()).await else {
+        return Ok((
+            AttemptOutcome::unanswered(NoAnswer::Timeout, Some(timeout)),
+            port,
+            false,
+        ));
+    };
+    ready?;
+    let rtt = sent.elapsed();
+    // A router's error first: an ICMP unreachable also refuses the connect.
+    if let Some((from, icmp_type, icmp_code)) = read_error_queue(&socket)? {
+        let ends = from == destination.ip()
+            || icmp_type == V4_UNREACHABLE && destination.is_ipv4()
+            || icmp_type == V6_UNREACHABLE && destination.is_ipv6();
+        let outcome = AttemptOutcome {
+            icmp_type: Some(icmp_type),
+            icmp_code: Some(icmp_code),
+            is_destination: from == destination.ip(),
+            timestamp_source: Some(TimestampSource::User),
+            ..AttemptOutcome::answered(from, rtt)
+        };
+        return Ok((outcome, port, ends));
+    }
+    match socket.take_error()? {
+        // Connected (SYN-ACK) or refused (RST): the destination answered.
+        None => Ok((reached(destination, rtt), port, true)),
+        Some(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            Ok((reached(destination, rtt), port, true))
+        }
+        // A local failure (no route, no neighbour): no answer to report.
+        Some(e) => Err(e),
+    }
+}
+
+fn reached(destination: SocketAddr, rtt: Duration) -> AttemptOutcome {
+    AttemptOutcome {
+        is_destination: true,
+        timestamp_source: Some(TimestampSource::User),
+        ..AttemptOutcome::answered(destination.ip(), rtt)
+    }
+}
+
+/// The router that sent the ICMP error queued on `socket`, with its type
+/// and code; `None` when nothing ICMP-made is queued.
+fn read_error_queue(socket: &impl AsRawFd) -> io::Result<Option<(IpAddr, u8, u8)>> {
+    let mut data = [0u8; 256];
+    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let mut space = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+    let message = match recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_ERRQUEUE,
+    ) {
+        Ok(message) => message,
+        Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    for cmsg in message.cmsgs().map_err(io::Error::from)? {
+        let found = match cmsg {
+            ControlMessageOwned::Ipv4RecvErr(err, Some(addr)) if err.ee_origin == ORIGIN_ICMP => {
+                let addr = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+                Some((IpAddr::V4(addr), err.ee_type, err.ee_code))
+            }
+            ControlMessageOwned::Ipv6RecvErr(err, Some(addr)) if err.ee_origin == ORIGIN_ICMP6 => {
+                let addr = Ipv6Addr::from(addr.sin6_addr.s6_addr);
+                Some((IpAddr::V6(addr), err.ee_type, err.ee_code))
+            }
+            _ => None,
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
