@@ -284,6 +284,10 @@ pub struct Rewritten {
     /// The ECN bits the hop saw (probes are sent with 0, not ECN-capable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecn: Option<u8>,
+    /// The IPv4 ID the hop saw, when a box renumbered it (reported only
+    /// when the quote also carries the probe's token, which proves it ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_id: Option<u16>,
 }
 
 /// Why a probe has no answer (the record's `no_answer` plus `not_sent_reason`).

@@ -926,3 +926,39 @@ fn inside_a_connection_quotes_and_sack_blocks_name_the_probe() {
         }
     }
 }
+
+#[test]
+fn a_renumbered_ip_id_is_accepted_only_with_the_token_quoted() {
+    for flow in flows().into_iter().filter(|f| !f.is_ipv6()) {
+        let mut probe = build_probe(&flow, ttl(4), 0);
+        // A box on the way renumbers the IPv4 ID (and fixes the checksum).
+        probe[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+        probe[10..12].fill(0);
+        let c = folded(ones_sum(&probe[..20], 0));
+        probe[10..12].copy_from_slice(&c.to_be_bytes());
+        let full = icmp_error(&flow, router_of(&flow), time_exceeded(&flow), &probe);
+        let short = icmp_error(
+            &flow,
+            router_of(&flow),
+            time_exceeded(&flow),
+            &quote_of(&probe, 8),
+        );
+        let (full, short) = (Reply::parse(&full).unwrap(), Reply::parse(&short).unwrap());
+        assert_eq!(full.ip_id, Some(0x4242));
+        if flow.protocol() == Protocol::Tcp {
+            // No token in a SYN: the ID stays part of the proof.
+            assert_eq!(full.identify(&flow), Err(Unverified::WrongSecret));
+        } else {
+            assert_eq!(
+                full.identify(&flow),
+                Ok(ProbeId::new(ttl(4), 0)),
+                "{flow:?}"
+            );
+        }
+        assert_eq!(
+            short.identify(&flow),
+            Err(Unverified::WrongSecret),
+            "{flow:?}"
+        );
+    }
+}

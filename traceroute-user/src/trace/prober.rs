@@ -859,7 +859,7 @@ impl Prober {
             );
             return;
         }
-        let answer = answer_of(&reply, packet, &self.setup.flow, rtt);
+        let answer = answer_of(&reply, packet, &self.setup.flow, id, rtt);
         *self
             .stats
             .answers
@@ -917,7 +917,13 @@ impl Prober {
 }
 
 /// Reads a reply as an answer: who, when, and whether the path ends there.
-fn answer_of(reply: &Reply, packet: &CapturedPacket, flow: &ProbeFlow, rtt: Duration) -> Answer {
+fn answer_of(
+    reply: &Reply,
+    packet: &CapturedPacket,
+    flow: &ProbeFlow,
+    id: ProbeId,
+    rtt: Duration,
+) -> Answer {
     let target = flow.destination();
     let destination = match packet.kind {
         EventKind::TcpSynAck | EventKind::TcpRst | EventKind::EchoReply | EventKind::TcpAck => true,
@@ -937,17 +943,27 @@ fn answer_of(reply: &Reply, packet: &CapturedPacket, flow: &ProbeFlow, rtt: Dura
         terminal: destination || packet.kind == EventKind::DestUnreachable,
         mpls_labels: reply.mpls_labels.clone(),
         rtt: Some(rtt),
-        rewritten: reply.quote.and_then(|quote| rewritten(&quote, flow)),
+        rewritten: reply
+            .quote
+            .and_then(|quote| rewritten(&quote, reply.ip_id, flow, id)),
     }
 }
 
-/// What `quote` shows changed from the probe `flow` sent, if anything.
-fn rewritten(quote: &Quote, flow: &ProbeFlow) -> Option<Rewritten> {
+/// What `quote` (with the quoted IPv4 ID) shows changed from probe `id` as
+/// `flow` sent it, if anything.
+fn rewritten(
+    quote: &Quote,
+    ip_id: Option<u16>,
+    flow: &ProbeFlow,
+    id: ProbeId,
+) -> Option<Rewritten> {
     let changed = |seen: u8, sent: u8| (seen != sent).then_some(seen);
+    let sent_ip_id = flow.secret().ip_id(id);
     let out = Rewritten {
         source_address: (quote.source != flow.source()).then_some(quote.source),
         dscp: changed(quote.tos >> 2, PROBE_TOS >> 2),
         ecn: changed(quote.tos & 0b11, PROBE_TOS & 0b11),
+        ip_id: ip_id.filter(|seen| *seen != sent_ip_id),
     };
     (out != Rewritten::default()).then_some(out)
 }
