@@ -131,7 +131,24 @@ struct Routers {
     buckets: HashMap<RouterKey, Bucket>,
     /// Positions whose router is known: its tokens are that address's.
     aliases: HashMap<RouterKey, IpAddr>,
+    /// Learnt budgets of a multi-flow trace's TTLs (see [`RouterBudgets::answered`]).
+    learnt: HashMap<RouterKey, Learnt>,
 }
+
+/// What a multi-flow trace learnt about one of its TTLs: the routers there
+/// answered `answers` probes, and are paced at `scale` times one router's
+/// budget (several routers share the TTL, and not all rate-limit).
+#[derive(Clone, Copy, Debug)]
+struct Learnt {
+    scale: u32,
+    answers: u32,
+    /// A router here held back once: one router's budget from then on (a
+    /// budget that keeps growing back would keep overshooting).
+    settled: bool,
+}
+
+/// Most a TTL's budget grows to: 64 routers' worth.
+const MAX_SCALE: u32 = 64;
 
 /// Buckets idle this long are full again and can be forgotten.
 const IDLE_FORGET: Duration = Duration::from_secs(120);
@@ -152,6 +169,19 @@ impl Routers {
         }
         self.buckets
             .retain(|_, b| now.since(b.tat).is_none_or(|idle| idle < IDLE_FORGET));
+        let buckets = &self.buckets;
+        self.learnt.retain(|key, _| buckets.contains_key(key));
+    }
+
+    /// `rate`, scaled by what was learnt about `key` (already resolved).
+    fn rate_of(&self, key: RouterKey, rate: Rate) -> Rate {
+        match self.learnt.get(&key) {
+            Some(l) if l.scale > 1 => Rate {
+                burst: rate.burst.saturating_mul(l.scale),
+                per_second: rate.per_second * f64::from(l.scale),
+            },
+            _ => rate,
+        }
     }
 }
 
@@ -172,24 +202,69 @@ impl RouterBudgets {
         let mut routers = self.inner.locked();
         routers.gc(now);
         let key = routers.resolve(key);
+        let rate = routers.rate_of(key, self.rate);
         let bucket = routers.buckets.entry(key).or_insert_with(Bucket::new);
-        let at = bucket.earliest(self.rate, now, 1);
+        let at = bucket.earliest(rate, now, 1);
         if at > limit {
             return Grant::TooLate(at);
         }
-        Grant::At(bucket.reserve(self.rate, now))
+        Grant::At(bucket.reserve(rate, now))
+    }
+
+    /// A router at `key` (a multi-flow trace's TTL) answered. Once a full
+    /// burst of the current budget has been answered, the budget doubles:
+    /// the TTL has several routers, or routers that do not limit. Probes
+    /// sent on a grown budget are "optimistic"; a silence among them is
+    /// probed again after [`RouterBudgets::back_off`], never reported as is.
+    pub fn answered(&self, key: RouterKey) {
+        let mut routers = self.inner.locked();
+        let burst = self.rate.burst;
+        let learnt = routers.learnt.entry(key).or_insert(Learnt {
+            scale: 1,
+            answers: 0,
+            settled: false,
+        });
+        learnt.answers += 1;
+        let grow = !learnt.settled
+            && learnt.answers >= learnt.scale.saturating_mul(burst)
+            && learnt.scale < MAX_SCALE;
+        if grow {
+            learnt.scale *= 2;
+        }
+    }
+
+    /// Whether probes at `key` are paced above one router's budget.
+    pub fn optimistic(&self, key: RouterKey) -> bool {
+        let routers = self.inner.locked();
+        routers.learnt.get(&key).is_some_and(|l| l.scale > 1)
+    }
+
+    /// A probe sent on a grown budget at `key` went unanswered: a router
+    /// there may be holding back. The budget falls to one router's for good
+    /// and is spent, so whatever is probed there next (the re-probe first)
+    /// finds routers refilled.
+    pub fn back_off(&self, key: RouterKey, now: MonotonicTime) {
+        {
+            let mut routers = self.inner.locked();
+            if let Some(learnt) = routers.learnt.get_mut(&key) {
+                learnt.scale = 1;
+                learnt.settled = true;
+            }
+        }
+        self.exhausted(key, now);
     }
 
     /// When `n` more tokens of `key`'s router would all have been granted.
     pub fn earliest(&self, key: RouterKey, now: MonotonicTime, n: u32) -> MonotonicTime {
         let routers = self.inner.locked();
         let key = routers.resolve(key);
+        let rate = routers.rate_of(key, self.rate);
         routers
             .buckets
             .get(&key)
             .copied()
             .unwrap_or_else(Bucket::new)
-            .earliest(self.rate, now, n)
+            .earliest(rate, now, n)
     }
 
     /// `position`'s router answered from `addr`: from now on they share one
@@ -222,6 +297,7 @@ impl RouterBudgets {
     pub fn forget(&self, key: RouterKey) {
         let mut routers = self.inner.locked();
         routers.buckets.remove(&key);
+        routers.learnt.remove(&key);
     }
 
     /// `key`'s router just held back an answer: its real budget is spent, so
@@ -344,6 +420,46 @@ mod tests {
         );
         assert_eq!(b.reserve(pos, at(0), far()), Grant::At(at(0)));
         assert_eq!(b.reserve(pos, at(0), far()), Grant::At(at(1000)));
+    }
+
+    #[test]
+    fn a_ttl_whose_routers_answer_a_full_burst_gets_twice_the_budget_until_one_holds_back() {
+        let b = RouterBudgets::new(Rate::LINUX_ICMP);
+        let key = RouterKey::TraceHop(7, Ttl::new(3).unwrap());
+        for _ in 0..6 {
+            assert_eq!(b.reserve(key, at(0), far()), Grant::At(at(0)));
+        }
+        assert!(!b.optimistic(key));
+        assert_eq!(b.reserve(key, at(0), far()), Grant::At(at(1000)));
+        for _ in 0..5 {
+            b.answered(key);
+        }
+        assert!(!b.optimistic(key), "5 answers are not a full burst");
+        b.answered(key);
+        assert!(b.optimistic(key));
+        // Twice the budget: the next token comes sooner than one router's
+        // pace allows (that would be at 2 s).
+        assert!(b.earliest(key, at(1000), 1) < at(2000));
+        // Another 12 answers: four routers' worth.
+        for _ in 0..12 {
+            b.answered(key);
+        }
+        assert_eq!(b.inner.locked().learnt[&key].scale, 4);
+        // A silence among optimistic probes: one router's budget again,
+        // spent, and for good.
+        b.back_off(key, at(2000));
+        assert!(!b.optimistic(key));
+        assert_eq!(b.reserve(key, at(2000), far()), Grant::At(at(3000)));
+        for _ in 0..100 {
+            b.answered(key);
+        }
+        assert!(!b.optimistic(key));
+        // Growth is capped.
+        let other = RouterKey::TraceHop(7, Ttl::new(4).unwrap());
+        for _ in 0..100_000 {
+            b.answered(other);
+        }
+        assert_eq!(b.inner.locked().learnt[&other].scale, MAX_SCALE);
     }
 
     #[test]

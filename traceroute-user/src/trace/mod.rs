@@ -456,9 +456,17 @@ impl Tracer {
                 .filter(|h| h.shared.is_none())
                 .count() as u64;
             let beyond = scout.probing.probes_sent.saturating_sub(to_destination);
+            // Its own port unreachable at the destination TTL is not beyond.
+            let unreachables = scout.stats.answers.get("dest_unreachable").copied();
+            let answered_beyond = unreachables.unwrap_or(0).saturating_sub(1).min(beyond);
             let key = RouterKey::TraceHop(job.test_run_id.as_u128(), ttl);
             let now = MonotonicTime::now();
-            for _ in 0..beyond {
+            // Those it answered teach its budget (it may limit less than a
+            // Linux router); those it did not answer spent it.
+            for _ in 0..answered_beyond {
+                self.routers.answered(key);
+            }
+            for _ in answered_beyond..beyond {
                 let _ = self
                     .routers
                     .reserve(key, now, now + Duration::from_secs(3600));

@@ -183,7 +183,8 @@ impl Send {
 pub enum Status {
     /// Not yet given a send time.
     Queued,
-    /// Waiting for another trace's answer from the gateway, until then.
+    /// Waiting until then: for another trace's answer from the gateway, or
+    /// for a token of a TTL budget still being learnt.
     Deferred(MonotonicTime),
     /// Budgets granted: leaves at this time.
     Scheduled(MonotonicTime),
@@ -220,6 +221,9 @@ pub struct Probe {
     /// The first send, then the re-probe if there was one.
     pub sends: Vec<Send>,
     pub status: Status,
+    /// Its router budget was a learnt, grown one (see
+    /// [`RouterBudgets::answered`]): a silence is probed again, not reported.
+    pub optimistic: bool,
 }
 
 impl Probe {
@@ -290,6 +294,10 @@ impl Ignored {
     }
 }
 
+/// How far ahead a multi-flow trace takes a token of a TTL budget it is
+/// still learning (see [`RouterBudgets::answered`]).
+const LEARNING_HORIZON: Duration = Duration::from_millis(50);
+
 /// Everything a prober needs to know about its trace.
 pub struct Setup {
     pub plan: Plan,
@@ -341,6 +349,7 @@ impl Prober {
                     Probe {
                         sends: Vec::new(),
                         status: Status::Queued,
+                        optimistic: false,
                     },
                 )
             })
@@ -508,9 +517,37 @@ impl Prober {
             return self.not_sent(NotSentReason::Deadline);
         }
         if let Some(router) = self.router(key.ttl, shared) {
-            match shared.routers.reserve(router, at, self.send_limit()) {
+            let optimistic = shared.routers.optimistic(router);
+            // A multi-flow trace's TTL budget grows as its routers answer:
+            // its tokens are taken only shortly before they are used, so
+            // probes waiting for them profit from the growth.
+            let learning = matches!(router, RouterKey::TraceHop(..)) && self.setup.branching;
+            let limit = if learning {
+                self.send_limit().min(at + LEARNING_HORIZON)
+            } else {
+                self.send_limit()
+            };
+            match shared.routers.reserve(router, at, limit) {
                 Grant::At(t) => at = t,
-                Grant::TooLate(_) => return self.not_sent(NotSentReason::RouterBudget),
+                Grant::TooLate(t) if learning && t <= self.send_limit() => {
+                    tracing::trace!(?router, ttl = key.ttl.get(), wait = ?t.since(now), "deferred for a token");
+                    return Status::Deferred(t);
+                }
+                Grant::TooLate(t) => {
+                    tracing::trace!(
+                        ?router,
+                        ttl = key.ttl.get(),
+                        ?t,
+                        "no token before the deadline"
+                    );
+                    return self.not_sent(NotSentReason::RouterBudget);
+                }
+            }
+            if at > now + LEARNING_HORIZON {
+                tracing::trace!(?router, ttl = key.ttl.get(), wait_ms = ?at.since(now), "waiting for a token");
+            }
+            if let Some(probe) = self.probes.get_mut(&key) {
+                probe.optimistic = optimistic;
             }
         }
         Status::Scheduled(at)
@@ -700,6 +737,13 @@ impl Prober {
                             waited: Some(waited),
                         }
                     }
+                } else if self.optimism_to_check(key) {
+                    // Sent on a learnt budget: a router may have held back.
+                    // Once more on one router's budget, and that counts.
+                    if let Some(router) = router {
+                        shared.routers.back_off(router, now);
+                    }
+                    Status::Queued
                 } else {
                     Status::Unanswered {
                         reason: NoAnswer::Timeout,
@@ -708,6 +752,14 @@ impl Prober {
                 };
             self.set(key, status);
         }
+    }
+
+    /// An unanswered probe sent on a grown budget and not probed again yet:
+    /// its silence may be a router holding back (a truly silent hop costs
+    /// one more probe to be called so).
+    fn optimism_to_check(&self, key: ProbeKey) -> bool {
+        let probe = &self.probes[&key];
+        probe.optimistic && probe.sends.len() == 1
     }
 
     /// A router that answers at this TTL (this trace saw it, or others did at
@@ -870,6 +922,10 @@ impl Prober {
 
     fn take_answer(&mut self, key: ProbeKey, answer: Answer, shared: Shared<'_>) {
         let origin = self.setup.origin;
+        if self.setup.branching && answer.destination {
+            // The destination's ICMP budget (UDP) is learnt like a router's.
+            shared.routers.answered(self.own_hop(key.ttl));
+        }
         if !answer.destination {
             // A router answers for every flow crossing it; a destination
             // answers only for itself.
@@ -880,8 +936,10 @@ impl Prober {
             }
             // A multi-flow trace's per-TTL budget stays with the TTL: it
             // paces every sibling flow still to come, whichever router
-            // answered this one.
-            if !self.setup.branching {
+            // answered this one, and grows as the TTL's routers answer.
+            if self.setup.branching {
+                shared.routers.answered(self.own_hop(key.ttl));
+            } else {
                 shared.routers.learn(self.own_hop(key.ttl), answer.from);
             }
         }
