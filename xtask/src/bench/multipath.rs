@@ -215,7 +215,7 @@ pub fn run(runs: u32, unavailable: &Unavailable) -> Result<MultipathBench> {
             package: None,
         },
         Tool {
-            name: "agent MDA, defaults (assumes Linux's 6, then 1/s per router)",
+            name: "agent MDA, defaults (starts at Linux's 6, then 1/s per router, and learns)",
             program: agent,
             args: agent_args(&[]),
             result_file: false,
