@@ -400,6 +400,13 @@ impl Reply {
             return Err(Unverified::WrongSecret);
         }
         self.check_token(flow.protocol(), secret)?;
+        self.check_quote(flow, id)?;
+        Ok(id)
+    }
+
+    /// The quote, if any, fits probe `id` of `flow`: its length, and a TTL
+    /// no higher than the probe was sent with.
+    fn check_quote(&self, flow: &ProbeFlow, id: ProbeId) -> Result<(), Unverified> {
         if let Some(quote) = self.quote {
             let len = probe_len(flow);
             // Some BSD-derived stacks quote the length in host byte order.
@@ -409,7 +416,7 @@ impl Reply {
                 return Err(Unverified::Implausible);
             }
         }
-        Ok(id)
+        Ok(())
     }
 
     /// A probe inside `connection`: named by its sequence number, quoted by
@@ -433,13 +440,7 @@ impl Reply {
         {
             return Err(Unverified::WrongSecret);
         }
-        if let Some(quote) = self.quote {
-            let len = probe_len(flow);
-            let len_fits = quote.ip_len == len || quote.ip_len == len.swap_bytes();
-            if !len_fits || quote.ttl > id.ttl().get() {
-                return Err(Unverified::Implausible);
-            }
-        }
+        self.check_quote(flow, id)?;
         Ok(id)
     }
 

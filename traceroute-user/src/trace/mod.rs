@@ -226,14 +226,7 @@ impl Tracer {
     ) -> Result<(NetworkPath, Vec<TraceStats>), TraceError> {
         validate(request)?;
         let started = std::time::Instant::now();
-        let target = match request.resolved {
-            Some(addr) => addr,
-            None => {
-                resolve_target(&request.host, request.family, RESOLVE_TIMEOUT)
-                    .await?
-                    .addr
-            }
-        };
+        let target = target_of(request).await?;
         let route = self.routes.lookup(target).await?;
         tracing::debug!(ms = ms_since(started), "resolved and routed");
         self.capture.watch_interface(&route.interface.name)?;
@@ -949,6 +942,18 @@ async fn connect_runs(
     Ok(runs)
 }
 
+/// The address to trace: the one the caller resolved, or the host's.
+async fn target_of(request: &TraceRequest) -> Result<IpAddr, TraceError> {
+    Ok(match request.resolved {
+        Some(addr) => addr,
+        None => {
+            resolve_target(&request.host, request.family, RESOLVE_TIMEOUT)
+                .await?
+                .addr
+        }
+    })
+}
+
 /// A `tcp_method=syn_socket` trace without a [`Tracer`]: no capture, no raw
 /// socket, so no privilege — what the CLI runs for `--tcp-method
 /// syn_socket`. Reverse DNS and end-to-end probes are not part of it.
@@ -959,14 +964,7 @@ pub async fn trace_by_connect(request: &TraceRequest) -> Result<NetworkPath, Tra
             "tracing without privileges needs TCP and tcp_method syn_socket".into(),
         ));
     }
-    let target = match request.resolved {
-        Some(addr) => addr,
-        None => {
-            resolve_target(&request.host, request.family, RESOLVE_TIMEOUT)
-                .await?
-                .addr
-        }
-    };
+    let target = target_of(request).await?;
     let route = RouteCache::new().await?.lookup(target).await?;
     let port = request
         .port
