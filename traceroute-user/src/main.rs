@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use std::io::IsTerminal;
 
@@ -15,6 +15,7 @@ use traceroute_user::capture::interface;
 use traceroute_user::probe::Protocol;
 use traceroute_user::reply::Summary;
 use traceroute_user::resolve::{self, FamilyPreference};
+use traceroute_user::service::config::{Config, LogFormat};
 use traceroute_user::sinks;
 use traceroute_user::trace::TcpMethod;
 use traceroute_user::trace::budget::Rate;
@@ -29,8 +30,18 @@ use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
     about = "eBPF-assisted network path agent"
 )]
 struct Cli {
+    /// Log lines on stderr: text, or one JSON object per line for log
+    /// shippers (default: the config's `log_format`, else text).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -63,15 +74,42 @@ enum Command {
     /// targets written as JSON lines, Prometheus metrics. SIGHUP reloads the
     /// config and reopens the output file; SIGTERM stops gracefully.
     Serve(Box<ServeArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), generated from these definitions.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(
+                *shell,
+                &mut command,
+                "traceroute-agent",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("traceroute-agent: writing the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     // A one-shot trace keeps its stderr for problems; the others narrate.
-    init_logging(match cli.command {
+    let level = match cli.command {
         Command::Trace(_) => "warn",
         _ => "info",
-    });
+    };
+    init_logging(level, log_format(&cli));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -90,6 +128,7 @@ fn main() -> ExitCode {
                 stats,
             } => capture(interfaces, count, seconds, registered_only, stats).await,
             Command::Serve(args) => serve(*args).await,
+            Command::Completions { .. } | Command::Man => Ok(()),
         }
     });
     match result {
@@ -370,14 +409,33 @@ async fn run_tracer(
     Ok(tracer.trace(request).await?)
 }
 
-fn init_logging(default_level: &str) {
+/// The log format: the flag, else the service config's `log_format` (a
+/// config that does not load is reported by `serve` itself), else text.
+fn log_format(cli: &Cli) -> LogFormat {
+    match (cli.log_format, &cli.command) {
+        (Some(LogFormatArg::Text), _) => LogFormat::Text,
+        (Some(LogFormatArg::Json), _) => LogFormat::Json,
+        (None, Command::Serve(args)) => args
+            .config
+            .as_deref()
+            .and_then(|path| Config::load(path).ok())
+            .map_or(LogFormat::Text, |c| c.log_format),
+        (None, _) => LogFormat::Text,
+    }
+}
+
+fn init_logging(default_level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 /// One line of `capture` output.

@@ -23,7 +23,8 @@ const EBPF_PACKAGES: &[&str] = &[
 /// Debian packages the lab and the tests use: namespaces and nft for the lab,
 /// ping and traceroute as ground truth, systemd-analyze for the unit file,
 /// Graphviz's `dot` to check the DOT output, Go to decode records with the
-/// system-probe client's structs (tests/go_client.rs).
+/// system-probe client's structs (tests/go_client.rs), groff to render the
+/// man page (tests/cli_docs.rs).
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -33,6 +34,7 @@ const LAB_PACKAGES: &[&str] = &[
     "systemd",
     "graphviz",
     "golang-go",
+    "groff-base",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -96,6 +98,7 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
         ("traceroute", "traceroute"),
         ("dot", "graphviz"),
         ("go", "golang (Go)"),
+        ("groff", "groff"),
     ] {
         if which(tool).is_none() {
             missing.push(pkg);

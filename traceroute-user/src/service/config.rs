@@ -28,6 +28,9 @@ pub struct Config {
     /// Tags added to every record (API answers and scheduled runs; a target's
     /// own tags come after these).
     pub tags: Vec<String>,
+    /// Log lines: `text` (default) or `json` (one object per line, for log
+    /// shippers). `--log-format` on the command line wins.
+    pub log_format: LogFormat,
     /// This host's public address, for `source.public_ip` of every record.
     /// Static: the agent never asks an outside lookup service for it.
     pub public_ip: Option<std::net::IpAddr>,
@@ -61,6 +64,7 @@ impl Default for Config {
             namespace: "default".into(),
             tags: Vec::new(),
             public_ip: None,
+            log_format: LogFormat::Text,
             capture: CaptureMode::Auto,
             probes_per_second: request::PROBES_PER_SECOND.default,
             router_icmp_burst: crate::trace::budget::Rate::ROUTER_DEFAULT.burst,
@@ -174,6 +178,17 @@ pub struct Target {
     /// TCP probes: `syn` (default), `sack` or `prefer_sack`.
     #[serde(default)]
     pub tcp_method: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (colour on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields.
+    Json,
 }
 
 /// How a target's multipath discovery is done.
@@ -411,6 +426,7 @@ mod tests {
             namespace = "lab"
             tags = ["env:test"]
             public_ip = "198.18.200.1"
+            log_format = "json"
             capture = "socket"
             probes_per_second = 500
             shutdown_grace = "2s"
@@ -439,6 +455,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.namespace, "lab");
         assert_eq!(c.public_ip, Some("198.18.200.1".parse().unwrap()));
+        assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.capture, CaptureMode::Socket);
         assert_eq!(c.api.socket_mode, 0o600);
         assert_eq!(c.api.listen, Some("127.0.0.1:8089".parse().unwrap()));

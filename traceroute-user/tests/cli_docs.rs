@@ -1,0 +1,93 @@
+//! Shell completions and the man page come from the clap definitions, so
+//! they cannot drift from the flags; and `--log-format json` (or the
+//! config's `log_format`) makes every log line one JSON object. The first
+//! two need no privilege; the last runs the service in a lab (root).
+
+mod common;
+mod service_support;
+
+use std::process::{Command, Stdio};
+
+use common::agent::AGENT;
+use serde_json::Value;
+use service_support::Agent;
+
+fn agent_stdout(args: &[&str]) -> String {
+    let out = Command::new(AGENT).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn completions_name_the_flags_and_bash_accepts_them() {
+    let bash = agent_stdout(&["completions", "bash"]);
+    for flag in [
+        "--tcp-method",
+        "--pmtu",
+        "--multipath",
+        "--log-format",
+        "--config",
+    ] {
+        assert!(bash.contains(flag), "bash completion lacks {flag}");
+    }
+    let mut check = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), bash.as_bytes()).unwrap();
+    assert!(
+        check.wait().unwrap().success(),
+        "bash -n refuses the script"
+    );
+    for shell in ["zsh", "fish"] {
+        assert!(
+            agent_stdout(&["completions", shell]).contains("tcp-method"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn the_man_page_renders() {
+    let page = agent_stdout(&["man"]);
+    assert!(page.contains(".TH traceroute-agent 1"), "{page}");
+    let mut groff = Command::new("groff")
+        .args(["-man", "-Tutf8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("groff (Debian groff-base)");
+    std::io::Write::write_all(&mut groff.stdin.take().unwrap(), page.as_bytes()).unwrap();
+    let out = groff.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["traceroute-agent", "trace", "serve", "completions"] {
+        assert!(text.contains(word), "man page lacks {word}: {text}");
+    }
+}
+
+fn assert_json_lines(log: &str, what: &str) {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "{what}: no log lines");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{what}: {line}"
+        );
+    }
+}
+
+#[test]
+fn log_lines_are_json_objects_when_asked_by_flag_or_config() {
+    let lab = traceroute_lab::Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let mut agent = Agent::start_with(&lab, "src", None, &["--log-format", "json"]);
+    agent.stop();
+    assert_json_lines(&agent.log(), "--log-format json");
+    let mut agent = Agent::start_with(&lab, "src", Some("log_format = \"json\"\n"), &[]);
+    agent.stop();
+    let log = agent.log();
+    assert_json_lines(&log, "log_format in the config");
+    assert!(log.contains("\"message\""), "{log}");
+}
