@@ -188,26 +188,32 @@ pub fn nat() -> Topology {
         .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
+/// `src — r1 — MIDDLE — r3 — dst` with routers that answer without limit:
+/// the shape of the labs that put one box of interest on a short path.
+fn four_hops(name: &str, middle: &str) -> Topology {
+    Topology::new(name)
+        .host("src")
+        .router("r1")
+        .router(middle)
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", middle)
+        .link(middle, "r3")
+        .link("r3", "dst")
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
 /// `src — r1 — r2 — r3 — dst`: r1 re-marks the DSCP of everything it
 /// forwards to CS1 (8); r2 rewrites src's IPv4 source address to its own
 /// towards r3 without connection tracking, so ICMP errors from r3 and dst
 /// quote the rewritten source (a NAT that does not translate quotes). dst
 /// listens on TCP 80.
 pub fn rewrite() -> Topology {
-    Topology::new("rewrite")
-        .host("src")
-        .router("r1")
-        .router("r2")
-        .router("r3")
-        .host("dst")
-        .link("src", "r1")
-        .link("r1", "r2")
-        .link("r2", "r3")
-        .link("r3", "dst")
+    four_hops("rewrite", "r2")
         .rewrite_dscp("r1", 8)
         .rewrite_source("r2", "r3", "src")
         .tcp_listen("dst", 80)
-        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
 /// `src — r1 — fw — r3 — dst`: fw is a SYN-proxy firewall for TCP 80, so
@@ -215,59 +221,29 @@ pub fn rewrite() -> Topology {
 /// dst's address, one hop early); dst listens on TCP 80 and 81 (81 is not
 /// proxied).
 pub fn synproxy() -> Topology {
-    Topology::new("synproxy")
-        .host("src")
-        .router("r1")
-        .router("fw")
-        .router("r3")
-        .host("dst")
-        .link("src", "r1")
-        .link("r1", "fw")
-        .link("fw", "r3")
-        .link("r3", "dst")
+    four_hops("synproxy", "fw")
         .syn_proxy("fw", 80)
         .tcp_listen("dst", 80)
         .tcp_listen("dst", 81)
-        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
 /// `src — r1 — fw — r3 — dst`: fw protects dst's TCP 443 from SYN floods,
 /// forwarding 3 SYNs, then 1 a minute (dropping the rest); established
 /// traffic passes. dst listens on TCP 443.
 pub fn synlimit() -> Topology {
-    Topology::new("synlimit")
-        .host("src")
-        .router("r1")
-        .router("fw")
-        .router("r3")
-        .host("dst")
-        .link("src", "r1")
-        .link("r1", "fw")
-        .link("fw", "r3")
-        .link("r3", "dst")
+    four_hops("synlimit", "fw")
         .syn_limit("fw", 443, 1, 3)
         .tcp_listen("dst", 443)
-        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
 /// `src — r1 —(1400)— r2 —(1300)— r3 — dst`: two bottleneck links, so the
 /// path MTU is 1500 to r1, 1400 to r2 and 1300 from r3 on. dst listens on
 /// TCP 80.
 pub fn mtu() -> Topology {
-    Topology::new("mtu")
-        .host("src")
-        .router("r1")
-        .router("r2")
-        .router("r3")
-        .host("dst")
-        .link("src", "r1")
-        .link("r1", "r2")
-        .link("r2", "r3")
-        .link("r3", "dst")
+    four_hops("mtu", "r2")
         .link_mtu("r1", "r2", 1400)
         .link_mtu("r2", "r3", 1300)
         .tcp_listen("dst", 80)
-        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
 /// `src — r1 —[20 ms each way]— r2 — dst`: ping from src to dst shows about

@@ -519,45 +519,33 @@ impl Reply {
         } else {
             return Err(ReplyError::UnsupportedTcp(flags));
         };
-        if kind == EventKind::TcpAck {
-            // Inside a connection the probe is named by the SACK block, not
-            // by the acknowledgment number (which stays at the hole).
-            let sack_left = tcp.options_iterator().find_map(|o| match o {
-                Ok(TcpOptionElement::SelectiveAcknowledgement((left, _), _)) => Some(left),
-                _ => None,
-            });
-            let fields = ProbeFields {
-                flow: flow_key(
-                    ip.source,
-                    proto::TCP,
-                    tcp.destination_port(),
-                    tcp.source_port(),
-                ),
-                wire_id: None,
-                tcp_seq: None,
-                token: None,
-            };
-            let mut reply = Self::base(ip, kind, fields);
-            reply.sack_left = sack_left;
-            return Ok(reply);
-        }
-        // The reply comes from the destination: our ports are swapped, and
-        // the acknowledgment number (if valid) is our sequence number + 1.
-        let tcp_seq = tcp
-            .ack()
-            .then(|| TcpSeq::from_ack(tcp.acknowledgment_number()));
+        // The reply comes from the destination: our ports are swapped.
+        let flow = flow_key(
+            ip.source,
+            proto::TCP,
+            tcp.destination_port(),
+            tcp.source_port(),
+        );
+        // Inside a connection the probe is named by the SACK block, not by
+        // the acknowledgment number (which stays at the hole). Otherwise the
+        // acknowledgment number (if valid) is our sequence number + 1.
+        let in_connection = kind == EventKind::TcpAck;
+        let tcp_seq =
+            (tcp.ack() && !in_connection).then(|| TcpSeq::from_ack(tcp.acknowledgment_number()));
         let fields = ProbeFields {
-            flow: flow_key(
-                ip.source,
-                proto::TCP,
-                tcp.destination_port(),
-                tcp.source_port(),
-            ),
+            flow,
             wire_id: tcp_seq.map(TcpSeq::wire_id),
             tcp_seq,
             token: None,
         };
-        Ok(Self::base(ip, kind, fields))
+        let mut reply = Self::base(ip, kind, fields);
+        if in_connection {
+            reply.sack_left = tcp.options_iterator().find_map(|o| match o {
+                Ok(TcpOptionElement::SelectiveAcknowledgement((left, _), _)) => Some(left),
+                _ => None,
+            });
+        }
+        Ok(reply)
     }
 
     fn icmp(ip: &Ip<'_>) -> Result<Reply, ReplyError> {
