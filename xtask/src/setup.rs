@@ -24,7 +24,8 @@ const EBPF_PACKAGES: &[&str] = &[
 /// ping and traceroute as ground truth, systemd-analyze for the unit file,
 /// Graphviz's `dot` to check the DOT output, Go to decode records with the
 /// system-probe client's structs (tests/go_client.rs), groff to render the
-/// man page (tests/cli_docs.rs).
+/// man page (tests/cli_docs.rs), Prometheus (`promtool` and a real server
+/// scraping the agent) and curl to query it (tests/metrics_prometheus.rs).
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -35,6 +36,8 @@ const LAB_PACKAGES: &[&str] = &[
     "graphviz",
     "golang-go",
     "groff-base",
+    "prometheus",
+    "curl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -99,6 +102,8 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
         ("dot", "graphviz"),
         ("go", "golang (Go)"),
         ("groff", "groff"),
+        ("promtool", "Prometheus"),
+        ("curl", "curl"),
     ] {
         if which(tool).is_none() {
             missing.push(pkg);

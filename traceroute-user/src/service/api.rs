@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::{Extension, Router};
 use serde::Serialize;
 
 use super::config::parse_protocol;
-use super::metrics::Origin;
+use super::metrics::{Format as MetricsFormat, Origin};
 use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared};
 use crate::error::ErrorCode;
 use crate::probe::Protocol;
@@ -102,17 +102,23 @@ async fn handle(
     rejected: Option<Extension<Rejected>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     let outcome = match rejected {
         Some(Extension(Rejected(e))) => Err(e),
-        None => route(&shared, &method, &uri).await,
+        None => route(&shared, &method, &uri, &headers).await,
     };
     let response = outcome.unwrap_or_else(|e| error_response(&e));
     shared.metrics.http_answer(response.status().as_u16());
     response
 }
 
-async fn route(shared: &Shared, method: &Method, uri: &Uri) -> Result<Response, ServiceError> {
+async fn route(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ServiceError> {
     let path = uri.path();
     let query = uri.query().unwrap_or("");
     if path.len() > MAX_PATH || query.len() > MAX_QUERY {
@@ -137,12 +143,12 @@ async fn route(shared: &Shared, method: &Method, uri: &Uri) -> Result<Response, 
     match path {
         "/health" => Ok(health(shared)),
         "/metrics" => {
-            let mut r = Response::new(Body::from(shared.metrics.render()));
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            let format = MetricsFormat::negotiate(accept);
+            let mut r = Response::new(Body::from(shared.metrics.render(format)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static(format.content_type()),
             );
             Ok(r)
         }

@@ -144,6 +144,10 @@ pub struct Target {
     pub queries: u8,
     #[serde(default = "default_max_ttl")]
     pub max_ttl: u8,
+    /// End-to-end probes per run (`e2e_probe` in the record, and the
+    /// `target_e2e_*` gauges); none by default.
+    #[serde(default = "default_e2e_queries")]
+    pub e2e_queries: u8,
     /// Per-hop timeout.
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
@@ -204,6 +208,9 @@ fn default_protocol() -> Protocol {
 }
 fn default_queries() -> u8 {
     request::QUERIES.default
+}
+fn default_e2e_queries() -> u8 {
+    request::E2E_QUERIES.default
 }
 fn default_max_ttl() -> u8 {
     request::MAX_TTL.default
@@ -287,6 +294,7 @@ impl Target {
         let mut r = TraceRequest::new(self.host.clone(), self.protocol)
             .with_max_ttl(self.max_ttl)?
             .with_queries(self.queries)?
+            .with_e2e_queries(self.e2e_queries)?
             .with_timeout(self.timeout)?
             .with_paths(self.paths)?;
         r.port = self.port;

@@ -122,37 +122,32 @@ impl Drop for Scheduler {
     }
 }
 
-/// Compares this run's set of paths with the previous run's: a change is
-/// marked in the record (`path_change`) and counted; the gauge follows the
-/// number of distinct paths.
-fn note_path_change(
-    shared: &Shared,
-    target: &Target,
-    path: &mut NetworkPath,
-    last: &mut Option<String>,
-) {
-    let Some(current) = path.path_fingerprint.clone() else {
-        return;
-    };
+/// Sets the target's gauges from its finished run, and compares the run's
+/// set of paths with the previous run's: a change is marked in the record
+/// (`path_change`) and counted.
+fn note_run(shared: &Shared, target: &Target, path: &mut NetworkPath, last: &mut Option<String>) {
     let distinct: std::collections::BTreeSet<&str> = path
         .traceroute
         .runs
         .iter()
         .filter_map(|r| r.fingerprint.as_deref())
         .collect();
-    let changed = last.as_ref().is_some_and(|previous| *previous != current);
-    if changed {
-        let previous = last.clone().unwrap_or_default();
+    let distinct = distinct.len();
+    let current = path.path_fingerprint.clone();
+    let changed = match (last.as_ref(), current.as_ref()) {
+        (Some(previous), Some(current)) => previous != current,
+        _ => false,
+    };
+    if changed && let (Some(previous), Some(current)) = (last.clone(), current.clone()) {
         tracing::info!(host = target.host, previous, current, "path changed");
-        path.path_change = Some(PathChange {
-            previous,
-            current: current.clone(),
-        });
+        path.path_change = Some(PathChange { previous, current });
     }
     shared
         .metrics
-        .target_paths(&target.host, target.protocol, distinct.len(), changed);
-    *last = Some(current);
+        .target_run(&target.host, path, distinct, changed);
+    if current.is_some() {
+        *last = current;
+    }
 }
 
 /// A uniform number in [0, 1): spreads targets' first runs over their interval.
@@ -212,7 +207,7 @@ async fn run_target(
             .await
         {
             Ok(mut path) => {
-                note_path_change(&shared, &target, &mut path, &mut last_paths);
+                note_run(&shared, &target, &mut path, &mut last_paths);
                 let sink = Arc::clone(&sink.locked());
                 if let Err(e) = sink.write(&path) {
                     shared.metrics.record_lost();

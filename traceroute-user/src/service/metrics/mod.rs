@@ -1,9 +1,16 @@
-//! Prometheus metrics of the service (`GET /metrics`, OpenMetrics text).
+//! Prometheus metrics of the service (`GET /metrics`, OpenMetrics or the
+//! classic text format by content negotiation; docs/METRICS.md lists them).
 //!
 //! Trace outcomes are counted here as traces finish, with the tracer's own
 //! counts of probes sent and answers taken by kind (`TraceStats`, e2e probes
-//! included). Capture and route-cache counters are read from the tracer at
-//! scrape time.
+//! included). Scheduled targets' latest runs set per-target gauges. Capture
+//! and route-cache counters are read from the tracer, and `process_*` from
+//! `/proc/self`, at scrape time.
+
+mod exposition;
+mod process;
+
+pub use exposition::Format;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -15,13 +22,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::error::ErrorCode;
+use crate::path::NetworkPath;
 use crate::probe::Protocol;
 use crate::trace::TraceStats;
 use crate::trace::Tracer;
 
 type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Where a trace came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,12 +70,86 @@ pub struct Metrics {
     records_lost: Counter,
     sink_open_failures: Counter,
     path_changes: Family<Labels, Counter>,
+    targets: TargetGauges,
+}
+
+/// What people alert on, per scheduled target (labels `target`,
+/// `protocol`), from its latest finished run.
+#[derive(Default)]
+struct TargetGauges {
     distinct_paths: Family<Labels, Gauge>,
+    hop_count: Family<Labels, FloatGauge>,
+    reached: Family<Labels, Gauge>,
+    e2e_rtt: Family<Labels, FloatGauge>,
+    e2e_loss: Family<Labels, FloatGauge>,
+    last_run: Family<Labels, FloatGauge>,
+}
+
+impl TargetGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "target_distinct_paths",
+            "Distinct paths the target's latest scheduled run found, by target and protocol",
+            self.distinct_paths.clone(),
+        );
+        registry.register(
+            "target_hops",
+            "Hops to the target in its latest scheduled run (mean over the run's flows and queries)",
+            self.hop_count.clone(),
+        );
+        registry.register(
+            "target_destination_reached",
+            "1 when the target's latest scheduled run reached it, else 0",
+            self.reached.clone(),
+        );
+        registry.register(
+            "target_e2e_rtt_seconds",
+            "Mean end-to-end RTT of the target's latest scheduled run (absent when no e2e probe was answered)",
+            self.e2e_rtt.clone(),
+        );
+        registry.register(
+            "target_e2e_loss_ratio",
+            "End-to-end probe loss of the target's latest scheduled run, 0 to 1 (absent when none was sent)",
+            self.e2e_loss.clone(),
+        );
+        registry.register(
+            "target_last_run_timestamp_seconds",
+            "When the target's latest scheduled run finished, seconds since the Unix epoch",
+            self.last_run.clone(),
+        );
+    }
+
+    /// Sets every gauge from a finished record; a figure the run did not
+    /// measure is removed rather than left at an older run's value.
+    fn set(&self, labels: &Labels, path: &NetworkPath) {
+        let tr = &path.traceroute;
+        self.hop_count.get_or_create(labels).set(tr.hop_count.avg);
+        let reached = tr.runs.iter().any(|r| r.destination_reached);
+        self.reached.get_or_create(labels).set(i64::from(reached));
+        let e2e = &path.e2e_probe;
+        if e2e.packets_received > 0 {
+            self.e2e_rtt.get_or_create(labels).set(e2e.rtt.avg / 1000.0);
+        } else {
+            self.e2e_rtt.remove(labels);
+        }
+        if e2e.packets_sent > 0 {
+            self.e2e_loss
+                .get_or_create(labels)
+                .set(e2e.packet_loss_percentage);
+        } else {
+            self.e2e_loss.remove(labels);
+        }
+        self.last_run
+            .get_or_create(labels)
+            .set(path.timestamp as f64 / 1000.0);
+    }
 }
 
 impl Metrics {
     pub fn new(tracer: Weak<Tracer>) -> Metrics {
-        let mut registry = Registry::with_prefix("traceroute_agent");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("traceroute_agent");
         let runs = Family::<Labels, Counter>::default();
         let failed = Family::<Labels, Counter>::default();
         let probes = Family::<Labels, Counter>::default();
@@ -92,7 +176,7 @@ impl Metrics {
         );
         registry.register(
             "probes_sent",
-            "Probes of finished traces (one per reported hop per run, plus e2e probes)",
+            "Probes finished traces sent (re-probes and e2e probes included), by protocol",
             probes.clone(),
         );
         registry.register(
@@ -152,12 +236,17 @@ impl Metrics {
             "Scheduled runs whose set of paths differs from the target's previous run, by target and protocol",
             path_changes.clone(),
         );
-        let distinct_paths = Family::<Labels, Gauge>::default();
+        let targets = TargetGauges::default();
+        targets.register(registry);
+        let build_info = Family::<Labels, Gauge>::default();
         registry.register(
-            "target_distinct_paths",
-            "Distinct paths the target's latest scheduled run found, by target and protocol",
-            distinct_paths.clone(),
+            "build_info",
+            "Always 1; labels name the agent's version",
+            build_info.clone(),
         );
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
         let sink_open_failures = Counter::default();
         registry.register(
             "sink_open_failures",
@@ -170,7 +259,7 @@ impl Metrics {
         }
         registry.register_collector(Box::new(TracerCollector { tracer }));
         Metrics {
-            registry,
+            registry: root,
             runs,
             failed,
             probes,
@@ -186,18 +275,20 @@ impl Metrics {
             records_lost,
             sink_open_failures,
             path_changes,
-            distinct_paths,
+            targets,
         }
     }
 
-    /// A scheduled target's latest run: how many distinct paths, and whether
-    /// the set changed since its previous run.
-    pub fn target_paths(&self, target: &str, protocol: Protocol, distinct: usize, changed: bool) {
+    /// A scheduled target's latest run: its gauges, how many distinct
+    /// paths, and whether the set changed since its previous run.
+    pub fn target_run(&self, target: &str, path: &NetworkPath, distinct: usize, changed: bool) {
         let labels = vec![
             ("target", target.to_string()),
-            ("protocol", protocol.as_str().to_string()),
+            ("protocol", path.protocol.as_str().to_string()),
         ];
-        self.distinct_paths
+        self.targets.set(&labels, path);
+        self.targets
+            .distinct_paths
             .get_or_create(&labels)
             .set(i64::try_from(distinct).unwrap_or(i64::MAX));
         if changed {
@@ -213,13 +304,16 @@ impl Metrics {
         self.sink_open_failures.inc();
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn render(&self) -> String {
+    /// The text exposition in `format`.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Classic => exposition::to_classic(&out),
+        }
     }
 
     pub fn http_answer(&self, status: u16) {
@@ -397,13 +491,13 @@ impl Collector for TracerCollector {
         )?;
         let c = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
-            "capture_counter",
-            "Every capture counter by name (kernel counters in eBPF mode, dispatch counters always)",
+            "capture_stats",
+            "Every capture counter by name in label stat (kernel counters in eBPF mode, dispatch counters always)",
             None,
             c.metric_type(),
         )?;
         for (name, value) in &counters {
-            let labels = [("counter", *name)];
+            let labels = [("stat", *name)];
             ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
         }
         counter(
@@ -438,7 +532,7 @@ mod tests {
         };
         stats.not_sent.insert("router_budget", 3);
         metrics.count_stats(Protocol::Tcp, &stats);
-        let text = metrics.render();
+        let text = metrics.render(Format::OpenMetrics);
         for line in [
             "traceroute_agent_replies_rejected_total{protocol=\"TCP\",reason=\"wrong_secret\"} 2",
             "traceroute_agent_replies_rejected_total{protocol=\"TCP\",reason=\"duplicate\"} 1",
@@ -450,5 +544,60 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    fn path(e2e: &[Option<Duration>]) -> NetworkPath {
+        use crate::path::{E2eProbe, PathDestination, PathSource};
+        let source = PathSource {
+            hostname: "h".into(),
+            via: None,
+            public_ip: None,
+        };
+        let destination = PathDestination {
+            hostname: "198.18.9.1".into(),
+            port: 33434,
+        };
+        let e2e = E2eProbe::from_samples(e2e);
+        NetworkPath::new(Protocol::Udp, source, destination, Vec::new(), e2e)
+    }
+
+    #[test]
+    fn target_gauges_follow_the_latest_run_and_drop_what_it_did_not_measure() {
+        let metrics = Metrics::new(Weak::new());
+        let ms = Duration::from_millis;
+        let first = path(&[Some(ms(10)), None, Some(ms(20)), None]);
+        metrics.target_run("198.18.9.1", &first, 1, false);
+        let text = metrics.render(Format::Classic);
+        let labels = "{target=\"198.18.9.1\",protocol=\"UDP\"}";
+        for line in [
+            format!("traceroute_agent_target_e2e_rtt_seconds{labels} 0.015"),
+            format!("traceroute_agent_target_e2e_loss_ratio{labels} 0.5"),
+            format!("traceroute_agent_target_destination_reached{labels} 0"),
+            format!("traceroute_agent_target_hops{labels} 0.0"),
+            format!("traceroute_agent_target_distinct_paths{labels} 1"),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+        let stamp = format!(
+            "traceroute_agent_target_last_run_timestamp_seconds{labels} {}",
+            first.timestamp as f64 / 1000.0
+        );
+        assert!(text.contains(&stamp), "{text}");
+        // A run whose e2e probes all went unanswered has a loss but no RTT.
+        metrics.target_run("198.18.9.1", &path(&[None, None]), 1, true);
+        let text = metrics.render(Format::Classic);
+        assert!(
+            !text.contains("traceroute_agent_target_e2e_rtt_seconds{"),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "traceroute_agent_target_e2e_loss_ratio{labels} 1.0"
+        )));
+        assert!(text.contains(&format!("traceroute_agent_path_changes_total{labels} 1")));
+        assert!(text.contains("# TYPE traceroute_agent_path_changes_total counter"));
+        assert!(text.contains("traceroute_agent_build_info{version=\""));
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+        assert!(!text.contains("# EOF"));
+        assert!(metrics.render(Format::OpenMetrics).ends_with("# EOF\n"));
     }
 }
