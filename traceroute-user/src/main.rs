@@ -4,24 +4,21 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use std::io::IsTerminal;
 
-use traceroute_user::capture::CaptureMode;
 use traceroute_user::capture::ebpf::EbpfCapture;
 use traceroute_user::capture::interface;
-use traceroute_user::probe::Protocol;
 use traceroute_user::reply::Summary;
-use traceroute_user::resolve::{self, FamilyPreference};
 use traceroute_user::service::config::{Config, LogFormat};
-use traceroute_user::sinks;
-use traceroute_user::trace::TcpMethod;
-use traceroute_user::trace::budget::Rate;
-use traceroute_user::trace::mda::Confidence;
-use traceroute_user::trace::request::{MAX_TTL, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT};
-use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
+use traceroute_user::trace::TraceError;
+use traceroute_user::trace::request::PROBES_PER_SECOND;
+
+use cli::CaptureArg;
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +44,7 @@ enum LogFormatArg {
 #[derive(Subcommand)]
 enum Command {
     /// Trace the path to HOST and print a NetworkPath record (JSON) or a table.
-    Trace(TraceArgs),
+    Trace(cli::trace::TraceArgs),
     /// Attach the kernel capture to interfaces and print every probe- or
     /// reply-like packet it sees (ICMP errors and echo, TCP SYN-ACK/RST, outgoing
     /// TCP/UDP/echo) as JSON lines: a diagnostic showing the eBPF pipeline works.
@@ -119,20 +116,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Trace(args) => trace(args).await,
+            Command::Trace(args) => cli::trace::trace(args).await,
             Command::Capture {
                 interfaces,
                 count,
                 seconds,
                 registered_only,
                 stats,
-            } => capture(interfaces, count, seconds, registered_only, stats).await,
-            Command::Serve(args) => serve(*args).await,
-            Command::Completions { .. } | Command::Man => Ok(()),
+            } => capture(interfaces, count, seconds, registered_only, stats)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("traceroute-agent: {}", chain(&e));
             if let Some(missing) = e
@@ -166,247 +165,6 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     out
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Json,
-    Table,
-    /// The path graph in Graphviz DOT (`dot -Tsvg` renders it).
-    Dot,
-    /// The path graph as a standalone SVG.
-    Svg,
-    /// One row per distinct path, with its flows.
-    Flows,
-}
-
-/// `--tcp-method`: the library's [`TcpMethod`] as the CLI spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum TcpMethodArg {
-    /// Bare SYNs.
-    Syn,
-    /// One handshake, then segments inside the connection (needs SACK).
-    Sack,
-    /// `sack`, or SYNs when the destination refuses or has no SACK.
-    #[value(name = "prefer_sack")]
-    PreferSack,
-    /// SYNs by connect(), a socket per probe with its TTL: no privilege
-    /// needed (one probe at a time; user-space RTTs).
-    #[value(name = "syn_socket")]
-    SynSocket,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum MultipathArg {
-    /// Multipath detection: flows until every router's next hops are known
-    /// at --confidence.
-    Mda,
-}
-
-/// `--capture`: the library's [`CaptureMode`] as the CLI spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum CaptureArg {
-    /// eBPF when it loads, sockets otherwise.
-    Auto,
-    Ebpf,
-    Socket,
-}
-
-impl From<CaptureArg> for CaptureMode {
-    fn from(arg: CaptureArg) -> CaptureMode {
-        match arg {
-            CaptureArg::Auto => CaptureMode::Auto,
-            CaptureArg::Ebpf => CaptureMode::Ebpf,
-            CaptureArg::Socket => CaptureMode::Socket,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ProtocolArg {
-    Tcp,
-    Udp,
-    Icmp,
-}
-
-#[derive(clap::Args)]
-struct TraceArgs {
-    /// Host name or IP address to trace.
-    host: String,
-    /// Probe protocol.
-    #[arg(long, value_enum, default_value = "udp")]
-    protocol: ProtocolArg,
-    /// Same as --protocol tcp.
-    #[arg(short = 'T', conflicts_with_all = ["udp", "icmp"])]
-    tcp: bool,
-    /// Same as --protocol udp.
-    #[arg(short = 'U', conflicts_with_all = ["tcp", "icmp"])]
-    udp: bool,
-    /// Same as --protocol icmp.
-    #[arg(short = 'I', conflicts_with_all = ["tcp", "udp"])]
-    icmp: bool,
-    /// Destination port (default: TCP 80, UDP 33434).
-    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
-    port: Option<u16>,
-    /// Highest TTL probed.
-    #[arg(short, long, default_value_t = MAX_TTL.default,
-          value_parser = clap::value_parser!(u8).range(i64::from(MAX_TTL.min)..=i64::from(MAX_TTL.max)))]
-    max_ttl: u8,
-    /// Independent runs, one probe per hop each (traceroute.runs[]).
-    #[arg(short, long, default_value_t = QUERIES.default,
-          value_parser = clap::value_parser!(u8).range(i64::from(QUERIES.min)..=i64::from(QUERIES.max)))]
-    queries: u8,
-    /// How long one probe waits for its answer, in milliseconds.
-    #[arg(long, default_value_t = TIMEOUT.default.as_millis() as u64,
-          value_parser = clap::value_parser!(u64).range(TIMEOUT.min.as_millis() as u64..=TIMEOUT.max.as_millis() as u64))]
-    timeout_ms: u64,
-    /// Output format (default: table on a terminal, JSON otherwise).
-    #[arg(long, value_enum)]
-    format: Option<Format>,
-    /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
-    #[arg(long, value_enum, default_value = "auto")]
-    capture: CaptureArg,
-    /// Use IPv4 only.
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    ipv4: bool,
-    /// Use IPv6 only.
-    #[arg(short = '6')]
-    ipv6: bool,
-    /// Resolve hop addresses to names.
-    #[arg(long)]
-    reverse_dns: bool,
-    /// Trace N flows at once (different source ports or echo ids), so
-    /// load balancers spread them over their branches; runs = N × queries.
-    #[arg(long, default_value_t = PATHS.default,
-          value_parser = clap::value_parser!(u16).range(i64::from(PATHS.min)..=i64::from(PATHS.max)))]
-    paths: u16,
-    /// Find every branch: MDA sends as many flows as needed (one run each).
-    #[arg(long, value_enum, conflicts_with = "paths")]
-    multipath: Option<MultipathArg>,
-    /// MDA's confidence, in percent: 95 or 99.
-    #[arg(long, default_value = "95", value_parser = ["95", "99"])]
-    confidence: String,
-    /// TCP probes: bare SYNs, segments inside a connection the kernel opens
-    /// first (passes stateful firewalls), or that with SYNs as fallback.
-    #[arg(long, value_enum, default_value = "syn")]
-    tcp_method: TcpMethodArg,
-    /// Path MTU per hop: probes start at the interface MTU and shrink
-    /// wherever a router says they do not fit (UDP or ICMP, one flow).
-    #[arg(long, conflicts_with_all = ["multipath", "tcp"])]
-    pmtu: bool,
-    /// Pin the flows: the first one's source port (TCP/UDP) or echo id
-    /// (ICMP); more flows (--paths, MDA) take the next ids.
-    #[arg(long, visible_alias = "source-port")]
-    flow_id: Option<u16>,
-    /// ICMP errors a router answers at once (burst) before its rate limit:
-    /// the budget probing assumes (Linux: 6).
-    #[arg(long, default_value_t = Rate::LINUX_ICMP.burst, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    router_icmp_burst: u32,
-    /// ICMP errors per second a router answers after its burst (Linux: 1).
-    #[arg(long, default_value_t = Rate::LINUX_ICMP.per_second)]
-    router_icmp_per_second: f64,
-    /// Safety rail: most probes per second (each router's ICMP budget paces probing).
-    #[arg(long, default_value_t = PROBES_PER_SECOND.default,
-          value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
-    pps: u32,
-}
-
-impl TraceArgs {
-    fn protocol(&self) -> Protocol {
-        match (self.tcp, self.udp, self.icmp, self.protocol) {
-            (true, _, _, _) => Protocol::Tcp,
-            (_, true, _, _) => Protocol::Udp,
-            (_, _, true, _) => Protocol::Icmp,
-            (_, _, _, ProtocolArg::Tcp) => Protocol::Tcp,
-            (_, _, _, ProtocolArg::Udp) => Protocol::Udp,
-            (_, _, _, ProtocolArg::Icmp) => Protocol::Icmp,
-        }
-    }
-}
-
-async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    // A bad host is a usage error: say so before loading anything.
-    if resolve::parse_literal(&args.host)
-        .map_err(TraceError::from)?
-        .is_none()
-    {
-        resolve::validate_host(&args.host).map_err(TraceError::from)?;
-    }
-    // clap checked the ranges already (built from the same bounds).
-    let mut request = TraceRequest::new(args.host.clone(), args.protocol())
-        .with_max_ttl(args.max_ttl)?
-        .with_queries(args.queries)?
-        .with_timeout(Duration::from_millis(args.timeout_ms))?
-        .with_paths(args.paths)?;
-    request.port = args.port;
-    request.flow_id = args.flow_id;
-    if !(0.01..=100_000.0).contains(&args.router_icmp_per_second) {
-        return Err(TraceError::InvalidRequest(
-            "--router-icmp-per-second must be 0.01..=100000".into(),
-        )
-        .into());
-    }
-    if args.multipath.is_some() {
-        let percent = args.confidence.parse().unwrap_or(0);
-        request.multipath =
-            Some(Confidence::from_percent(percent).ok_or_else(|| {
-                TraceError::InvalidRequest("--confidence must be 95 or 99".into())
-            })?);
-    }
-    request.reverse_dns = args.reverse_dns;
-    request.pmtu = args.pmtu;
-    request.tcp_method = match args.tcp_method {
-        TcpMethodArg::Syn => TcpMethod::Syn,
-        TcpMethodArg::Sack => TcpMethod::Sack,
-        TcpMethodArg::PreferSack => TcpMethod::PreferSack,
-        TcpMethodArg::SynSocket => TcpMethod::SynSocket,
-    };
-    if let Some(conflict) = request.pmtu_conflict() {
-        return Err(TraceError::InvalidRequest(conflict.into()).into());
-    }
-    request.family = match (args.ipv4, args.ipv6) {
-        (true, _) => FamilyPreference::V4,
-        (_, true) => FamilyPreference::V6,
-        _ => FamilyPreference::Any,
-    };
-    let path = if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() {
-        // No capture, no raw socket: nothing that needs a privilege.
-        traceroute_user::trace::trace_by_connect(&request).await?
-    } else {
-        run_tracer(&args, &request).await?
-    };
-    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
-        Format::Table
-    } else {
-        Format::Json
-    });
-    let mut stdout = std::io::stdout().lock();
-    match format {
-        Format::Json => sinks::write_json_line(&mut stdout, &path)?,
-        Format::Table => stdout.write_all(sinks::table::render(&path).as_bytes())?,
-        Format::Dot => stdout.write_all(sinks::graph::dot(&path).as_bytes())?,
-        Format::Svg => stdout.write_all(sinks::graph::svg(&path).as_bytes())?,
-        Format::Flows => stdout.write_all(sinks::graph::flows_table(&path).as_bytes())?,
-    }
-    Ok(())
-}
-
-/// One trace through a [`Tracer`] (capture and raw sockets).
-async fn run_tracer(
-    args: &TraceArgs,
-    request: &TraceRequest,
-) -> anyhow::Result<traceroute_user::path::NetworkPath> {
-    let tracer = Tracer::new(TracerConfig {
-        capture: args.capture.into(),
-        probes_per_second: args.pps,
-        router_rate: Rate::router(args.router_icmp_burst, args.router_icmp_per_second),
-        // Replies come back where the probes leave; attaching to that one
-        // interface is what makes a one-shot trace start fast.
-        watch_all_interfaces: false,
-        ..TracerConfig::default()
-    })
-    .await?;
-    Ok(tracer.trace(request).await?)
 }
 
 /// The log format: the flag, else the service config's `log_format` (a

@@ -25,7 +25,8 @@ const EBPF_PACKAGES: &[&str] = &[
 /// Graphviz's `dot` to check the DOT output, Go to decode records with the
 /// system-probe client's structs (tests/go_client.rs), groff to render the
 /// man page (tests/cli_docs.rs), Prometheus (`promtool` and a real server
-/// scraping the agent) and curl to query it (tests/metrics_prometheus.rs).
+/// scraping the agent) and curl to query it (tests/metrics_prometheus.rs),
+/// tmux for a real terminal (tests/cli_output.rs).
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -38,6 +39,7 @@ const LAB_PACKAGES: &[&str] = &[
     "groff-base",
     "prometheus",
     "curl",
+    "tmux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -104,6 +106,7 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
         ("groff", "groff"),
         ("promtool", "Prometheus"),
         ("curl", "curl"),
+        ("tmux", "tmux"),
     ] {
         if which(tool).is_none() {
             missing.push(pkg);

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::model::MplsLabel;
 use super::model::{
     E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, Rewritten,
-    RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox, TimestampSource,
-    TooBig, Traceroute,
+    RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox, TcpAnswer,
+    TimestampSource, TooBig, Traceroute,
 };
 use crate::probe::{Protocol, Ttl};
 
@@ -23,6 +23,8 @@ pub struct AttemptOutcome {
     pub rtt: Option<Duration>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
+    /// How a TCP destination answered.
+    pub tcp_answer: Option<TcpAnswer>,
     /// TTL / hop limit of the reply as it reached us.
     pub reply_ttl: Option<u8>,
     /// The answer came from the destination itself (SYN-ACK/RST, echo reply,
@@ -136,6 +138,7 @@ impl Hop {
             rtts: obs.attempts.iter().map(|a| a.rtt.map(millis)).collect(),
             icmp_type: best.and_then(|a| a.icmp_type),
             icmp_code: best.and_then(|a| a.icmp_code),
+            tcp_answer: best.and_then(|a| a.tcp_answer),
             reply_ttl: best.and_then(|a| a.reply_ttl),
             timestamp_source: best.and_then(|a| a.timestamp_source),
             other_ip_addresses: responders
@@ -337,6 +340,7 @@ impl NetworkPath {
             multipath: None,
             path_fingerprint: None,
             path_change: None,
+            incomplete: false,
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct NetworkPath {
     /// from the previous run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_change: Option<PathChange>,
+    /// Extra: the trace was interrupted (Ctrl-C in the CLI) before it
+    /// ended; hops not settled by then are `no_answer: cut_short`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }
 
 /// Extra: a scheduled target's paths changed since its previous run.
@@ -214,6 +218,11 @@ pub struct Hop {
     /// Extra: ICMP code of that reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
+    /// Extra, TCP destination hop: how the destination answered, so an open
+    /// port (`syn_ack`, or `ack` inside a `sack` connection) and a closed
+    /// one (`rst`) are told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_answer: Option<TcpAnswer>,
     /// Extra: TTL / hop limit of that reply as it reached us.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_ttl: Option<u8>,
@@ -413,6 +422,34 @@ pub struct RttStats {
 
 /// The capture that ran (its one name is defined by the capture).
 pub use crate::capture::CaptureMethod;
+
+/// How a TCP destination answered a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpAnswer {
+    /// SYN-ACK: the port is open.
+    SynAck,
+    /// RST: the port is closed.
+    Rst,
+    /// A (duplicate) ACK inside the `sack` connection: the port is open.
+    Ack,
+}
+
+impl TcpAnswer {
+    /// The name the record uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpAnswer::SynAck => "syn_ack",
+            TcpAnswer::Rst => "rst",
+            TcpAnswer::Ack => "ack",
+        }
+    }
+
+    /// Whether the answer says the port accepts connections.
+    pub fn port_open(self) -> bool {
+        !matches!(self, TcpAnswer::Rst)
+    }
+}
 
 /// Where an RTT's two timestamps were taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

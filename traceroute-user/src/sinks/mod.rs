@@ -1,8 +1,11 @@
-//! Where finished `NetworkPath` records go: JSON (one object per line) and a
-//! readable table for people.
+//! Where finished `NetworkPath` records go: JSON (one object per line), and
+//! for people a table, markdown, CSV and per-hop JSON lines.
 
 pub mod file;
 pub mod graph;
+pub mod hops;
+pub mod markdown;
+pub mod rows;
 pub mod table;
 
 use std::io::{self, Write};

@@ -1,99 +1,199 @@
 //! A per-hop report in the style of `mtr --report`: for each TTL the host(s)
-//! that answered, loss over the runs, and RTT last/avg/best/worst.
+//! that answered with traceroute's markers, loss over the runs, RTT
+//! last/avg/best/worst, standard deviation and jitter; a silent tail is
+//! folded into one row, and the last line says why the trace stopped.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
+use super::hops::{self, TtlRow};
 use crate::path::NetworkPath;
 
-#[derive(Default)]
-struct HopStats {
-    hosts: Vec<IpAddr>,
-    names: Vec<String>,
-    sent: u32,
-    rtts: Vec<f64>,
+/// How the table is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Style {
+    /// ANSI colours (a terminal that did not ask for `NO_COLOR`).
+    pub color: bool,
+    /// MPLS label stacks after the host (traceroute's `-e`).
+    pub mpls: bool,
 }
 
-/// Renders `path` as a table.
-pub fn render(path: &NetworkPath) -> String {
-    let runs = &path.traceroute.runs;
-    let mut hops: BTreeMap<u8, HopStats> = BTreeMap::new();
-    for run in runs {
-        for hop in &run.hops {
-            let h = hops.entry(hop.ttl.get()).or_default();
-            h.sent += 1;
-            if let Some(ip) = hop.ip_address
-                && !h.hosts.contains(&ip)
-            {
-                h.hosts.push(ip);
-            }
-            for name in &hop.reverse_dns {
-                if !h.names.contains(name) {
-                    h.names.push(name.clone());
-                }
-            }
-            h.rtts.extend(hop.rtt);
+impl Style {
+    /// Colour when `terminal` and `NO_COLOR` is unset or empty
+    /// (<https://no-color.org>).
+    pub fn for_terminal(terminal: bool) -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            color: terminal && !no_color,
+            mpls: false,
         }
     }
-    let mut out = String::new();
+
+    fn paint(self, text: &str, ansi: &str) -> String {
+        if self.color && !text.is_empty() {
+            format!("\x1b[{ansi}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+const RED: &str = "31";
+const GREEN: &str = "32";
+const YELLOW: &str = "33";
+const BOLD: &str = "1";
+/// The host column is never narrower than this.
+const MIN_HOST_WIDTH: usize = 24;
+
+/// The first line: what was traced, how.
+pub fn header(path: &NetworkPath) -> String {
+    let runs = &path.traceroute.runs;
     let dest = runs
         .first()
         .map(|r| r.destination.ip_address.to_string())
         .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "traceroute to {} ({dest}), {} {}, port {}, {} run(s), capture: {}",
+    let port = match path.destination.port {
+        0 => String::new(),
+        p => format!(", port {p}"),
+    };
+    format!(
+        "traceroute to {} ({dest}), {}{}{port}, {} run(s), capture: {}\n",
         path.destination.hostname,
         path.protocol.as_str(),
         path.source
             .via
             .as_ref()
-            .map(|v| format!("via {}", v.interface.name))
+            .map(|v| format!(" via {}", v.interface.name))
             .unwrap_or_default(),
-        path.destination.port,
         runs.len(),
         match (&path.capture, path.tcp_method.as_deref()) {
             (Some(c), _) => format!("{:?}", c.method).to_lowercase(),
             (None, Some("syn_socket")) => "none (connect() per probe)".into(),
             (None, _) => "?".into(),
         },
-    );
-    let _ = writeln!(
-        out,
-        "{:>3}  {:<40} {:>6} {:>4} {:>8} {:>8} {:>8} {:>8}",
-        "TTL", "Host", "Loss%", "Snt", "Last", "Avg", "Best", "Wrst"
-    );
-    for (ttl, h) in &hops {
-        let host = if h.hosts.is_empty() {
-            "???".to_string()
-        } else {
-            let addrs: Vec<String> = h.hosts.iter().map(ToString::to_string).collect();
-            match h.names.first() {
-                Some(name) => format!("{name} ({})", addrs.join(", ")),
-                None => addrs.join(", "),
-            }
-        };
-        let loss = 100.0 * f64::from(h.sent - h.rtts.len() as u32) / f64::from(h.sent.max(1));
-        let fmt = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
-        let avg = (!h.rtts.is_empty()).then(|| h.rtts.iter().sum::<f64>() / h.rtts.len() as f64);
-        let best = h.rtts.iter().copied().reduce(f64::min);
-        let worst = h.rtts.iter().copied().reduce(f64::max);
-        let _ = writeln!(
-            out,
-            "{ttl:>3}  {host:<40} {loss:>5.1}% {:>4} {:>8} {:>8} {:>8} {:>8}",
-            h.sent,
-            fmt(h.rtts.last().copied()),
-            fmt(avg),
-            fmt(best),
-            fmt(worst),
-        );
+    )
+}
+
+/// The column titles for a host column `width` wide.
+pub fn column_titles(width: usize) -> String {
+    format!(
+        "{:>5}  {:<width$} {:>6} {:>4} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}\n",
+        "TTL", "Host", "Loss%", "Snt", "Last", "Avg", "Best", "Wrst", "StDev", "Jttr"
+    )
+}
+
+/// The host, its markers and (with `-e`) its MPLS stacks, uncoloured.
+fn host_cell(row: &TtlRow, style: Style) -> String {
+    let mut cell = row.host_text();
+    for m in &row.markers {
+        cell.push(' ');
+        cell.push_str(m);
     }
-    let reached = runs.iter().any(|r| r.destination_reached);
+    if style.mpls {
+        for stack in &row.mpls {
+            cell.push(' ');
+            cell.push_str(stack);
+        }
+    }
+    cell
+}
+
+/// The host column's width for these rows.
+pub fn host_width(rows: &[TtlRow], style: Style) -> usize {
+    rows.iter()
+        .map(|r| host_cell(r, style).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(MIN_HOST_WIDTH)
+}
+
+/// One TTL's line (`label` is the TTL, or a range for a folded tail).
+pub fn row_line(row: &TtlRow, label: &str, width: usize, style: Style) -> String {
+    let fmt = |v: Option<f64>, w: usize| {
+        v.map_or_else(|| format!("{:>w$}", "-"), |x| format!("{x:>w$.3}"))
+    };
+    let cell = host_cell(row, style);
+    let pad = width.saturating_sub(cell.chars().count());
+    let mut host = style.paint(
+        &row.host_text(),
+        if row.hosts.is_empty() { RED } else { BOLD },
+    );
+    for m in &row.markers {
+        let colour = match *m {
+            "[open]" => GREEN,
+            "[closed]" => YELLOW,
+            _ => RED,
+        };
+        host.push(' ');
+        host.push_str(&style.paint(m, colour));
+    }
+    if style.mpls {
+        for stack in &row.mpls {
+            host.push(' ');
+            host.push_str(stack);
+        }
+    }
+    let loss = row.loss_percent();
+    let loss_text = format!("{loss:>5.1}%");
+    let loss_text = match loss {
+        0.0 => loss_text,
+        100.0 => style.paint(&loss_text, RED),
+        _ => style.paint(&loss_text, YELLOW),
+    };
+    format!(
+        "{label:>5}  {host}{} {loss_text} {:>4} {} {} {} {} {} {}\n",
+        " ".repeat(pad),
+        row.sent,
+        fmt(row.last(), 8),
+        fmt(row.avg(), 8),
+        fmt(row.best(), 8),
+        fmt(row.worst(), 8),
+        fmt(row.stdev(), 7),
+        fmt(row.jitter(), 7),
+    )
+}
+
+/// Renders `path` as a table.
+pub fn render(path: &NetworkPath, style: Style) -> String {
+    let rows = hops::rows(path);
+    let width = host_width(&rows, style);
+    let mut out = header(path);
+    out.push_str(&column_titles(width));
+    out.push_str(&lines(&rows, width, style, true));
+    footer(path, &rows, &mut out);
+    out
+}
+
+/// The lines of `rows`. A silent run of two or more rows (every probe sent
+/// and waited for, nothing answered) is one line when it is the tail
+/// and `fold_tail` is set.
+pub fn lines(rows: &[TtlRow], width: usize, style: Style, fold_tail: bool) -> String {
+    let mut out = String::new();
+    let answered_to = rows.iter().rposition(|r| !r.hosts.is_empty());
+    let tail_from = answered_to.map_or(0, |i| i + 1);
+    let tail = &rows[tail_from..];
+    let fold = fold_tail && tail.len() >= 2 && tail.iter().all(|r| r.silent);
+    let shown = if fold { &rows[..tail_from] } else { rows };
+    for row in shown {
+        out.push_str(&row_line(row, &row.ttl.to_string(), width, style));
+    }
+    if fold && let (Some(first), Some(last)) = (tail.first(), tail.last()) {
+        let folded = TtlRow {
+            sent: tail.iter().map(|r| r.sent).sum(),
+            ..first.clone()
+        };
+        let label = format!("{}-{}", first.ttl, last.ttl);
+        out.push_str(&row_line(&folded, &label, width, style));
+    }
+    out
+}
+
+/// The stop reason, hop count, path MTU and middlebox warning.
+pub fn footer(path: &NetworkPath, rows: &[TtlRow], out: &mut String) {
+    let runs = &path.traceroute.runs;
     let _ = writeln!(
         out,
-        "destination {}; hop count avg {} (min {}, max {}); RTTs in ms",
-        if reached { "reached" } else { "NOT reached" },
+        "{}; hop count avg {} (min {}, max {}); RTTs in ms",
+        hops::stop_reason(path, rows),
         path.traceroute.hop_count.avg,
         path.traceroute.hop_count.min,
         path.traceroute.hop_count.max
@@ -126,5 +226,72 @@ pub fn render(path: &NetworkPath) -> String {
             m.ttl, m.reply_ttl, m.distance
         );
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ttl: u8, host: Option<&str>, silent: bool) -> TtlRow {
+        TtlRow {
+            ttl,
+            hosts: host.map(|h| h.parse().unwrap()).into_iter().collect(),
+            sent: 1,
+            rtts: host.map(|_| 1.0).into_iter().collect(),
+            silent,
+            ..TtlRow::default()
+        }
+    }
+
+    #[test]
+    fn long_names_widen_the_column_and_mpls_shows_only_with_e() {
+        let mut r = row(1, Some("198.18.1.1"), false);
+        r.names = vec!["a-very-long-reverse-dns-name.router.example.test".into()];
+        r.mpls = vec!["<MPLS:L=100,E=0,S=1,T=1>".into()];
+        let plain = Style::default();
+        let width = host_width(std::slice::from_ref(&r), plain);
+        assert_eq!(width, r.host_text().len());
+        let line = row_line(&r, "1", width, plain);
+        assert!(line.contains(&format!("{} ", r.host_text())) && !line.contains("MPLS"));
+        let e = Style {
+            mpls: true,
+            ..Style::default()
+        };
+        assert!(
+            row_line(&r, "1", host_width(&[r.clone()], e), e).contains("<MPLS:L=100,E=0,S=1,T=1>")
+        );
+        assert!(!line.contains('\x1b'));
+        let colour = Style {
+            color: true,
+            ..Style::default()
+        };
+        assert!(row_line(&r, "1", width, colour).contains("\x1b[1m"));
+    }
+
+    #[test]
+    fn only_a_silent_tail_of_two_or_more_folds() {
+        let w = MIN_HOST_WIDTH;
+        let s = Style::default();
+        let rows = [
+            row(1, Some("198.18.1.1"), false),
+            row(2, None, true),
+            row(3, Some("198.18.3.1"), false),
+            row(4, None, true),
+            row(5, None, true),
+        ];
+        let text = lines(&rows, w, s, true);
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.lines().nth(1).unwrap().starts_with("    2  ???"));
+        assert!(text.lines().nth(3).unwrap().starts_with("  4-5  ???"));
+        assert!(
+            text.lines().nth(3).unwrap().contains("    2 "),
+            "two probes: {text}"
+        );
+        assert_eq!(lines(&rows[..4], w, s, true).lines().count(), 4);
+        assert_eq!(lines(&rows, w, s, false).lines().count(), 5);
+        // Unanswered but not silent (cut short, not sent): not folded.
+        let mut open = rows.clone();
+        open[4].silent = false;
+        assert_eq!(lines(&open, w, s, true).lines().count(), 5);
+    }
 }

@@ -38,7 +38,19 @@ pub async fn drive<N: Network>(
     network: &mut N,
     shared: Shared<'_>,
 ) -> io::Result<()> {
+    drive_observed(prober, network, shared, &mut |_| {}).await
+}
+
+/// [`drive`], showing the prober to `observe` at every step (the live
+/// progress of a trace is drawn from it).
+pub async fn drive_observed<N: Network>(
+    prober: &mut Prober,
+    network: &mut N,
+    shared: Shared<'_>,
+    observe: &mut (dyn FnMut(&Prober) + Send),
+) -> io::Result<()> {
     loop {
+        observe(prober);
         // Whatever already arrived is taken before anything is given up.
         while let Some(packet) = network.ready() {
             take(prober, network, &packet, shared);

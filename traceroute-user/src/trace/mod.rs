@@ -224,6 +224,33 @@ impl Tracer {
         &self,
         request: &TraceRequest,
     ) -> Result<(NetworkPath, Vec<TraceStats>), TraceError> {
+        self.run_trace(request, None).await
+    }
+
+    /// Runs one trace, publishing how far it has got to `progress` each
+    /// time a probe settles (single-flow traces; multi-flow, MDA and PMTU
+    /// traces publish nothing until they end). The last snapshot is what a
+    /// caller that stops waiting (Ctrl-C) can still report.
+    pub async fn trace_live(
+        &self,
+        request: &TraceRequest,
+        progress: &ProgressSender,
+    ) -> Result<NetworkPath, TraceError> {
+        self.run_trace(request, Some(progress))
+            .await
+            .map(|(path, _)| path)
+    }
+
+    /// The reverse DNS resolver traces use (its cache is shared).
+    pub fn reverse_dns(&self) -> &ReverseDns {
+        &self.rdns
+    }
+
+    async fn run_trace(
+        &self,
+        request: &TraceRequest,
+        progress: Option<&ProgressSender>,
+    ) -> Result<(NetworkPath, Vec<TraceStats>), TraceError> {
         validate(request)?;
         let started = std::time::Instant::now();
         let target = target_of(request).await?;
@@ -241,6 +268,7 @@ impl Tracer {
             target,
             port,
             test_run_id: Uuid::new_v4(),
+            progress,
         };
         let probing = async {
             match request.multipath {
@@ -302,24 +330,7 @@ impl Tracer {
         let path_fingerprint =
             graph::set_fingerprint(runs.iter().filter_map(|r| r.fingerprint.as_deref()));
         let protocol = request.protocol;
-        let mut path = NetworkPath::new(
-            protocol,
-            PathSource {
-                hostname: self.hostname.clone(),
-                via: Some(via_of(&route)),
-                public_ip: None,
-            },
-            PathDestination {
-                hostname: request.host.clone(),
-                port: if protocol == Protocol::Icmp { 0 } else { port },
-            },
-            runs,
-            e2e_probe,
-        );
-        path.test_run_id = job.test_run_id;
-        path.capture = Some(CaptureInfo {
-            method: self.capture.method(),
-        });
+        let mut path = self.record(&job, runs, e2e_probe);
         path.probing = Some(Probing::sum(outcomes.iter().map(|o| &o.probing)));
         if protocol == Protocol::Tcp {
             let inside = outcomes.iter().any(|o| o.in_connection);
@@ -333,6 +344,34 @@ impl Tracer {
         path.multipath = graph;
         path.path_fingerprint = Some(path_fingerprint);
         Ok((path, stats))
+    }
+
+    /// A record of `runs` for `job`: source, destination, capture.
+    fn record(&self, job: &Job<'_>, runs: Vec<Run>, e2e_probe: E2eProbe) -> NetworkPath {
+        let protocol = job.request.protocol;
+        let mut path = NetworkPath::new(
+            protocol,
+            PathSource {
+                hostname: self.hostname.clone(),
+                via: Some(via_of(job.route)),
+                public_ip: None,
+            },
+            PathDestination {
+                hostname: job.request.host.clone(),
+                port: if protocol == Protocol::Icmp {
+                    0
+                } else {
+                    job.port
+                },
+            },
+            runs,
+            e2e_probe,
+        );
+        path.test_run_id = job.test_run_id;
+        path.capture = Some(CaptureInfo {
+            method: self.capture.method(),
+        });
+        path
     }
 
     /// Traces `count` flows at once over the TTLs `(first, last)`, each with
@@ -383,7 +422,30 @@ impl Tracer {
                     if let Some(window) = window {
                         setup.policy.window = window;
                     }
-                    let prober = self.run_plan(request, setup, &mut subscription).await?;
+                    // One flow can be watched live: its runs are the record.
+                    let live = job.progress.filter(|_| count == 1);
+                    let mut settled = usize::MAX;
+                    let mut observe = |prober: &Prober| {
+                        let Some(progress) = live else { return };
+                        if prober.settled() == settled {
+                            return;
+                        }
+                        settled = prober.settled();
+                        let mut runs = runs_of(prober, method.into(), MonotonicTime::now());
+                        for (run, run_id) in runs.iter_mut().zip(&run_ids) {
+                            run.run_id = *run_id;
+                            run.flow_id = Some(id);
+                        }
+                        let mut path = self.record(job, runs, E2eProbe::from_samples(&[]));
+                        path.incomplete = true;
+                        progress.send_replace(Some(Progress {
+                            path,
+                            settled_through: prober.settled_through().map(Ttl::get),
+                        }));
+                    };
+                    let prober = self
+                        .run_plan(request, setup, &mut subscription, &mut observe)
+                        .await?;
                     drop(subscription);
                     drop(reservation);
                     log_outcome(&request.host, &prober);
@@ -527,8 +589,10 @@ impl Tracer {
                 probe_size: Some(size as u16),
                 ..request.clone()
             };
+            // Rounds re-probe TTLs: no live view of them.
             let round_job = Job {
                 request: &round_request,
+                progress: None,
                 ..*job
             };
             let round = self
@@ -583,7 +647,9 @@ impl Tracer {
         let (flow, mut subscription, _reservation) = self.open_flow(job, None)?;
         let mut setup = self.setup(&e2e, flow, origin_of(job.route), Vec::new());
         setup.policy.adaptive_waits = false;
-        let prober = self.run_plan(&e2e, setup, &mut subscription).await?;
+        let prober = self
+            .run_plan(&e2e, setup, &mut subscription, &mut |_| {})
+            .await?;
         Ok((
             E2eProbe::from_samples(&e2e_samples(&prober)),
             prober.stats().clone(),
@@ -598,6 +664,14 @@ impl Tracer {
         origin: Origin,
         observers: Vec<Observer>,
     ) -> Setup {
+        let mut policy = self.policy;
+        if let Some(window) = request.window {
+            policy.window = usize::from(window);
+        }
+        if let Some((here, near)) = request.wait_factors {
+            policy.here = here;
+            policy.near = near;
+        }
         Setup {
             plan: Plan {
                 first_ttl: request.first_ttl,
@@ -606,7 +680,7 @@ impl Tracer {
                 timeout: request.timeout,
                 spacing: request.spacing,
             },
-            policy: self.policy,
+            policy,
             flow,
             origin,
             // Set when admitted.
@@ -622,6 +696,7 @@ impl Tracer {
         request: &TraceRequest,
         setup: Setup,
         subscription: &mut FlowSubscription,
+        observe: &mut (dyn FnMut(&Prober) + Send),
     ) -> Result<Prober, TraceError> {
         let mut prober = self.admit(request, setup).await?;
         let mut network = LiveNetwork {
@@ -630,7 +705,7 @@ impl Tracer {
             news: self.share.subscribe(),
             closed: false,
         };
-        engine::drive(&mut prober, &mut network, self.shared())
+        engine::drive_observed(&mut prober, &mut network, self.shared(), observe)
             .await
             .map_err(TraceError::Send)?;
         Ok(prober)
@@ -863,7 +938,23 @@ struct Job<'a> {
     target: IpAddr,
     port: u16,
     test_run_id: Uuid,
+    /// Where a live trace publishes its progress.
+    progress: Option<&'a ProgressSender>,
 }
+
+/// How far a running trace has got (see [`Tracer::trace_live`]).
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The record so far, marked `incomplete`: probes not settled yet are
+    /// `no_answer: cut_short` (not given their full wait), never silent.
+    pub path: NetworkPath,
+    /// Every attempt at this TTL and at all TTLs below it is settled: the
+    /// rows up to here will not change.
+    pub settled_through: Option<u8>,
+}
+
+/// The sending half of a live trace's progress.
+pub type ProgressSender = tokio::sync::watch::Sender<Option<Progress>>;
 
 /// What keeps a flow's source port ours while it runs (dropped with it).
 enum FlowHold {
@@ -1103,6 +1194,7 @@ fn outcome(
             rtt: answer.rtt,
             icmp_type: answer.icmp_type,
             icmp_code: answer.icmp_code,
+            tcp_answer: answer.tcp_answer(),
             reply_ttl: Some(answer.reply_ttl),
             is_destination: answer.destination,
             timestamp_source: Some(source),

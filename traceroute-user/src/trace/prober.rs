@@ -41,7 +41,7 @@ use super::share::{FirstHop, FirstHopPlan, HopShare, Observer};
 use crate::capture::{CapturedPacket, kind_name};
 use crate::clock::MonotonicTime;
 use crate::path::MplsLabel;
-use crate::path::{NoAnswer, NotSentReason, Rewritten};
+use crate::path::{NoAnswer, NotSentReason, Rewritten, TcpAnswer};
 use crate::probe::{PROBE_TOS, ProbeFlow, ProbeId, Protocol, Ttl};
 use crate::reply::{Quote, Reply, Unverified};
 
@@ -161,6 +161,18 @@ pub struct Answer {
     pub rtt: Option<Duration>,
     /// What the reply's quote shows changed on the way (ICMP errors only).
     pub rewritten: Option<Rewritten>,
+}
+
+impl Answer {
+    /// How a TCP destination answered; `None` for every other answer.
+    pub fn tcp_answer(&self) -> Option<TcpAnswer> {
+        match self.kind {
+            EventKind::TcpSynAck => Some(TcpAnswer::SynAck),
+            EventKind::TcpRst => Some(TcpAnswer::Rst),
+            EventKind::TcpAck => Some(TcpAnswer::Ack),
+            _ => None,
+        }
+    }
 }
 
 /// One transmission of a probe.
@@ -396,6 +408,33 @@ impl Prober {
     /// The TTLs that matter: up to where the path ended, else up to max_ttl.
     pub fn last_ttl(&self) -> Ttl {
         self.end_ttl.unwrap_or(self.setup.plan.max_ttl)
+    }
+
+    /// Probes settled so far (answered, shared, or given up on).
+    pub fn settled(&self) -> usize {
+        self.probes
+            .values()
+            .filter(|p| p.status.is_settled())
+            .count()
+    }
+
+    /// The highest TTL up to which every attempt is settled, from the
+    /// first TTL on without a gap; `None` while the first is not.
+    pub fn settled_through(&self) -> Option<Ttl> {
+        let plan = &self.setup.plan;
+        let mut through = None;
+        for ttl in Ttl::range(plan.first_ttl, self.last_ttl()) {
+            let all = (0..plan.attempts).all(|attempt| {
+                self.probes
+                    .get(&ProbeKey { attempt, ttl })
+                    .is_some_and(|p| p.status.is_settled())
+            });
+            if !all {
+                break;
+            }
+            through = Some(ttl);
+        }
+        through
     }
 
     /// Decides what to do at `now`.

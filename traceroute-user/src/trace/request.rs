@@ -32,6 +32,19 @@ pub const QUERIES: Bounds<u8> = Bounds {
     default: 3,
     max: 10,
 };
+/// The CLI's `-c/--report-cycles`: runs of one trace, as mtr's cycles
+/// (more than the API's `queries` allow; each is a full run).
+pub const CYCLES: Bounds<u8> = Bounds {
+    min: 1,
+    default: 10,
+    max: 100,
+};
+/// Probes scheduled or in flight at once (traceroute's `-N`).
+pub const WINDOW: Bounds<u16> = Bounds {
+    min: 1,
+    default: 16,
+    max: 1024,
+};
 /// How long one probe waits for its answer.
 pub const TIMEOUT: Bounds<Duration> = Bounds {
     min: Duration::from_millis(1),
@@ -166,6 +179,11 @@ pub struct TraceRequest {
     pub probe_size: Option<u16>,
     /// How long one probe may wait for its answer.
     pub timeout: Duration,
+    /// Probes at once per flow (traceroute's `-N`); the policy's when `None`.
+    pub window: Option<u16>,
+    /// traceroute's HERE and NEAR factors of `-w MAX,HERE,NEAR`; the
+    /// policy's when `None`.
+    pub wait_factors: Option<(f64, f64)>,
     /// Bound on the whole trace; derived from the other limits when `None`.
     pub deadline: Option<Duration>,
     /// How long the trace may wait to be admitted when the routers it needs
@@ -197,6 +215,8 @@ impl TraceRequest {
             pmtu: false,
             probe_size: None,
             timeout: TIMEOUT.default,
+            window: None,
+            wait_factors: None,
             deadline: None,
             admission_wait: Duration::ZERO,
             family: FamilyPreference::Any,
@@ -213,6 +233,30 @@ impl TraceRequest {
 
     pub fn with_queries(mut self, queries: u8) -> Result<Self, OutOfRange> {
         self.queries = QUERIES.check("queries", queries)?;
+        Ok(self)
+    }
+
+    /// Runs as mtr's cycles (`-c`): up to [`CYCLES`]`.max`.
+    pub fn with_cycles(mut self, cycles: u8) -> Result<Self, OutOfRange> {
+        self.queries = CYCLES.check("cycles", cycles)?;
+        Ok(self)
+    }
+
+    /// The lowest TTL probed (traceroute's `-f`), at most `max_ttl`.
+    pub fn with_first_ttl(mut self, first: u8) -> Result<Self, OutOfRange> {
+        let max = self.max_ttl.get();
+        self.first_ttl = Ttl::new(first)
+            .filter(|t| t.get() <= max)
+            .ok_or_else(|| OutOfRange {
+                name: "first_ttl".into(),
+                range: format!("1..={max} (max_ttl)"),
+                value: first.to_string(),
+            })?;
+        Ok(self)
+    }
+
+    pub fn with_window(mut self, window: u16) -> Result<Self, OutOfRange> {
+        self.window = Some(WINDOW.check("window", window)?);
         Ok(self)
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 
-use crate::path::{AttemptOutcome, HopObservation, NoAnswer, TimestampSource};
+use crate::path::{AttemptOutcome, HopObservation, NoAnswer, TcpAnswer, TimestampSource};
 use crate::probe::Ttl;
 
 /// ICMP(v6) types of the errors that end a path (destination unreachable).
@@ -91,7 +91,10 @@ async fn probe(
     socket.set_linger(Some(Duration::ZERO))?;
     let sent = Instant::now();
     match socket.connect(&SockAddr::from(destination)) {
-        Ok(()) => return Ok((reached(destination, sent.elapsed()), port, true)),
+        Ok(()) => {
+            let outcome = reached(destination, sent.elapsed(), TcpAnswer::SynAck);
+            return Ok((outcome, port, true));
+        }
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
@@ -122,18 +125,19 @@ async fn probe(
     }
     match socket.take_error()? {
         // Connected (SYN-ACK) or refused (RST): the destination answered.
-        None => Ok((reached(destination, rtt), port, true)),
+        None => Ok((reached(destination, rtt, TcpAnswer::SynAck), port, true)),
         Some(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-            Ok((reached(destination, rtt), port, true))
+            Ok((reached(destination, rtt, TcpAnswer::Rst), port, true))
         }
         // A local failure (no route, no neighbour): no answer to report.
         Some(e) => Err(e),
     }
 }
 
-fn reached(destination: SocketAddr, rtt: Duration) -> AttemptOutcome {
+fn reached(destination: SocketAddr, rtt: Duration, answer: TcpAnswer) -> AttemptOutcome {
     AttemptOutcome {
         is_destination: true,
+        tcp_answer: Some(answer),
         timestamp_source: Some(TimestampSource::User),
         ..AttemptOutcome::answered(destination.ip(), rtt)
     }

@@ -1,0 +1,412 @@
+//! `traceroute-agent trace`: flags (ours, and the familiar ones of
+//! traceroute and mtr), output formats, live progress on a terminal and
+//! partial results on Ctrl-C.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use traceroute_user::path::NetworkPath;
+use traceroute_user::probe::Protocol;
+use traceroute_user::resolve::{self, FamilyPreference};
+use traceroute_user::sinks;
+use traceroute_user::sinks::table::Style;
+use traceroute_user::trace::TcpMethod;
+use traceroute_user::trace::budget::Rate;
+use traceroute_user::trace::mda::Confidence;
+use traceroute_user::trace::request::{
+    CYCLES, MAX_TTL, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, WINDOW,
+};
+use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
+
+use super::CaptureArg;
+use super::progress::{LiveTable, Outcome};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The NetworkPath record, one JSON line.
+    Json,
+    /// mtr-style report (the default on a terminal, printed as hops settle).
+    Table,
+    /// The report as a markdown table.
+    #[value(alias = "md")]
+    Markdown,
+    /// One CSV row per hop per run, with a header.
+    Csv,
+    /// One JSON object per hop per run.
+    Ndjson,
+    /// The path graph in Graphviz DOT (`dot -Tsvg` renders it).
+    Dot,
+    /// The path graph as a standalone SVG.
+    Svg,
+    /// One row per distinct path, with its flows.
+    Flows,
+}
+
+/// `--tcp-method`: the library's [`TcpMethod`] as the CLI spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TcpMethodArg {
+    /// Bare SYNs.
+    Syn,
+    /// One handshake, then segments inside the connection (needs SACK).
+    Sack,
+    /// `sack`, or SYNs when the destination refuses or has no SACK.
+    #[value(name = "prefer_sack")]
+    PreferSack,
+    /// SYNs by connect(), a socket per probe with its TTL: no privilege
+    /// needed (one probe at a time; user-space RTTs).
+    #[value(name = "syn_socket")]
+    SynSocket,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MultipathArg {
+    /// Multipath detection: flows until every router's next hops are known
+    /// at --confidence.
+    Mda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ProtocolArg {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(clap::Args)]
+pub struct TraceArgs {
+    /// Host name or IP address to trace.
+    host: String,
+    /// Probe protocol.
+    #[arg(long, value_enum, default_value = "udp")]
+    protocol: ProtocolArg,
+    /// Same as --protocol tcp.
+    #[arg(short = 'T', conflicts_with_all = ["udp", "icmp"])]
+    tcp: bool,
+    /// Same as --protocol udp.
+    #[arg(short = 'U', conflicts_with_all = ["tcp", "icmp"])]
+    udp: bool,
+    /// Same as --protocol icmp.
+    #[arg(short = 'I', conflicts_with_all = ["tcp", "udp"])]
+    icmp: bool,
+    /// Destination port (default: TCP 80, UDP 33434; none for ICMP).
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Highest TTL probed.
+    #[arg(short, long, default_value_t = MAX_TTL.default,
+          value_parser = clap::value_parser!(u8).range(i64::from(MAX_TTL.min)..=i64::from(MAX_TTL.max)))]
+    max_ttl: u8,
+    /// First TTL probed (traceroute's -f).
+    #[arg(short = 'f', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    first_ttl: u8,
+    /// Independent runs, one probe per hop each (traceroute.runs[]).
+    #[arg(short, long, default_value_t = QUERIES.default, conflicts_with = "report_cycles",
+          value_parser = clap::value_parser!(u8).range(i64::from(QUERIES.min)..=i64::from(QUERIES.max)))]
+    queries: u8,
+    /// Runs as mtr's report cycles: like --queries, up to 100.
+    #[arg(short = 'c', long,
+          value_parser = clap::value_parser!(u8).range(i64::from(CYCLES.min)..=i64::from(CYCLES.max)))]
+    report_cycles: Option<u8>,
+    /// How long one probe waits for its answer, in milliseconds.
+    #[arg(long, default_value_t = TIMEOUT.default.as_millis() as u64, conflicts_with = "wait",
+          value_parser = clap::value_parser!(u64).range(TIMEOUT.min.as_millis() as u64..=TIMEOUT.max.as_millis() as u64))]
+    timeout_ms: u64,
+    /// traceroute's -w MAX[,HERE,NEAR]: wait at most MAX seconds for an
+    /// answer, at most HERE times an RTT already seen at the same hop, and
+    /// NEAR times one of a later hop (defaults 3 and 3).
+    #[arg(short = 'w', long, value_parser = parse_wait)]
+    wait: Option<Wait>,
+    /// Probes in flight at once (traceroute's -N).
+    #[arg(short = 'N', long = "sim-queries",
+          value_parser = clap::value_parser!(u16).range(i64::from(WINDOW.min)..=i64::from(WINDOW.max)))]
+    sim_queries: Option<u16>,
+    /// Output format (default: table on a terminal, JSON otherwise).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
+    #[arg(long, value_enum, default_value = "auto")]
+    capture: CaptureArg,
+    /// Use IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    ipv6: bool,
+    /// Resolve hop addresses to names.
+    #[arg(long, conflicts_with = "numeric")]
+    reverse_dns: bool,
+    /// Do not resolve hop addresses (the default; as traceroute's -n).
+    #[arg(short = 'n')]
+    numeric: bool,
+    /// Show ICMP extensions (MPLS label stacks) in the table (traceroute's -e).
+    #[arg(short = 'e', long = "extensions")]
+    extensions: bool,
+    /// AS path lookups (traceroute's -A): refused, they need an outside
+    /// whois/DNS service this agent never asks.
+    #[arg(short = 'A', long = "as-path-lookups")]
+    as_lookups: bool,
+    /// Trace N flows at once (different source ports or echo ids), so
+    /// load balancers spread them over their branches; runs = N × queries.
+    #[arg(long, default_value_t = PATHS.default,
+          value_parser = clap::value_parser!(u16).range(i64::from(PATHS.min)..=i64::from(PATHS.max)))]
+    paths: u16,
+    /// Find every branch: MDA sends as many flows as needed (one run each).
+    #[arg(long, value_enum, conflicts_with = "paths")]
+    multipath: Option<MultipathArg>,
+    /// MDA's confidence, in percent: 95 or 99.
+    #[arg(long, default_value = "95", value_parser = ["95", "99"])]
+    confidence: String,
+    /// TCP probes: bare SYNs, segments inside a connection the kernel opens
+    /// first (passes stateful firewalls), or that with SYNs as fallback.
+    #[arg(long, value_enum, default_value = "syn")]
+    tcp_method: TcpMethodArg,
+    /// Path MTU per hop: probes start at the interface MTU and shrink
+    /// wherever a router says they do not fit (UDP or ICMP, one flow).
+    #[arg(long, conflicts_with_all = ["multipath", "tcp"])]
+    pmtu: bool,
+    /// Pin the flows: the first one's source port (TCP/UDP) or echo id
+    /// (ICMP); more flows (--paths, MDA) take the next ids.
+    #[arg(long, visible_alias = "source-port")]
+    flow_id: Option<u16>,
+    /// ICMP errors a router answers at once (burst) before its rate limit:
+    /// the budget probing assumes (Linux: 6).
+    #[arg(long, default_value_t = Rate::LINUX_ICMP.burst, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    router_icmp_burst: u32,
+    /// ICMP errors per second a router answers after its burst (Linux: 1).
+    #[arg(long, default_value_t = Rate::LINUX_ICMP.per_second)]
+    router_icmp_per_second: f64,
+    /// Safety rail: most probes per second (each router's ICMP budget paces probing).
+    #[arg(long, default_value_t = PROBES_PER_SECOND.default,
+          value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
+    pps: u32,
+}
+
+/// `-w MAX[,HERE,NEAR]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Wait {
+    max: Duration,
+    factors: Option<(f64, f64)>,
+}
+
+fn parse_wait(text: &str) -> Result<Wait, String> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let number = |s: &str, what: &str| -> Result<f64, String> {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("{what} must be a number of seconds or a factor, got {s:?}"))
+    };
+    let max = Duration::from_secs_f64(number(parts[0], "MAX")?);
+    if !(TIMEOUT.min..=TIMEOUT.max).contains(&max) {
+        return Err(format!(
+            "MAX must be {}..={} seconds",
+            TIMEOUT.min.as_secs_f64(),
+            TIMEOUT.max.as_secs_f64()
+        ));
+    }
+    let factors = match parts.len() {
+        1 => None,
+        2 => Some((number(parts[1], "HERE")?, 3.0)),
+        3 => Some((number(parts[1], "HERE")?, number(parts[2], "NEAR")?)),
+        _ => return Err("expected MAX[,HERE,NEAR]".into()),
+    };
+    Ok(Wait { max, factors })
+}
+
+impl TraceArgs {
+    fn protocol(&self) -> Protocol {
+        match (self.tcp, self.udp, self.icmp, self.protocol) {
+            (true, _, _, _) => Protocol::Tcp,
+            (_, true, _, _) => Protocol::Udp,
+            (_, _, true, _) => Protocol::Icmp,
+            (_, _, _, ProtocolArg::Tcp) => Protocol::Tcp,
+            (_, _, _, ProtocolArg::Udp) => Protocol::Udp,
+            (_, _, _, ProtocolArg::Icmp) => Protocol::Icmp,
+        }
+    }
+
+    /// The request the flags ask for; a usage error (exit 2) otherwise.
+    fn request(&self) -> Result<TraceRequest, TraceError> {
+        let usage = |m: String| TraceError::InvalidRequest(m);
+        if self.as_lookups {
+            return Err(usage(
+                "-A (AS path lookups) is not supported: it needs a whois or DNS service \
+                 outside the host, which this agent never asks"
+                    .into(),
+            ));
+        }
+        let protocol = self.protocol();
+        if protocol == Protocol::Icmp && self.port.is_some() {
+            return Err(usage(
+                "--port has no meaning for ICMP probes (echo requests have no port); \
+                 use -T or -U to probe a port"
+                    .into(),
+            ));
+        }
+        // clap checked the ranges already (built from the same bounds).
+        let timeout = self
+            .wait
+            .map_or(Duration::from_millis(self.timeout_ms), |w| w.max);
+        let mut request = TraceRequest::new(self.host.clone(), protocol)
+            .with_max_ttl(self.max_ttl)
+            .and_then(|r| match self.report_cycles {
+                Some(cycles) => r.with_cycles(cycles),
+                None => r.with_queries(self.queries),
+            })
+            .and_then(|r| r.with_timeout(timeout))
+            .and_then(|r| r.with_paths(self.paths))
+            .and_then(|r| r.with_first_ttl(self.first_ttl))
+            .map_err(|e| usage(e.to_string()))?;
+        if let Some(window) = self.sim_queries {
+            request = request
+                .with_window(window)
+                .map_err(|e| usage(e.to_string()))?;
+        }
+        request.wait_factors = self.wait.and_then(|w| w.factors);
+        request.port = self.port;
+        request.flow_id = self.flow_id;
+        if !(0.01..=100_000.0).contains(&self.router_icmp_per_second) {
+            return Err(usage(
+                "--router-icmp-per-second must be 0.01..=100000".into(),
+            ));
+        }
+        if self.multipath.is_some() {
+            let percent = self.confidence.parse().unwrap_or(0);
+            request.multipath = Some(
+                Confidence::from_percent(percent)
+                    .ok_or_else(|| usage("--confidence must be 95 or 99".into()))?,
+            );
+        }
+        request.reverse_dns = self.reverse_dns;
+        request.pmtu = self.pmtu;
+        request.tcp_method = match self.tcp_method {
+            TcpMethodArg::Syn => TcpMethod::Syn,
+            TcpMethodArg::Sack => TcpMethod::Sack,
+            TcpMethodArg::PreferSack => TcpMethod::PreferSack,
+            TcpMethodArg::SynSocket => TcpMethod::SynSocket,
+        };
+        if let Some(conflict) = request.pmtu_conflict() {
+            return Err(usage(conflict.into()));
+        }
+        request.family = match (self.ipv4, self.ipv6) {
+            (true, _) => FamilyPreference::V4,
+            (_, true) => FamilyPreference::V6,
+            _ => FamilyPreference::Any,
+        };
+        Ok(request)
+    }
+}
+
+/// Runs `trace`. Exit status: 0 done, 2 bad input, 130 interrupted (after
+/// printing what was known).
+pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
+    // A bad host is a usage error: say so before loading anything.
+    if resolve::parse_literal(&args.host)
+        .map_err(TraceError::from)?
+        .is_none()
+    {
+        resolve::validate_host(&args.host).map_err(TraceError::from)?;
+    }
+    let request = args.request()?;
+    let terminal = std::io::stdout().is_terminal();
+    let format = args.format.unwrap_or(if terminal {
+        Format::Table
+    } else {
+        Format::Json
+    });
+    let style = Style {
+        mpls: args.extensions,
+        ..Style::for_terminal(terminal)
+    };
+    if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() {
+        // No capture, no raw socket: nothing that needs a privilege.
+        let path = traceroute_user::trace::trace_by_connect(&request).await?;
+        write(format, &path, style)?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let tracer = Tracer::new(TracerConfig {
+        capture: args.capture.into(),
+        probes_per_second: args.pps,
+        router_rate: Rate::router(args.router_icmp_burst, args.router_icmp_per_second),
+        // Replies come back where the probes leave; attaching to that one
+        // interface is what makes a one-shot trace start fast.
+        watch_all_interfaces: false,
+        ..TracerConfig::default()
+    })
+    .await?;
+    // Hops are printed as they settle on a terminal's table.
+    let live = (format == Format::Table && terminal).then(|| LiveTable::new(style));
+    match super::progress::run(&tracer, &request, live).await? {
+        Outcome::Finished { path, live } => {
+            match live {
+                Some(mut table) => table.finish(&path)?,
+                None => write(format, &path, style)?,
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted { path, live } => {
+            match (path, live) {
+                (Some(path), Some(mut table)) => table.interrupted(&path)?,
+                (Some(path), None) => write(format, &path, style)?,
+                (None, _) => eprintln!("traceroute-agent: interrupted before any hop settled"),
+            }
+            Ok(std::process::ExitCode::from(130))
+        }
+    }
+}
+
+/// Prints a finished (or interrupted) record in `format`. A reader that
+/// went away (`| head`) is not an error.
+pub fn write(format: Format, path: &NetworkPath, style: Style) -> std::io::Result<()> {
+    match write_to(&mut std::io::stdout().lock(), format, path, style) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+fn write_to(
+    stdout: &mut impl Write,
+    format: Format,
+    path: &NetworkPath,
+    style: Style,
+) -> std::io::Result<()> {
+    match format {
+        Format::Json => sinks::write_json_line(stdout, path)?,
+        Format::Table => stdout.write_all(sinks::table::render(path, style).as_bytes())?,
+        Format::Markdown => stdout.write_all(sinks::markdown::render(path).as_bytes())?,
+        Format::Csv => sinks::rows::write_csv(stdout, path)?,
+        Format::Ndjson => sinks::rows::write_ndjson(stdout, path)?,
+        Format::Dot => stdout.write_all(sinks::graph::dot(path).as_bytes())?,
+        Format::Svg => stdout.write_all(sinks::graph::svg(path).as_bytes())?,
+        Format::Flows => stdout.write_all(sinks::graph::flows_table(path).as_bytes())?,
+    }
+    stdout.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_takes_tracerouters_max_here_near() {
+        assert_eq!(
+            parse_wait("2").unwrap(),
+            Wait {
+                max: Duration::from_secs(2),
+                factors: None
+            }
+        );
+        assert_eq!(
+            parse_wait("5,3,10").unwrap(),
+            Wait {
+                max: Duration::from_secs(5),
+                factors: Some((3.0, 10.0))
+            }
+        );
+        assert_eq!(parse_wait("0.5,2").unwrap().factors, Some((2.0, 3.0)));
+        assert!(parse_wait("31").is_err());
+        assert!(parse_wait("x").is_err());
+        assert!(parse_wait("1,2,3,4").is_err());
+        assert!(parse_wait("1,-2").is_err());
+    }
+}
