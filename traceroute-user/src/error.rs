@@ -133,3 +133,14 @@ mod tests {
         assert_eq!(ErrorCode::Denied.http_status(), 500);
     }
 }
+
+/// `text` with its lines joined by " | " (blank ones dropped): one log
+/// record for a message that spans lines (a config parser's snippet), which
+/// a log shipper would otherwise read as several events.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

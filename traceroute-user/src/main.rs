@@ -106,7 +106,8 @@ fn main() -> ExitCode {
         Command::Trace(_) => "warn",
         _ => "info",
     };
-    init_logging(level, log_format(&cli));
+    let format = log_format(&cli);
+    init_logging(level, format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -133,7 +134,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("traceroute-agent: {}", chain(&e));
+            // One line, one record: a config error's snippet would otherwise
+            // be several lines a log shipper reads as several events.
+            let message = traceroute_user::error::one_line(&chain(&e));
+            match format {
+                LogFormat::Json => tracing::error!("{message}"),
+                LogFormat::Text => eprintln!("traceroute-agent: {message}"),
+            }
             if let Some(missing) = e
                 .downcast_ref::<TraceError>()
                 .and_then(TraceError::missing_privilege)

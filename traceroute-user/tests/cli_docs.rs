@@ -91,3 +91,73 @@ fn log_lines_are_json_objects_when_asked_by_flag_or_config() {
     assert_json_lines(&log, "log_format in the config");
     assert!(log.contains("\"message\""), "{log}");
 }
+
+#[test]
+fn a_config_error_is_one_log_record() {
+    let dir = service_support::TempDir::new("badconfig");
+    let config = dir.path("bad.toml");
+    // toml reports this with a multi-line snippet.
+    std::fs::write(&config, "namespace = \"a\"\n[[targets]]\nhost = 5\n").unwrap();
+    for (format, json) in [("json", true), ("text", false)] {
+        let out = std::process::Command::new(common::agent::AGENT)
+            .args(["--log-format", format, "serve", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{format}: {stderr}");
+        assert!(lines[0].contains("host"), "{stderr}");
+        if json {
+            let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON record");
+            assert_eq!(v["level"], "ERROR", "{v}");
+        }
+    }
+}
+
+#[test]
+fn a_busy_service_logs_attachments_once_and_traces_only_at_debug() {
+    let lab = traceroute_lab::Lab::up(&traceroute_lab::named::chain()).unwrap();
+    let dst = lab
+        .primary("dst", traceroute_lab::Family::V4)
+        .unwrap()
+        .to_string();
+    let config = format!(
+        "router_icmp_burst = 10000\nrouter_icmp_per_second = 10000\n\
+         [[targets]]\nhost = \"{dst}\"\nprotocol = \"udp\"\ninterval = \"200ms\"\n\
+         queries = 1\nmax_ttl = 8\ntimeout = \"300ms\"\ncount = 8\n"
+    );
+    let mut agent = Agent::start_with(&lab, "src", Some(&config), &["--log-format", "json"]);
+    assert!(service_support::eventually(
+        std::time::Duration::from_secs(20),
+        || agent.metric("traceroute_agent_runs_total", "origin=\"schedule\"") >= 8.0
+    ));
+    // An API trace too.
+    assert_eq!(
+        agent.get(&format!("/traceroute/{dst}?max_ttl=8")).status,
+        200
+    );
+    agent.stop();
+    let log = agent.log();
+    let messages: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let attached = messages.iter().filter(|m| *m == "capture attached").count();
+    // src has two interfaces (lo, to-r1): attached once each at start.
+    assert!(
+        attached <= 2,
+        "{attached} attach lines for 9 traces:\n{log}"
+    );
+    assert!(
+        !messages.iter().any(|m| m == "traceroute"),
+        "per-trace lines at info:\n{log}"
+    );
+    assert!(
+        messages.len() < 15,
+        "{} lines for 9 traces:\n{log}",
+        messages.len()
+    );
+}

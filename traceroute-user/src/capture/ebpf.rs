@@ -189,6 +189,11 @@ impl EbpfCapture {
             .into_iter()
             .filter(|name| !self.attached.contains_key(&(ifindex, *name)))
             .collect();
+        // Every trace asks for its interface: only a new attachment is news
+        // (and worth a log line).
+        if wanted.is_empty() {
+            return Ok(());
+        }
         let mut programs: Vec<(&'static str, &mut SchedClassifier)> = Vec::new();
         for (name, program) in self.ebpf.programs_mut() {
             if let Some(wanted) = wanted.iter().find(|w| **w == name) {

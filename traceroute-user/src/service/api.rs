@@ -524,7 +524,7 @@ async fn traceroute(
     };
     let config = shared.config();
     if !params.ignored.is_empty() {
-        tracing::info!(
+        tracing::debug!(
             client_id = params.client_id,
             ignored = ?params.ignored,
             "ignored unknown or repeated query parameters"
@@ -561,7 +561,9 @@ async fn traceroute(
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(path) => {
-            tracing::info!(
+            // Per-trace lines are debug: at fleet scale they are the metrics'
+            // job (runs_total, trace_duration_seconds).
+            tracing::debug!(
                 client_id = params.client_id,
                 host,
                 protocol = %params.protocol,

@@ -340,9 +340,10 @@ fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Schedul
     let new = match options.load() {
         Ok(c) => c,
         Err(e) => {
+            let error = crate::error::one_line(&format!("{e:#}"));
             tracing::error!(
                 file = %file.display(),
-                "config reload failed, keeping the running config: {e:#}"
+                "config reload failed, keeping the running config: {error}"
             );
             return;
         }

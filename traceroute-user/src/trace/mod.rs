@@ -1260,7 +1260,7 @@ fn log_outcome(host: &str, prober: &Prober) {
     }
     let degraded = prober.degraded();
     if !degraded.is_empty() {
-        tracing::info!(
+        tracing::debug!(
             host,
             ?degraded,
             not_sent = stats.not_sent.values().sum::<u64>(),
