@@ -108,6 +108,17 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// `text` with its lines joined by " | " (blank ones dropped): one log
+/// record for a message that spans lines (a config parser's snippet), which
+/// a log shipper would otherwise read as several events.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,15 +143,4 @@ mod tests {
         assert_eq!(ErrorCode::Busy.http_status(), 503);
         assert_eq!(ErrorCode::Denied.http_status(), 500);
     }
-}
-
-/// `text` with its lines joined by " | " (blank ones dropped): one log
-/// record for a message that spans lines (a config parser's snippet), which
-/// a log shipper would otherwise read as several events.
-pub fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
 }
