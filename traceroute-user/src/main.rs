@@ -127,7 +127,7 @@ fn main() -> ExitCode {
             } => capture(interfaces, count, seconds, registered_only, stats)
                 .await
                 .map(|()| ExitCode::SUCCESS),
-            Command::Serve(args) => serve(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve(*args).await,
             Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
         }
     });
@@ -332,6 +332,10 @@ struct ServeArgs {
     /// How long in-flight traces may finish after SIGTERM (e.g. 10s).
     #[arg(long, value_parser = parse_duration_arg)]
     shutdown_grace: Option<Duration>,
+    /// Validate the config (file and flags) and exit without starting:
+    /// 0 and a summary when it is valid, 2 and the reason when not.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -343,9 +347,10 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     traceroute_user::service::config::parse_duration(s)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     use traceroute_user::service;
     let config_file = args.config.clone();
+    let check_only = args.check_config;
     let overrides = move |c: &mut service::Config| {
         let a = &args;
         if let Some(s) = &a.socket {
@@ -385,9 +390,49 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             c.shutdown_grace = g;
         }
     };
-    service::run(service::Options {
+    let options = service::Options {
         config_file,
         overrides: Box::new(overrides),
-    })
-    .await
+    };
+    if check_only {
+        return Ok(check_config(&options));
+    }
+    service::run(options).await.map(|()| ExitCode::SUCCESS)
+}
+
+/// `serve --check-config`: loads and validates exactly as a start (or a
+/// SIGHUP reload) would, touching nothing.
+fn check_config(options: &traceroute_user::service::Options) -> ExitCode {
+    let name = options
+        .config_file
+        .as_ref()
+        .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+    match options.load() {
+        Ok(config) => {
+            let listen = config
+                .api
+                .listen
+                .map(|a| format!(", TCP {a}"))
+                .unwrap_or_default();
+            println!(
+                "config OK: {name}: {} target(s), API socket {:?}{listen}, capture {:?}, output {}",
+                config.targets.len(),
+                config.api.socket,
+                config.capture,
+                config
+                    .output
+                    .path
+                    .as_ref()
+                    .map_or("stdout".to_string(), |p| p.display().to_string()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "traceroute-agent: config not valid: {}",
+                traceroute_user::error::one_line(&chain(&e))
+            );
+            ExitCode::from(2)
+        }
+    }
 }

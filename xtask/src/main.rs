@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod install;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -46,6 +47,8 @@ enum Cmd {
     Bench(bench::Options),
     /// Install the agent as a systemd service: binary, unit, sample config, user.
     Install(install::InstallArgs),
+    /// Build a Debian package (.deb): binary, unit, config, sysusers, logrotate, man page, completions.
+    Package(package::PackageArgs),
     /// Named lab topologies for manual exploration.
     Lab {
         #[command(subcommand)]
@@ -99,6 +102,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Test => test::run_all(),
         Cmd::Demo => demo::run(),
         Cmd::Install(args) => install::run_install(args),
+        Cmd::Package(args) => package::run_package(args).map(|_| ()),
         Cmd::Bench(options) => bench::run(options),
         Cmd::Lab { action } => lab(action),
     }

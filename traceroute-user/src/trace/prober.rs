@@ -118,7 +118,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            window: 16,
+            window: usize::from(super::request::WINDOW.default),
             here: 3.0,
             // traceroute's NEAR is 10; a hop's answer comes before a later
             // hop's on the same path, so 3x leaves room for a router's slow

@@ -442,11 +442,29 @@ mod tests {
                 vec![format!("| {} | 0–{} |", QUERIES.default, QUERIES.max)],
             ),
             (
-                "| `e2e_queries` |",
+                "| `e2e_queries` | ",
                 vec![format!(
                     "| {} | 0–{} |",
                     E2E_QUERIES.default, E2E_QUERIES.max
                 )],
+            ),
+            (
+                "| `e2e_queries` | `",
+                vec![format!(
+                    "| `{}` | end-to-end probes per run ({}–{})",
+                    E2E_QUERIES.default, E2E_QUERIES.min, E2E_QUERIES.max
+                )],
+            ),
+            (
+                "| `-c, --report-cycles N`",
+                vec![format!("up to {} |", CYCLES.max)],
+            ),
+            (
+                "| `-N, --sim-queries N`",
+                vec![
+                    format!("({}–{})", WINDOW.min, WINDOW.max),
+                    format!("| {} |", WINDOW.default),
+                ],
             ),
         ];
         for (start, wanted) in checks {
