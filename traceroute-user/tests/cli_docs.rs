@@ -114,6 +114,48 @@ fn a_config_error_is_one_log_record() {
             assert_eq!(v["level"], "ERROR", "{v}");
         }
     }
+    // --check-config: the same verdict without starting, exit 2 and one line.
+    let out = std::process::Command::new(common::agent::AGENT)
+        .args(["serve", "--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("traceroute-agent: config not valid:") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let good = dir.path("good.toml");
+    std::fs::write(
+        &good,
+        "namespace = \"a\"\n[[targets]]\nhost = \"198.18.0.1\"\ninterval = \"10s\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::agent::AGENT)
+        .args([
+            "serve",
+            "--check-config",
+            "--socket",
+            "/nonexistent/dir/a.sock",
+            "--config",
+        ])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("config OK:") && stdout.contains("1 target(s)"),
+        "{stdout}"
+    );
+    // Nothing was started: the socket's directory was never needed.
+    assert!(!std::path::Path::new("/nonexistent/dir").exists());
 }
 
 #[test]

@@ -26,7 +26,8 @@ const EBPF_PACKAGES: &[&str] = &[
 /// system-probe client's structs (tests/go_client.rs), groff to render the
 /// man page (tests/cli_docs.rs), Prometheus (`promtool` and a real server
 /// scraping the agent) and curl to query it (tests/metrics_prometheus.rs),
-/// tmux for a real terminal (tests/cli_output.rs).
+/// tmux for a real terminal (tests/cli_output.rs), binutils to strip and
+/// inspect the packaged binary (`cargo xtask package`).
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -40,6 +41,7 @@ const LAB_PACKAGES: &[&str] = &[
     "prometheus",
     "curl",
     "tmux",
+    "binutils",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
