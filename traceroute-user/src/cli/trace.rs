@@ -122,9 +122,15 @@ pub struct TraceArgs {
     /// Output format (default: table on a terminal, JSON otherwise).
     #[arg(long, value_enum)]
     format: Option<Format>,
-    /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
+    /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets (and,
+    /// without the privilege for either, to --unprivileged).
     #[arg(long, value_enum, default_value = "auto")]
     capture: CaptureArg,
+    /// Trace without any privilege: UDP and ICMP by datagram sockets with
+    /// IP_RECVERR (ICMP needs net.ipv4.ping_group_range), TCP by connect().
+    /// One probe at a time, user-space RTTs, no reply TTLs.
+    #[arg(long, conflicts_with_all = ["paths", "multipath", "pmtu"])]
+    unprivileged: bool,
     /// Use IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     ipv4: bool,
@@ -318,13 +324,11 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         mpls: args.extensions,
         ..Style::for_terminal(terminal)
     };
-    if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() {
-        // No capture, no raw socket: nothing that needs a privilege.
-        let path = traceroute_user::trace::trace_by_connect(&request).await?;
-        write(format, &path, style)?;
-        return Ok(std::process::ExitCode::SUCCESS);
+    let connect = request.protocol == Protocol::Tcp && request.tcp_method.by_connect();
+    if args.unprivileged || connect {
+        return unprivileged(request, format, style).await;
     }
-    let tracer = Tracer::new(TracerConfig {
+    let tracer = match Tracer::new(TracerConfig {
         capture: args.capture.into(),
         probes_per_second: args.pps,
         router_rate: Rate::router(args.router_icmp_burst, args.router_icmp_per_second),
@@ -333,7 +337,21 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         watch_all_interfaces: false,
         ..TracerConfig::default()
     })
-    .await?;
+    .await
+    {
+        Ok(tracer) => tracer,
+        // Neither capture is allowed: what an unprivileged user can do.
+        Err(e) if args.capture == CaptureArg::Auto && can_go_unprivileged(&request) => {
+            let Some(missing) = e.missing_privilege() else {
+                return Err(e.into());
+            };
+            eprintln!(
+                "traceroute-agent: {missing}: tracing without privilege instead (one probe at a time, user-space RTTs; --unprivileged asks for it)"
+            );
+            return unprivileged(request, format, style).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     // Hops are printed as they settle on a terminal's table.
     let live = (format == Format::Table && terminal).then(|| LiveTable::new(style));
     match super::progress::run(&tracer, &request, live).await? {
@@ -353,6 +371,36 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::from(130))
         }
     }
+}
+
+/// Whether `request` can be traced without privilege: one flow, and for TCP
+/// SYNs (which connect() sends), not probes inside a connection.
+fn can_go_unprivileged(request: &TraceRequest) -> bool {
+    request.paths == 1
+        && request.multipath.is_none()
+        && !request.pmtu
+        && (request.protocol != Protocol::Tcp
+            || matches!(request.tcp_method, TcpMethod::Syn | TcpMethod::SynSocket))
+}
+
+/// A trace by datagram sockets or connect(): no capability needed.
+async fn unprivileged(
+    mut request: TraceRequest,
+    format: Format,
+    style: Style,
+) -> anyhow::Result<std::process::ExitCode> {
+    if request.protocol == Protocol::Tcp {
+        if !matches!(request.tcp_method, TcpMethod::Syn | TcpMethod::SynSocket) {
+            return Err(TraceError::InvalidRequest(
+                "--unprivileged sends TCP SYNs by connect(); sack needs privileges".into(),
+            )
+            .into());
+        }
+        request.tcp_method = TcpMethod::SynSocket;
+    }
+    let path = traceroute_user::trace::trace_unprivileged(&request).await?;
+    write(format, &path, style)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Prints a finished (or interrupted) record in `format`. A reader that

@@ -68,7 +68,7 @@ pub fn header(path: &NetworkPath) -> String {
         match (&path.capture, path.tcp_method.as_deref()) {
             (Some(c), _) => format!("{:?}", c.method).to_lowercase(),
             (None, Some("syn_socket")) => "none (connect() per probe)".into(),
-            (None, _) => "?".into(),
+            (None, _) => "none (datagram socket, IP_RECVERR)".into(),
         },
     )
 }

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod connection;
+pub mod dgram;
 pub mod engine;
 pub mod lag;
 pub mod mda;
@@ -66,6 +67,10 @@ pub enum TraceError {
         retry_after.as_secs().max(1)
     )]
     Busy { retry_after: Duration },
+    /// A trace without privilege that the system does not allow (a datagram
+    /// ICMP socket outside `net.ipv4.ping_group_range`).
+    #[error("{0}")]
+    Unprivileged(String),
 }
 
 impl TraceError {
@@ -93,6 +98,7 @@ impl TraceError {
             TraceError::Route(e) => e.code(),
             TraceError::Capture(_) => ErrorCode::Unknown,
             TraceError::Busy { .. } => ErrorCode::Busy,
+            TraceError::Unprivileged(_) => ErrorCode::Denied,
             TraceError::Connection(e) => match e {
                 connection::ConnectionError::Refused | connection::ConnectionError::NoSack => {
                     ErrorCode::NotSupported
@@ -1033,6 +1039,46 @@ async fn connect_runs(
     Ok(runs)
 }
 
+/// `queries` runs of datagram probes without privilege (see [`dgram`]), each
+/// from a port or echo id of its own (the request's flow id for the first,
+/// when set).
+async fn dgram_runs(
+    kind: dgram::Kind,
+    request: &TraceRequest,
+    route: &Route,
+    target: IpAddr,
+    port: u16,
+) -> Result<Vec<Run>, TraceError> {
+    let plan = syn_socket::Plan {
+        first_ttl: request.first_ttl,
+        max_ttl: request.max_ttl,
+        timeout: request.timeout,
+    };
+    let destination = SocketAddr::new(target, port);
+    let mut runs = Vec::new();
+    for attempt in 0..request.queries {
+        let pinned = request
+            .flow_id
+            .map_or(0, |id| id.wrapping_add(u16::from(attempt)));
+        let source = SocketAddr::new(route.source, pinned);
+        let (id, observations) =
+            dgram::run(kind, source, destination, plan)
+                .await
+                .map_err(|e| match dgram::explain(kind, &e) {
+                    Some(why) => TraceError::Unprivileged(why),
+                    None => TraceError::Send(e),
+                })?;
+        let mut run = Run::from_observations(
+            SocketAddr::new(route.source, id),
+            destination,
+            &observations,
+        );
+        run.flow_id = Some(id);
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
 /// The address to trace: the one the caller resolved, or the host's.
 async fn target_of(request: &TraceRequest) -> Result<IpAddr, TraceError> {
     Ok(match request.resolved {
@@ -1048,11 +1094,11 @@ async fn target_of(request: &TraceRequest) -> Result<IpAddr, TraceError> {
 /// A `tcp_method=syn_socket` trace without a [`Tracer`]: no capture, no raw
 /// socket, so no privilege — what the CLI runs for `--tcp-method
 /// syn_socket`. Reverse DNS and end-to-end probes are not part of it.
-pub async fn trace_by_connect(request: &TraceRequest) -> Result<NetworkPath, TraceError> {
+pub async fn trace_unprivileged(request: &TraceRequest) -> Result<NetworkPath, TraceError> {
     validate(request)?;
-    if request.protocol != Protocol::Tcp || !request.tcp_method.by_connect() {
+    if request.paths > 1 || request.multipath.is_some() || request.pmtu {
         return Err(TraceError::InvalidRequest(
-            "tracing without privileges needs TCP and tcp_method syn_socket".into(),
+            "tracing without privilege probes one flow: no paths, multipath or pmtu".into(),
         ));
     }
     let target = target_of(request).await?;
@@ -1061,7 +1107,12 @@ pub async fn trace_by_connect(request: &TraceRequest) -> Result<NetworkPath, Tra
         .port
         .or(request.protocol.default_port().map(|p| p.0))
         .unwrap_or(0);
-    let mut runs = connect_runs(request, &route, target, port).await?;
+    let protocol = request.protocol;
+    let mut runs = match protocol {
+        Protocol::Tcp => connect_runs(request, &route, target, port).await?,
+        Protocol::Udp => dgram_runs(dgram::Kind::Udp, request, &route, target, port).await?,
+        Protocol::Icmp => dgram_runs(dgram::Kind::Icmp, request, &route, target, 0).await?,
+    };
     for run in &mut runs {
         run.fingerprint = Some(graph::run_fingerprint(run));
     }
@@ -1069,7 +1120,7 @@ pub async fn trace_by_connect(request: &TraceRequest) -> Result<NetworkPath, Tra
         graph::set_fingerprint(runs.iter().filter_map(|r| r.fingerprint.as_deref()));
     let outcome = FlowOutcome::by_connect(&runs);
     let mut path = NetworkPath::new(
-        Protocol::Tcp,
+        protocol,
         PathSource {
             hostname: hostname(),
             via: Some(via_of(&route)),
@@ -1077,12 +1128,14 @@ pub async fn trace_by_connect(request: &TraceRequest) -> Result<NetworkPath, Tra
         },
         PathDestination {
             hostname: request.host.clone(),
-            port,
+            port: if protocol == Protocol::Icmp { 0 } else { port },
         },
         runs,
         E2eProbe::from_samples(&[]),
     );
-    path.tcp_method = Some("syn_socket".into());
+    if protocol == Protocol::Tcp {
+        path.tcp_method = Some("syn_socket".into());
+    }
     path.probing = Some(outcome.probing);
     path.path_fingerprint = Some(path_fingerprint);
     Ok(path)

@@ -110,7 +110,13 @@ async fn probe(
     ready?;
     let rtt = sent.elapsed();
     // A router's error first: an ICMP unreachable also refuses the connect.
-    if let Some((from, icmp_type, icmp_code)) = read_error_queue(&socket)? {
+    if let Some(QueuedError {
+        from,
+        icmp_type,
+        icmp_code,
+        ..
+    }) = read_error_queue(&socket)?
+    {
         let ends = from == destination.ip()
             || icmp_type == V4_UNREACHABLE && destination.is_ipv4()
             || icmp_type == V6_UNREACHABLE && destination.is_ipv6();
@@ -143,9 +149,21 @@ fn reached(destination: SocketAddr, rtt: Duration, answer: TcpAnswer) -> Attempt
     }
 }
 
-/// The router that sent the ICMP error queued on `socket`, with its type
-/// and code; `None` when nothing ICMP-made is queued.
-fn read_error_queue(socket: &impl AsRawFd) -> io::Result<Option<(IpAddr, u8, u8)>> {
+/// An ICMP error the kernel queued on a socket (`IP_RECVERR`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedError {
+    /// Who sent it (the offender).
+    pub from: IpAddr,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// The start of what we sent that it is about, as the kernel hands it
+    /// back (a datagram's payload; nothing for TCP).
+    pub sent: Vec<u8>,
+}
+
+/// The next ICMP error queued on `socket`; `None` when nothing ICMP-made
+/// is queued.
+pub fn read_error_queue(socket: &impl AsRawFd) -> io::Result<Option<QueuedError>> {
     let mut data = [0u8; 256];
     let mut iov = [io::IoSliceMut::new(&mut data)];
     let mut space = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
@@ -159,8 +177,10 @@ fn read_error_queue(socket: &impl AsRawFd) -> io::Result<Option<(IpAddr, u8, u8)
         Err(nix::errno::Errno::EAGAIN) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    let len = message.bytes;
+    let mut found = None;
     for cmsg in message.cmsgs().map_err(io::Error::from)? {
-        let found = match cmsg {
+        found = match cmsg {
             ControlMessageOwned::Ipv4RecvErr(err, Some(addr)) if err.ee_origin == ORIGIN_ICMP => {
                 let addr = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
                 Some((IpAddr::V4(addr), err.ee_type, err.ee_code))
@@ -172,8 +192,13 @@ fn read_error_queue(socket: &impl AsRawFd) -> io::Result<Option<(IpAddr, u8, u8)
             _ => None,
         };
         if found.is_some() {
-            return Ok(found);
+            break;
         }
     }
-    Ok(None)
+    Ok(found.map(|(from, icmp_type, icmp_code)| QueuedError {
+        from,
+        icmp_type,
+        icmp_code,
+        sent: data[..len.min(data.len())].to_vec(),
+    }))
 }
