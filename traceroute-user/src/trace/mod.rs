@@ -1005,43 +1005,23 @@ impl FlowOutcome {
     }
 }
 
-/// `queries` runs of `syn_socket` probes (see [`syn_socket`]), each from a
-/// source port of its own (the request's flow id for the first, when set).
+/// `queries` runs of `syn_socket` probes (see [`syn_socket`]).
 async fn connect_runs(
     request: &TraceRequest,
     route: &Route,
     target: IpAddr,
     port: u16,
 ) -> Result<Vec<Run>, TraceError> {
-    let plan = syn_socket::Plan {
-        first_ttl: request.first_ttl,
-        max_ttl: request.max_ttl,
-        timeout: request.timeout,
-    };
     let destination = SocketAddr::new(target, port);
-    let mut runs = Vec::new();
-    for attempt in 0..request.queries {
-        let pinned = request
-            .flow_id
-            .map_or(0, |id| id.wrapping_add(u16::from(attempt)));
-        let source = SocketAddr::new(route.source, pinned);
-        let (port, observations) = syn_socket::run(source, destination, plan)
+    socket_runs(request, route, destination, |source, plan| async move {
+        syn_socket::run(source, destination, plan)
             .await
-            .map_err(TraceError::Send)?;
-        let mut run = Run::from_observations(
-            SocketAddr::new(route.source, port),
-            destination,
-            &observations,
-        );
-        run.flow_id = Some(port);
-        runs.push(run);
-    }
-    Ok(runs)
+            .map_err(TraceError::Send)
+    })
+    .await
 }
 
-/// `queries` runs of datagram probes without privilege (see [`dgram`]), each
-/// from a port or echo id of its own (the request's flow id for the first,
-/// when set).
+/// `queries` runs of datagram probes without privilege (see [`dgram`]).
 async fn dgram_runs(
     kind: dgram::Kind,
     request: &TraceRequest,
@@ -1049,32 +1029,50 @@ async fn dgram_runs(
     target: IpAddr,
     port: u16,
 ) -> Result<Vec<Run>, TraceError> {
+    let destination = SocketAddr::new(target, port);
+    socket_runs(request, route, destination, |source, plan| async move {
+        dgram::run(kind, source, destination, plan)
+            .await
+            .map_err(|e| match dgram::explain(kind, &e) {
+                Some(why) => TraceError::Unprivileged(why),
+                None => TraceError::Send(e),
+            })
+    })
+    .await
+}
+
+/// `queries` runs by ordinary sockets, one probe at a time, each from a
+/// source port or echo id of its own (the request's flow id for the first,
+/// when set); `run` probes one run from a source and says which port or id
+/// it got.
+async fn socket_runs<F, Fut>(
+    request: &TraceRequest,
+    route: &Route,
+    destination: SocketAddr,
+    run: F,
+) -> Result<Vec<Run>, TraceError>
+where
+    F: Fn(SocketAddr, syn_socket::Plan) -> Fut,
+    Fut: Future<Output = Result<(u16, Vec<HopObservation>), TraceError>>,
+{
     let plan = syn_socket::Plan {
         first_ttl: request.first_ttl,
         max_ttl: request.max_ttl,
         timeout: request.timeout,
     };
-    let destination = SocketAddr::new(target, port);
     let mut runs = Vec::new();
     for attempt in 0..request.queries {
         let pinned = request
             .flow_id
             .map_or(0, |id| id.wrapping_add(u16::from(attempt)));
-        let source = SocketAddr::new(route.source, pinned);
-        let (id, observations) =
-            dgram::run(kind, source, destination, plan)
-                .await
-                .map_err(|e| match dgram::explain(kind, &e) {
-                    Some(why) => TraceError::Unprivileged(why),
-                    None => TraceError::Send(e),
-                })?;
-        let mut run = Run::from_observations(
+        let (id, observations) = run(SocketAddr::new(route.source, pinned), plan).await?;
+        let mut traced = Run::from_observations(
             SocketAddr::new(route.source, id),
             destination,
             &observations,
         );
-        run.flow_id = Some(id);
-        runs.push(run);
+        traced.flow_id = Some(id);
+        runs.push(traced);
     }
     Ok(runs)
 }
