@@ -7,7 +7,7 @@
 mod common;
 mod service_support;
 
-use common::agent::{AGENT, assert_valid, expected};
+use common::agent::{AGENT, assert_user_stamped_runs, assert_valid, expected};
 use serde_json::Value;
 use service_support::Agent;
 use traceroute_lab::{Family, Lab};
@@ -15,22 +15,7 @@ use traceroute_lab::{Family, Lab};
 fn check(record: &Value, want: &[String], what: &str) {
     assert_valid(record);
     assert_eq!(record["tcp_method"], "syn_socket", "{what}");
-    for run in record["traceroute"]["runs"].as_array().unwrap() {
-        assert_eq!(run["destination_reached"], true, "{what}: {run:#}");
-        let hops = run["hops"].as_array().unwrap();
-        let got: Vec<&str> = hops
-            .iter()
-            .map(|h| h["ip_address"].as_str().unwrap())
-            .collect();
-        assert_eq!(got, want, "{what}");
-        for hop in hops {
-            if hop["ip_address"] == "" {
-                assert_eq!(hop["no_answer"], "timeout", "{what}: {hop}");
-            } else {
-                assert_eq!(hop["timestamp_source"], "user", "{what}: {hop}");
-            }
-        }
-    }
+    assert_user_stamped_runs(record, want, what);
 }
 
 #[test]

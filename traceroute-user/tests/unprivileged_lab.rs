@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Output;
 
-use common::agent::{AGENT, assert_valid, expected};
+use common::agent::{AGENT, assert_user_stamped_runs, assert_valid, expected};
 use serde_json::Value;
 use traceroute_lab::{Family, Lab};
 
@@ -59,22 +59,7 @@ fn check(out: &Output, want: &[String], what: &str) -> String {
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_valid(&record);
     assert!(record.get("capture").is_none(), "{what}: {record}");
-    for run in record["traceroute"]["runs"].as_array().unwrap() {
-        assert_eq!(run["destination_reached"], true, "{what}: {run:#}");
-        let hops = run["hops"].as_array().unwrap();
-        let got: Vec<&str> = hops
-            .iter()
-            .map(|h| h["ip_address"].as_str().unwrap())
-            .collect();
-        assert_eq!(got, want, "{what}");
-        for hop in hops {
-            if hop["ip_address"] == "" {
-                assert_eq!(hop["no_answer"], "timeout", "{what}: {hop}");
-            } else {
-                assert_eq!(hop["timestamp_source"], "user", "{what}: {hop}");
-            }
-        }
-    }
+    assert_user_stamped_runs(&record, want, what);
     stderr
 }
 

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{agent_binary, is_root, root, run};
+use crate::util::{is_root, root, run};
 
 pub const USER: &str = "traceroute-agent";
 
@@ -55,17 +55,7 @@ pub fn run_install(args: InstallArgs) -> Result<()> {
     if !staged && !is_root() {
         bail!("installing to / needs root: sudo -E cargo xtask install (or --destdir DIR)");
     }
-    let binary = match args.bin {
-        Some(b) => b,
-        None => {
-            crate::setup::ensure()?;
-            crate::build_release()?;
-            agent_binary()
-        }
-    };
-    if !binary.is_file() {
-        bail!("{} does not exist", binary.display());
-    }
+    let binary = crate::util::release_binary(args.bin)?;
     let dest = args.destdir.unwrap_or_else(|| PathBuf::from("/"));
     let at = |p: &str| dest.join(p.trim_start_matches('/'));
     let packaging = root().join("packaging");

@@ -35,17 +35,7 @@ const SCRIPTS: [&str; 3] = ["postinst", "prerm", "postrm"];
 
 /// Builds the package; returns the path of the `.deb`.
 pub fn run_package(args: PackageArgs) -> Result<PathBuf> {
-    let binary = match args.bin {
-        Some(b) => b,
-        None => {
-            crate::setup::ensure()?;
-            crate::build_release()?;
-            agent_binary()
-        }
-    };
-    if !binary.is_file() {
-        bail!("{} does not exist (cargo xtask build)", binary.display());
-    }
+    let binary = crate::util::release_binary(args.bin)?;
     let out = args
         .out
         .unwrap_or_else(|| agent_binary().parent().unwrap().join("package"));

@@ -104,3 +104,25 @@ pub fn expected(lab: &Lab, from: &str, to: &str, dst: IpAddr) -> Vec<String> {
     out.push(dst.to_string());
     out
 }
+
+/// Every run of a trace made without capture (connect() or datagram
+/// sockets) reached the destination over exactly `want`, its silent hops
+/// waited their full time, and its RTTs are user-space readings.
+pub fn assert_user_stamped_runs(record: &Value, want: &[String], what: &str) {
+    for run in record["traceroute"]["runs"].as_array().unwrap() {
+        assert_eq!(run["destination_reached"], true, "{what}: {run:#}");
+        let hops = run["hops"].as_array().unwrap();
+        let got: Vec<&str> = hops
+            .iter()
+            .map(|h| h["ip_address"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, want, "{what}");
+        for hop in hops {
+            if hop["ip_address"] == "" {
+                assert_eq!(hop["no_answer"], "timeout", "{what}: {hop}");
+            } else {
+                assert_eq!(hop["timestamp_source"], "user", "{what}: {hop}");
+            }
+        }
+    }
+}
