@@ -31,6 +31,7 @@ pub const NAMES: &[&str] = &[
     "synproxy",
     "mtu",
     "synlimit",
+    "multihomed",
 ];
 
 /// Looks a topology up by name.
@@ -53,6 +54,7 @@ pub fn named(name: &str) -> Option<Topology> {
         "synproxy" => synproxy(),
         "mtu" => mtu(),
         "synlimit" => synlimit(),
+        "multihomed" => multihomed(),
         _ => return None,
     })
 }
@@ -88,6 +90,31 @@ fn chain_called(name: &str) -> Topology {
         .link("r4", "dst")
         .silent("r3")
         .tcp_listen("dst", 80)
+}
+
+/// A source with two uplinks: `src — r1 — r3 — dst` and `src — r2 — r3 —
+/// dst`. src sends dst's network (link 5) through r1 only, so r2 carries a
+/// trace only when it pins the interface or source address that leads
+/// there (traceroute's `-i`, `-s` with a policy rule). v4+v6, dst listens
+/// on TCP 80, unlimited ICMP.
+///
+/// Links: 1 src–r1, 2 src–r2, 3 r1–r3, 4 r2–r3, 5 r3–dst.
+pub fn multihomed() -> Topology {
+    Topology::new("multihomed")
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("src", "r2")
+        .link("r1", "r3")
+        .link("r2", "r3")
+        .link("r3", "dst")
+        .static_route("src", "198.18.5.0/24", &["r1"])
+        .static_route("src", "2001:db8:0:5::/64", &["r1"])
+        .tcp_listen("dst", 80)
+        .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
 }
 
 /// `src — r1 — {r2a, r2b} — r3 — dst`: r1 and r3 hold two-way ECMP groups

@@ -39,7 +39,7 @@ fn probe_chain(
             let sender = ProbeSender::new();
             for ttl in 1..=6 {
                 let packet = build_probe(&flow, Ttl::new(ttl).unwrap(), 0);
-                sender.send(&packet, dst).unwrap();
+                sender.send(&packet, dst, None).unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let mut events = Vec::new();

@@ -93,7 +93,7 @@ fn a_blind_sweep_of_forged_replies_plants_no_hop() {
                         guesses
                             .filter(|&g| {
                                 let packet = forged_reply(protocol, src.octets(), dst.octets(), g);
-                                sender.send(&packet, src.into()).is_ok()
+                                sender.send(&packet, src.into(), None).is_ok()
                             })
                             .count()
                     }

@@ -24,8 +24,8 @@ fn link_json(ns: &Netns, dev: &str) -> serde_json::Value {
 /// via .1 / ::1, permanent neighbour entries for both gateways.
 struct Lab {
     h: Netns,
-    /// Only has to exist: it owns the gateway end of the veth pair.
-    _r: Netns,
+    /// Owns the gateway end of the veth pairs.
+    r: Netns,
     gw_mac: MacAddr,
 }
 
@@ -87,7 +87,7 @@ impl Lab {
                 "permanent",
             ]);
         }
-        Lab { h, _r: r, gw_mac }
+        Lab { h, r, gw_mac }
     }
 
     /// Runs `body` inside the host namespace (see `Netns::run_inside`).
@@ -354,5 +354,192 @@ fn source_is_the_routes_prefsrc() {
         assert_eq!(route.source, ip("198.18.2.2"), "prefsrc of the route wins");
         let route = cache.lookup(ip("198.19.7.7")).await.unwrap();
         assert_eq!(route.source, ip("198.18.1.2"));
+    });
+}
+
+/// `-s` and `-i`: the kernel's answer for a pinned source address (policy
+/// rules that match on it apply) and a pinned interface (its routes, or
+/// on-link when it has none, as `ip route get ADDR oif DEV` says), each
+/// cached under its own key and dropped when a rule changes; what can never
+/// work is refused with its reason.
+#[test]
+fn pinned_source_and_interface_are_the_kernels_answers() {
+    let lab = Lab::new();
+    // A second uplink to the router, with no routes yet (nothing is sent).
+    lab.h.ip(&[
+        "link",
+        "add",
+        "d0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "d1",
+        "netns",
+        &lab.r.name,
+    ]);
+    lab.h.ip(&["link", "set", "d0", "addrgenmode", "none"]);
+    lab.r.ip(&["link", "set", "d1", "addrgenmode", "none"]);
+    lab.h.ip(&["link", "set", "d0", "up"]);
+    lab.r.ip(&["link", "set", "d1", "up"]);
+    lab.h.ip(&["addr", "add", "198.18.3.2/24", "dev", "d0"]);
+    lab.h
+        .ip(&["addr", "add", "2001:db8:3::2/64", "dev", "d0", "nodad"]);
+    // A second address on v0 whose traffic policy routing sends to the
+    // second gateway.
+    lab.h.ip(&["addr", "add", "198.18.1.22/24", "dev", "v0"]);
+    lab.h
+        .ip(&["addr", "add", "2001:db8:1::22/64", "dev", "v0", "nodad"]);
+    for (family, gw) in [("-4", "198.18.1.3"), ("-6", "2001:db8:1::3")] {
+        lab.h
+            .ip(&[family, "route", "add", "default", "via", gw, "table", "100"]);
+    }
+    lab.h
+        .ip(&["rule", "add", "from", "198.18.1.22", "lookup", "100"]);
+    let h = lab.h.name.clone();
+    lab.run_in_host(move || async move {
+        use traceroute_user::route::Egress;
+        let cache = RouteCache::new().await.unwrap();
+        let on = |name: &str| Egress {
+            interface: Some(name.into()),
+            ..Egress::default()
+        };
+        let from = |source: &str| Egress {
+            source: Some(ip(source)),
+            ..Egress::default()
+        };
+
+        // Pinned interface without a route through it: IPv4 assumes the
+        // destination is on-link there, IPv6 has no route.
+        let route = cache
+            .lookup_pinned(ip("198.19.7.7"), &on("d0"))
+            .await
+            .unwrap();
+        assert_eq!(route.interface.name, "d0");
+        assert_eq!(route.gateway, None);
+        assert_eq!(route.source, ip("198.18.3.2"));
+        let err = cache
+            .lookup_pinned(ip("2001:db8:7::7"), &on("d0"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "no route to 2001:db8:7::7 through d0");
+        assert_eq!(err.code().as_str(), "NETUNREACH");
+        // Unpinned, the same destinations still leave by v0.
+        for dst in ["198.19.7.7", "2001:db8:7::7"] {
+            let route = cache.lookup(ip(dst)).await.unwrap();
+            assert_eq!(route.interface.name, "v0", "{dst}");
+        }
+        // Worse default routes through d0: only pinned lookups take them.
+        for (family, gw, dst, main_gw) in [
+            ("-4", "198.18.3.1", "198.19.7.7", "198.18.1.1"),
+            ("-6", "2001:db8:3::1", "2001:db8:7::7", "2001:db8:1::1"),
+        ] {
+            run(&[
+                "ip", "-n", &h, family, "route", "add", "default", "via", gw, "dev", "d0",
+                "metric", "2000",
+            ]);
+            eventually("the route through d0", async || {
+                cache
+                    .lookup_pinned(ip(dst), &on("d0"))
+                    .await
+                    .is_ok_and(|r| r.gateway == Some(ip(gw)) && r.interface.name == "d0")
+            })
+            .await;
+            assert_eq!(
+                cache.lookup(ip(dst)).await.unwrap().gateway,
+                Some(ip(main_gw))
+            );
+        }
+
+        // Pinned source: the rule for it sends v4 to the second gateway.
+        let route = cache
+            .lookup_pinned(ip("198.19.7.7"), &from("198.18.1.22"))
+            .await
+            .unwrap();
+        assert_eq!(route.source, ip("198.18.1.22"));
+        assert_eq!(route.gateway, Some(ip("198.18.1.3")));
+        assert_eq!(route.gateway_mac, Some(GW2_MAC.parse().unwrap()));
+        // No IPv6 rule yet: the main table, from the pinned address.
+        let route = cache
+            .lookup_pinned(ip("2001:db8:7::7"), &from("2001:db8:1::22"))
+            .await
+            .unwrap();
+        assert_eq!(route.source, ip("2001:db8:1::22"));
+        assert_eq!(route.gateway, Some(ip("2001:db8:1::1")));
+        // A new rule is a change the cache hears of.
+        run(&[
+            "ip",
+            "-n",
+            &h,
+            "-6",
+            "rule",
+            "add",
+            "from",
+            "2001:db8:1::22",
+            "lookup",
+            "100",
+        ]);
+        eventually("the IPv6 rule", async || {
+            cache
+                .lookup_pinned(ip("2001:db8:7::7"), &from("2001:db8:1::22"))
+                .await
+                .is_ok_and(|r| r.gateway == Some(ip("2001:db8:1::3")))
+        })
+        .await;
+        // Both pinned: the source's rule table, through v0.
+        let both = Egress {
+            source: Some(ip("198.18.1.22")),
+            interface: Some("v0".into()),
+        };
+        let route = cache.lookup_pinned(ip("198.19.7.7"), &both).await.unwrap();
+        assert_eq!(
+            (route.interface.name.as_str(), route.gateway),
+            ("v0", Some(ip("198.18.1.3")))
+        );
+
+        // Repeats are served from the cache, under each pin's own key
+        // (the first round fills it again after the rule change).
+        let mut queries = cache.netlink_queries();
+        for round in 0..3 {
+            assert_eq!(
+                cache
+                    .lookup_pinned(ip("198.19.7.7"), &on("d0"))
+                    .await
+                    .unwrap()
+                    .interface
+                    .name,
+                "d0"
+            );
+            assert_eq!(
+                cache.lookup(ip("198.19.7.7")).await.unwrap().interface.name,
+                "v0"
+            );
+            if round == 0 {
+                queries = cache.netlink_queries();
+            }
+        }
+        assert_eq!(cache.netlink_queries(), queries);
+
+        // What can never work, with its reason.
+        assert_eq!(
+            cache
+                .lookup_pinned(ip("198.19.7.7"), &from("198.18.1.1"))
+                .await,
+            Err(RouteError::NotLocal(ip("198.18.1.1"))),
+            "the gateway's address is not ours"
+        );
+        assert_eq!(
+            cache.lookup_pinned(ip("198.19.7.7"), &on("nope0")).await,
+            Err(RouteError::NoSuchInterface("nope0".into()))
+        );
+        assert_eq!(
+            cache
+                .lookup_pinned(ip("2001:db8:7::7"), &from("198.18.1.22"))
+                .await,
+            Err(RouteError::SourceFamily {
+                pinned: ip("198.18.1.22"),
+                destination: ip("2001:db8:7::7"),
+            })
+        );
     });
 }

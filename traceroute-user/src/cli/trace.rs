@@ -3,11 +3,13 @@
 //! partial results on Ctrl-C.
 
 use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use traceroute_user::path::NetworkPath;
 use traceroute_user::probe::Protocol;
 use traceroute_user::resolve::{self, FamilyPreference};
+use traceroute_user::route::Egress;
 use traceroute_user::sinks;
 use traceroute_user::sinks::table::Style;
 use traceroute_user::trace::TcpMethod;
@@ -131,6 +133,13 @@ pub struct TraceArgs {
     /// One probe at a time, user-space RTTs, no reply TTLs.
     #[arg(long, conflicts_with_all = ["paths", "multipath", "pmtu"])]
     unprivileged: bool,
+    /// Source address of the probes (traceroute's -s): one of this host's.
+    /// Policy routes that match on the source apply.
+    #[arg(short = 's', long = "source", value_name = "ADDRESS")]
+    source: Option<IpAddr>,
+    /// Send probes through this interface (traceroute's -i), by its routes.
+    #[arg(short = 'i', long = "interface", value_name = "NAME")]
+    interface: Option<String>,
     /// Use IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     ipv4: bool,
@@ -299,7 +308,12 @@ impl TraceArgs {
             (_, true) => FamilyPreference::V6,
             _ => FamilyPreference::Any,
         };
-        Ok(request)
+        request
+            .with_egress(Egress {
+                source: self.source,
+                interface: self.interface.clone(),
+            })
+            .map_err(|e| usage(e.to_string()))
     }
 }
 

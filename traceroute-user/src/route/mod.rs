@@ -122,6 +122,66 @@ pub struct Interface {
     pub mtu: u32,
 }
 
+/// What the caller fixed about how probes leave: traceroute's `-s ADDRESS`
+/// and `-i INTERFACE`. The default pins nothing, and the kernel chooses
+/// both, as it would for any packet to the destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Egress {
+    /// Probes carry this source address (one of the host's own); policy
+    /// routing rules that match on the source apply, as for `ip route get
+    /// ADDR from SOURCE`.
+    pub source: Option<IpAddr>,
+    /// Probes leave through this interface, by the routes through it (or
+    /// on-link when it has none, as `ip route get ADDR oif DEV` says).
+    pub interface: Option<String>,
+}
+
+impl Egress {
+    /// Whether anything is pinned (so sends must say so to the kernel).
+    pub fn is_pinned(&self) -> bool {
+        self.source.is_some() || self.interface.is_some()
+    }
+
+    /// Refuses what can never name an interface or be a source address,
+    /// before any netlink request: the kernel's own rules for interface
+    /// names (`dev_valid_name`), and no multicast, broadcast, unspecified
+    /// or loopback-scoped mismatch worth a round trip.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(name) = &self.interface
+            && !valid_interface_name(name)
+        {
+            return Err(format!(
+                "{name:?} is not an interface name (1-{MAX_INTERFACE_NAME} characters, no '/', ':' or spaces)"
+            ));
+        }
+        if let Some(source) = self.source
+            && (source.is_unspecified() || source.is_multicast() || is_broadcast(source))
+        {
+            return Err(format!(
+                "{source} cannot be a source address (unspecified, multicast or broadcast)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+const MAX_INTERFACE_NAME: usize = 15;
+
+fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_INTERFACE_NAME
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}
+
+fn is_broadcast(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
 /// The kernel's routing decision for one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
@@ -137,6 +197,11 @@ pub struct Route {
     pub gateway_mac: Option<MacAddr>,
     /// Output interface (`lo` for local destinations).
     pub interface: Interface,
+    /// The interface holding a pinned source address, when it is not the
+    /// output interface: answers to that address come back there unless
+    /// the network routes them otherwise, so capture must watch it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_interface: Option<String>,
 }
 
 impl Route {
@@ -158,6 +223,39 @@ pub enum RouteError {
     /// an `unreachable` route yields: packets would get ICMP host-unreachable.
     #[error("host {0} is unreachable (unreachable route)")]
     HostUnreachable(IpAddr),
+    /// No route through the pinned interface. IPv6 does not assume a
+    /// destination is on-link there the way IPv4 does, and takes the
+    /// interface as a preference only: a more specific route or the pinned
+    /// source's rule can send the probes elsewhere (`instead`), which would
+    /// not be the trace that was asked for.
+    #[error(
+        "no route to {destination} through {interface}{}",
+        instead.as_ref().map(|i| format!(" (the kernel sends it through {i})")).unwrap_or_default()
+    )]
+    NoRouteThrough {
+        /// The address that was looked up.
+        destination: IpAddr,
+        /// The pinned interface.
+        interface: String,
+        /// Where the kernel would send the probes instead.
+        instead: Option<String>,
+    },
+    /// The pinned source address is not one of this host's.
+    #[error("source address {0} is not an address of this host")]
+    NotLocal(IpAddr),
+    /// The pinned source address cannot reach a destination of the other
+    /// IP version.
+    #[error("source address {pinned} and destination {destination} are not of the same IP version")]
+    SourceFamily {
+        /// The pinned source address (not called `source`: thiserror
+        /// reserves that name for the underlying error).
+        pinned: IpAddr,
+        /// The address that was looked up.
+        destination: IpAddr,
+    },
+    /// The pinned interface does not exist.
+    #[error("no interface named {0:?}")]
+    NoSuchInterface(String),
     /// The route exists but its interface has no usable address in the
     /// destination's family, so probes could not carry a source address.
     #[error("no source address for {destination} on interface {interface}")]
@@ -182,8 +280,11 @@ impl RouteError {
     /// The API error code (`{"code": ...}` in HTTP error bodies).
     pub fn code(&self) -> ErrorCode {
         match self {
-            RouteError::NoRoute(_) => ErrorCode::Netunreach,
+            RouteError::NoRoute(_) | RouteError::NoRouteThrough { .. } => ErrorCode::Netunreach,
             RouteError::HostUnreachable(_) => ErrorCode::Hostunreach,
+            RouteError::NotLocal(_)
+            | RouteError::SourceFamily { .. }
+            | RouteError::NoSuchInterface(_) => ErrorCode::InvalidRequest,
             RouteError::NoSourceAddress { .. }
             | RouteError::Netlink(_)
             | RouteError::Unexpected(_)
@@ -197,6 +298,7 @@ impl RouteError {
         matches!(
             self,
             RouteError::NoRoute(_)
+                | RouteError::NoRouteThrough { .. }
                 | RouteError::HostUnreachable(_)
                 | RouteError::NoSourceAddress { .. }
         )
@@ -219,7 +321,7 @@ impl Entry {
 
 struct Inner {
     handle: rtnetlink::Handle,
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    entries: Mutex<HashMap<(IpAddr, Egress), Entry>>,
     /// Bumped by every invalidation; an uncached lookup only stores its
     /// answer if no invalidation happened while it was in flight.
     generation: AtomicU64,
@@ -323,9 +425,21 @@ impl RouteCache {
     /// Served from the cache when nothing relevant changed since the last
     /// lookup of this address; otherwise asks the kernel.
     pub async fn lookup(&self, destination: IpAddr) -> Result<Route, RouteError> {
+        self.lookup_pinned(destination, &Egress::default()).await
+    }
+
+    /// The route probes to `destination` would take from the pinned source
+    /// address and/or interface (what `ip route get ADDR from SOURCE oif
+    /// DEV` answers); cached like [`lookup`](Self::lookup).
+    pub async fn lookup_pinned(
+        &self,
+        destination: IpAddr,
+        egress: &Egress,
+    ) -> Result<Route, RouteError> {
         let inner = &self.inner;
+        let key = (destination, egress.clone());
         let monitoring = inner.monitoring.load(Ordering::Acquire);
-        if monitoring && let Some(entry) = inner.entries.locked().get(&destination) {
+        if monitoring && let Some(entry) = inner.entries.locked().get(&key) {
             inner.hits.fetch_add(1, Ordering::Relaxed);
             return entry.result.clone();
         }
@@ -333,7 +447,7 @@ impl RouteCache {
         let generation = inner.generation.load(Ordering::Acquire);
         let result = match tokio::time::timeout(
             QUERY_TIMEOUT,
-            query::resolve(inner.handle.clone(), destination, &inner.queries),
+            query::resolve(inner.handle.clone(), destination, egress, &inner.queries),
         )
         .await
         {
@@ -352,7 +466,7 @@ impl RouteCache {
                     entries.clear();
                 }
                 entries.insert(
-                    destination,
+                    key,
                     Entry {
                         result: result.clone(),
                     },
@@ -433,6 +547,7 @@ mod tests {
                 mac: None,
                 mtu: 1500,
             },
+            source_interface: None,
         };
         let v = serde_json::to_value(&route).unwrap();
         assert_eq!(v["gateway_mac"], "02:00:00:00:00:01");
@@ -445,6 +560,39 @@ mod tests {
     #[allow(dead_code, clippy::manual_async_fn)]
     fn lookups_are_send(cache: RouteCache, ip: IpAddr) -> impl std::future::Future + Send + Sync {
         async move { cache.lookup(ip).await }
+    }
+
+    #[test]
+    fn egress_names_and_addresses_are_checked_before_netlink() {
+        let pin = |source: Option<&str>, interface: Option<&str>| Egress {
+            source: source.map(|s| s.parse().unwrap()),
+            interface: interface.map(str::to_string),
+        };
+        assert!(!Egress::default().is_pinned());
+        assert_eq!(Egress::default().check(), Ok(()));
+        for good in ["eth0", "veth-src-r1", "a", "123456789012345", "wg.0"] {
+            assert_eq!(pin(None, Some(good)).check(), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "1234567890123456",
+            "a/b",
+            "eth0:1",
+            "a b",
+            ".",
+            "..",
+            "a\tb",
+        ] {
+            let err = pin(None, Some(bad)).check().unwrap_err();
+            assert!(err.contains("not an interface name"), "{bad:?}: {err}");
+        }
+        for bad in ["0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255"] {
+            let err = pin(Some(bad), None).check().unwrap_err();
+            assert!(err.contains("cannot be a source address"), "{bad}: {err}");
+        }
+        let both = pin(Some("198.18.1.1"), Some("eth1"));
+        assert!(both.is_pinned());
+        assert_eq!(both.check(), Ok(()));
     }
 
     #[test]
@@ -468,6 +616,21 @@ mod tests {
         assert_eq!(
             RouteError::NoRoute(ip).to_string(),
             "no route to 198.18.0.1"
+        );
+        for pinned in [
+            RouteError::NotLocal(ip),
+            RouteError::NoSuchInterface("eth9".into()),
+            RouteError::SourceFamily {
+                pinned: ip,
+                destination: "2001:db8::1".parse().unwrap(),
+            },
+        ] {
+            assert_eq!(pinned.code(), ErrorCode::InvalidRequest, "{pinned}");
+            assert!(!pinned.is_cacheable());
+        }
+        assert_eq!(
+            RouteError::NotLocal(ip).to_string(),
+            "source address 198.18.0.1 is not an address of this host"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Change notifications: the reason cached routes can be trusted.
 //!
-//! Routes, links and addresses can change any routing decision, so any such
+//! Routes, policy rules, links and addresses can change any routing
+//! decision (rules those of pinned sources most of all), so any such
 //! notification drops the whole cache (they are rare). Neighbour entries
 //! change often (REACHABLE <-> STALE every few seconds on a busy LAN) and
 //! concern one next hop, so they only drop entries whose next-hop MAC they
@@ -23,6 +24,8 @@ use super::{Entry, Inner, MacAddr};
 pub(super) const GROUPS: &[MulticastGroup] = &[
     MulticastGroup::Ipv4Route,
     MulticastGroup::Ipv6Route,
+    MulticastGroup::Ipv4Rule,
+    MulticastGroup::Ipv6Rule,
     MulticastGroup::Link,
     MulticastGroup::Ipv4Ifaddr,
     MulticastGroup::Ipv6Ifaddr,
@@ -76,6 +79,7 @@ pub(super) fn classify(payload: &NetlinkPayload<RouteNetlinkMessage>) -> Event {
             RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => {
                 Event::All("route")
             }
+            RouteNetlinkMessage::NewRule(_) | RouteNetlinkMessage::DelRule(_) => Event::All("rule"),
             RouteNetlinkMessage::NewLink(_) | RouteNetlinkMessage::DelLink(_) => Event::All("link"),
             RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => {
                 Event::All("address")
@@ -127,6 +131,7 @@ mod tests {
         NeighbourAddress, NeighbourAttribute, NeighbourState,
     };
     use rtnetlink::packet_route::route::RouteMessage;
+    use rtnetlink::packet_route::rule::RuleMessage;
     use std::net::Ipv4Addr;
 
     fn entry(gateway: Option<&str>, mac: Option<MacAddr>) -> Entry {
@@ -142,6 +147,7 @@ mod tests {
                     mac: Some(MacAddr([2, 0, 0, 0, 0, 2])),
                     mtu: 1500,
                 },
+                source_interface: None,
             }),
         }
     }
@@ -179,13 +185,22 @@ mod tests {
     }
 
     #[test]
-    fn route_link_address_and_overrun_drop_everything() {
+    fn route_rule_link_address_and_overrun_drop_everything() {
         let route =
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(RouteMessage::default()));
         assert_eq!(classify(&route), Event::All("route"));
         let del =
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(RouteMessage::default()));
         assert_eq!(classify(&del), Event::All("route"));
+        for rule in [
+            RouteNetlinkMessage::NewRule(RuleMessage::default()),
+            RouteNetlinkMessage::DelRule(RuleMessage::default()),
+        ] {
+            assert_eq!(
+                classify(&NetlinkPayload::InnerMessage(rule)),
+                Event::All("rule")
+            );
+        }
         assert_eq!(
             classify(&NetlinkPayload::Overrun(Vec::new())),
             Event::All("notification overrun")

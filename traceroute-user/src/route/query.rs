@@ -19,7 +19,9 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Error as NlError, Handle};
 
-use super::{Interface, MacAddr, Route, RouteError};
+use rtnetlink::packet_route::address::AddressMessage;
+
+use super::{Egress, Interface, MacAddr, Route, RouteError};
 
 /// The parts of the kernel's `RTM_NEWROUTE` answer we use.
 #[derive(Debug)]
@@ -33,11 +35,56 @@ struct Decision {
 pub(super) async fn resolve(
     handle: Handle,
     destination: IpAddr,
+    egress: &Egress,
     queries: &AtomicU64,
 ) -> Result<Route, RouteError> {
-    let decision = get_route(&handle, destination, queries).await?;
+    if let Some(source) = egress.source
+        && source.is_ipv4() != destination.is_ipv4()
+    {
+        return Err(RouteError::SourceFamily {
+            pinned: source,
+            destination,
+        });
+    }
+    let oif = match &egress.interface {
+        Some(name) => Some(link_index(&handle, name, queries).await?),
+        None => None,
+    };
+    // The kernel would only answer "network unreachable" for a source that
+    // is not ours; say what is wrong instead.
+    let source_index = match egress.source {
+        Some(source) => Some(
+            interface_of(&handle, source, queries)
+                .await?
+                .ok_or(RouteError::NotLocal(source))?,
+        ),
+        None => None,
+    };
+    let decision = get_route(&handle, destination, egress.source, oif, queries)
+        .await
+        .map_err(|e| match (e, &egress.interface) {
+            (RouteError::NoRoute(destination), Some(interface)) => RouteError::NoRouteThrough {
+                destination,
+                interface: interface.clone(),
+                instead: None,
+            },
+            (e, _) => e,
+        })?;
     let interface = get_link(&handle, decision.oif, queries).await?;
-    let source = match decision.prefsrc {
+    if let (Some(pinned), Some(name)) = (oif, &egress.interface)
+        && pinned != decision.oif
+    {
+        return Err(RouteError::NoRouteThrough {
+            destination,
+            interface: name.clone(),
+            instead: Some(interface.name),
+        });
+    }
+    let source_interface = match source_index {
+        Some(index) if index != decision.oif => Some(get_link(&handle, index, queries).await?.name),
+        _ => None,
+    };
+    let source = match egress.source.or(decision.prefsrc) {
         Some(src) => src,
         None => first_global_address(&handle, decision.oif, destination, queries)
             .await?
@@ -60,6 +107,7 @@ pub(super) async fn resolve(
         gateway: decision.gateway,
         gateway_mac,
         interface,
+        source_interface,
     })
 }
 
@@ -141,18 +189,33 @@ fn decision_from(destination: IpAddr, msg: &RouteMessage) -> Result<Decision, Ro
     })
 }
 
+fn host_length(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
 async fn get_route(
     handle: &Handle,
     destination: IpAddr,
+    source: Option<IpAddr>,
+    oif: Option<u32>,
     queries: &AtomicU64,
 ) -> Result<Decision, RouteError> {
-    // What `ip route get ADDR` sends: a host-length destination, everything
-    // else zero, so the kernel performs a real output route lookup.
+    // What `ip route get ADDR [from SOURCE] [oif DEV]` sends: a host-length
+    // destination (and source), no input interface, so the kernel performs
+    // a real output route lookup.
     let mut msg = RouteMessage::default();
     msg.header.address_family = family_of(destination);
-    msg.header.destination_prefix_length = if destination.is_ipv4() { 32 } else { 128 };
+    msg.header.destination_prefix_length = host_length(destination);
     msg.attributes
         .push(RouteAttribute::Destination(RouteAddress::from(destination)));
+    if let Some(source) = source {
+        msg.header.source_prefix_length = host_length(source);
+        msg.attributes
+            .push(RouteAttribute::Source(RouteAddress::from(source)));
+    }
+    if let Some(oif) = oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
     queries.fetch_add(1, Ordering::Relaxed);
     let mut answers = handle.route().get(msg).execute();
     match answers.try_next().await {
@@ -204,6 +267,65 @@ async fn get_link(
     Ok(interface)
 }
 
+/// The index of the interface called `name`.
+async fn link_index(handle: &Handle, name: &str, queries: &AtomicU64) -> Result<u32, RouteError> {
+    queries.fetch_add(1, Ordering::Relaxed);
+    let mut answers = handle.link().get().match_name(name.to_string()).execute();
+    match answers.try_next().await {
+        Ok(Some(link)) => {
+            while let Ok(Some(_)) = answers.try_next().await {}
+            Ok(link.header.index)
+        }
+        Ok(None) => Err(RouteError::NoSuchInterface(name.to_string())),
+        Err(err) if errno(&err) == Some(libc::ENODEV) => {
+            Err(RouteError::NoSuchInterface(name.to_string()))
+        }
+        Err(err) => Err(netlink("link request", err)),
+    }
+}
+
+/// The interface holding `ip`, if it is one of this host's addresses.
+async fn interface_of(
+    handle: &Handle,
+    ip: IpAddr,
+    queries: &AtomicU64,
+) -> Result<Option<u32>, RouteError> {
+    let mut request = handle.address().get();
+    request.message_mut().header.family = family_of(ip);
+    queries.fetch_add(1, Ordering::Relaxed);
+    let addresses: Vec<_> = request
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| netlink("address request", e))?;
+    Ok(addresses
+        .iter()
+        .find(|msg| usable_address(msg) == Some(ip))
+        .map(|msg| msg.header.index))
+}
+
+/// The local address an `RTM_NEWADDR` message describes, unless it cannot
+/// be used yet (tentative) or at all (failed duplicate detection).
+fn usable_address(msg: &AddressMessage) -> Option<IpAddr> {
+    let unusable_flags = AddressFlags::Tentative | AddressFlags::Dadfailed;
+    let unusable_header = AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed;
+    if msg.header.flags.intersects(unusable_header) {
+        return None;
+    }
+    let mut local = None;
+    let mut address = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(a) => local = Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            AddressAttribute::Flags(f) if f.intersects(unusable_flags) => return None,
+            _ => {}
+        }
+    }
+    // IFA_LOCAL is our end of a point-to-point link; IFA_ADDRESS the peer.
+    local.or(address)
+}
+
 /// The kernel normally gives a prefsrc with every output route; this is the
 /// fallback for answers without one.
 async fn first_global_address(
@@ -220,28 +342,11 @@ async fn first_global_address(
         .try_collect()
         .await
         .map_err(|e| netlink("address request", e))?;
-    let unusable_flags = AddressFlags::Tentative | AddressFlags::Dadfailed;
-    let unusable_header = AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed;
     for msg in addresses {
-        if msg.header.scope != AddressScope::Universe
-            || msg.header.flags.intersects(unusable_header)
-        {
+        if msg.header.scope != AddressScope::Universe {
             continue;
         }
-        let mut local = None;
-        let mut address = None;
-        let mut usable = true;
-        for attr in &msg.attributes {
-            match attr {
-                AddressAttribute::Local(a) => local = Some(*a),
-                AddressAttribute::Address(a) => address = Some(*a),
-                AddressAttribute::Flags(f) if f.intersects(unusable_flags) => usable = false,
-                _ => {}
-            }
-        }
-        // IFA_LOCAL is our end of a point-to-point link; IFA_ADDRESS the peer.
-        if let Some(ip) = local.or(address)
-            && usable
+        if let Some(ip) = usable_address(&msg)
             && ip.is_ipv4() == destination.is_ipv4()
         {
             return Ok(Some(ip));

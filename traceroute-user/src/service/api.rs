@@ -26,6 +26,7 @@ use crate::error::ErrorCode;
 use crate::probe::Protocol;
 use crate::resolve;
 use crate::resolve::FamilyPreference;
+use crate::route::Egress;
 use crate::trace::mda::Confidence;
 use crate::trace::request::{self, Bounds, OutOfRange};
 use crate::trace::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
@@ -205,6 +206,9 @@ pub struct Params {
     pub pmtu: bool,
     /// How TCP probes are sent.
     pub tcp_method: TcpMethod,
+    /// `source` and `interface`: where probes leave from (the CLI's `-s`
+    /// and `-i`).
+    pub egress: Egress,
     /// Parameters not acted on: unknown ones, and repeats (the first value
     /// wins), as Go's `URL.Query().Get` treats them. Logged, not refused, so
     /// newer clients keep working.
@@ -227,6 +231,7 @@ impl Default for Params {
             client_id: String::new(),
             pmtu: false,
             tcp_method: TcpMethod::Syn,
+            egress: Egress::default(),
             ignored: Vec::new(),
         }
     }
@@ -395,6 +400,15 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 }
                 p.flow_id = Some(n as u16);
             }
+            "source" if !empty => {
+                p.egress.source = Some(v.parse().map_err(|_| {
+                    invalid(format!(
+                        "source must be an IP address of this host, got {:?}",
+                        shown(v)
+                    ))
+                })?);
+            }
+            "interface" if !empty => p.egress.interface = Some(v.to_string()),
             "client_id" => {
                 if v.chars().count() > MAX_CLIENT_ID || v.chars().any(char::is_control) {
                     return Err(invalid(format!(
@@ -425,7 +439,9 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             | "multipath"
             | "confidence"
             | "flow_id"
-            | "source_port" => {}
+            | "source_port"
+            | "source"
+            | "interface" => {}
             other => p.ignored.push(shown(other)),
         }
     }
@@ -439,6 +455,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             "paths and multipath=mda exclude each other (MDA chooses the flows)",
         ));
     }
+    p.egress.check().map_err(invalid)?;
     Ok(p)
 }
 
@@ -464,7 +481,11 @@ pub fn parse_host(raw: &str) -> Result<String, ServiceError> {
 
 /// The address of a host name (`None` for an address literal), resolved
 /// within [`API_RESOLVE_SLOTS`] lookups at once and [`RESOLVE_TIMEOUT`].
-async fn resolve_name(shared: &Shared, host: &str) -> Result<Option<IpAddr>, ServiceError> {
+async fn resolve_name(
+    shared: &Shared,
+    host: &str,
+    family: FamilyPreference,
+) -> Result<Option<IpAddr>, ServiceError> {
     if resolve::parse_literal(host)
         .map_err(|e| invalid(e.to_string()))?
         .is_some()
@@ -479,7 +500,7 @@ async fn resolve_name(shared: &Shared, host: &str) -> Result<Option<IpAddr>, Ser
             ),
         ));
     };
-    let resolved = resolve::resolve_target(host, FamilyPreference::Any, RESOLVE_TIMEOUT)
+    let resolved = resolve::resolve_target(host, family, RESOLVE_TIMEOUT)
         .await
         .map_err(|e| ServiceError::new(e.code(), e.to_string()))?;
     Ok(Some(resolved.addr))
@@ -502,7 +523,13 @@ async fn traceroute(
     // Names are resolved before a trace slot is taken, with slots and a
     // timeout of their own: a slow resolver never holds up traces of
     // addresses.
-    let resolved = match resolve_name(shared, &host).await {
+    // A pinned source decides the family a name resolves to.
+    let family = match params.egress.source {
+        Some(IpAddr::V4(_)) => FamilyPreference::V4,
+        Some(IpAddr::V6(_)) => FamilyPreference::V6,
+        None => FamilyPreference::Any,
+    };
+    let resolved = match resolve_name(shared, &host, family).await {
         Ok(resolved) => resolved,
         Err(e) => {
             // A name that does not resolve is a failed run, as it was when the
@@ -536,6 +563,8 @@ async fn traceroute(
         .and_then(|r| r.with_timeout(params.timeout.unwrap_or(request::TIMEOUT.default)))
         .and_then(|r| r.with_e2e_queries(params.e2e_queries))
         .and_then(|r| r.with_paths(params.paths))
+        .map_err(|e| invalid(e.to_string()))?
+        .with_egress(params.egress.clone())
         .map_err(|e| invalid(e.to_string()))?;
     request.resolved = resolved;
     request.multipath = params.multipath;
@@ -593,6 +622,24 @@ async fn traceroute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_and_interface_pin_the_egress() {
+        let p = parse_params("source=198.18.2.1&interface=wan1").unwrap();
+        assert_eq!(p.egress.source, Some("198.18.2.1".parse().unwrap()));
+        assert_eq!(p.egress.interface.as_deref(), Some("wan1"));
+        assert_eq!(parse_params("").unwrap().egress, Egress::default());
+        for (query, why) in [
+            ("source=gw.example", "source must be an IP address"),
+            ("source=224.0.0.1", "cannot be a source address"),
+            ("interface=a%2Fb", "not an interface name"),
+            ("interface=0123456789abcdef", "not an interface name"),
+        ] {
+            let err = parse_params(query).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRequest, "{query}");
+            assert!(err.message.contains(why), "{query}: {}", err.message);
+        }
+    }
 
     #[test]
     fn system_probe_client_query() {

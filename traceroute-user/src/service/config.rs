@@ -2,7 +2,7 @@
 //! by command-line flags. Unknown keys are errors, so a typo never silently
 //! falls back to a default. README.md ("Running as a service") is the reference.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use crate::capture::CaptureMode;
 use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
+use crate::route::Egress;
 use crate::trace::mda::Confidence;
 use crate::trace::{TcpMethod, TraceRequest, request};
 
@@ -182,6 +183,13 @@ pub struct Target {
     /// TCP probes: `syn` (default), `sack` or `prefer_sack`.
     #[serde(default)]
     pub tcp_method: Option<String>,
+    /// Source address of the probes (one of the host's; policy routes that
+    /// match on it apply); see the CLI's `-s`.
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+    /// Send through this interface, by its routes; see the CLI's `-i`.
+    #[serde(default)]
+    pub interface: Option<String>,
 }
 
 /// How log lines are written.
@@ -290,7 +298,7 @@ impl Config {
 impl Target {
     /// The request of one run, built (and so checked) through the one set of
     /// bounds every entry point uses.
-    pub fn request(&self) -> Result<TraceRequest, request::OutOfRange> {
+    pub fn request(&self) -> Result<TraceRequest, request::BadRequest> {
         let mut r = TraceRequest::new(self.host.clone(), self.protocol)
             .with_max_ttl(self.max_ttl)?
             .with_queries(self.queries)?
@@ -311,6 +319,10 @@ impl Target {
                 );
         }
         r.family = self.family;
+        r = r.with_egress(Egress {
+            source: self.source,
+            interface: self.interface.clone(),
+        })?;
         r.reverse_dns = self.reverse_dns;
         r.pmtu = self.pmtu;
         if let Some(method) = &self.tcp_method {
@@ -515,10 +527,35 @@ mod tests {
                 "timeout",
             ),
             ("[[targets]]\nhost = \"h\"", "interval"),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\ninterface = \"eth0:1\"",
+                "not an interface name",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nsource = \"2001:db8::1\"\nfamily = \"v4\"",
+                "other IP version",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nsource = \"h\"",
+                "invalid IP address",
+            ),
         ] {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(err.contains(why), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_target_pins_its_source_and_interface() {
+        let c = Config::parse(
+            "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nsource = \"2001:db8::1\"\ninterface = \"wan1\"",
+        )
+        .unwrap();
+        let r = c.targets[0].request().unwrap();
+        assert_eq!(r.egress.source, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(r.egress.interface.as_deref(), Some("wan1"));
+        // A name resolves to the pinned source's family.
+        assert_eq!(r.family, FamilyPreference::V6);
     }
 
     #[test]

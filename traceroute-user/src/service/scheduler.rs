@@ -27,7 +27,7 @@ use crate::path::{NetworkPath, PathChange};
 use crate::sinks::file::JsonLines;
 use crate::sync::LockExt;
 use crate::trace::TraceRequest;
-use crate::trace::request::OutOfRange;
+use crate::trace::request::BadRequest;
 
 pub struct Scheduler {
     shared: Arc<Shared>,
@@ -158,7 +158,7 @@ fn random_unit() -> f64 {
     }
 }
 
-fn request_of(shared: &Shared, target: &Target, cap: Duration) -> Result<TraceRequest, OutOfRange> {
+fn request_of(shared: &Shared, target: &Target, cap: Duration) -> Result<TraceRequest, BadRequest> {
     let mut req = target.request()?;
     req.deadline = Some(shared.tracer.deadline_for(&req).min(cap));
     // A run waits for busy routers at most half its interval; then it is

@@ -52,12 +52,13 @@ impl Drop for OpenConnection {
     }
 }
 
-/// A socket bound to `source` (port 0: any), not yet connected, and its port.
-pub fn bind(source: SocketAddr) -> std::io::Result<(Socket, u16)> {
+/// A socket bound to `source` (port 0: any) and to the pinned interface,
+/// not yet connected, and its port.
+pub fn bind(source: SocketAddr, device: Option<&str>) -> std::io::Result<(Socket, u16)> {
     let domain = Domain::for_address(source);
     let socket = Socket::new(domain, Type::STREAM, Some(SockProtocol::TCP))?;
     socket.set_nonblocking(true)?;
-    socket.bind(&SockAddr::from(source))?;
+    super::syn_socket::bind(&socket, source, device)?;
     let port = socket
         .local_addr()?
         .as_socket()

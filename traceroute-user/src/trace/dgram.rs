@@ -23,7 +23,7 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::syn_socket::{Plan, QueuedError, read_error_queue};
+use super::syn_socket::{self, Plan, QueuedError, read_error_queue};
 use crate::path::{AttemptOutcome, HopObservation, NoAnswer, TimestampSource};
 use crate::probe::Ttl;
 
@@ -66,7 +66,7 @@ pub async fn run(
     destination: SocketAddr,
     plan: Plan,
 ) -> io::Result<(u16, Vec<HopObservation>)> {
-    let socket = open(kind, source, destination)?;
+    let socket = open(kind, source, destination, plan.device.as_deref())?;
     let local = socket
         .local_addr()?
         .as_socket()
@@ -91,7 +91,12 @@ pub async fn run(
     Ok((local, observations))
 }
 
-fn open(kind: Kind, source: SocketAddr, destination: SocketAddr) -> io::Result<Socket> {
+fn open(
+    kind: Kind,
+    source: SocketAddr,
+    destination: SocketAddr,
+    device: Option<&str>,
+) -> io::Result<Socket> {
     let v6 = destination.is_ipv6();
     let protocol = match (kind, v6) {
         (Kind::Udp, _) => SockProtocol::UDP,
@@ -104,7 +109,7 @@ fn open(kind: Kind, source: SocketAddr, destination: SocketAddr) -> io::Result<S
         Some(protocol),
     )?;
     // A ping socket's port is the echo identifier.
-    socket.bind(&SockAddr::from(source))?;
+    syn_socket::bind(&socket, source, device)?;
     if v6 {
         setsockopt(&socket, sockopt::Ipv6RecvErr, &true)?;
     } else {

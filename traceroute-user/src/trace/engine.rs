@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::prober::{Action, Prober, Shared};
-use super::sender::ProbeSender;
+use super::sender::{ProbeSender, SendVia};
 use crate::capture::{CapturedPacket, FlowSubscription};
 use crate::clock::MonotonicTime;
 use crate::probe::build_probe;
@@ -91,6 +91,8 @@ fn take<N: Network>(prober: &mut Prober, network: &N, packet: &CapturedPacket, s
 /// Raw sockets, the trace's capture subscription and CLOCK_MONOTONIC.
 pub struct LiveNetwork<'a> {
     pub sender: &'a ProbeSender,
+    /// The pinned interface and source, when the request pins either.
+    pub via: Option<SendVia>,
     pub subscription: &'a mut FlowSubscription,
     /// Changes when another trace publishes a shared hop.
     pub news: watch::Receiver<u64>,
@@ -104,7 +106,7 @@ impl Network for LiveNetwork<'_> {
     }
 
     fn send(&mut self, packet: &[u8], destination: IpAddr) -> io::Result<()> {
-        self.sender.send(packet, destination)
+        self.sender.send(packet, destination, self.via)
     }
 
     fn ready(&mut self) -> Option<CapturedPacket> {

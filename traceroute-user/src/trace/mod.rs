@@ -43,7 +43,7 @@ use mda::Confidence;
 pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
 use prober::{Prober, Setup, Status};
 pub use request::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
-use sender::ProbeSender;
+use sender::{ProbeSender, SendVia};
 use share::{HopShare, Observer, ShareConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -260,9 +260,12 @@ impl Tracer {
         validate(request)?;
         let started = std::time::Instant::now();
         let target = target_of(request).await?;
-        let route = self.routes.lookup(target).await?;
+        let route = self.routes.lookup_pinned(target, &request.egress).await?;
         tracing::debug!(ms = ms_since(started), "resolved and routed");
         self.capture.watch_interface(&route.interface.name)?;
+        if let Some(name) = &route.source_interface {
+            self.capture.watch_interface(name)?;
+        }
         tracing::debug!(ms = ms_since(started), "capture attached");
         let port = request
             .port
@@ -704,9 +707,14 @@ impl Tracer {
         subscription: &mut FlowSubscription,
         observe: &mut (dyn FnMut(&Prober) + Send),
     ) -> Result<Prober, TraceError> {
+        let via = request.egress.is_pinned().then_some(SendVia {
+            ifindex: setup.origin.ifindex,
+            source: setup.origin.source,
+        });
         let mut prober = self.admit(request, setup).await?;
         let mut network = LiveNetwork {
             sender: &self.sender,
+            via,
             subscription,
             news: self.share.subscribe(),
             closed: false,
@@ -807,12 +815,14 @@ impl Tracer {
         pinned: Option<u16>,
     ) -> Result<(ProbeFlow, FlowSubscription, FlowHold), TraceError> {
         let source = SocketAddr::new(job.route.source, pinned.unwrap_or(0));
-        let (socket, port) = connection::bind(source).map_err(|e| match (pinned, e.kind()) {
-            (Some(p), std::io::ErrorKind::AddrInUse) => {
-                TraceError::InvalidRequest(format!("source port {p} is in use"))
-            }
-            _ => TraceError::Port(e),
-        })?;
+        let device = job.request.egress.interface.as_deref();
+        let (socket, port) =
+            connection::bind(source, device).map_err(|e| match (pinned, e.kind()) {
+                (Some(p), std::io::ErrorKind::AddrInUse) => {
+                    TraceError::InvalidRequest(format!("source port {p} is in use"))
+                }
+                _ => TraceError::Port(e),
+            })?;
         let destination = SocketAddr::new(job.target, job.port);
         let flow = ProbeFlow::tcp(SocketAddr::new(job.route.source, port), destination)
             .map_err(|e| TraceError::InvalidRequest(e.to_string()))?
@@ -913,7 +923,7 @@ fn validate(request: &TraceRequest) -> Result<(), TraceError> {
     if let Some(conflict) = request.pmtu_conflict() {
         return Err(TraceError::InvalidRequest(conflict.into()));
     }
-    Ok(())
+    request.egress.check().map_err(TraceError::InvalidRequest)
 }
 
 fn origin_of(route: &Route) -> Origin {
@@ -1059,13 +1069,14 @@ where
         first_ttl: request.first_ttl,
         max_ttl: request.max_ttl,
         timeout: request.timeout,
+        device: request.egress.interface.clone(),
     };
     let mut runs = Vec::new();
     for attempt in 0..request.queries {
         let pinned = request
             .flow_id
             .map_or(0, |id| id.wrapping_add(u16::from(attempt)));
-        let (id, observations) = run(SocketAddr::new(route.source, pinned), plan).await?;
+        let (id, observations) = run(SocketAddr::new(route.source, pinned), plan.clone()).await?;
         let mut traced = Run::from_observations(
             SocketAddr::new(route.source, id),
             destination,
@@ -1100,7 +1111,10 @@ pub async fn trace_unprivileged(request: &TraceRequest) -> Result<NetworkPath, T
         ));
     }
     let target = target_of(request).await?;
-    let route = RouteCache::new().await?.lookup(target).await?;
+    let route = RouteCache::new()
+        .await?
+        .lookup_pinned(target, &request.egress)
+        .await?;
     let port = request
         .port
         .or(request.protocol.default_port().map(|p| p.0))

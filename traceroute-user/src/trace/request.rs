@@ -11,6 +11,7 @@ use super::budget::Rate;
 use super::mda::Confidence;
 use crate::probe::{Protocol, Ttl};
 use crate::resolve::FamilyPreference;
+use crate::route::Egress;
 
 /// The allowed range of a request parameter and its default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +115,17 @@ impl TcpMethod {
     }
 }
 
+/// Why a request could not be built from what a caller asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+    /// A source address or interface that can never work (see
+    /// [`Egress::check`]), or a source of the other family.
+    #[error("{0}")]
+    Egress(String),
+}
+
 /// A value outside its [`Bounds`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name} must be {range}, got {value}")]
@@ -190,6 +202,9 @@ pub struct TraceRequest {
     /// are busy with other traces; zero refuses at once.
     pub admission_wait: Duration,
     pub family: FamilyPreference,
+    /// Source address and interface pinned by the caller (`-s`, `-i`);
+    /// by default the kernel's route chooses both.
+    pub egress: Egress,
     pub reverse_dns: bool,
     /// The address `host` resolved to, when the caller resolved it already
     /// (the service does, outside its trace slots).
@@ -220,6 +235,7 @@ impl TraceRequest {
             deadline: None,
             admission_wait: Duration::ZERO,
             family: FamilyPreference::Any,
+            egress: Egress::default(),
             reverse_dns: false,
             resolved: None,
         }
@@ -267,6 +283,38 @@ impl TraceRequest {
 
     pub fn with_paths(mut self, paths: u16) -> Result<Self, OutOfRange> {
         self.paths = PATHS.check("paths", paths)?;
+        Ok(self)
+    }
+
+    /// Pins the source address and/or interface (`-s`, `-i`). A pinned
+    /// source also decides which family a name resolves to: set `family`
+    /// first; the other family is refused.
+    pub fn with_egress(mut self, egress: Egress) -> Result<Self, BadRequest> {
+        egress.check().map_err(BadRequest::Egress)?;
+        if let Some(source) = egress.source {
+            if let Ok(Some(destination)) = crate::resolve::parse_literal(&self.host)
+                && destination.is_ipv4() != source.is_ipv4()
+            {
+                return Err(BadRequest::Egress(format!(
+                    "source address {source} and destination {destination} are not of the same IP version"
+                )));
+            }
+            let wanted = if source.is_ipv4() {
+                FamilyPreference::V4
+            } else {
+                FamilyPreference::V6
+            };
+            match self.family {
+                FamilyPreference::Any => self.family = wanted,
+                family if family == wanted => {}
+                _ => {
+                    return Err(BadRequest::Egress(format!(
+                        "source address {source} is of the other IP version than the family asked for"
+                    )));
+                }
+            }
+        }
+        self.egress = egress;
         Ok(self)
     }
 
@@ -338,6 +386,41 @@ impl TraceRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_source_decides_the_family() {
+        let from = |ip: &str| Egress {
+            source: Some(ip.parse().unwrap()),
+            interface: None,
+        };
+        let r = TraceRequest::new("h.example", DEFAULT_PROTOCOL)
+            .with_egress(from("198.18.2.1"))
+            .unwrap();
+        assert_eq!(r.family, FamilyPreference::V4);
+        let mut v6 = TraceRequest::new("h.example", DEFAULT_PROTOCOL);
+        v6.family = FamilyPreference::V6;
+        assert_eq!(
+            v6.clone().with_egress(from("2001:db8::1")).unwrap().family,
+            FamilyPreference::V6
+        );
+        let err = v6.with_egress(from("198.18.2.1")).unwrap_err();
+        assert!(err.to_string().contains("other IP version"), "{err}");
+        let err = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL)
+            .with_egress(from("2001:db8::1"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "source address 2001:db8::1 and destination 198.18.5.2 are not of the same IP version"
+        );
+        // Only the interface: the family is left alone.
+        let r = TraceRequest::new("h.example", DEFAULT_PROTOCOL)
+            .with_egress(Egress {
+                source: None,
+                interface: Some("wan1".into()),
+            })
+            .unwrap();
+        assert_eq!(r.family, FamilyPreference::Any);
+    }
 
     #[test]
     fn bounds_check_and_name_the_parameter() {

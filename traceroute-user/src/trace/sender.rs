@@ -43,11 +43,14 @@ impl ProbeSender {
         .map_err(copy_error)
     }
 
-    /// Sends one complete IP packet to `destination`.
-    pub fn send(&self, packet: &[u8], destination: IpAddr) -> io::Result<()> {
+    /// Sends one complete IP packet to `destination`, routed by the kernel
+    /// as it chooses, or out of the pinned interface from the pinned source.
+    pub fn send(&self, packet: &[u8], destination: IpAddr, via: Option<SendVia>) -> io::Result<()> {
         let socket = self.socket(destination.is_ipv6())?;
-        let addr = SockAddr::from(SocketAddr::new(destination, 0));
-        let sent = socket.send_to(packet, &addr)?;
+        let sent = match via {
+            None => socket.send_to(packet, &SockAddr::from(SocketAddr::new(destination, 0)))?,
+            Some(via) => send_via(socket, packet, destination, via)?,
+        };
         if sent != packet.len() {
             return Err(io::Error::other(format!(
                 "short send: {sent} of {} bytes",
@@ -56,6 +59,66 @@ impl ProbeSender {
         }
         Ok(())
     }
+}
+
+/// Where pinned probes leave: the raw socket routes by the destination
+/// alone (the source in our IP header does not take part), so `-i` and `-s`
+/// are handed to the kernel's route lookup as packet info, the way
+/// `ip route get ADDR from SOURCE oif DEV` asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendVia {
+    pub ifindex: u32,
+    pub source: IpAddr,
+}
+
+/// `sendmsg` with `IP_PKTINFO` / `IPV6_PKTINFO` (interface and source).
+fn send_via(
+    socket: &Socket,
+    packet: &[u8],
+    destination: IpAddr,
+    via: SendVia,
+) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrIn, SockaddrIn6, sendmsg};
+    use std::os::fd::AsRawFd;
+    let iov = [io::IoSlice::new(packet)];
+    let fd = socket.as_raw_fd();
+    let sent = match (destination, via.source) {
+        (IpAddr::V4(dst), IpAddr::V4(src)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: via.ifindex as libc::c_int,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let to = SockaddrIn::from(std::net::SocketAddrV4::new(dst, 0));
+            sendmsg(
+                fd,
+                &iov,
+                &[ControlMessage::Ipv4PacketInfo(&info)],
+                MsgFlags::empty(),
+                Some(&to),
+            )
+        }
+        (IpAddr::V6(dst), IpAddr::V6(src)) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: src.octets(),
+                },
+                ipi6_ifindex: via.ifindex,
+            };
+            let to = SockaddrIn6::from(std::net::SocketAddrV6::new(dst, 0, 0, 0));
+            sendmsg(
+                fd,
+                &iov,
+                &[ControlMessage::Ipv6PacketInfo(&info)],
+                MsgFlags::empty(),
+                Some(&to),
+            )
+        }
+        _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    };
+    sent.map_err(io::Error::from)
 }
 
 /// Lets probes up to the interface MTU leave whatever the kernel's path MTU

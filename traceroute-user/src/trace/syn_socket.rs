@@ -28,11 +28,21 @@ const ORIGIN_ICMP: u8 = 2;
 const ORIGIN_ICMP6: u8 = 3;
 
 /// One run: the TTLs to try, one probe each.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub first_ttl: Ttl,
     pub max_ttl: Ttl,
     pub timeout: Duration,
+    /// The interface the caller pinned (`-i`): sockets are bound to it.
+    pub device: Option<String>,
+}
+
+/// Binds `socket` to `source`, and to the pinned interface, if any.
+pub fn bind(socket: &Socket, source: SocketAddr, device: Option<&str>) -> io::Result<()> {
+    if let Some(name) = device {
+        socket.bind_device(Some(name.as_bytes()))?;
+    }
+    socket.bind(&SockAddr::from(source))
 }
 
 /// A run from `source` (port 0: any; the run keeps the port it gets) to
@@ -47,7 +57,7 @@ pub async fn run(
     let mut observations = Vec::new();
     for ttl in Ttl::range(plan.first_ttl, plan.max_ttl) {
         let from = SocketAddr::new(source.ip(), port);
-        let (outcome, bound, ends) = probe(from, destination, ttl, plan.timeout).await?;
+        let (outcome, bound, ends) = probe(from, destination, ttl, &plan).await?;
         port = bound;
         observations.push(HopObservation {
             ttl,
@@ -66,15 +76,16 @@ async fn probe(
     source: SocketAddr,
     destination: SocketAddr,
     ttl: Ttl,
-    timeout: Duration,
+    plan: &Plan,
 ) -> io::Result<(AttemptOutcome, u16, bool)> {
+    let timeout = plan.timeout;
     let socket = Socket::new(
         Domain::for_address(destination),
         Type::STREAM,
         Some(SockProtocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.bind(&SockAddr::from(source))?;
+    bind(&socket, source, plan.device.as_deref())?;
     let port = socket
         .local_addr()?
         .as_socket()
