@@ -46,6 +46,12 @@ const LAB_PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The portable build (`cargo xtask package`): zig links against an old
+/// glibc's symbol versions, driven by cargo-zigbuild. zig comes from its
+/// PyPI wheel (`python3 -m ziglang`), cargo-zigbuild from crates.io.
+const ZIGLANG_VERSION: &str = "0.15.2";
+const CARGO_ZIGBUILD_VERSION: &str = "0.24.1";
+
 pub fn ensure() -> Result<()> {
     let apt = Path::new("/usr/bin/apt-get").exists() && Path::new("/usr/bin/dpkg-query").exists();
     let nightly = rustup_nightly_with_src();
@@ -156,13 +162,66 @@ fn install_bpf_linker() -> Result<()> {
 }
 
 pub fn bpf_linker() -> Option<PathBuf> {
-    which("bpf-linker").or_else(|| {
+    cargo_tool("bpf-linker")
+}
+
+/// A tool `cargo install` put in place: on PATH or in `$CARGO_HOME/bin`.
+fn cargo_tool(name: &str) -> Option<PathBuf> {
+    which(name).or_else(|| {
         let home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-        let p = home.join("bin/bpf-linker");
+        let p = home.join("bin").join(name);
         p.is_file().then_some(p)
     })
+}
+
+/// zig (from PyPI) and cargo-zigbuild (from crates.io), for the portable
+/// binary; only `cargo xtask package` needs them.
+pub fn ensure_portable_tools() -> Result<()> {
+    let zig = || {
+        which("zig").is_some()
+            || Command::new("python3")
+                .args(["-m", "ziglang", "version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    };
+    if zig() {
+        println!("setup: zig present");
+    } else {
+        println!("setup: installing zig {ZIGLANG_VERSION} (PyPI wheel ziglang)");
+        let wheel = format!("ziglang=={ZIGLANG_VERSION}");
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(extra)
+                .arg(&wheel)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // Debian's own python3 refuses to install beside apt's packages
+        // (PEP 668); zig is a self-contained binary, so that is no risk.
+        if !pip(&[]) && !pip(&["--break-system-packages"]) {
+            bail!("could not install {wheel} with python3 -m pip");
+        }
+        if !zig() {
+            bail!("{wheel} installed, but python3 -m ziglang does not run");
+        }
+    }
+    if cargo_tool("cargo-zigbuild").is_some() {
+        println!("setup: cargo-zigbuild present");
+        return Ok(());
+    }
+    println!("setup: installing cargo-zigbuild {CARGO_ZIGBUILD_VERSION} (about two minutes)");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "install",
+        "--locked",
+        "cargo-zigbuild",
+        "--version",
+        CARGO_ZIGBUILD_VERSION,
+    ]);
+    run(&mut cmd).context("cargo install cargo-zigbuild")
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {
