@@ -305,6 +305,37 @@ mod tests {
         );
     }
 
+    /// The container recipe grants exactly the unit's capabilities, runs
+    /// the binary where the package installs it, and copies the file name
+    /// `cargo xtask package` writes.
+    #[test]
+    fn the_container_recipe_matches_the_unit_and_the_package() {
+        let packaging = root().join("packaging");
+        let recipe = fs::read_to_string(packaging.join("Containerfile")).unwrap();
+        let unit = fs::read_to_string(packaging.join("traceroute-agent.service")).unwrap();
+        let mut unit_caps: Vec<String> = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+            .unwrap()
+            .split_whitespace()
+            .map(|c| c.trim_start_matches("CAP_").to_string())
+            .collect();
+        let mut recipe_caps: Vec<String> = recipe
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "--cap-add")
+            .map(|w| w[1].to_string())
+            .collect();
+        unit_caps.sort();
+        recipe_caps.sort();
+        assert_eq!(recipe_caps, unit_caps);
+        assert!(recipe.contains("--cap-drop ALL"));
+        assert!(recipe.contains(&format!("COPY {NAME}_*.deb")));
+        assert!(recipe.contains(&format!("ENTRYPOINT [\"/usr/bin/{NAME}\"]")));
+        assert!(recipe.contains("target/release/package"));
+    }
+
     #[test]
     fn the_portable_deb_installs_upgrades_over_an_edited_config_and_purges() {
         assert!(crate::util::is_root(), "dpkg -i needs root");
