@@ -240,6 +240,11 @@ impl Graph {
         self.node_stats[node].flows.len()
     }
 
+    /// The ids of the flows that crossed `node`.
+    pub fn flow_ids_through(&self, node: NodeId) -> impl Iterator<Item = u16> + '_ {
+        self.node_stats[node].flows.iter().copied()
+    }
+
     /// The nodes flows went on to from `node`.
     pub fn successors(&self, node: NodeId) -> Vec<NodeId> {
         self.links

@@ -1,11 +1,17 @@
 //! MDA, the multipath detection algorithm (Augustin et al.): at every router,
 //! send enough flows through it to rule out one more next hop than found so
 //! far, at a chosen confidence. Flows go out in rounds, every flow of a round
-//! in parallel and probing all its TTLs at once, so a diamond costs a few
-//! trace times rather than a trace per hop. Pure planning over a
-//! [`Graph`]; the tracer runs the rounds.
+//! in parallel, so a diamond costs a few trace times rather than a trace per
+//! hop. Probes are spent only where a router still lacks flows: after the
+//! first round (which maps every TTL), new flows probe only up to the
+//! shallowest such router's next TTL, and a router deeper down is served by
+//! flows already known to cross it, probed one TTL further
+//! ([`Mda::extensions`]), one probe each. Pure planning over a [`Graph`];
+//! the tracer runs the rounds.
 
-use crate::path::graph::{Graph, NodeId, Position};
+use std::collections::BTreeSet;
+
+use crate::path::graph::{FlowPath, Graph, NodeId, Position};
 
 /// Confidence of an MDA trace: the chance that a router with one more next
 /// hop than found would have shown it.
@@ -84,9 +90,10 @@ impl Mda {
                     Position::Address { ttl, .. } | Position::Silent { ttl, .. } => ttl,
                 };
                 let successors = graph.successors(node).len();
-                // The destination, the last TTL and positions where flows
-                // stopped being observed have no next hop to look for.
-                if graph.is_destination(node) || ttl >= self.max_ttl || successors == 0 {
+                // The destination and the last TTL have no next hop to look
+                // for. A router no flow was probed beyond yet (found by a
+                // round that stopped at its TTL) needs one flow there first.
+                if graph.is_destination(node) || ttl >= self.max_ttl {
                     return None;
                 }
                 let needed = stopping_point(successors + 1, self.confidence);
@@ -103,8 +110,9 @@ impl Mda {
     /// Flows to send in the next round; 0 when done (or out of budget).
     /// New flows spread over branches as the routers hash them, so a router
     /// that got a share s of the flows so far needs about missing / s more;
-    /// a share measured on few flows is rough, so a round at most doubles
-    /// the flows so far.
+    /// a share measured on few flows is rough (and the rarest branch's share
+    /// the roughest), so a round adds at most half the flows so far: an
+    /// overshoot costs every probe of the flows too many.
     pub fn next_round(&self, graph: &Graph) -> usize {
         let left = self.max_flows.saturating_sub(graph.flows());
         if graph.flows() == 0 {
@@ -122,12 +130,14 @@ impl Mda {
             })
             .max()
             .unwrap_or(0);
-        let doubling = graph.flows().max(stopping_point(2, self.confidence));
-        wanted.min(doubling).min(left)
+        let growth = (graph.flows() / 2).max(stopping_point(2, self.confidence));
+        wanted.min(growth).min(left)
     }
 
-    /// The last TTL new flows must probe: one past the deepest router that
-    /// still lacks flows (what lies beyond is mapped already).
+    /// The last TTL new flows must probe: one past the shallowest router
+    /// that still lacks flows. Routers deeper down get the new flows that
+    /// cross them by [`extensions`](Self::extensions) afterwards, only as
+    /// many as they lack, instead of every new flow probing every TTL.
     pub fn end_ttl(&self, graph: &Graph) -> u8 {
         self.deficits(graph)
             .into_iter()
@@ -135,9 +145,47 @@ impl Mda {
                 Position::Source => 1,
                 Position::Address { ttl, .. } | Position::Silent { ttl, .. } => ttl + 1,
             })
-            .max()
+            .min()
             .unwrap_or(self.max_ttl)
             .min(self.max_ttl)
+    }
+
+    /// Flows already sent that can serve a router lacking flows beyond it
+    /// for one probe each: they crossed it, were never probed one TTL
+    /// deeper, and that probe was not `tried` already (its answer may have
+    /// been lost to a deadline). As (flow id, TTL), at most what each
+    /// router lacks; flows are given out in id order, so the plan is
+    /// deterministic.
+    pub fn extensions(
+        &self,
+        graph: &Graph,
+        flows: &[FlowPath],
+        tried: &BTreeSet<(u16, u8)>,
+    ) -> Vec<(u16, u8)> {
+        let probed: BTreeSet<(u16, u8)> = flows
+            .iter()
+            .flat_map(|f| f.hops.iter().map(move |h| (f.flow_id, h.ttl)))
+            .collect();
+        let mut planned = Vec::new();
+        for (node, missing) in self.deficits(graph) {
+            // Every flow crosses the source: new flows serve it.
+            let ttl = match graph.position(node) {
+                Position::Source => continue,
+                Position::Address { ttl, .. } | Position::Silent { ttl, .. } => ttl,
+            };
+            let next = ttl + 1;
+            planned.extend(
+                graph
+                    .flow_ids_through(node)
+                    .filter(|&id| probed.contains(&(id, ttl)))
+                    .map(|id| (id, next))
+                    .filter(|probe| !probed.contains(probe) && !tried.contains(probe))
+                    .take(missing),
+            );
+        }
+        planned.sort_unstable();
+        planned.dedup();
+        planned
     }
 
     /// The first TTL new flows must probe: TTLs before it hold one router
@@ -169,7 +217,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::path::graph::{FlowHop, FlowPath};
+    use crate::path::graph::FlowHop;
 
     #[test]
     fn stopping_points_are_the_published_ones() {
@@ -228,11 +276,24 @@ mod tests {
             max_flows: 256,
         };
         let src = IpAddr::from([198, 18, 0, 1]);
-        let mut flows = Vec::new();
+        let mut flows: Vec<FlowPath> = Vec::new();
+        let mut tried = BTreeSet::new();
         let mut rounds = 0;
         let mut next_flow = 40000u16;
         loop {
             let graph = Graph::build(src, 1, &flows);
+            // Flows known to cross a router that lacks flows: one TTL deeper.
+            let more = mda.extensions(&graph, &flows, &tried);
+            if !more.is_empty() {
+                for &(id, ttl) in &more {
+                    let flow = flows.iter_mut().find(|f| f.flow_id == id).unwrap();
+                    assert!(flow.hops.iter().all(|h| h.ttl < ttl), "probed twice");
+                    flow.hops.extend(nested_between(id, ttl, ttl).hops);
+                }
+                tried.extend(more);
+                rounds += 1;
+                continue;
+            }
             let n = mda.next_round(&graph);
             if n == 0 {
                 assert!(mda.complete(&graph), "stopped before the rule was met");
@@ -260,16 +321,68 @@ mod tests {
                 .count()
         };
         assert_eq!((at(1), at(2), at(3), at(4), at(5)), (1, 4, 2, 1, 1));
-        // The 4-way router needs n_5 = 21 flows, each 2-way one n_3 = 11:
-        // about 44 flows, a few rounds, far below the budget.
+        // r1 (4 next hops) needs n_5 = 21 flows beyond it, each a (2 next
+        // hops) n_3 = 11: 44 flows at least, as hashing spreads them.
         assert!(
             flows.len() >= 44 && flows.len() <= 120,
             "{} flows",
             flows.len()
         );
-        assert!(rounds <= 5, "{rounds} rounds");
-        // Later rounds skip TTL 1 (one router, confirmed by the first round).
+        // Every router got what the rule asks for, and little more: the
+        // probes that takes (6 at r1, 21 beyond it, 4 x 11 beyond the a's,
+        // 2 x 6 beyond the m's, 6 beyond r4) are at least 89; probing
+        // every TTL of every flow would be about 4 x 48.
+        let probes: usize = flows.iter().map(|f| f.hops.len()).sum();
+        assert!((89..=150).contains(&probes), "{probes} probes");
+        assert!(rounds <= 16, "{rounds} rounds");
+        // Later flows skip TTL 1 (one router, confirmed by the first round),
+        // and most stop before the destination.
         assert!(flows.last().unwrap().hops[0].ttl > 1);
+        let to_the_end = flows
+            .iter()
+            .filter(|f| f.hops.iter().any(|h| h.ttl == 5))
+            .count();
+        assert!(to_the_end <= 20, "{to_the_end} flows probed TTL 5");
+    }
+
+    #[test]
+    fn extensions_serve_routers_by_flows_that_crossed_them_once_each() {
+        let mda = Mda {
+            confidence: Confidence::P95,
+            first_ttl: 1,
+            max_ttl: 5,
+            max_flows: 256,
+        };
+        let src = IpAddr::from([198, 18, 0, 1]);
+        // 12 flows that stopped at TTL 2: no a has a known next hop.
+        let flows: Vec<FlowPath> = (0..12).map(|f| nested_between(60000 + f, 1, 2)).collect();
+        let graph = Graph::build(src, 1, &flows);
+        let mut tried = BTreeSet::new();
+        let planned = mda.extensions(&graph, &flows, &tried);
+        // One flow per a found (a router with no known next hop needs one
+        // flow beyond it first), each at TTL 3, each a flow that crossed it.
+        let a_found = graph
+            .nodes()
+            .filter(|n| matches!(graph.position(*n), Position::Address { ttl: 2, .. }))
+            .count();
+        assert_eq!(planned.len(), a_found);
+        for &(id, ttl) in &planned {
+            assert_eq!(ttl, 3);
+            assert!(flows.iter().any(|f| f.flow_id == id));
+        }
+        // Answers lost (say): another flow is tried, never the same probe
+        // twice, until every flow that crossed them was tried.
+        let mut rounds = 0;
+        let mut planned = planned;
+        while !planned.is_empty() {
+            assert!(planned.iter().all(|p| !tried.contains(p)));
+            tried.extend(planned);
+            planned = mda.extensions(&graph, &flows, &tried);
+            rounds += 1;
+        }
+        assert_eq!(tried.len(), flows.len(), "{rounds} rounds");
+        // New flows then probe only to the shallowest router lacking flows.
+        assert_eq!(mda.end_ttl(&graph), 2, "r1 still lacks flows beyond it");
     }
 
     #[test]

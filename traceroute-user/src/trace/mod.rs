@@ -19,6 +19,7 @@ pub mod share;
 pub mod sim;
 pub mod syn_socket;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -293,10 +294,9 @@ impl Tracer {
                     let outcomes = self
                         .probe_flows(
                             &job,
-                            flows,
+                            &consecutive_ids(flows, request.flow_id),
                             (request.first_ttl, request.max_ttl),
                             request.queries,
-                            request.flow_id,
                             None,
                         )
                         .await?;
@@ -389,12 +389,12 @@ impl Tracer {
     async fn probe_flows(
         &self,
         job: &Job<'_>,
-        count: usize,
+        ids: &[Option<u16>],
         (first_ttl, max_ttl): (Ttl, Ttl),
         attempts: u8,
-        first_id: Option<u16>,
         window: Option<usize>,
     ) -> Result<Vec<FlowOutcome>, TraceError> {
+        let count = ids.len();
         // Each flow's deadline covers what the routers owe all of them.
         let request = TraceRequest {
             first_ttl,
@@ -404,8 +404,7 @@ impl Tracer {
             ..job.request.clone()
         };
         let mut opened = Vec::with_capacity(count);
-        for i in 0..count {
-            let pinned = first_id.map(|id| id.wrapping_add(i as u16));
+        for &pinned in ids {
             opened.push(self.open_any_flow(job, pinned).await?);
         }
         let origin = origin_of(job.route);
@@ -493,10 +492,9 @@ impl Tracer {
         let mut outcomes = self
             .probe_flows(
                 job,
-                1,
+                &[job.request.flow_id],
                 (first_ttl, job.request.max_ttl),
                 1,
-                job.request.flow_id,
                 // Few probes in flight, so few go beyond the destination.
                 Some(SCOUT_WINDOW),
             )
@@ -542,16 +540,37 @@ impl Tracer {
             max_ttl: max_ttl.get(),
             max_flows: request::MDA_MAX_FLOWS,
         };
+        let mut tried = BTreeSet::new();
         loop {
-            let graph = graph_of(job, &outcomes, first_ttl.get());
+            let paths = flow_paths(&outcomes);
+            let graph = Graph::build(job.route.source, first_ttl.get(), &paths);
+            // Flows known to cross a router that lacks flows beyond it, one
+            // TTL further: one probe each, all TTLs of the round at once.
+            let extensions = plan.extensions(&graph, &paths, &tried);
+            if !extensions.is_empty() {
+                tracing::debug!(probes = extensions.len(), "MDA extension round");
+                tried.extend(extensions.iter().copied());
+                let mut by_ttl: BTreeMap<u8, Vec<Option<u16>>> = BTreeMap::new();
+                for (id, ttl) in extensions {
+                    by_ttl.entry(ttl).or_default().push(Some(id));
+                }
+                let rounds = by_ttl.into_iter().map(|(ttl, ids)| async move {
+                    let ttl = Ttl::new(ttl).unwrap_or(first_ttl);
+                    self.probe_flows(job, &ids, (ttl, ttl), 1, None).await
+                });
+                for round in futures_util::future::try_join_all(rounds).await? {
+                    outcomes.extend(round);
+                }
+                continue;
+            }
             let count = plan.next_round(&graph);
             if count == 0 {
                 break;
             }
             let start = Ttl::new(plan.start_ttl(&graph)).unwrap_or(first_ttl);
-            // The first round goes to the destination; later ones only as
-            // deep as a router still lacks flows.
-            let end = if outcomes.len() == 1 {
+            // The first round (after the scout) goes to the destination;
+            // later ones only to the shallowest router still lacking flows.
+            let end = if paths.len() == 1 {
                 max_ttl
             } else {
                 Ttl::new(plan.end_ttl(&graph)).unwrap_or(max_ttl).max(start)
@@ -562,18 +581,19 @@ impl Tracer {
                 end_ttl = end.get(),
                 "MDA round"
             );
-            let first_id = job
-                .request
-                .flow_id
-                .map(|id| id.wrapping_add(outcomes.len() as u16));
-            let round = self
-                .probe_flows(job, count, (start, end), 1, first_id, None)
-                .await?;
+            // Pinned flows continue after the ids used so far.
+            let ids = consecutive_ids(
+                count,
+                job.request
+                    .flow_id
+                    .map(|id| id.wrapping_add(paths.len() as u16)),
+            );
+            let round = self.probe_flows(job, &ids, (start, end), 1, None).await?;
             outcomes.extend(round);
         }
         let graph = graph_of(job, &outcomes, first_ttl.get());
         let record = graph.to_record("mda", Some(confidence.value()), plan.complete(&graph));
-        let mut runs: Vec<Run> = outcomes.iter().flat_map(|o| o.runs.clone()).collect();
+        let mut runs = runs_by_flow(&outcomes);
         fill_skipped_prefix(&mut runs, first_ttl, job);
         Ok((runs, outcomes, Some(record)))
     }
@@ -607,10 +627,9 @@ impl Tracer {
             let round = self
                 .probe_flows(
                     &round_job,
-                    1,
+                    &[flow_id],
                     (from_ttl, request.max_ttl),
                     request.queries,
-                    flow_id,
                     None,
                 )
                 .await?;
@@ -1155,11 +1174,63 @@ pub async fn trace_unprivileged(request: &TraceRequest) -> Result<NetworkPath, T
 
 /// The path graph of the flows so far.
 fn graph_of(job: &Job<'_>, outcomes: &[FlowOutcome], first_ttl: u8) -> Graph {
-    let flows: Vec<FlowPath> = outcomes
-        .iter()
-        .map(|o| FlowPath::from_runs(o.flow_id, &o.runs))
-        .collect();
-    Graph::build(job.route.source, first_ttl, &flows)
+    Graph::build(job.route.source, first_ttl, &flow_paths(outcomes))
+}
+
+/// `count` flow ids from `first` on (wrapping), or `count` random ones.
+fn consecutive_ids(count: usize, first: Option<u16>) -> Vec<Option<u16>> {
+    (0..count)
+        .map(|i| first.map(|id| id.wrapping_add(i as u16)))
+        .collect()
+}
+
+/// One path per flow, from every outcome that probed it (MDA probes a flow
+/// again one TTL further when a router it crossed lacks flows), in the
+/// order flows were first sent.
+fn flow_paths(outcomes: &[FlowOutcome]) -> Vec<FlowPath> {
+    let mut order: Vec<u16> = Vec::new();
+    let mut runs: HashMap<u16, Vec<&Run>> = HashMap::new();
+    for outcome in outcomes {
+        let entry = runs.entry(outcome.flow_id).or_insert_with(|| {
+            order.push(outcome.flow_id);
+            Vec::new()
+        });
+        entry.extend(&outcome.runs);
+    }
+    order
+        .into_iter()
+        .map(|id| FlowPath::from_runs(id, runs[&id].iter().copied()))
+        .collect()
+}
+
+/// One run per flow of an MDA trace: a flow probed again further on keeps
+/// its first run (its id, source and the TTLs it probed first), with the
+/// later probes' hops after them.
+fn runs_by_flow(outcomes: &[FlowOutcome]) -> Vec<Run> {
+    let mut merged: Vec<Run> = Vec::new();
+    let mut index: HashMap<u16, usize> = HashMap::new();
+    for outcome in outcomes {
+        for run in &outcome.runs {
+            match index.get(&outcome.flow_id) {
+                Some(&i) => {
+                    let first = &mut merged[i];
+                    let last = first.hops.last().map(|h| h.ttl);
+                    first.hops.extend(
+                        run.hops
+                            .iter()
+                            .filter(|h| last.is_none_or(|l| h.ttl > l))
+                            .cloned(),
+                    );
+                    first.destination_reached |= run.destination_reached;
+                }
+                None => {
+                    index.insert(outcome.flow_id, merged.len());
+                    merged.push(run.clone());
+                }
+            }
+        }
+    }
+    merged
 }
 
 /// MDA flows after the first round skip the TTLs where one router was
