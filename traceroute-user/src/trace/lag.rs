@@ -19,34 +19,53 @@ use std::time::Duration;
 use crate::clock::MonotonicTime;
 use crate::sync::LockExt;
 
-/// A recent maximum that halves every [`HALF_LIFE`].
-#[derive(Default)]
+/// A recent maximum that halves every `half_life` ([`HALF_LIFE`] unless
+/// made [`with_half_life`](Self::with_half_life)).
 pub struct DecayingMax {
     /// (value in ns, when it was last updated)
     state: Mutex<(f64, Option<MonotonicTime>)>,
+    half_life: Duration,
 }
 
-/// How fast a spike is forgotten.
+impl Default for DecayingMax {
+    fn default() -> Self {
+        Self::with_half_life(HALF_LIFE)
+    }
+}
+
+/// How fast a spike of delivery lag is forgotten.
 pub const HALF_LIFE: Duration = Duration::from_secs(1);
 
-fn decayed(value: f64, from: Option<MonotonicTime>, now: MonotonicTime) -> f64 {
-    let elapsed = from
-        .and_then(|f| now.since(f))
-        .unwrap_or_default()
-        .as_secs_f64();
-    value * 0.5f64.powf(elapsed / HALF_LIFE.as_secs_f64())
-}
+/// How fast a spike of jitter is forgotten: a host or path under load stays
+/// so for a while, and an answer is often slowest when load peaks, before
+/// anything has measured that peak.
+pub const JITTER_HALF_LIFE: Duration = Duration::from_secs(5);
 
 impl DecayingMax {
+    pub fn with_half_life(half_life: Duration) -> Self {
+        DecayingMax {
+            state: Mutex::new((0.0, None)),
+            half_life,
+        }
+    }
+
+    fn decayed(&self, value: f64, from: Option<MonotonicTime>, now: MonotonicTime) -> f64 {
+        let elapsed = from
+            .and_then(|f| now.since(f))
+            .unwrap_or_default()
+            .as_secs_f64();
+        value * 0.5f64.powf(elapsed / self.half_life.as_secs_f64())
+    }
+
     pub fn observe(&self, value: Duration, now: MonotonicTime) {
         let mut state = self.state.locked();
-        let old = decayed(state.0, state.1, now);
+        let old = self.decayed(state.0, state.1, now);
         *state = (old.max(value.as_nanos() as f64), Some(now));
     }
 
     pub fn recent(&self, now: MonotonicTime) -> Duration {
         let state = self.state.locked();
-        Duration::from_nanos(decayed(state.0, state.1, now) as u64)
+        Duration::from_nanos(self.decayed(state.0, state.1, now) as u64)
     }
 }
 
@@ -57,10 +76,18 @@ pub type DeliveryLag = DecayingMax;
 const MAX_RESPONDERS: usize = 65_536;
 
 /// Recent excess of answers' RTTs over their responder's best.
-#[derive(Default)]
 pub struct Jitter {
     best: Mutex<HashMap<IpAddr, Duration>>,
     excess: DecayingMax,
+}
+
+impl Default for Jitter {
+    fn default() -> Self {
+        Jitter {
+            best: Mutex::new(HashMap::new()),
+            excess: DecayingMax::with_half_life(JITTER_HALF_LIFE),
+        }
+    }
 }
 
 impl Jitter {

@@ -17,7 +17,7 @@
 //!   the request's timeout, but no longer than `here` × an RTT already seen
 //!   at its TTL or `near` × the slowest RTT of a later hop (traceroute's
 //!   `-w MAX,HERE,NEAR`, with NEAR 3 instead of 10), and never less than
-//!   `min_wait` or twice the recent [`Jitter`]; the capture pipeline's recent
+//!   `min_wait` or four times the recent [`Jitter`]; the capture pipeline's recent
 //!   delivery lag is added on top ([`DeliveryLag`]).
 //! * **Rate limiting.** A probe left unanswered by a router that answered
 //!   this trace at that TTL before (or other traces at that position), while
@@ -57,6 +57,9 @@ pub struct ProbeKey {
 const REPROBE_BIT: u8 = 0x80;
 /// Attempts per TTL the wire encoding leaves room for.
 pub const MAX_ATTEMPTS: u8 = REPROBE_BIT - 1;
+
+/// The give-up floor is this many times the recent [`Jitter`].
+const JITTER_FLOOR_FACTOR: u32 = 4;
 
 impl ProbeKey {
     /// The identity the probe carries on the wire.
@@ -104,7 +107,7 @@ pub struct Policy {
     /// Wait at most this many times the slowest RTT of a later hop.
     pub near: f64,
     /// Never give up sooner than this (routers generate ICMP errors on a slow
-    /// path), nor sooner than twice the recent [`Jitter`]; the capture
+    /// path), nor sooner than four times the recent [`Jitter`]; the capture
     /// pipeline's own lag is added on top ([`DeliveryLag`]).
     pub min_wait: Duration,
     /// Re-probe a suspected rate-limited router once its budget refilled.
@@ -341,7 +344,7 @@ pub struct Prober {
     stats: TraceStats,
     /// When the trace ended.
     finished: Option<MonotonicTime>,
-    /// The give-up floor now: `min_wait`, or twice the recent jitter.
+    /// The give-up floor now: `min_wait`, or four times the recent jitter.
     floor: Duration,
     /// When the trace was admitted (the origin of [`Plan::spacing`]).
     started: Option<MonotonicTime>,
@@ -447,7 +450,9 @@ impl Prober {
             .setup
             .policy
             .min_wait
-            .max(shared.jitter.recent(now) * 2);
+            // An answer slower than the worst seen lately is what loaded
+            // hosts produce: four times that, so load is not called loss.
+            .max(shared.jitter.recent(now) * JITTER_FLOOR_FACTOR);
         self.settle(now, shared);
         if self.is_done() {
             self.finish(now, shared);
