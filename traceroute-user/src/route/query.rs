@@ -290,18 +290,31 @@ async fn interface_of(
     ip: IpAddr,
     queries: &AtomicU64,
 ) -> Result<Option<u32>, RouteError> {
-    let mut request = handle.address().get();
-    request.message_mut().header.family = family_of(ip);
-    queries.fetch_add(1, Ordering::Relaxed);
-    let addresses: Vec<_> = request
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| netlink("address request", e))?;
-    Ok(addresses
+    Ok(addresses(handle, ip, None, queries)
+        .await?
         .iter()
         .find(|msg| usable_address(msg) == Some(ip))
         .map(|msg| msg.header.index))
+}
+
+/// The host's addresses of `ip`'s family (on interface `link` only, if set).
+async fn addresses(
+    handle: &Handle,
+    ip: IpAddr,
+    link: Option<u32>,
+    queries: &AtomicU64,
+) -> Result<Vec<AddressMessage>, RouteError> {
+    let mut request = handle.address().get();
+    if let Some(index) = link {
+        request = request.set_link_index_filter(index);
+    }
+    request.message_mut().header.family = family_of(ip);
+    queries.fetch_add(1, Ordering::Relaxed);
+    request
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| netlink("address request", e))
 }
 
 /// The local address an `RTM_NEWADDR` message describes, unless it cannot
@@ -334,15 +347,7 @@ async fn first_global_address(
     destination: IpAddr,
     queries: &AtomicU64,
 ) -> Result<Option<IpAddr>, RouteError> {
-    let mut request = handle.address().get().set_link_index_filter(index);
-    request.message_mut().header.family = family_of(destination);
-    queries.fetch_add(1, Ordering::Relaxed);
-    let addresses: Vec<_> = request
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| netlink("address request", e))?;
-    for msg in addresses {
+    for msg in addresses(handle, destination, Some(index), queries).await? {
         if msg.header.scope != AddressScope::Universe {
             continue;
         }
