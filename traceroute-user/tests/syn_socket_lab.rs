@@ -7,7 +7,7 @@
 mod common;
 mod service_support;
 
-use common::agent::{AGENT, assert_user_stamped_runs, assert_valid, expected};
+use common::agent::{as_nobody, assert_user_stamped_runs, assert_valid, expected};
 use serde_json::Value;
 use service_support::Agent;
 use traceroute_lab::{Family, Lab};
@@ -25,33 +25,12 @@ fn without_any_privilege_connect_probes_find_every_hop() {
         let dst = lab.primary("dst", family).unwrap();
         let want = expected(&lab, "src", "dst", dst);
         for port in ["80", "81"] {
-            let out = lab
-                .command("src", "setpriv")
-                .unwrap()
-                .args([
-                    "--reuid=nobody",
-                    "--regid=nogroup",
-                    "--clear-groups",
-                    "--inh-caps=-all",
-                    "--bounding-set=-all",
-                    "--",
-                    AGENT,
-                    "trace",
-                    "--format",
-                    "json",
-                    "--tcp-method",
-                    "syn_socket",
-                    "-T",
-                    "-p",
-                    port,
-                    "-q",
-                    "2",
-                    "--timeout-ms",
-                    "300",
-                ])
-                .arg(dst.to_string())
-                .output()
-                .unwrap();
+            let d = dst.to_string();
+            let out = as_nobody(
+                &lab,
+                "src",
+                &["--tcp-method", "syn_socket", "-T", "-p", port, &d],
+            );
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "{dst}:{port}: {stderr}");
             let record: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -9,33 +9,13 @@ mod common;
 
 use std::process::Output;
 
-use common::agent::{AGENT, assert_user_stamped_runs, assert_valid, expected};
+use common::agent::{assert_user_stamped_runs, assert_valid, expected};
 use serde_json::Value;
 use traceroute_lab::{Family, Lab};
 
-/// `traceroute-agent trace ARGS --format json` in src as nobody, no capabilities.
+/// The agent's `trace` in src as nobody, no capabilities.
 fn as_nobody(lab: &Lab, args: &[&str]) -> Output {
-    lab.command("src", "setpriv")
-        .unwrap()
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            AGENT,
-            "trace",
-            "--format",
-            "json",
-            "-q",
-            "2",
-            "--timeout-ms",
-            "300",
-        ])
-        .args(args)
-        .output()
-        .unwrap()
+    common::agent::as_nobody(lab, "src", args)
 }
 
 fn ping_group_range(lab: &Lab, range: &str) {

@@ -57,6 +57,32 @@ pub fn run(lab: &Lab, node: &str, args: &[&str]) -> Output {
     cmd.output().expect("run agent")
 }
 
+/// `traceroute-agent trace --format json -q 2 --timeout-ms 300 ARGS` in
+/// `node` as user nobody with every capability dropped.
+pub fn as_nobody(lab: &Lab, node: &str, args: &[&str]) -> Output {
+    lab.command(node, "setpriv")
+        .unwrap()
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            AGENT,
+            "trace",
+            "--format",
+            "json",
+            "-q",
+            "2",
+            "--timeout-ms",
+            "300",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 pub fn assert_valid(record: &Value) {
     if let Err(errors) = traceroute_user::path::schema::validate(record) {
         panic!("record violates the schema: {errors:#?}\n{record:#}");
