@@ -112,7 +112,8 @@ impl fmt::Display for ProbeId {
 
 /// A per-flow secret mixed into every field that identifies a probe, so an
 /// off-path sender who knows (or sweeps) our ports and the probe numbering
-/// still has to guess at least 32 bits to plant a reply.
+/// still has to guess 32 bits to plant a reply (a TCP flow whose ids are kept
+/// in order, [`FlowSecret::with_ids_in_order`], gives up a few of them).
 ///
 /// Only fields that load balancers do not hash carry it (Paris):
 /// - the identity field (UDP checksum, echo sequence, low half of the TCP
@@ -144,6 +145,21 @@ impl FlowSecret {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         }))
+    }
+
+    /// This secret with its identity shift narrowed so that every probe id up
+    /// to `highest` encodes without wrapping: encoded ids then grow with the
+    /// probe ids, and so do TCP sequence numbers.
+    ///
+    /// Why: a destination that lost the RST for an earlier SYN of the flow
+    /// still holds that half-open request. A later SYN in its window makes it
+    /// drop the request and answer; one below it (after a wrap) gets nothing
+    /// until the request expires, which reads as loss that is not there.
+    /// The shift keeps log2(65535 - highest) bits (over 15 for 100 queries).
+    pub const fn with_ids_in_order(self, highest: ProbeId) -> Self {
+        let room = ID_CYCLE + 1 - highest.0 as u32;
+        let shift = self.id_shift() % room;
+        Self(self.0 & !0xffff | shift as u64)
     }
 
     /// Shift of the identity field, in 0..65535 (the field's nonzero values

@@ -507,3 +507,34 @@ fn padded_probes_have_the_size_asked_and_keep_identity_checksums_and_paris() {
         }
     }
 }
+
+#[test]
+fn ordered_secrets_give_sequence_numbers_that_grow_with_the_probe_ids() {
+    // The worst shifts (just below the cycle) would wrap at once without it.
+    for bits in [0x1234_5678_0000_fffe_u64, 0x0000_0001_0000_c000, 7] {
+        for highest in [
+            ProbeId::new(ttl(30), 2),
+            ProbeId::new(ttl(64), 99),
+            ProbeId::new(ttl(255), 255),
+        ] {
+            let secret = FlowSecret::from_bits(bits).with_ids_in_order(highest);
+            assert_eq!(secret.salt(), FlowSecret::from_bits(bits).salt());
+            assert_eq!(secret.token(), FlowSecret::from_bits(bits).token());
+            let seqs: Vec<u32> = (1..=highest.raw())
+                .filter_map(ProbeId::from_raw)
+                .map(|id| TcpSeq::new(secret, id).0)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{bits:#x} up to {highest}"
+            );
+            for id in (1..=highest.raw()).filter_map(ProbeId::from_raw) {
+                assert_eq!(secret.decode(secret.encode(id)), Some(id));
+            }
+        }
+    }
+    // Without it, a shift near the top wraps within 100 queries.
+    let plain = FlowSecret::from_bits(0xff00);
+    let (a, b) = (ProbeId::new(ttl(64), 0), ProbeId::new(ttl(64), 1));
+    assert!(TcpSeq::new(plain, b).0 < TcpSeq::new(plain, a).0);
+}

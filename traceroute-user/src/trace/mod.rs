@@ -34,7 +34,7 @@ use crate::path::{
     NetworkPath, NoAnswer, PathDestination, PathSource, Probing, Run, SharedHop, TimestampSource,
     Via,
 };
-use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl};
+use crate::probe::{FlowSecret, ProbeFlow, ProbeId, Protocol, Ttl};
 use crate::resolve::{ResolveError, ReverseDns, resolve_target};
 use crate::route::{Route, RouteCache, RouteError};
 use crate::sync::LockExt;
@@ -845,7 +845,7 @@ impl Tracer {
         let destination = SocketAddr::new(job.target, job.port);
         let flow = ProbeFlow::tcp(SocketAddr::new(job.route.source, port), destination)
             .map_err(|e| TraceError::InvalidRequest(e.to_string()))?
-            .with_secret(FlowSecret::random());
+            .with_secret(flow_secret(job.request));
         let mut subscription = self.capture.register(flow.flow_key())?;
         self.capture.want_tcp_acks(&mut subscription)?;
         let handshake = (job.request.timeout * 2).max(Duration::from_secs(1));
@@ -888,7 +888,7 @@ impl Tracer {
             };
             let mut flow = flow
                 .map_err(|e| TraceError::InvalidRequest(e.to_string()))?
-                .with_secret(FlowSecret::random());
+                .with_secret(flow_secret(job.request));
             if let Some(size) = job.request.probe_size {
                 flow = flow
                     .with_size(size)
@@ -1271,6 +1271,19 @@ fn fill_skipped_prefix(runs: &mut [Run], first_ttl: Ttl, job: &Job<'_>) {
         prefix.append(&mut run.hops);
         run.hops = prefix;
     }
+}
+
+/// A fresh secret for a flow of `request`. TCP sequence numbers are kept in
+/// probe order ([`FlowSecret::with_ids_in_order`]): SYNs to the destination
+/// then clear a half-open request left by a lost RST instead of being
+/// ignored by it.
+fn flow_secret(request: &TraceRequest) -> FlowSecret {
+    let secret = FlowSecret::random();
+    if request.protocol != Protocol::Tcp {
+        return secret;
+    }
+    let attempts = request.queries.max(request.e2e_queries);
+    secret.with_ids_in_order(ProbeId::new(request.max_ttl, attempts.saturating_sub(1)))
 }
 
 /// The RTT samples of an end-to-end plan: one per probe at its TTL that got
