@@ -22,16 +22,29 @@
 //!    scamper tracelb and dublin-traceroute (time, probes, routers found,
 //!    destination found).
 //!
-//! The report is printed and written to `target/bench/report.{json,md}`.
+//! 5. Timestamp accuracy: RTTs through a link with a known delay, per probe
+//!    against the wire (tcpdump), idle and with every core busy: the agent's
+//!    eBPF and socket stamps, ping and traceroute.
+//! 6. The service at rest with 0, 100 and 10 000 scheduled targets.
+//!
+//! A full run writes `bench/results/<date>.{md,json}` and its SVG plots in
+//! `bench/results/<date>/` (committed: the README quotes it); `--quick`
+//! writes the same to `target/bench/quick/`. Both also go to
+//! `target/bench/report.{json,md}`.
 //! Every probe stays inside lab namespaces (198.18.0.0/15).
 
+mod accuracy;
 mod counter;
 mod http;
+mod idle;
 mod load;
+mod machine;
 mod multipath;
 mod peers;
+mod plots;
 mod process;
 mod report;
+mod results;
 mod throughput;
 mod trace;
 mod truth;
@@ -77,9 +90,35 @@ pub struct Options {
     /// scamper's matched run.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub load_pps: u32,
+    /// Probes per tool and condition in the timestamp accuracy benchmark.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(3..=200))]
+    pub samples: u32,
+    /// Measuring window of the service at rest, per number of targets, in seconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub idle_seconds: u64,
+    /// A short smoke run of everything (1 run per tool, few samples, small
+    /// load); written to target/bench/quick/, not to bench/results/.
+    #[arg(long, conflicts_with_all = ["only_load", "only_multipath"])]
+    pub quick: bool,
+}
+
+impl Options {
+    /// The settings of `--quick`.
+    fn quickened(mut self) -> Options {
+        if self.quick {
+            self.runs = 1;
+            self.alternations = 2;
+            self.seconds = 1;
+            self.load = vec![16, 64];
+            self.samples = 5;
+            self.idle_seconds = 3;
+        }
+        self
+    }
 }
 
 pub fn run(options: Options) -> Result<()> {
+    let options = options.quickened();
     setup::ensure()?;
     if !is_root() {
         bail!(
@@ -120,8 +159,11 @@ pub fn run(options: Options) -> Result<()> {
         );
         return Ok(());
     }
+    let machine = machine::Machine::read(agent_version());
     let trace = trace::run(options.runs, &unavailable)?;
+    let accuracy = accuracy::run(options.samples, &unavailable)?;
     let throughput = throughput::run(options.alternations, options.seconds, &unavailable)?;
+    let idle = idle::run(Duration::from_secs(options.idle_seconds))?;
     let load = if options.no_load {
         None
     } else {
@@ -133,6 +175,16 @@ pub fn run(options: Options) -> Result<()> {
     } else {
         Some(multipath::run(options.runs, &unavailable)?)
     };
+    let date = results::today();
+    let headline = results::headline(&results::Headline {
+        trace: &trace,
+        accuracy: &accuracy,
+        throughput_ratio: throughput.ratio(),
+        ns_per_packet: throughput.median_ns("capture_ingress"),
+        idle: &idle,
+        load: load.as_ref(),
+        multipath: multipath.as_ref(),
+    });
     let report = report::Report {
         build,
         trace,
@@ -140,14 +192,52 @@ pub fn run(options: Options) -> Result<()> {
         load,
     };
 
-    let mut markdown = report::markdown(&report);
+    let command = if options.quick {
+        "cargo xtask bench --quick".to_string()
+    } else {
+        format!(
+            "cargo xtask bench --runs {} --alternations {} --seconds {} --samples {} --idle-seconds {}",
+            options.runs,
+            options.alternations,
+            options.seconds,
+            options.samples,
+            options.idle_seconds
+        )
+    };
+    let mut markdown = format!(
+        "# traceroute-agent bench, {date}\n\nReproduce with `sudo -E {command}` (as root). {}\n{}\n",
+        machine.markdown(),
+        headline
+    );
+    markdown += &report::markdown(&report);
     let mut json = report::json(&report);
+    json["date"] = serde_json::json!(date);
+    json["command"] = serde_json::json!(command);
+    json["machine"] = machine.json();
+    json["accuracy"] = accuracy::json(&accuracy);
+    json["idle_service"] = idle::json(&idle);
+    markdown += "\n";
+    markdown += &accuracy::section(&accuracy);
+    markdown += "\n";
+    markdown += &idle::section(&idle);
     if let Some(mp) = &multipath {
         markdown += "\n";
         markdown += &multipath::section(mp);
         json["multipath"] = multipath::json(mp);
     }
     println!("\n{markdown}");
+    let stem = if options.quick {
+        target_dir().join("bench").join("quick").join(&date)
+    } else {
+        results::stem(&root(), &date)
+    };
+    let pictures = results::Pictures {
+        trace: &report.trace,
+        accuracy: &accuracy,
+        load: report.load.as_ref(),
+    };
+    results::write(&stem, &markdown, &json, &pictures)?;
+    println!("bench: report written to {}.{{md,json}}", stem.display());
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = serde_json::to_string_pretty(&json)?;
@@ -158,6 +248,17 @@ pub fn run(options: Options) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// `traceroute-agent --version` of the binary under test.
+fn agent_version() -> String {
+    std::process::Command::new(agent_binary())
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// A Linux router answers one peer a burst of 6 ICMP errors, then one per

@@ -16,7 +16,15 @@ const PEERS: &[(&str, &str)] = &[
     ("scamper", "scamper"),
     ("iperf3", "iperf3"),
     ("dublin-traceroute", "dublin-traceroute"),
+    // Not peers: the wire truth and the tool the accuracy bench compares.
+    ("tcpdump", "tcpdump"),
+    ("iputils-ping", "ping"),
 ];
+
+/// The Debian packages of every peer and measuring tool.
+pub fn packages() -> impl Iterator<Item = &'static str> {
+    PEERS.iter().map(|(package, _)| *package)
+}
 
 /// Why each unusable peer package cannot be used, by package name.
 pub type Unavailable = BTreeMap<&'static str, String>;

@@ -34,6 +34,13 @@ pub fn peak_rss_kib(pid: u32) -> Result<u64> {
     status_kib(&status, "VmHWM").context("no VmHWM in /proc/PID/status")
 }
 
+/// VmRSS (current resident set) of a running process, in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status_kib(&status, "VmRSS").context("no VmRSS in /proc/PID/status")
+}
+
 /// Resets VmHWM to the current RSS (`clear_refs` 5), so the next reading
 /// is the peak of what follows. False if the kernel refused.
 pub fn reset_peak_rss(pid: u32) -> bool {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::load::LoadBench;
 use super::throughput::Throughput;
 use super::trace::{Measurement, Setting, Target, TraceBench};
-use super::{REFILL, Spread};
+use super::{REFILL, Spread, median};
 
 pub struct Report {
     /// What the agent was built from.
@@ -32,10 +32,7 @@ pub fn load_json(l: &LoadBench) -> Value {
 }
 
 pub fn markdown(report: &Report) -> String {
-    let mut out = format!(
-        "# traceroute-agent bench\n\nAgent built from {}.\n\n",
-        report.build
-    );
+    let mut out = format!("Agent built from {}.\n\n", report.build);
     out += &targets_section(&report.trace);
     for t in &report.trace {
         out += "\n";
@@ -402,6 +399,22 @@ fn throughput_section(t: &Throughput) -> String {
         ns(t.median_ns("capture_ingress")),
         ns(t.median_ns("capture_egress")),
     );
+    out += &format!(
+        "iperf3 CPU (sender + receiver, % of a core), median without / with: {} / {} (ratio {})
+
+{}
+",
+        median(&t.without_cpu).map_or("-".into(), |c| format!("{c:.0}")),
+        median(&t.with_cpu).map_or("-".into(), |c| format!("{c:.0}")),
+        t.cpu_ratio().map_or("-".into(), |r| format!("{r:.3}")),
+        match t.effect_exceeds_spread() {
+            Some(true) =>
+                "The throughput change is larger than the run-to-run spread of either side: it is an effect.",
+            Some(false) =>
+                "The throughput change is within the run-to-run spread: over this many alternations the capture's cost does not show above the noise. The kernel time per packet above is the measurable cost.",
+            None => "",
+        }
+    );
     out
 }
 
@@ -525,6 +538,10 @@ pub fn json(report: &Report) -> Value {
             "median_without_bps": tp.median_without(),
             "median_with_bps": tp.median_with(),
             "ratio_with_to_without": tp.ratio(),
+            "without_capture_cpu_percent": tp.without_cpu,
+            "with_capture_cpu_percent": tp.with_cpu,
+            "cpu_ratio_with_to_without": tp.cpu_ratio(),
+            "effect_exceeds_spread": tp.effect_exceeds_spread(),
             "spread_without_capture": tp.spread_without(),
             "packets_seen_with_capture": tp.packets_seen,
             "ns_per_packet_with_capture": tp.ns_per_packet,

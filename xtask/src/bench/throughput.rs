@@ -24,6 +24,10 @@ pub struct Throughput {
     pub without_bps: Vec<f64>,
     /// The same with the capture attached.
     pub with_bps: Vec<f64>,
+    /// iperf3's sender + receiver CPU utilisation (% of one core, summed)
+    /// of each run without, then with, the capture.
+    pub without_cpu: Vec<f64>,
+    pub with_cpu: Vec<f64>,
     /// `packets_seen` counter of the capture after each run with it: proof the
     /// programs were in the path.
     pub packets_seen: Vec<u64>,
@@ -58,6 +62,23 @@ impl Throughput {
         Some(self.median_with()? / self.median_without()?)
     }
 
+    /// Median CPU with the capture over median without.
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        Some(median(&self.with_cpu)? / median(&self.without_cpu)?)
+    }
+
+    /// Whether the throughput change is larger than the run-to-run spread
+    /// of either side; `None` without figures.
+    pub fn effect_exceeds_spread(&self) -> Option<bool> {
+        let effect = (1.0 - self.ratio()?).abs();
+        let spread = |v: &[f64]| {
+            let max = v.iter().copied().reduce(f64::max)?;
+            let min = v.iter().copied().reduce(f64::min)?;
+            Some((max - min) / median(v)?)
+        };
+        Some(effect > spread(&self.without_bps)?.max(spread(&self.with_bps)?))
+    }
+
     /// (max - min) / median of the runs without the capture: how much of the
     /// ratio is noise.
     pub fn spread_without(&self) -> Option<f64> {
@@ -72,6 +93,8 @@ impl Throughput {
             seconds,
             without_bps: Vec::new(),
             with_bps: Vec::new(),
+            without_cpu: Vec::new(),
+            with_cpu: Vec::new(),
             packets_seen: Vec::new(),
             ns_per_packet: Vec::new(),
             unavailable: Some(reason),
@@ -101,6 +124,8 @@ pub fn run(alternations: u32, seconds: u32, unavailable: &Unavailable) -> Result
         seconds,
         without_bps: Vec::new(),
         with_bps: Vec::new(),
+        without_cpu: Vec::new(),
+        with_cpu: Vec::new(),
         packets_seen: Vec::new(),
         ns_per_packet: Vec::new(),
         unavailable: None,
@@ -110,14 +135,20 @@ pub fn run(alternations: u32, seconds: u32, unavailable: &Unavailable) -> Result
             "bench: throughput alternation {i}/{alternations}: without, then with the capture"
         );
         match iperf(&lab, server, seconds) {
-            Ok(bps) => result.without_bps.push(bps),
+            Ok((bps, cpu)) => {
+                result.without_bps.push(bps);
+                result.without_cpu.push(cpu);
+            }
             Err(reason) => return Ok(Throughput::unavailable(seconds, reason)),
         }
         let capture = Capture::start(&lab, "a", &ifname)?;
         let with = iperf(&lab, server, seconds);
         let (seen, ns) = capture.stop(&lab)?;
         match with {
-            Ok(bps) => result.with_bps.push(bps),
+            Ok((bps, cpu)) => {
+                result.with_bps.push(bps);
+                result.with_cpu.push(cpu);
+            }
             Err(reason) => bail!(
                 "iperf3 works without the agent's capture but fails with it attached: {reason}"
             ),
@@ -128,8 +159,9 @@ pub fn run(alternations: u32, seconds: u32, unavailable: &Unavailable) -> Result
     Ok(result)
 }
 
-/// One iperf3 client run from `a`: receiver-side bits per second.
-fn iperf(lab: &Lab, server: IpAddr, seconds: u32) -> Result<f64, String> {
+/// One iperf3 client run from `a`: receiver-side bits per second, and the
+/// sender's plus the receiver's CPU utilisation.
+fn iperf(lab: &Lab, server: IpAddr, seconds: u32) -> Result<(f64, f64), String> {
     let mut last_error = String::new();
     // The server refuses a new test for a moment after the previous one ends.
     for _ in 0..3 {
@@ -152,8 +184,11 @@ fn iperf(lab: &Lab, server: IpAddr, seconds: u32) -> Result<f64, String> {
         let bps = end["sum_received"]["bits_per_second"]
             .as_f64()
             .or_else(|| end["sum_sent"]["bits_per_second"].as_f64());
+        let cpu = &end["cpu_utilization_percent"];
+        let cpu =
+            cpu["host_total"].as_f64().unwrap_or(0.0) + cpu["remote_total"].as_f64().unwrap_or(0.0);
         match bps {
-            Some(bps) if out.status.success() => return Ok(bps),
+            Some(bps) if out.status.success() => return Ok((bps, cpu)),
             _ => last_error = report["error"].as_str().unwrap_or("no result").to_string(),
         }
         if !last_error.contains("busy") {

@@ -38,10 +38,23 @@ impl Service {
     /// Starts the service in src, with `--pps` when given (else the
     /// agent's defaults), and waits until `/health` answers.
     pub fn start(lab: &Lab, dir: &WorkDir, pps: Option<u32>) -> Result<Service> {
+        Self::start_with(lab, dir, pps, None)
+    }
+
+    /// Like [`start`](Self::start), with `--config config` when given.
+    pub fn start_with(
+        lab: &Lab,
+        dir: &WorkDir,
+        pps: Option<u32>,
+        config: Option<&Path>,
+    ) -> Result<Service> {
         let socket = dir.0.join("agent.sock");
         let log = dir.0.join("agent.log");
         let mut cmd = Command::new(agent_binary());
         cmd.args(["serve", "--socket"]).arg(&socket);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
         if let Some(pps) = pps {
             cmd.args(["--pps", &pps.to_string()]);
         }
@@ -71,6 +84,10 @@ impl Service {
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     pub fn stop(self, lab: &Lab) -> Result<()> {
