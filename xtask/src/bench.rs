@@ -65,7 +65,7 @@ pub struct Options {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub runs: u32,
     /// Throughput alternations: each is one iperf3 run without and one with the capture.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub alternations: u32,
     /// Length of each iperf3 transfer, in seconds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
@@ -74,6 +74,9 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', default_value = "64,256,1024",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub load: Vec<u16>,
+    /// Repetitions of each load size (the median one is reported, with min-max).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub load_runs: u32,
     /// Skip the load benchmark.
     #[arg(long, conflicts_with = "only_load")]
     pub no_load: bool,
@@ -110,6 +113,7 @@ impl Options {
             self.alternations = 2;
             self.seconds = 1;
             self.load = vec![16, 64];
+            self.load_runs = 1;
             self.samples = 5;
             self.idle_seconds = 3;
         }
@@ -146,7 +150,7 @@ pub fn run(options: Options) -> Result<()> {
     }
     if options.only_load {
         let sizes: Vec<usize> = options.load.iter().map(|&n| usize::from(n)).collect();
-        let load = load::run(&sizes, options.load_pps, &unavailable)?;
+        let load = load::run(&sizes, options.load_pps, options.load_runs, &unavailable)?;
         let markdown = format!("Agent: {build}\n\n{}", report::load_section(&load));
         println!("\n{markdown}");
         let dir = target_dir().join("bench");
@@ -168,7 +172,12 @@ pub fn run(options: Options) -> Result<()> {
         None
     } else {
         let sizes: Vec<usize> = options.load.iter().map(|&n| usize::from(n)).collect();
-        Some(load::run(&sizes, options.load_pps, &unavailable)?)
+        Some(load::run(
+            &sizes,
+            options.load_pps,
+            options.load_runs,
+            &unavailable,
+        )?)
     };
     let multipath = if options.no_multipath {
         None
@@ -196,10 +205,11 @@ pub fn run(options: Options) -> Result<()> {
         "cargo xtask bench --quick".to_string()
     } else {
         format!(
-            "cargo xtask bench --runs {} --alternations {} --seconds {} --samples {} --idle-seconds {}",
+            "cargo xtask bench --runs {} --alternations {} --seconds {} --load-runs {} --samples {} --idle-seconds {}",
             options.runs,
             options.alternations,
             options.seconds,
+            options.load_runs,
             options.samples,
             options.idle_seconds
         )

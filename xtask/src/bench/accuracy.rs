@@ -460,7 +460,12 @@ pub fn section(a: &Accuracy) -> String {
          are in it). **Delay element**: how much longer than 20 ms the userspace delay \
          forwarder held each packet, measured by tcpdump on its TUN device in r1 and r2 \
          (the kernel here has no sch_netem); it is part of every tool's RTT and of the \
-         wire RTT alike, so it cancels out of the error. Figures: median (min-max).\n\n",
+         wire RTT alike, so it cancels out of the error. The wire stamps are the kernel's \
+         software stamps (on receive, taken when the packet is queued to the stack; on \
+         send, at the device tap), the very stamps the agent's socket capture reads from its \
+         packet socket (SO_TIMESTAMPNS): \
+         the eBPF programs stamp at TC instead, on receive after the softirq has run, so \
+         softirq queueing under CPU load shows in their error. Figures: median (min-max).\n\n",
         a.samples
     );
     let us = |s: Option<Spread>| {

@@ -48,7 +48,12 @@ pub struct SizeResult {
 pub struct LoadRun {
     pub tool: String,
     pub command: String,
+    /// Of the repetition shown: the one with the median wall time.
     pub wall_s: f64,
+    /// Wall time of every repetition.
+    pub walls: Vec<f64>,
+    /// Hops found in every repetition.
+    pub found: Vec<u64>,
     pub tally: Tally,
     /// Counted on src's interface while the tool ran.
     pub probes_counted: u64,
@@ -70,6 +75,8 @@ impl LoadRun {
             tool,
             command,
             wall_s: 0.0,
+            walls: Vec::new(),
+            found: Vec::new(),
             tally: Tally::default(),
             probes_counted: 0,
             probes_reported: None,
@@ -129,7 +136,12 @@ impl Drop for WorkDir {
     }
 }
 
-pub fn run(sizes: &[usize], pps: u32, unavailable: &Unavailable) -> Result<LoadBench> {
+pub fn run(
+    sizes: &[usize],
+    pps: u32,
+    repeats: u32,
+    unavailable: &Unavailable,
+) -> Result<LoadBench> {
     println!("bench: lab `fanout`: src - gw - {{d1..d4}}, 1024 targets, default ICMP rate limits");
     let lab = Lab::up(&named::fanout()).context("bringing up the fanout lab")?;
     let counter = ProbeCounter::install(&lab, "src", lab.ifname("src", "gw")?)?;
@@ -143,22 +155,26 @@ pub fn run(sizes: &[usize], pps: u32, unavailable: &Unavailable) -> Result<LoadB
     for &n in sizes {
         let n = n.min(all.len());
         let targets = Targets::new(&lab, &all[..n])?;
-        let mut runs = Vec::new();
-        println!("bench: load, {n} targets: agent service");
-        std::thread::sleep(REFILL);
-        runs.push(agent.trace_all(&lab, &counter, &targets)?);
-        for rate in [None, Some(pps)] {
-            println!("bench: load, {n} targets: {}", scamper::name(rate));
+        // One list per tool, one entry per repetition.
+        let mut by_tool: Vec<Vec<LoadRun>> = vec![Vec::new(), Vec::new(), Vec::new()];
+        for rep in 1..=repeats {
+            println!("bench: load, {n} targets, repetition {rep}/{repeats}: agent service");
             std::thread::sleep(REFILL);
-            runs.push(scamper::run(
-                &lab,
-                &counter,
-                &dir,
-                &targets,
-                rate,
-                unavailable.get("scamper"),
-            )?);
+            by_tool[0].push(agent.trace_all(&lab, &counter, &targets)?);
+            for (i, rate) in [None, Some(pps)].into_iter().enumerate() {
+                println!("bench: load, {n} targets: {}", scamper::name(rate));
+                std::thread::sleep(REFILL);
+                by_tool[i + 1].push(scamper::run(
+                    &lab,
+                    &counter,
+                    &dir,
+                    &targets,
+                    rate,
+                    unavailable.get("scamper"),
+                )?);
+            }
         }
+        let runs = by_tool.into_iter().filter_map(median_run).collect();
         results.push(SizeResult { targets: n, runs });
     }
     agent.stop(&lab)?;
@@ -167,6 +183,19 @@ pub fn run(sizes: &[usize], pps: u32, unavailable: &Unavailable) -> Result<LoadB
         gateway,
         sizes: results,
     })
+}
+
+/// The repetition with the median wall time (the lower middle one of an
+/// even count), carrying every repetition's wall time and hops found.
+fn median_run(mut runs: Vec<LoadRun>) -> Option<LoadRun> {
+    let walls: Vec<f64> = runs.iter().map(|r| r.wall_s).collect();
+    let found: Vec<u64> = runs.iter().map(|r| r.tally.found).collect();
+    runs.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+    let middle = runs.len().checked_sub(1)? / 2;
+    let mut run = runs.swap_remove(middle);
+    run.walls = walls;
+    run.found = found;
+    Some(run)
 }
 
 /// The fanout targets round-robin over d1..d4, so any prefix of the list
@@ -180,4 +209,26 @@ fn interleaved(lab: &Lab) -> Result<Vec<IpAddr>> {
     Ok((0..longest)
         .flat_map(|i| lists.iter().filter_map(move |l| l.get(i).copied()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_repetition_is_shown_with_every_wall_time() {
+        let run = |wall: f64, found: u64| {
+            let mut r = LoadRun::new("agent service".into(), "cmd".into());
+            r.wall_s = wall;
+            r.tally.found = found;
+            r
+        };
+        let shown = median_run(vec![run(3.0, 10), run(1.0, 12), run(2.0, 11)]).unwrap();
+        assert_eq!((shown.wall_s, shown.tally.found), (2.0, 11));
+        assert_eq!(shown.walls, [3.0, 1.0, 2.0]);
+        assert_eq!(shown.found, [10, 12, 11]);
+        assert!(median_run(Vec::new()).is_none());
+        let two = median_run(vec![run(4.0, 1), run(2.0, 2)]).unwrap();
+        assert_eq!(two.wall_s, 2.0, "the lower middle of an even count");
+    }
 }

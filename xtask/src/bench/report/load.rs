@@ -6,6 +6,14 @@ use super::table;
 use crate::bench::load::{IN_FLIGHT, LoadBench, LoadRun, MAX_TTL};
 use crate::bench::truth::Tally;
 
+/// The shown repetition's (median) wall time, with min-max when repeated.
+fn wall_text(r: &LoadRun) -> String {
+    match crate::bench::spread(&r.walls) {
+        Some(s) if r.walls.len() > 1 => format!("{:.2} s ({:.2}-{:.2})", r.wall_s, s.min, s.max),
+        _ => format!("{:.2} s", r.wall_s),
+    }
+}
+
 pub fn section(l: &LoadBench) -> String {
     let mut out = format!(
         "## Load: many traces at once, fanout lab (src - gw - d1..d4), kernel default ICMP rate limits\n\n\
@@ -21,7 +29,9 @@ pub fn section(l: &LoadBench) -> String {
          - probes: packets leaving src's interface toward the lab (nftables egress counter); \
          in brackets what the tool says it sent\n\
          - CPU: user + system time of the process over the run, per trace; peak RSS: VmHWM \
-         (agent, reset before each run) or ru_maxrss (scamper)\n",
+         (agent, reset before each run) or ru_maxrss (scamper)\n\
+         - repeated sizes: each row is the repetition with the median wall time; its wall \
+         cell adds the min-max over all repetitions\n",
         pps = l.pps,
         gw = l.gateway,
     );
@@ -70,7 +80,7 @@ fn row(r: &LoadRun, targets: usize) -> Vec<String> {
     }
     vec![
         r.tool.clone(),
-        format!("{:.2} s", r.wall_s),
+        wall_text(r),
         r.traces_per_s(targets)
             .map_or("-".into(), |v| format!("{v:.1}")),
         format!(
@@ -132,6 +142,8 @@ pub fn json(l: &LoadBench) -> Value {
                         "available": r.unavailable.is_none(),
                         "unavailable_reason": r.unavailable,
                         "wall_s": r.wall_s,
+                        "wall_s_every_repetition": r.walls,
+                        "hops_found_every_repetition": r.found,
                         "traces_per_s": r.traces_per_s(size.targets),
                         "traces_judged": t.traces,
                         "expected_answers": t.expected,
