@@ -103,6 +103,10 @@ pub struct Options {
     /// load); written to target/bench/quick/, not to bench/results/.
     #[arg(long, conflicts_with_all = ["only_load", "only_multipath"])]
     pub quick: bool,
+    /// Draw the pictures of a report again from its raw figures
+    /// (bench/results/DATE.json) and do nothing else.
+    #[arg(long, value_name = "REPORT_JSON")]
+    pub replot: Option<PathBuf>,
 }
 
 impl Options {
@@ -122,6 +126,9 @@ impl Options {
 }
 
 pub fn run(options: Options) -> Result<()> {
+    if let Some(json) = &options.replot {
+        return results::replot(json);
+    }
     let options = options.quickened();
     setup::ensure()?;
     if !is_root() {
@@ -241,12 +248,7 @@ pub fn run(options: Options) -> Result<()> {
     } else {
         results::stem(&root(), &date)
     };
-    let pictures = results::Pictures {
-        trace: &report.trace,
-        accuracy: &accuracy,
-        load: report.load.as_ref(),
-    };
-    results::write(&stem, &markdown, &json, &pictures)?;
+    results::write(&stem, &markdown, &json)?;
     println!("bench: report written to {}.{{md,json}}", stem.display());
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

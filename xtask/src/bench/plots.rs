@@ -73,6 +73,8 @@ pub fn strips(path: &Path, title: &str, x_desc: &str, rows: &[Row], log: bool) -
     };
     if log {
         let floor = min.max(1e-3);
+        // All values at or below the floor still get a valid range.
+        let max = max.max(floor * 2.0);
         let mut chart = builder
             .build_cartesian_2d((floor * 0.8..max * 1.25).log_scale(), y_range)
             .map_err(draw_error)?;
@@ -154,6 +156,9 @@ pub fn lines(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_labels(6)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(draw_error)?;
     for (i, s) in series.iter().enumerate() {
@@ -202,6 +207,10 @@ mod tests {
                 values: vec![90.0, 120.0],
             },
             Row {
+                label: "exactly on the wire".into(),
+                values: vec![0.0],
+            },
+            Row {
                 label: "never measured".into(),
                 values: vec![],
             },
@@ -213,7 +222,7 @@ mod tests {
             assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
             assert!(svg.contains("agent (eBPF stamps)") && svg.contains("ping"));
             assert!(!svg.contains("never measured"), "empty rows are left out");
-            assert_eq!(svg.matches("<circle").count(), 5, "one dot per value");
+            assert_eq!(svg.matches("<circle").count(), 6, "one dot per value");
         }
         let path = dir.join("lines.svg");
         let series = [Series {

@@ -12,7 +12,8 @@ use super::idle::IdleService;
 use super::load::LoadBench;
 use super::multipath::MultipathBench;
 use super::plots::{self, Row, Series};
-use super::trace::{Interface, Proto, Setting, TraceBench, agent_name, traceroute_name};
+
+use super::trace::{Interface, Proto, TraceBench, agent_name, traceroute_name};
 use super::{Spread, median};
 
 /// Where a full run's report goes: `bench/results/<date>`, no extension.
@@ -33,14 +34,12 @@ pub fn today() -> String {
 
 /// Writes `<stem>.md`, `<stem>.json` and the SVGs in `<stem>/`; the markdown
 /// links the pictures relative to itself.
-pub fn write(stem: &Path, markdown: &str, json: &Value, pictures: &Pictures<'_>) -> Result<()> {
-    let dir = stem.to_path_buf();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+pub fn write(stem: &Path, markdown: &str, json: &Value) -> Result<()> {
+    let drawn = draw(stem, json)?;
     let name = stem
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let drawn = pictures.draw(&dir)?;
     let mut text = markdown.to_string();
     if !drawn.is_empty() {
         text += "\n## Pictures\n\n";
@@ -54,108 +53,143 @@ pub fn write(stem: &Path, markdown: &str, json: &Value, pictures: &Pictures<'_>)
     Ok(())
 }
 
-/// What the pictures are drawn from.
-pub struct Pictures<'a> {
-    pub trace: &'a [TraceBench],
-    pub accuracy: &'a Accuracy,
-    pub load: Option<&'a LoadBench>,
+/// Draws the pictures of a report's raw figures again (`--replot FILE.json`),
+/// into the directory beside it; the markdown's links stay as they are.
+pub fn replot(json_path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(json_path)
+        .with_context(|| format!("reading {}", json_path.display()))?;
+    let json: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a report's JSON", json_path.display()))?;
+    let drawn = draw(&json_path.with_extension(""), &json)?;
+    println!(
+        "bench: {} pictures drawn in {}",
+        drawn.len(),
+        json_path.with_extension("").display()
+    );
+    Ok(())
 }
 
-impl Pictures<'_> {
-    /// Draws every picture with data into `dir`; returns (file, caption).
-    fn draw(&self, dir: &Path) -> Result<Vec<(String, String)>> {
-        let mut drawn = Vec::new();
-        for t in self.trace {
-            let rows: Vec<Row> = t
-                .measurements
-                .iter()
-                .filter(|m| m.setting == Setting::Defaults && m.unavailable.is_none())
-                .map(|m| Row {
-                    label: m.tool.clone(),
-                    values: m.wall_s.clone(),
-                })
-                .collect();
-            let file = format!("trace-time-{}.svg", t.lab.name);
-            let caption = format!(
-                "Wall time of one trace, {} lab ({}), each tool at its defaults: every run a dot, the median a bar",
-                t.lab.name, t.lab.path
-            );
-            plots::strips(&dir.join(&file), &caption, "seconds (log)", &rows, true)?;
-            drawn.push((file, caption));
-        }
-        if !self.accuracy.conditions.is_empty() {
-            let mut rows = Vec::new();
-            for c in &self.accuracy.conditions {
-                for t in &c.tools {
-                    rows.push(Row {
-                        label: format!("{} ({})", t.tool, c.name),
-                        values: t.error_us.iter().map(|e| e.abs()).collect(),
-                    });
-                }
+/// Draws every picture the figures allow into the directory `stem`; returns
+/// (file, caption) of each.
+fn draw(stem: &Path, json: &Value) -> Result<Vec<(String, String)>> {
+    std::fs::create_dir_all(stem).with_context(|| format!("creating {}", stem.display()))?;
+    let mut drawn = Vec::new();
+    for lab in array(&json["trace"]) {
+        let name = lab["topology"].as_str().unwrap_or("lab");
+        let rows: Vec<Row> = array(&lab["tools"])
+            .iter()
+            .filter(|t| t["setting"] == "defaults" && t["unavailable_reason"].is_null())
+            .map(|t| Row {
+                label: t["tool"].as_str().unwrap_or("?").to_string(),
+                values: numbers(&t["wall_s"]),
+            })
+            .collect();
+        let file = format!("trace-time-{name}.svg");
+        let caption = format!(
+            "Wall time of one trace, {name} lab ({}), each tool at its defaults: every run a dot, the median a bar",
+            lab["path"].as_str().unwrap_or("")
+        );
+        let title = format!("One trace, {name} lab, every tool at its defaults");
+        plots::strips(&stem.join(&file), &title, "seconds (log)", &rows, true)?;
+        drawn.push((file, caption));
+    }
+    let conditions = array(&json["accuracy"]["conditions"]);
+    if !conditions.is_empty() {
+        let mut rows = Vec::new();
+        for c in &conditions {
+            let condition = c["condition"].as_str().unwrap_or("?");
+            for t in array(&c["tools"]) {
                 rows.push(Row {
-                    label: format!("delay element excess ({})", c.name),
-                    values: c.element_excess_us.iter().map(|e| e.abs()).collect(),
+                    label: format!("{} ({condition})", t["tool"].as_str().unwrap_or("?")),
+                    values: numbers(&t["error_us"]).iter().map(|e| e.abs()).collect(),
                 });
             }
-            let file = "rtt-error.svg".to_string();
-            let caption =
-                "RTT error per probe: |reported - wire| in µs (log), and the delay element's own excess"
-                    .to_string();
-            plots::strips(&dir.join(&file), &caption, "µs (log)", &rows, true)?;
-            drawn.push((file, caption));
+            rows.push(Row {
+                label: format!("delay element excess ({condition})"),
+                values: numbers(&c["element_excess_us_all"])
+                    .iter()
+                    .map(|e| e.abs())
+                    .collect(),
+            });
         }
-        if let Some(load) = self.load {
-            let mut tools: Vec<String> = Vec::new();
-            for size in &load.sizes {
-                for run in &size.runs {
-                    if !tools.contains(&run.tool) {
-                        tools.push(run.tool.clone());
-                    }
+        let file = "rtt-error.svg".to_string();
+        let caption =
+            "RTT error per probe: |reported - wire| in µs (log), and the delay element's own excess"
+                .to_string();
+        plots::strips(
+            &stem.join(&file),
+            "RTT error per probe, and the delay element's excess",
+            "µs (log)",
+            &rows,
+            true,
+        )?;
+        drawn.push((file, caption));
+    }
+    let sizes = array(&json["load"]["sizes"]);
+    if !sizes.is_empty() {
+        let mut tools: Vec<String> = Vec::new();
+        for size in &sizes {
+            for t in array(&size["tools"]) {
+                let name = t["tool"].as_str().unwrap_or("?").to_string();
+                if !tools.contains(&name) {
+                    tools.push(name);
                 }
             }
-            let series = |y: &dyn Fn(&super::load::LoadRun, usize) -> Option<f64>| -> Vec<Series> {
-                tools
-                    .iter()
-                    .map(|tool| Series {
-                        name: tool.clone(),
-                        points: load
-                            .sizes
-                            .iter()
-                            .filter_map(|s| {
-                                let run = s.runs.iter().find(|r| &r.tool == tool)?;
-                                Some((s.targets as f64, y(run, s.targets)?))
-                            })
-                            .collect(),
-                    })
-                    .collect()
-            };
-            let file = "load-traces-per-second.svg".to_string();
-            let caption = "Traces per second against the number of targets (fanout lab, default ICMP rate limits)".to_string();
-            plots::lines(
-                &dir.join(&file),
-                &caption,
-                "targets (log)",
-                "traces per second",
-                &series(&|r, n| r.traces_per_s(n)),
-            )?;
-            drawn.push((file, caption));
-            let file = "load-hops-found.svg".to_string();
-            let caption =
-                "Hops found, % of the ground truth, against the number of targets".to_string();
-            plots::lines(
-                &dir.join(&file),
-                &caption,
-                "targets (log)",
-                "% of expected hops found",
-                &series(&|r, _| {
-                    (r.unavailable.is_none() && r.tally.expected > 0)
-                        .then(|| 100.0 * r.tally.found as f64 / r.tally.expected as f64)
-                }),
-            )?;
-            drawn.push((file, caption));
         }
-        Ok(drawn)
+        let series = |y: &dyn Fn(&Value) -> Option<f64>| -> Vec<Series> {
+            tools
+                .iter()
+                .map(|tool| Series {
+                    name: tool.clone(),
+                    points: sizes
+                        .iter()
+                        .filter_map(|s| {
+                            let t = array(&s["tools"])
+                                .into_iter()
+                                .find(|t| t["tool"].as_str() == Some(tool.as_str()))?;
+                            if t["available"] == false {
+                                return None;
+                            }
+                            Some((s["targets"].as_f64()?, y(&t)?))
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        let file = "load-traces-per-second.svg".to_string();
+        let caption = "Traces per second against the number of targets (fanout lab, default ICMP rate limits)".to_string();
+        plots::lines(
+            &stem.join(&file),
+            "Traces per second against the number of targets",
+            "targets (log)",
+            "traces per second",
+            &series(&|t| t["traces_per_s"].as_f64()),
+        )?;
+        drawn.push((file, caption));
+        let file = "load-hops-found.svg".to_string();
+        let caption =
+            "Hops found, % of the ground truth, against the number of targets".to_string();
+        plots::lines(
+            &stem.join(&file),
+            "Hops found against the number of targets",
+            "targets (log)",
+            "% of expected hops found",
+            &series(&|t| {
+                let expected = t["expected_answers"].as_f64().filter(|e| *e > 0.0)?;
+                Some(100.0 * t["hops_found"].as_f64()? / expected)
+            }),
+        )?;
+        drawn.push((file, caption));
     }
+    Ok(drawn)
+}
+
+fn array(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    array(v).iter().filter_map(Value::as_f64).collect()
 }
 
 /// Every input of the headline.
@@ -288,6 +322,44 @@ mod tests {
             Path::new("/repo/bench/results/2026-12-01.md")
         );
         assert_eq!(today().len(), 10);
+    }
+
+    #[test]
+    fn pictures_are_drawn_from_the_raw_figures() {
+        let json = serde_json::json!({
+            "trace": [{"topology": "chain", "path": "src - dst", "tools": [
+                {"tool": "agent CLI UDP", "setting": "defaults", "unavailable_reason": null, "wall_s": [0.1, 0.2]},
+                {"tool": "mtr ICMP", "setting": "matched", "unavailable_reason": null, "wall_s": [7.0]},
+            ]}],
+            "accuracy": {"conditions": [{"condition": "idle", "element_excess_us_all": [50.0],
+                "tools": [{"tool": "ping", "error_us": [-20.0, 30.0]}]}]},
+            "load": {"sizes": [
+                {"targets": 64, "tools": [{"tool": "agent service", "available": true,
+                    "traces_per_s": 800.0, "hops_found": 128, "expected_answers": 128}]},
+                {"targets": 256, "tools": [{"tool": "agent service", "available": true,
+                    "traces_per_s": 900.0, "hops_found": 512, "expected_answers": 512}]},
+            ]},
+        });
+        let stem = std::env::temp_dir().join(format!("xtask-results-{}", std::process::id()));
+        let drawn = draw(&stem, &json).unwrap();
+        let files: Vec<&str> = drawn.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "trace-time-chain.svg",
+                "rtt-error.svg",
+                "load-traces-per-second.svg",
+                "load-hops-found.svg"
+            ]
+        );
+        let trace = std::fs::read_to_string(stem.join("trace-time-chain.svg")).unwrap();
+        assert!(
+            trace.contains("agent CLI UDP") && !trace.contains("mtr ICMP"),
+            "defaults only"
+        );
+        let errors = std::fs::read_to_string(stem.join("rtt-error.svg")).unwrap();
+        assert_eq!(errors.matches("<circle").count(), 3);
+        let _ = std::fs::remove_dir_all(&stem);
     }
 
     #[test]
