@@ -27,9 +27,10 @@ pub struct Row {
     pub values: Vec<f64>,
 }
 
-/// Every value of every row as a dot, each row's median as a tick; the x
-/// axis is logarithmic when `log` (values below `floor` are drawn at it).
-pub fn strips(path: &Path, title: &str, x_desc: &str, rows: &[Row], log: bool) -> Result<()> {
+/// Every value of every row as a dot, each row's median as a tick, over a
+/// logarithmic x axis (values that span decades: µs errors, seconds of
+/// tools from 10 ms to 15 s); values at or below 0.001 are drawn at it.
+pub fn strips(path: &Path, title: &str, x_desc: &str, rows: &[Row]) -> Result<()> {
     let rows: Vec<&Row> = rows.iter().filter(|r| !r.values.is_empty()).collect();
     if rows.is_empty() {
         return Ok(());
@@ -71,48 +72,26 @@ pub fn strips(path: &Path, title: &str, x_desc: &str, rows: &[Row], log: bool) -
             PathElement::new(vec![(m, y - 0.35), (m, y + 0.35)], BLACK.stroke_width(2)),
         )
     };
-    if log {
-        let floor = min.max(1e-3);
-        // All values at or below the floor still get a valid range.
-        let max = max.max(floor * 2.0);
-        let mut chart = builder
-            .build_cartesian_2d((floor * 0.8..max * 1.25).log_scale(), y_range)
-            .map_err(draw_error)?;
+    let floor = min.max(1e-3);
+    // All values at or below the floor still get a valid range.
+    let max = max.max(floor * 2.0);
+    let mut chart = builder
+        .build_cartesian_2d((floor * 0.8..max * 1.25).log_scale(), y_range)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .y_labels(rows.len() * 2 + 1)
+        .y_label_formatter(&label_of)
+        .x_desc(x_desc)
+        .disable_y_mesh()
+        .draw()
+        .map_err(draw_error)?;
+    for (i, r) in rows.iter().enumerate() {
+        let (dots, tick) = draw_row(i, r, floor);
+        chart.draw_series(dots).map_err(draw_error)?;
         chart
-            .configure_mesh()
-            .y_labels(rows.len() * 2 + 1)
-            .y_label_formatter(&label_of)
-            .x_desc(x_desc)
-            .disable_y_mesh()
-            .draw()
+            .draw_series(std::iter::once(tick))
             .map_err(draw_error)?;
-        for (i, r) in rows.iter().enumerate() {
-            let (dots, tick) = draw_row(i, r, floor);
-            chart.draw_series(dots).map_err(draw_error)?;
-            chart
-                .draw_series(std::iter::once(tick))
-                .map_err(draw_error)?;
-        }
-    } else {
-        let pad = (max - min.min(0.0)).max(1e-9) * 0.05;
-        let mut chart = builder
-            .build_cartesian_2d(min.min(0.0) - pad..max + pad, y_range)
-            .map_err(draw_error)?;
-        chart
-            .configure_mesh()
-            .y_labels(rows.len() * 2 + 1)
-            .y_label_formatter(&label_of)
-            .x_desc(x_desc)
-            .disable_y_mesh()
-            .draw()
-            .map_err(draw_error)?;
-        for (i, r) in rows.iter().enumerate() {
-            let (dots, tick) = draw_row(i, r, f64::MIN);
-            chart.draw_series(dots).map_err(draw_error)?;
-            chart
-                .draw_series(std::iter::once(tick))
-                .map_err(draw_error)?;
-        }
     }
     root.present().map_err(draw_error)?;
     Ok(())
@@ -215,9 +194,9 @@ mod tests {
                 values: vec![],
             },
         ];
-        for log in [false, true] {
-            let path = dir.join(format!("strips-{log}.svg"));
-            strips(&path, "RTT error", "µs", &rows, log).unwrap();
+        {
+            let path = dir.join("strips.svg");
+            strips(&path, "RTT error", "µs", &rows).unwrap();
             let svg = std::fs::read_to_string(&path).unwrap();
             assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
             assert!(svg.contains("agent (eBPF stamps)") && svg.contains("ping"));

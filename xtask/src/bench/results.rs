@@ -90,7 +90,7 @@ fn draw(stem: &Path, json: &Value) -> Result<Vec<(String, String)>> {
             lab["path"].as_str().unwrap_or("")
         );
         let title = format!("One trace, {name} lab, every tool at its defaults");
-        plots::strips(&stem.join(&file), &title, "seconds (log)", &rows, true)?;
+        plots::strips(&stem.join(&file), &title, "seconds (log)", &rows)?;
         drawn.push((file, caption));
     }
     let conditions = array(&json["accuracy"]["conditions"]);
@@ -121,7 +121,6 @@ fn draw(stem: &Path, json: &Value) -> Result<Vec<(String, String)>> {
             "RTT error per probe, and the delay element's excess",
             "µs (log)",
             &rows,
-            true,
         )?;
         drawn.push((file, caption));
     }
