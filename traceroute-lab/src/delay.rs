@@ -5,6 +5,12 @@
 //! policy rule (`iif dlyN lookup N`) sends it on over the real link. The
 //! kernel decrements TTL once going into the TUN and once more going out, so
 //! the forwarder gives one back; otherwise the router would show up twice.
+//!
+//! The same element delays a slow node's own ICMP errors
+//! ([`Topology::slow_icmp`](crate::Topology::slow_icmp)): the lab routes
+//! just those into a TUN device of the node (see `SLOW_ICMP_TABLE` in
+//! `lab`). Going in they are not forwarded, so they lose no TTL, but
+//! coming back out they are; the TTL given back covers that hop instead.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};

@@ -51,6 +51,10 @@ pub struct NodeState {
     /// Extra target addresses ([`Lab::targets`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<IpAddr>,
+    /// How late the node's own ICMP errors leave, in milliseconds
+    /// ([`Lab::icmp_delay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_delay_ms: Option<u64>,
 }
 
 /// If this process was started as a keeper, runs the lab until a signal and
@@ -93,6 +97,7 @@ fn keep(spec: &str) -> Result<(), LabError> {
                 namespace: format!("{prefix}{n}"),
                 interfaces: Vec::new(),
                 targets: Vec::new(),
+                icmp_delay_ms: None,
             })
             .collect(),
     };
@@ -108,6 +113,7 @@ fn keep(spec: &str) -> Result<(), LabError> {
     for node in &mut state.nodes {
         node.interfaces = lab.interfaces(&node.name)?;
         node.targets = lab.targets(&node.name)?;
+        node.icmp_delay_ms = lab.icmp_delay(&node.name)?.map(|d| d.as_millis() as u64);
     }
     state.ready = true;
     write_state(&state)?;

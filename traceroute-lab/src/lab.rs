@@ -31,6 +31,21 @@ static STALE_CLEANUP: Once = Once::new();
 /// links: link `n` uses table `DELAY_TABLE_BASE + n`.
 const DELAY_TABLE_BASE: usize = 100;
 
+/// A slow control plane ([`Topology::slow_icmp`](crate::Topology::slow_icmp))
+/// reuses the delay element. The errors cannot be told apart by routing
+/// alone (`ip rule` sees the protocol, not the ICMP type), and a delayed
+/// link would delay forwarded traffic too; so an nftables `route` chain on
+/// output marks the node's own ICMP errors, which makes the kernel route
+/// them again, and this rule sends marked packets into the TUN device. The
+/// forwarder writes them back unmarked, so they take the main table from
+/// there like forwarded packets (hence `accept_local`, `rp_filter=0` and
+/// forwarding on the node, and the TTL the forwarder gives back).
+const SLOW_ICMP_TABLE: usize = 90;
+/// Firewall mark of the ICMP errors on their way into the TUN device.
+const SLOW_ICMP_MARK: u32 = 0x510c;
+/// The TUN device of a slow control plane (one per node at most).
+const SLOW_ICMP_TUN: &str = "slowicmp";
+
 /// One interface of a node, as reported by [`Lab::interfaces`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
@@ -94,6 +109,7 @@ impl Lab {
                 || !n.nat_out.is_empty()
                 || n.dscp_rewrite.is_some()
                 || !n.source_rewrites.is_empty()
+                || n.slow_icmp.is_some()
         }) {
             netns::require_tool("nft")?;
         }
@@ -153,6 +169,12 @@ impl Lab {
             for x in [link.a, link.b] {
                 let handle =
                     delay::start(&self.ns[x], &tun_name(link.number), d, self.stop.clone())?;
+                self.threads.push(handle);
+            }
+        }
+        for (x, node) in self.plan.nodes.iter().enumerate() {
+            if let Some(d) = node.slow_icmp {
+                let handle = delay::start(&self.ns[x], SLOW_ICMP_TUN, d, self.stop.clone())?;
                 self.threads.push(handle);
             }
         }
@@ -293,12 +315,14 @@ impl Lab {
         s
     }
 
+    /// TUN devices of `x`: one per delayed link, one for slow ICMP.
     fn tuns(&self, x: usize) -> Vec<String> {
-        self.plan.nodes[x]
-            .ifaces
+        let node = &self.plan.nodes[x];
+        node.ifaces
             .iter()
             .filter(|i| self.plan.links[i.link].delay.is_some())
             .map(|i| tun_name(self.plan.links[i.link].number))
+            .chain(node.slow_icmp.map(|_| SLOW_ICMP_TUN.to_string()))
             .collect()
     }
 
@@ -439,6 +463,27 @@ impl Lab {
                 }
             }
         }
+        if node.slow_icmp.is_some() {
+            // See SLOW_ICMP_TABLE. Only marked packets (the node's own ICMP
+            // errors) come here, and nothing marks what the TUN gives back.
+            for family in self.plan.families() {
+                let default = match family {
+                    Family::V4 => "default",
+                    Family::V6 => "::/0",
+                };
+                let _ = writeln!(
+                    b,
+                    "route add {default} dev {SLOW_ICMP_TUN} table {SLOW_ICMP_TABLE}"
+                );
+                let rule = format!(
+                    "rule add pref {SLOW_ICMP_TABLE} fwmark {SLOW_ICMP_MARK:#x} lookup {SLOW_ICMP_TABLE}\n"
+                );
+                match family {
+                    Family::V4 => b.push_str(&rule),
+                    Family::V6 => rules6.push_str(&rule),
+                }
+            }
+        }
         (b, rules6)
     }
 
@@ -446,7 +491,17 @@ impl Lab {
         let node = &self.plan.nodes[x];
         let (mut input, mut forward, mut output, mut post) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut raw_pre, mut raw_post) = (Vec::new(), Vec::new());
+        let (mut raw_pre, mut raw_post, mut reroute) = (Vec::new(), Vec::new(), Vec::new());
+        if node.slow_icmp.is_some() {
+            // Only the output hook sees what the node originates; a route
+            // chain re-routes a packet whose mark it changed.
+            reroute.push(format!(
+                "icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} meta mark set {SLOW_ICMP_MARK:#x}"
+            ));
+            reroute.push(format!(
+                "icmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem }} meta mark set {SLOW_ICMP_MARK:#x}"
+            ));
+        }
         if node.silent {
             output.push("icmp type { destination-unreachable, time-exceeded } drop".to_string());
             output.push("icmpv6 type { destination-unreachable, time-exceeded } drop".to_string());
@@ -500,9 +555,11 @@ impl Lab {
                 "tcp dport {port} tcp flags & (syn | ack) == syn limit rate over {per_minute}/minute burst {burst} packets drop"
             ));
         }
-        if [&input, &forward, &output, &post, &raw_pre, &raw_post]
-            .iter()
-            .all(|rules| rules.is_empty())
+        if [
+            &input, &forward, &output, &post, &raw_pre, &raw_post, &reroute,
+        ]
+        .iter()
+        .all(|rules| rules.is_empty())
         {
             return None;
         }
@@ -514,6 +571,7 @@ impl Lab {
             ("input", "input", "filter", "filter", &input),
             ("forward", "forward", "filter", "filter", &forward),
             ("output", "output", "filter", "filter", &output),
+            ("slow_icmp", "output", "route", "mangle", &reroute),
             ("postrouting", "postrouting", "nat", "srcnat", &post),
             ("rewrite_out", "postrouting", "filter", "500", &raw_post),
         ] {
@@ -580,6 +638,13 @@ impl Lab {
                 delay_ms: self.plan.links[i.link].delay.map(|d| d.as_millis() as u64),
             })
             .collect())
+    }
+
+    /// How late the ICMP errors `node` originates leave
+    /// ([`Topology::slow_icmp`](crate::Topology::slow_icmp)); `None` if
+    /// they are not delayed.
+    pub fn icmp_delay(&self, node: &str) -> Result<Option<Duration>, LabError> {
+        Ok(self.plan.nodes[self.node(node)?].slow_icmp)
     }
 
     /// Interface of `node` facing `peer` (the first one if there are several links).

@@ -3,7 +3,8 @@
 //!
 //! A [`Topology`] declares hosts, routers, links and features (silent
 //! routers, listening ports, NAT, firewall drops, ICMP rate limits, delayed
-//! links). [`Lab::up`] turns it into namespaces joined by veth pairs with
+//! links, routers whose own ICMP errors leave late —
+//! [`Topology::slow_icmp`]). [`Lab::up`] turns it into namespaces joined by veth pairs with
 //! deterministic addresses and shortest-path (ECMP) routes; dropping the
 //! [`Lab`] removes everything, also while a test panics.
 //!
@@ -38,8 +39,8 @@
 //! # }
 //! ```
 //!
-//! Needs root, `ip` (iproute2), `sysctl` (procps) and, for firewall, NAT and
-//! silent routers, `nft` (nftables). After a SIGKILL, [`cleanup_stale`]
+//! Needs root, `ip` (iproute2), `sysctl` (procps) and, for firewall, NAT,
+//! silent and slow routers, `nft` (nftables). After a SIGKILL, [`cleanup_stale`]
 //! removes what the dead process left behind; [`Lab::up`] removes orphaned
 //! ephemeral labs once per process.
 //!

@@ -2,11 +2,12 @@
 //! `cargo xtask lab up NAME`.
 //!
 //! Most of them disable ICMP rate limiting ([`IcmpRateLimit::UNLIMITED`])
-//! so parallel tracers see every hop; [`chain_limited`], [`delay_silent`]
-//! and [`fanout`] keep the kernel's defaults
-//! ([`IcmpRateLimit::KERNEL_DEFAULT`]) as real routers would, for
-//! benchmarks. Every source is called `src`, every single destination host
-//! `dst`.
+//! so parallel tracers see every hop; [`chain_limited`], [`delay_silent`],
+//! [`fanout`], [`fanout_deep`], [`slow_limited`] and [`three_limited`] keep
+//! the kernel's defaults ([`IcmpRateLimit::KERNEL_DEFAULT`]) as real routers
+//! would, for benchmarks. [`slow`] and [`slow_limited`] have routers with a
+//! slow control plane ([`Topology::slow_icmp`]). Every source is called
+//! `src`, every single destination host `dst`.
 
 use std::time::Duration;
 
@@ -32,6 +33,12 @@ pub const NAMES: &[&str] = &[
     "mtu",
     "synlimit",
     "multihomed",
+    "slow",
+    "slow_limited",
+    "fanout_deep",
+    "fanout_deep_unlimited",
+    "three",
+    "three_limited",
 ];
 
 /// Looks a topology up by name.
@@ -55,6 +62,12 @@ pub fn named(name: &str) -> Option<Topology> {
         "mtu" => mtu(),
         "synlimit" => synlimit(),
         "multihomed" => multihomed(),
+        "slow" => slow(),
+        "slow_limited" => slow_limited(),
+        "fanout_deep" => fanout_deep(),
+        "fanout_deep_unlimited" => fanout_deep_unlimited(),
+        "three" => three(),
+        "three_limited" => three_limited(),
         _ => return None,
     })
 }
@@ -361,4 +374,129 @@ pub fn fanout() -> Topology {
             .tcp_listen(d, 80);
     }
     t.icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
+}
+
+/// How late r2 of [`slow`] sends its own ICMP errors.
+pub const SLOW_R2: Duration = Duration::from_millis(30);
+/// How late r3 of [`slow`] sends its own ICMP errors.
+pub const SLOW_R3: Duration = Duration::from_millis(120);
+
+/// `src — r1 — r2 — r3 — r4 — dst`, v4+v6, routers with busy control
+/// planes: r2 sends its own ICMP errors (time-exceeded, unreachable,
+/// packet-too-big) [`SLOW_R2`] (30 ms) late, r3 [`SLOW_R3`] (120 ms) late
+/// ([`Topology::slow_icmp`]); forwarding, echo replies and every other
+/// router are normal. So a probe expiring at r2 or r3 comes back late
+/// while a ping to dst (or to r2, r3) does not. No silent router;
+/// unlimited ICMP ([`IcmpRateLimit::UNLIMITED`]); dst listens on TCP 80.
+///
+/// Links 1..=5 in path order, so r_k faces the source with `198.18.k.2` /
+/// `2001:db8:0:k::2`, and dst is `198.18.5.2` / `2001:db8:0:5::2`.
+pub fn slow() -> Topology {
+    slow_called("slow").icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// [`slow`] with the kernel's default ICMP rate limits
+/// ([`IcmpRateLimit::KERNEL_DEFAULT`]) on every node.
+pub fn slow_limited() -> Topology {
+    slow_called("slow_limited").icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
+}
+
+fn slow_called(name: &str) -> Topology {
+    Topology::new(name)
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .router("r4")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "r2")
+        .link("r2", "r3")
+        .link("r3", "r4")
+        .link("r4", "dst")
+        .slow_icmp("r2", SLOW_R2)
+        .slow_icmp("r3", SLOW_R3)
+        .tcp_listen("dst", 80)
+}
+
+/// Targets per destination host of [`fanout_deep`].
+pub const FANOUT_DEEP_TARGETS: u16 = 64;
+
+/// `src — gw — r2 — r3 — {d1, d2, d3, d4}`, v4+v6: [`fanout`] with its
+/// targets behind three shared routers, so many traces at once cross the
+/// same gw, r2 and r3. Each `d_i` owns [`FANOUT_DEEP_TARGETS`] IPv4 targets
+/// ([`Topology::targets`]: d1 `198.19.128.1`–`198.19.128.64`, d2
+/// `198.19.132.1`–`.64`, d3 `198.19.136.1`–`.64`, d4
+/// `198.19.140.1`–`.64`) and listens on TCP 80 on all of its addresses.
+/// Kernel default ICMP rate limits ([`IcmpRateLimit::KERNEL_DEFAULT`], see
+/// [`fanout`]), so each router answers only a few of many quick probes.
+///
+/// Links: 1 src–gw, 2 gw–r2, 3 r2–r3, 4 r3–d1, 5 r3–d2, 6 r3–d3, 7 r3–d4;
+/// gw answers from `198.18.1.2`, r2 from `198.18.2.2`, r3 from
+/// `198.18.3.2` (v6 `2001:db8:0:k::2`); d_i is `198.18.(3+i).2` /
+/// `2001:db8:0:(3+i)::2`.
+pub fn fanout_deep() -> Topology {
+    fanout_deep_called("fanout_deep").icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
+}
+
+/// [`fanout_deep`] with unlimited ICMP ([`IcmpRateLimit::UNLIMITED`]):
+/// every router answers every probe.
+pub fn fanout_deep_unlimited() -> Topology {
+    fanout_deep_called("fanout_deep_unlimited").icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+fn fanout_deep_called(name: &str) -> Topology {
+    let mut t = Topology::new(name)
+        .host("src")
+        .router("gw")
+        .router("r2")
+        .router("r3")
+        .link("src", "gw")
+        .link("gw", "r2")
+        .link("r2", "r3");
+    for d in ["d1", "d2", "d3", "d4"] {
+        t = t
+            .host(d)
+            .link("r3", d)
+            .targets(d, FANOUT_DEEP_TARGETS)
+            .tcp_listen(d, 80);
+    }
+    t
+}
+
+/// Targets of dst in [`three`].
+pub const THREE_TARGETS: u16 = 20;
+
+/// `src — r1 — r2 — r3 — dst`, v4+v6: three plain routers (none silent, no
+/// delay) with [`THREE_TARGETS`] IPv4 targets behind them on dst
+/// (`198.19.128.1`–`198.19.128.20`, [`Topology::targets`]); dst listens on
+/// TCP 80 on all of its addresses. Unlimited ICMP
+/// ([`IcmpRateLimit::UNLIMITED`]).
+///
+/// Links 1..=4 in path order: r_k answers from `198.18.k.2` /
+/// `2001:db8:0:k::2`; dst is `198.18.4.2` / `2001:db8:0:4::2`.
+pub fn three() -> Topology {
+    three_called("three").icmp_rate_limit_all(IcmpRateLimit::UNLIMITED)
+}
+
+/// [`three`] with the kernel's default ICMP rate limits
+/// ([`IcmpRateLimit::KERNEL_DEFAULT`]), for rate-limit tests: each router
+/// answers a source a burst of 6 errors, then one per second.
+pub fn three_limited() -> Topology {
+    three_called("three_limited").icmp_rate_limit_all(IcmpRateLimit::KERNEL_DEFAULT)
+}
+
+fn three_called(name: &str) -> Topology {
+    Topology::new(name)
+        .host("src")
+        .router("r1")
+        .router("r2")
+        .router("r3")
+        .host("dst")
+        .link("src", "r1")
+        .link("r1", "r2")
+        .link("r2", "r3")
+        .link("r3", "dst")
+        .targets("dst", THREE_TARGETS)
+        .tcp_listen("dst", 80)
 }

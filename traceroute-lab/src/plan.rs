@@ -45,6 +45,9 @@ pub(crate) struct PNode {
     /// Block the node's extra target addresses come from, and the addresses.
     pub target_block: Option<Prefix>,
     pub targets: Vec<Ipv4Addr>,
+    /// How late the ICMP errors this node originates leave
+    /// ([`Topology::slow_icmp`]).
+    pub slow_icmp: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -660,6 +663,7 @@ fn plan_nodes(
             udp_echo: Vec::new(),
             target_block: None,
             targets: Vec::new(),
+            slow_icmp: None,
         })
         .collect();
     for (x, pn) in nodes.iter_mut().enumerate() {
@@ -701,11 +705,26 @@ fn plan_nodes(
     nodes
 }
 
-/// Silence, listeners, rate limits, drop rules and sysctls.
+/// Silence, slow ICMP, listeners, rate limits, drop rules and sysctls.
 fn apply_node_options(names: &Names<'_>, nodes: &mut [PNode]) -> Result<(), LabError> {
     let t = names.t;
     for s in &t.silent {
         nodes[names.get(s)?].silent = true;
+    }
+    for (n, delay) in &t.slow_icmp {
+        let pn = &mut nodes[names.get(n)?];
+        if delay.is_zero() {
+            return Err(invalid(
+                t,
+                format!("slow_icmp of {n:?} needs a delay above 0"),
+            ));
+        }
+        if pn.slow_icmp.replace(*delay).is_some() {
+            return Err(invalid(t, format!("slow_icmp of {n:?} declared twice")));
+        }
+        // The delayed errors come back in through the TUN device and are
+        // forwarded from there.
+        pn.forwarding = true;
     }
     for (n, port) in &t.tcp_listen {
         nodes[names.get(n)?].tcp_listen.push(*port);
@@ -945,6 +964,123 @@ mod tests {
             .map(|l| l.number)
             .collect();
         assert_eq!(delayed, [2], "r1-r2");
+    }
+
+    #[test]
+    fn slow_icmp_is_planned_per_node() {
+        for (t, limit) in [
+            (named::slow(), IcmpRateLimit::UNLIMITED),
+            (named::slow_limited(), IcmpRateLimit::KERNEL_DEFAULT),
+        ] {
+            let p = Plan::new(&t).unwrap();
+            let slow: Vec<(&str, Option<Duration>)> = p
+                .nodes
+                .iter()
+                .map(|n| (n.name.as_str(), n.slow_icmp))
+                .collect();
+            let ms = |m| Some(Duration::from_millis(m));
+            assert_eq!(
+                slow,
+                [
+                    ("src", None),
+                    ("r1", None),
+                    ("r2", ms(30)),
+                    ("r3", ms(120)),
+                    ("r4", None),
+                    ("dst", None)
+                ]
+            );
+            assert!(p.nodes.iter().all(|n| n.rate_limit == Some(limit)));
+            assert!(p.nodes.iter().all(|n| !n.silent), "no silent router");
+            assert!(p.links.iter().all(|l| l.delay.is_none()), "no delayed link");
+            for family in [Family::V4, Family::V6] {
+                let path = src_to_dst(&p, family);
+                let k = |k: u8| match family {
+                    Family::V4 => ip(&format!("198.18.{k}.2")),
+                    Family::V6 => ip(&format!("2001:db8:0:{k}::2")),
+                };
+                assert_eq!(
+                    addrs(&path),
+                    vec![vec![k(1)], vec![k(2)], vec![k(3)], vec![k(4)]]
+                );
+                let dst = p.node_index("dst").unwrap();
+                assert_eq!(p.primary(dst, family), Some(k(5)));
+            }
+        }
+        // A slow host forwards: its delayed errors come back in through the
+        // TUN device.
+        let t = Topology::new("t")
+            .host("a")
+            .host("b")
+            .link("a", "b")
+            .slow_icmp("b", Duration::from_millis(5));
+        let p = Plan::new(&t).unwrap();
+        assert!(!p.nodes[0].forwarding);
+        assert!(p.nodes[1].forwarding);
+        let bad = [
+            t.clone().slow_icmp("b", Duration::from_millis(5)),
+            t.clone().slow_icmp("a", Duration::ZERO),
+            t.clone().slow_icmp("nope", Duration::from_millis(5)),
+        ];
+        for t in bad {
+            assert!(Plan::new(&t).is_err());
+        }
+    }
+
+    #[test]
+    fn deep_fanout_and_three_router_chain() {
+        for (t, limit) in [
+            (named::fanout_deep(), IcmpRateLimit::KERNEL_DEFAULT),
+            (named::fanout_deep_unlimited(), IcmpRateLimit::UNLIMITED),
+        ] {
+            let p = Plan::new(&t).unwrap();
+            assert!(p.nodes.iter().all(|n| n.rate_limit == Some(limit)));
+            let src = p.node_index("src").unwrap();
+            for (i, d) in ["d1", "d2", "d3", "d4"].into_iter().enumerate() {
+                let x = p.node_index(d).unwrap();
+                let targets = &p.nodes[x].targets;
+                assert_eq!(targets.len(), usize::from(named::FANOUT_DEEP_TARGETS));
+                let first = ip(&format!("198.19.{}.1", 128 + 4 * i));
+                assert_eq!(IpAddr::V4(targets[0]), first, "{d}");
+                assert_eq!(
+                    IpAddr::V4(targets[63]),
+                    ip(&format!("198.19.{}.64", 128 + 4 * i))
+                );
+                assert_eq!(p.owner(first), Some(x));
+                assert_eq!(
+                    addrs(&p.path_to(src, x, first).unwrap()),
+                    vec![
+                        vec![ip("198.18.1.2")],
+                        vec![ip("198.18.2.2")],
+                        vec![ip("198.18.3.2")]
+                    ],
+                    "{d}: gw, r2, r3"
+                );
+                assert_eq!(
+                    p.primary(x, Family::V6),
+                    Some(ip(&format!("2001:db8:0:{}::2", 4 + i)))
+                );
+            }
+        }
+        for (t, limit) in [
+            (named::three(), IcmpRateLimit::UNLIMITED),
+            (named::three_limited(), IcmpRateLimit::KERNEL_DEFAULT),
+        ] {
+            let p = Plan::new(&t).unwrap();
+            assert!(p.nodes.iter().all(|n| n.rate_limit == Some(limit)));
+            assert!(p.nodes.iter().all(|n| !n.silent && n.slow_icmp.is_none()));
+            let (src, dst) = (p.node_index("src").unwrap(), p.node_index("dst").unwrap());
+            assert_eq!(p.primary(dst, Family::V4), Some(ip("198.18.4.2")));
+            let targets = &p.nodes[dst].targets;
+            assert_eq!(targets.len(), usize::from(named::THREE_TARGETS));
+            let last = IpAddr::V4(targets[19]);
+            assert_eq!(last, ip("198.19.128.20"));
+            assert_eq!(
+                addrs(&p.path_to(src, dst, last).unwrap()),
+                addrs(&src_to_dst(&p, Family::V4))
+            );
+            assert_eq!(src_to_dst(&p, Family::V6).len(), 3, "r1, r2, r3");
+        }
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl IcmpRateLimit {
         v6_ratelimit_ms: None,
     };
 
-    /// The sysctl names this type sets, in [`sysctls`](Self::sysctls) order.
+    /// The sysctl names this type sets, in the order `sysctls` lists them.
     pub const KEYS: [&'static str; 4] = [
         "net.ipv4.icmp_ratelimit",
         "net.ipv4.icmp_msgs_per_sec",
@@ -260,6 +260,7 @@ pub struct Topology {
     pub(crate) static_routes: Vec<StaticRoute>,
     pub(crate) sysctls: Vec<(String, String, String)>,
     pub(crate) targets: Vec<(String, u16)>,
+    pub(crate) slow_icmp: Vec<(String, Duration)>,
 }
 
 impl Topology {
@@ -286,6 +287,7 @@ impl Topology {
             static_routes: Vec::new(),
             sysctls: Vec::new(),
             targets: Vec::new(),
+            slow_icmp: Vec::new(),
         }
     }
 
@@ -475,6 +477,28 @@ impl Topology {
     /// and [`Lab::path_to`](crate::Lab::path_to).
     pub fn targets(mut self, node: &str, count: u16) -> Topology {
         self.targets.push((node.to_string(), count));
+        self
+    }
+
+    /// `node` has a slow control plane: every ICMP/ICMPv6 error it
+    /// originates (time-exceeded, destination-unreachable including
+    /// fragmentation-needed and port-unreachable, packet-too-big,
+    /// parameter-problem) leaves `delay` late, as on a busy router whose CPU
+    /// makes the errors. Packets it forwards and everything else it sends
+    /// (echo replies, TCP answers, its own traffic) are not delayed. A probe
+    /// expiring at `node` therefore shows an RTT about `delay` above the
+    /// path's, while a ping through or to it does not.
+    ///
+    /// Built from the [`link_delayed`](Self::link_delayed) element: an
+    /// nftables route chain marks the errors on output, a policy rule sends
+    /// marked packets into a TUN device whose forwarder holds them for
+    /// `delay` (giving back the TTL the detour costs), and the node forwards
+    /// them on from there, so it gets forwarding enabled even if it is a
+    /// host. Needs `nft`. At most one call per node; `delay` must be above
+    /// zero. The ICMP rate limits still apply when the error is made, not
+    /// when it leaves.
+    pub fn slow_icmp(mut self, node: &str, delay: Duration) -> Topology {
+        self.slow_icmp.push((node.to_string(), delay));
         self
     }
 

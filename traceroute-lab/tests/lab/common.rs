@@ -37,6 +37,48 @@ pub fn traceroute(lab: &Lab, node: &str, args: &[&str]) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
+/// One traceroute line: the (first) answering address, `None` for `*`,
+/// and the RTTs in ms of the probes that were answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HopRtts {
+    pub addr: Option<IpAddr>,
+    pub rtts_ms: Vec<f64>,
+}
+
+/// Runs traceroute in `node` and returns one [`HopRtts`] per TTL.
+pub fn traceroute_rtts(lab: &Lab, node: &str, args: &[&str]) -> Vec<HopRtts> {
+    let out = lab
+        .exec(node, "traceroute", args)
+        .expect("running traceroute");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "traceroute {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            // " 2  198.18.2.2  30.512 ms  30.301 ms *"
+            let tokens: Vec<&str> = line.split_whitespace().collect();
+            tokens
+                .first()
+                .and_then(|t| t.parse::<u32>().ok())
+                .unwrap_or_else(|| panic!("odd line {line:?} in\n{text}"));
+            let addr = tokens[1..].iter().find_map(|t| t.parse().ok());
+            let rtts_ms = tokens
+                .windows(2)
+                .filter(|w| w[1] == "ms")
+                .map(|w| {
+                    w[0].parse()
+                        .unwrap_or_else(|_| panic!("odd RTT in {line:?}"))
+                })
+                .collect();
+            HopRtts { addr, rtts_ms }
+        })
+        .collect()
+}
+
 /// Average RTT in ms reported by `ping -c count`.
 pub fn ping_avg_ms(lab: &Lab, node: &str, target: IpAddr, count: u32) -> f64 {
     let (count, target) = (count.to_string(), target.to_string());

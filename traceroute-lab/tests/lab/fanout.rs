@@ -1,5 +1,6 @@
-//! Target addresses (`Topology::targets`) and the `fanout` topology, which
-//! keeps the kernel's default ICMP rate limits.
+//! Target addresses (`Topology::targets`), the `fanout` and `fanout_deep`
+//! topologies and `three`; and which named topologies keep the kernel's
+//! default ICMP rate limits.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::FromRawFd;
@@ -71,7 +72,13 @@ fn fanout_keeps_the_kernel_default_icmp_rate_limits() {
 
 #[test]
 fn bench_topologies_keep_the_kernel_default_icmp_rate_limits() {
-    for topology in [named::chain_limited(), named::delay_silent()] {
+    for topology in [
+        named::chain_limited(),
+        named::delay_silent(),
+        named::fanout_deep(),
+        named::slow_limited(),
+        named::three_limited(),
+    ] {
         let lab = Lab::up(&topology).unwrap();
         for node in lab.nodes() {
             let name = topology.name();
@@ -85,9 +92,82 @@ fn bench_topologies_keep_the_kernel_default_icmp_rate_limits() {
             assert_ne!(sysctl(&lab, node, "net.ipv6.icmp.ratelimit"), "0");
         }
     }
-    // The chain itself still switches limiting off.
-    let lab = Lab::up(&named::chain()).unwrap();
-    assert_eq!(sysctl(&lab, "r1", "net.ipv4.icmp_ratelimit"), "0");
+    // Their unlimited twins switch limiting off.
+    for topology in [
+        named::chain(),
+        named::fanout_deep_unlimited(),
+        named::slow(),
+        named::three(),
+    ] {
+        let lab = Lab::up(&topology).unwrap();
+        for node in lab.nodes() {
+            let name = topology.name();
+            assert_eq!(
+                sysctl(&lab, node, "net.ipv4.icmp_ratelimit"),
+                "0",
+                "{name} {node}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fanout_deep_targets_sit_behind_three_routers() {
+    let lab = Lab::up(&named::fanout_deep_unlimited()).unwrap();
+    let src = lab.primary("src", Family::V4).unwrap();
+    let routers: Vec<IpAddr> = [("gw", "src"), ("r2", "gw"), ("r3", "r2")]
+        .iter()
+        .map(|(r, towards)| lab.addr(r, towards, Family::V4).unwrap())
+        .collect();
+    for d in DESTINATIONS {
+        let targets = lab.targets(d).unwrap();
+        assert_eq!(
+            targets.len(),
+            usize::from(named::FANOUT_DEEP_TARGETS),
+            "{d}"
+        );
+        let target = targets[63];
+        assert_eq!(lab.owner(target), Some(d));
+        let hops = traceroute(&lab, "src", &["-n", "-q1", "-w1", &target.to_string()]);
+        let mut expected: Vec<Option<IpAddr>> = routers.iter().copied().map(Some).collect();
+        assert_eq!(lab.expected_hops_to("src", target).unwrap(), expected);
+        expected.push(Some(target));
+        assert_eq!(hops, expected, "{d}");
+        let line = tcp_connect(&lab, "src", SocketAddr::new(targets[7], 80))
+            .unwrap_or_else(|e| panic!("TCP {}:80 ({d}): {e}", targets[7]));
+        assert!(line.starts_with(&format!("{src}:")), "{d}: {line}");
+        assert!(
+            pings(&lab, "src", lab.primary(d, Family::V6).unwrap()),
+            "{d} v6"
+        );
+    }
+}
+
+#[test]
+fn three_routers_before_the_targets() {
+    let lab = Lab::up(&named::three()).unwrap();
+    let targets = lab.targets("dst").unwrap();
+    assert_eq!(targets.len(), usize::from(named::THREE_TARGETS));
+    assert_eq!(targets[19].to_string(), "198.19.128.20");
+    for family in [Family::V4, Family::V6] {
+        let dst = lab.primary("dst", family).unwrap();
+        let flag = if family == Family::V4 { "-4" } else { "-6" };
+        let hops = traceroute(&lab, "src", &[flag, "-n", "-q1", "-w1", &dst.to_string()]);
+        let mut expected = lab.expected_hops("src", "dst", family).unwrap();
+        expected.push(Some(dst));
+        assert_eq!(hops, expected, "{family}");
+        assert_eq!(hops.len(), 4, "{family}: r1, r2, r3, dst");
+    }
+    let target = targets[19];
+    let hops = traceroute(&lab, "src", &["-n", "-q1", "-w1", &target.to_string()]);
+    let mut expected = lab.expected_hops_to("src", target).unwrap();
+    expected.push(Some(target));
+    assert_eq!(hops, expected);
+    assert!(
+        hops.iter().all(Option::is_some),
+        "no silent router: {hops:?}"
+    );
+    tcp_connect(&lab, "src", SocketAddr::new(target, 80)).unwrap();
 }
 
 #[test]

@@ -10,4 +10,5 @@ mod fanout;
 mod features;
 mod named;
 mod nat;
+mod slow;
 mod teardown;
