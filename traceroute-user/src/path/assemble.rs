@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::model::MplsLabel;
 use super::model::{
-    E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource, Rewritten,
-    RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox, TcpAnswer,
+    DistanceUncertain, E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource,
+    Rewritten, RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox, TcpAnswer,
     TimestampSource, TooBig, Traceroute,
 };
 use crate::probe::{Protocol, Ttl};
@@ -205,6 +205,7 @@ impl Run {
             flow_id: None,
             fingerprint: None,
             suspected_middlebox,
+            distance_uncertain: None,
         }
     }
 
@@ -221,14 +222,84 @@ impl Run {
 /// (much network gear).
 const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
 
+/// Hops to the sender of a packet that arrived with `reply_ttl`: the
+/// smallest usual initial TTL not below it, less it, plus one.
+fn hops_from_reply_ttl(reply_ttl: u8) -> Option<u8> {
+    let initial = INITIAL_TTLS.into_iter().find(|i| *i >= reply_ttl)?;
+    Some(initial - reply_ttl + 1)
+}
+
+impl DistanceUncertain {
+    /// Marks the runs of one flow (they share one path, so what any of
+    /// them saw at a TTL counts for all) whose destination might be nearer
+    /// than the TTL it answered at: TTLs between the last answering router
+    /// and that one got no answer at all, and the answer's reply TTL puts
+    /// the destination at or before one of them.
+    pub fn mark(runs: &mut [Run]) {
+        let Some(last) = runs
+            .iter()
+            .filter(|r| r.destination_reached)
+            .filter_map(|r| r.hops.last())
+            .min_by_key(|h| h.ttl)
+            .cloned()
+        else {
+            return;
+        };
+        let Some(estimate) = last.reply_ttl.and_then(hops_from_reply_ttl) else {
+            return;
+        };
+        let k = last.ttl;
+        let destination = last.ip_address;
+        let answered = |ttl: Ttl| {
+            runs.iter().any(|r| {
+                r.hops
+                    .iter()
+                    .any(|h| h.ttl == ttl && h.ip_address.is_some())
+            })
+        };
+        let router_at = |ttl: Ttl| {
+            runs.iter().any(|r| {
+                r.hops
+                    .iter()
+                    .any(|h| h.ttl == ttl && h.ip_address.is_some() && h.ip_address != destination)
+            })
+        };
+        let first = runs
+            .iter()
+            .filter_map(|r| r.hops.first())
+            .map(|h| h.ttl)
+            .min()
+            .unwrap_or(k);
+        let last_router = Ttl::range(first, k)
+            .filter(|t| *t < k && router_at(*t))
+            .last();
+        let from = last_router
+            .and_then(|t| Ttl::new(t.get() + 1))
+            .unwrap_or(first);
+        let silent: Vec<Ttl> = Ttl::range(from, k)
+            .filter(|t| *t < k && !answered(*t))
+            .collect();
+        if estimate >= k.get() || !silent.iter().any(|t| t.get() >= estimate) {
+            return;
+        }
+        let mark = DistanceUncertain {
+            answered_at: k,
+            silent,
+            estimate,
+        };
+        for run in runs {
+            run.distance_uncertain = Some(mark.clone());
+        }
+    }
+}
+
 impl SuspectedMiddlebox {
     /// Checks the last hop of a run that reached its destination: a
     /// destination `n` hops away answers with an initial TTL less `n - 1`.
     fn of(hops: &[Hop]) -> Option<SuspectedMiddlebox> {
         let last = hops.last()?;
         let reply_ttl = last.reply_ttl?;
-        let initial = INITIAL_TTLS.into_iter().find(|i| *i >= reply_ttl)?;
-        let distance = initial - reply_ttl + 1;
+        let distance = hops_from_reply_ttl(reply_ttl)?;
         (distance < last.ttl.get()).then(|| SuspectedMiddlebox {
             ttl: last.ttl,
             reply_ttl,
@@ -243,9 +314,16 @@ impl SuspectedMiddlebox {
 
 impl HopCount {
     /// avg/min/max of [`Run::hop_count`] over the runs (zeros without runs;
-    /// like the Go client, a run of no hops does not lower `min`).
+    /// like the Go client, a run of no hops does not lower `min`). Runs
+    /// whose destination may be nearer than they show
+    /// ([`DistanceUncertain`]) do not count: a hop count that is wrong is
+    /// worse than one that is missing.
     pub fn from_runs(runs: &[Run]) -> HopCount {
-        let counts: Vec<u32> = runs.iter().map(Run::hop_count).collect();
+        let counts: Vec<u32> = runs
+            .iter()
+            .filter(|r| r.distance_uncertain.is_none())
+            .map(Run::hop_count)
+            .collect();
         if counts.is_empty() {
             return HopCount {
                 avg: 0.0,

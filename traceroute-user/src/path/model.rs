@@ -58,7 +58,7 @@ pub struct PathChange {
 }
 
 /// Extra: the probing behind a record (traceroute runs and e2e probes).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Probing {
     pub probes_sent: u64,
     /// Of which re-probes of routers suspected of rate limiting.
@@ -71,6 +71,10 @@ pub struct Probing {
     /// `cut_short`, `router_budget`, `probe_rate`, `deadline`. Empty when
     /// every unanswered hop waited its full time.
     pub degraded: Vec<String>,
+    /// Milliseconds the trace waited to be admitted because responders it
+    /// needs were known to be at their limit (absent: it did not wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_wait: Option<f64>,
 }
 
 impl Probing {
@@ -82,6 +86,10 @@ impl Probing {
             total.reprobes += p.reprobes;
             total.probes_not_sent += p.probes_not_sent;
             total.shared_hops += p.shared_hops;
+            total.admission_wait = match (total.admission_wait, p.admission_wait) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
             for reason in &p.degraded {
                 if !total.degraded.contains(reason) {
                     total.degraded.push(reason.clone());
@@ -156,6 +164,23 @@ pub struct Run {
     /// answered at (see [`SuspectedMiddlebox`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspected_middlebox: Option<SuspectedMiddlebox>,
+    /// Extra: where the destination is could not be settled (see
+    /// [`DistanceUncertain`]); such runs do not count in `hop_count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_uncertain: Option<DistanceUncertain>,
+}
+
+/// Extra: the destination answered the probe of TTL `answered_at`, but the
+/// TTLs `silent` before it (after the last router that answered) got no
+/// answer from anyone, even asked again, and the answer's reply TTL puts its
+/// sender `estimate` hops away. A rate-limited destination answers some of
+/// the probes that reach it and not others: it may be as near as the first
+/// silent TTL at or beyond `estimate`. The record does not guess.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistanceUncertain {
+    pub answered_at: Ttl,
+    pub silent: Vec<Ttl>,
+    pub estimate: u8,
 }
 
 /// Extra: the answer that ended a run in the destination's name carries a

@@ -586,6 +586,7 @@ fn unanswered_hops_say_why_and_shared_hops_say_whose() {
         probes_not_sent: 1,
         shared_hops: 1,
         degraded: vec!["rate_limited".into(), "router_budget".into()],
+        admission_wait: Some(250.0),
     });
     let v = serde_json::to_value(&path).unwrap();
     validate(&v).unwrap();

@@ -27,9 +27,18 @@ pub trait Network {
     fn send(&mut self, packet: &[u8], destination: IpAddr) -> io::Result<()>;
     /// A packet that is already waiting, without waiting for one.
     fn ready(&mut self) -> Option<CapturedPacket>;
-    /// Waits for the next packet until `until`; `None` when the time came (or
-    /// something the prober should look at again happened) first.
-    fn next(&mut self, until: MonotonicTime) -> impl Future<Output = Option<CapturedPacket>>;
+    /// Waits for the next packet until `until`, or for news from other
+    /// traces, whichever comes first.
+    fn next(&mut self, until: MonotonicTime) -> impl Future<Output = Wake>;
+}
+
+/// Why [`Network::next`] returned.
+pub enum Wake {
+    Packet(CapturedPacket),
+    /// Another trace published the gateway's answer, or a budget grew.
+    News,
+    /// The time came (or the capture went away).
+    Time,
 }
 
 /// Runs `prober` to the end over `network`.
@@ -70,11 +79,11 @@ pub async fn drive_observed<N: Network>(
                     Err(e) => return Err(e),
                 }
             }
-            Action::Wait(until) => {
-                if let Some(packet) = network.next(until).await {
-                    take(prober, network, &packet, shared);
-                }
-            }
+            Action::Wait(until) => match network.next(until).await {
+                Wake::Packet(packet) => take(prober, network, &packet, shared),
+                Wake::News => prober.on_news(),
+                Wake::Time => {}
+            },
         }
     }
 }
@@ -96,6 +105,9 @@ pub struct LiveNetwork<'a> {
     pub subscription: &'a mut FlowSubscription,
     /// Changes when another trace publishes a shared hop.
     pub news: watch::Receiver<u64>,
+    /// Changes when a responder's budget grows (probes waiting for its
+    /// tokens look again).
+    pub grown: watch::Receiver<u64>,
     /// The capture went away: only the clock is left.
     pub closed: bool,
 }
@@ -113,22 +125,24 @@ impl Network for LiveNetwork<'_> {
         self.subscription.try_recv()
     }
 
-    async fn next(&mut self, until: MonotonicTime) -> Option<CapturedPacket> {
+    async fn next(&mut self, until: MonotonicTime) -> Wake {
         let nap = until.since(MonotonicTime::now()).unwrap_or(Duration::ZERO);
         if nap.is_zero() {
-            return None;
+            return Wake::Time;
         }
         let sleep = tokio::time::sleep(nap);
         tokio::select! {
             biased;
-            packet = self.subscription.recv(), if !self.closed => {
-                if packet.is_none() {
+            packet = self.subscription.recv(), if !self.closed => match packet {
+                Some(packet) => Wake::Packet(packet),
+                None => {
                     self.closed = true;
+                    Wake::Time
                 }
-                packet
-            }
-            _ = self.news.changed() => None,
-            _ = sleep => None,
+            },
+            _ = self.news.changed() => Wake::News,
+            _ = self.grown.changed() => Wake::News,
+            _ = sleep => Wake::Time,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod connection;
 pub mod dgram;
 pub mod engine;
+pub mod knowledge;
 pub mod lag;
 pub mod mda;
 pub mod pmtu;
@@ -30,16 +31,17 @@ use crate::clock::MonotonicTime;
 use crate::error::ErrorCode;
 use crate::path::graph::{self, FlowPath, Graph, PathGraph};
 use crate::path::{
-    AttemptOutcome, CaptureInfo, E2eProbe, Hop, HopObservation, Interface as PathInterface,
-    NetworkPath, NoAnswer, PathDestination, PathSource, Probing, Run, SharedHop, TimestampSource,
-    Via,
+    AttemptOutcome, CaptureInfo, DistanceUncertain, E2eProbe, Hop, HopObservation,
+    Interface as PathInterface, NetworkPath, NoAnswer, PathDestination, PathSource, Probing, Run,
+    SharedHop, TimestampSource, Via,
 };
 use crate::probe::{FlowSecret, ProbeFlow, ProbeId, Protocol, Ttl};
 use crate::resolve::{ResolveError, ReverseDns, resolve_target};
 use crate::route::{Route, RouteCache, RouteError};
 use crate::sync::LockExt;
-use budget::{Origin, ProbeRail, Rate, RouterBudgets, RouterKey};
+use budget::{ProbeRail, Rate};
 use engine::LiveNetwork;
+use knowledge::{Knowledge, Origin, RouterKey};
 use mda::Confidence;
 pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
 use prober::{Prober, Setup, Status};
@@ -124,8 +126,9 @@ pub struct TracerConfig {
     /// Safety rail: probes per second across all traces. Router budgets, not
     /// this, pace probing; it only caps a runaway.
     pub probes_per_second: u32,
-    /// What we assume a router lets us have: Linux's default burst of 6,
-    /// then 1 per second.
+    /// What we assume a responder lets us have before anything is known of
+    /// it (the prior its budget is learnt from): Linux's default burst of
+    /// 6, then 1 per second.
     pub router_rate: Rate,
     pub policy: Policy,
     pub share: ShareConfig,
@@ -148,13 +151,14 @@ impl Default for TracerConfig {
     }
 }
 
-/// Everything traces share: capture, route cache, raw sockets, router
-/// budgets, the probe rail and the first hops they have in common.
+/// Everything traces share: capture, route cache, raw sockets, what is
+/// known of each responder, the probe rail and the first hops they have in
+/// common.
 pub struct Tracer {
     capture: Capture,
     routes: RouteCache,
     sender: ProbeSender,
-    routers: RouterBudgets,
+    knowledge: Knowledge,
     rail: ProbeRail,
     share: HopShare,
     /// Held while a trace is checked for admission and its first window
@@ -188,7 +192,7 @@ impl Tracer {
             capture,
             routes,
             sender: ProbeSender::new(),
-            routers: RouterBudgets::new(config.router_rate),
+            knowledge: Knowledge::new(config.router_rate),
             rail: ProbeRail::new(config.probes_per_second),
             share: HopShare::new(config.share),
             admission: std::sync::Mutex::new(()),
@@ -208,11 +212,16 @@ impl Tracer {
         &self.routes
     }
 
+    /// What the tracer has learnt about the responders it met.
+    pub fn knowledge(&self) -> &Knowledge {
+        &self.knowledge
+    }
+
     fn shared(&self) -> prober::Shared<'_> {
         prober::Shared {
             lag: &self.lag,
             jitter: &self.jitter,
-            routers: &self.routers,
+            knowledge: &self.knowledge,
             rail: &self.rail,
             share: &self.share,
         }
@@ -462,6 +471,7 @@ impl Tracer {
                         run.run_id = *run_id;
                         run.flow_id = Some(id);
                     }
+                    DistanceUncertain::mark(&mut runs);
                     Ok::<_, TraceError>(FlowOutcome {
                         flow_id: id,
                         in_connection: prober.flow().connection().is_some(),
@@ -523,15 +533,12 @@ impl Tracer {
             let answered_beyond = unreachables.unwrap_or(0).saturating_sub(1).min(beyond);
             let key = RouterKey::TraceHop(job.test_run_id.as_u128(), ttl);
             let now = MonotonicTime::now();
-            // Those it answered teach its budget (it may limit less than a
-            // Linux router); those it did not answer spent it.
-            for _ in 0..answered_beyond {
-                self.routers.answered(key);
-            }
-            for _ in answered_beyond..beyond {
-                let _ = self
-                    .routers
-                    .reserve(key, now, now + Duration::from_secs(3600));
+            // Each took a token, answered or not; one unanswered says it
+            // had none left then.
+            self.knowledge
+                .charge(key, u32::try_from(answered_beyond).unwrap_or(u32::MAX), now);
+            if answered_beyond < beyond {
+                self.knowledge.empty_since(key, now, now);
             }
         }
         let plan = mda::Mda {
@@ -699,6 +706,7 @@ impl Tracer {
         if let Some((here, near)) = request.wait_factors {
             policy.here = here;
             policy.near = near;
+            policy.traceroute_waits = true;
         }
         Setup {
             plan: Plan {
@@ -736,6 +744,7 @@ impl Tracer {
             via,
             subscription,
             news: self.share.subscribe(),
+            grown: self.knowledge.subscribe(),
             closed: false,
         };
         engine::drive_observed(&mut prober, &mut network, self.shared(), observe)
@@ -746,17 +755,20 @@ impl Tracer {
 
     /// The total deadline a request gets with this tracer's router budgets.
     pub fn deadline_for(&self, request: &TraceRequest) -> Duration {
-        request.total_deadline(self.routers.rate())
+        request.total_deadline(self.knowledge.prior())
     }
 
-    /// Admits a trace only when the routers it will ask (as far as they are
-    /// known) and the probe rail can let its probes out before its deadline;
-    /// otherwise waits up to `admission_wait` for them, then refuses. The
-    /// check and the reservation of the first window are one step, so two
-    /// traces arriving together cannot both count on the same budget.
+    /// Admits a trace unless responders it will ask are known to be at
+    /// their limit (or the probe rail is backed up) so that its probes could
+    /// not leave before its deadline; then it waits up to `admission_wait`
+    /// for them, and is refused after that. Nothing known, nothing refused:
+    /// a prior is not a limit. The check and the reservation of the first
+    /// window are one step, so two traces arriving together cannot both
+    /// count on the same budget. The record says how long it waited.
     async fn admit(&self, request: &TraceRequest, setup: Setup) -> Result<Prober, TraceError> {
-        let deadline = request.total_deadline(self.routers.rate());
-        let waited_until = tokio::time::Instant::now() + request.admission_wait;
+        let deadline = request.total_deadline(self.knowledge.prior());
+        let arrived = tokio::time::Instant::now();
+        let waited_until = arrived + request.admission_wait;
         let mut setup = Some(setup);
         loop {
             let wait = {
@@ -768,6 +780,7 @@ impl Tracer {
                     let now = MonotonicTime::now();
                     setup.deadline = now + deadline;
                     let mut prober = Prober::new(setup);
+                    prober.set_admission_wait(arrived.elapsed());
                     prober.reserve_first_window(now, self.shared());
                     return Ok(prober);
                 }
@@ -781,21 +794,19 @@ impl Tracer {
         }
     }
 
-    /// How long the last of the request's probes would wait for router
-    /// budgets and the rail, if it started now.
+    /// How long the request's first probes would wait for responders known
+    /// to be at their limit, and for the rail, if it started now.
     fn predicted_wait(&self, request: &TraceRequest, origin: Origin) -> Duration {
         let now = MonotonicTime::now();
-        let attempts = u32::from(request.queries);
         let routers = Ttl::range(request.first_ttl, request.max_ttl)
-            .map(|ttl| {
-                self.routers
-                    .earliest(RouterKey::Position(origin, ttl), now, attempts)
-                    .since(now)
-                    .unwrap_or_default()
+            .filter_map(|ttl| {
+                self.knowledge
+                    .limited_wait(RouterKey::Position(origin, ttl), now)
             })
             .max()
             .unwrap_or_default();
         let hops = u32::from(request.max_ttl.get() - request.first_ttl.get()) + 1;
+        let attempts = u32::from(request.queries);
         routers.max(self.rail.backlog(now, hops * attempts))
     }
 
@@ -1383,6 +1394,8 @@ fn probing_of(prober: &Prober) -> Probing {
         probes_not_sent: stats.not_sent.values().sum(),
         shared_hops: stats.shared_hops,
         degraded: prober.degraded().into_iter().map(str::to_string).collect(),
+        admission_wait: (!stats.admission_wait.is_zero())
+            .then(|| (stats.admission_wait.as_secs_f64() * 1e6).round() / 1e3),
     }
 }
 

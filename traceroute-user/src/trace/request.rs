@@ -367,15 +367,18 @@ impl TraceRequest {
         None
     }
 
-    /// The default total deadline: two waits (a probe and one re-probe of a
-    /// rate-limited router), the time a router's budget needs for the
-    /// attempts of every flow beyond its burst, the attempts' spacing, and a
-    /// second of slack.
+    /// The default total deadline: two waits (a probe, and one re-probe of
+    /// a rate-limited router or of a first contact's silence), the time one
+    /// token takes to come back between them, the time a router's budget
+    /// needs for the attempts of every flow beyond its burst, the attempts'
+    /// spacing, and a second of slack. All from the prior: what is learnt
+    /// of routers shortens traces, not their deadline.
     pub fn total_deadline(&self, router_rate: Rate) -> Duration {
         self.deadline.unwrap_or_else(|| {
             let attempts = u32::from(self.queries) * u32::from(self.paths.max(1));
             let beyond_burst = attempts.saturating_sub(router_rate.burst);
             self.timeout * 2
+                + router_rate.interval()
                 + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
                 + self.spacing * u32::from(self.queries.saturating_sub(1))
                 + Duration::from_secs(1)

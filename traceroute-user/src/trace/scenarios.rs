@@ -12,7 +12,7 @@ use traceroute_common::EventKind;
 
 use super::prober::{ProbeKey, Prober, Status};
 use super::sim::*;
-use crate::path::{NoAnswer, NotSentReason};
+use crate::path::NoAnswer;
 use crate::probe::{Protocol, Ttl, build_probe};
 
 const DST: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 2);
@@ -71,8 +71,8 @@ fn to_dst(protocol: Protocol, plan: super::prober::Plan, deadline: Duration) -> 
 }
 
 /// Every unanswered probe up to the end: none may be silent unless it waited
-/// its full wait.
-fn assert_no_invented_silence(p: &Prober) {
+/// its full wait (the whole timeout, or what `commons`' knowledge allows).
+fn assert_no_invented_silence(p: &Prober, commons: &Commons) {
     for (k, probe) in p.probes() {
         if k.ttl > p.last_ttl() {
             continue;
@@ -83,12 +83,84 @@ fn assert_no_invented_silence(p: &Prober) {
         } = &probe.status
         {
             let waited = waited.expect("a timed-out probe was sent");
+            let due = p.wait_for(*k, commons.shared());
             assert!(
-                waited >= p.wait_for(*k),
-                "{k:?} reported silent after {waited:?} < {:?}",
-                p.wait_for(*k)
+                waited >= due.min(p.plan().timeout),
+                "{k:?} reported silent after {waited:?} < {due:?}"
             );
         }
+    }
+}
+
+/// Every silent probe waited the whole timeout: nothing was known of it.
+fn assert_silences_waited_the_timeout(p: &Prober) {
+    for (k, probe) in p.probes() {
+        if let Status::Unanswered {
+            reason: NoAnswer::Timeout,
+            waited,
+        } = &probe.status
+        {
+            let waited = waited.expect("a timed-out probe was sent");
+            assert!(
+                waited >= p.plan().timeout,
+                "{k:?} silent after {waited:?} on first contact"
+            );
+        }
+    }
+}
+
+/// A world and the process that traces through it (its knowledge kept
+/// from one trace to the next).
+struct Sim {
+    world: Rc<RefCell<World>>,
+    commons: Commons,
+    next_flow: u16,
+}
+
+impl Sim {
+    fn new(world: World) -> Sim {
+        Sim {
+            world: Rc::new(RefCell::new(world)),
+            commons: Commons::new(),
+            next_flow: 40001,
+        }
+    }
+
+    /// A new process: nothing known, the world as it is.
+    fn restart(&mut self) {
+        self.commons = Commons::new();
+    }
+
+    fn now(&self) -> crate::clock::MonotonicTime {
+        self.world.borrow().now
+    }
+
+    /// Lets virtual time pass (routers refill).
+    fn idle(&mut self, d: Duration) {
+        let mut world = self.world.borrow_mut();
+        world.now = world.now + d;
+    }
+
+    /// One trace to `dst` from now on, to its end; returns it and how long
+    /// it took.
+    fn trace(
+        &mut self,
+        protocol: Protocol,
+        dst: Ipv4Addr,
+        plan: super::prober::Plan,
+        deadline: Duration,
+    ) -> (Prober, Duration) {
+        let flow_id = self.next_flow;
+        self.next_flow += 1;
+        let start = self.now();
+        let mut p = prober(flow(protocol, dst, flow_id), plan, start, deadline);
+        run_one(&self.world, &self.commons, &mut p);
+        let took = self.now().since(start).unwrap_or_default();
+        (p, took)
+    }
+
+    fn router(&self, index: usize) -> Router {
+        self.world.borrow().routers[index].clone()
     }
 }
 
@@ -125,35 +197,49 @@ impl Traces {
     }
 }
 
-fn run(world: World, mut prober: Prober) -> (World, Prober) {
+fn run(world: World, prober: Prober) -> (World, Prober) {
+    let (world, prober, _) = run_with(world, prober);
+    (world, prober)
+}
+
+/// [`run`], also returning the process's knowledge after the trace.
+fn run_with(world: World, mut prober: Prober) -> (World, Prober, Commons) {
     let world = Rc::new(RefCell::new(world));
     let commons = Commons::new();
     run_one(&world, &commons, &mut prober);
     let world = Rc::try_unwrap(world).ok().expect("one owner").into_inner();
-    (world, prober)
+    (world, prober, commons)
 }
 
 #[test]
-fn a_silent_hop_is_given_up_from_later_rtts_not_the_timeout() {
+fn a_silent_hop_met_first_waits_the_whole_timeout_and_once_more_then_knowledge_makes_it_quick() {
     let mut world = World::new();
     let path = chain(&mut world);
     world.routers[path[2]].silent = true;
-    let p = to_dst(Protocol::Udp, plan(30, 3, 1000), secs(5));
-    let (world, p) = run(world, p);
+    let mut sim = Sim::new(world);
+    let (p, took) = sim.trace(Protocol::Udp, DST, plan(30, 3, 1000), secs(5));
     for a in 0..3 {
         assert_eq!(answered_by(&p, a, 1), Some(GATEWAY.into()));
         assert_eq!(no_answer(&p, a, 3), Some(NoAnswer::Timeout));
         assert_eq!(answered_by(&p, a, 5), Some(DST.into()));
     }
     assert_eq!(p.end_ttl(), Ttl::new(5));
-    // 3 x the slowest later RTT is 1.5 ms; the 10 ms floor decides.
-    assert!(
-        world.elapsed() < Duration::from_millis(20),
-        "{:?}",
-        world.elapsed()
-    );
-    assert_no_invented_silence(&p);
+    // First contact: nothing says how late its answer may come, and a
+    // silence below answering hops may be a spent budget: the whole
+    // timeout, then one probe of the TTL again after a refill.
+    assert_silences_waited_the_timeout(&p);
+    assert_eq!(p.stats().reprobes, 1, "one re-check of the silent TTL");
+    assert!(took >= secs(2), "{took:?}");
     assert!(p.degraded().is_empty());
+    // The place is known silent now: the next trace gives up from the
+    // later hops' RTTs (the 10 ms floor) and asks nothing again.
+    let (p, took) = sim.trace(Protocol::Udp, DST, plan(30, 3, 1000), secs(5));
+    for a in 0..3 {
+        assert_eq!(no_answer(&p, a, 3), Some(NoAnswer::Timeout));
+    }
+    assert_eq!(p.stats().reprobes, 0);
+    assert!(took < Duration::from_millis(20), "{took:?}");
+    assert_no_invented_silence(&p, &sim.commons);
 }
 
 #[test]
@@ -162,16 +248,21 @@ fn a_silent_tail_waits_the_full_timeout() {
     let path = chain(&mut world);
     silence_from(&mut world, &path[1..]);
     let p = to_dst(Protocol::Udp, plan(6, 1, 1000), secs(5));
-    let (world, p) = run(world, p);
+    let (world, p, commons) = run_with(world, p);
     for ttl in 2..=6 {
         assert_eq!(no_answer(&p, 0, ttl), Some(NoAnswer::Timeout));
     }
     assert!(world.elapsed() >= Duration::from_millis(1000));
-    assert_no_invented_silence(&p);
+    assert_eq!(
+        p.stats().reprobes,
+        0,
+        "nothing answered beyond: no re-check"
+    );
+    assert_no_invented_silence(&p, &commons);
 }
 
 #[test]
-fn routers_at_linux_rate_limits_answer_every_probe_because_budgets_pace_them() {
+fn routers_at_linux_rate_limits_answer_every_probe_after_one_overshoot() {
     let mut world = World::new();
     let path = chain(&mut world);
     for i in &path {
@@ -179,7 +270,7 @@ fn routers_at_linux_rate_limits_answer_every_probe_because_budgets_pace_them() {
     }
     // 10 runs: 10 probes per router, 4 beyond a Linux router's burst.
     let p = to_dst(Protocol::Tcp, plan(30, 10, 1000), secs(8));
-    let (world, p) = run(world, p);
+    let (world, p, commons) = run_with(world, p);
     for a in 0..10 {
         for ttl in 1..=4 {
             assert!(
@@ -190,25 +281,32 @@ fn routers_at_linux_rate_limits_answer_every_probe_because_budgets_pace_them() {
         }
         assert_eq!(answered_by(&p, a, 5), Some(DST.into()));
     }
+    // Each router answered its whole budget, so the budget grew; the
+    // probes beyond its real limit went unanswered, showed the limit, and
+    // were asked again one per second. No router was overshot twice.
     for i in &path {
         let held_back = world.routers[*i].limiter.as_ref().unwrap().suppressed;
-        assert_eq!(held_back, 0, "router {i} had to drop answers");
+        assert!(held_back <= 6, "router {i} dropped {held_back} answers");
     }
-    // The four beyond the burst come one per second.
     assert!(world.elapsed() >= Duration::from_secs(4));
-    assert_no_invented_silence(&p);
+    let view = commons.knowledge.view(world.now);
+    for r in view.responders.iter().filter(|r| r.address != DST) {
+        assert_eq!(r.state, "limited", "{r:?}");
+        assert_eq!(r.budget.burst, 6);
+    }
+    assert_no_invented_silence(&p, &commons);
 }
 
 #[test]
 fn a_router_stricter_than_linux_is_reprobed_after_refill_never_called_silent() {
     let mut world = World::new();
     let path = chain(&mut world);
-    // Answers 2, then one per second: our budget expects 6.
+    // Answers 2, then one per second: the prior expects 6.
     world.routers[path[1]] = world.routers[path[1]]
         .clone()
         .limited(Limiter::new(1000, 2));
     let p = to_dst(Protocol::Tcp, plan(30, 4, 1000), secs(5));
-    let (world, p) = run(world, p);
+    let (world, p, commons) = run_with(world, p);
     for a in 0..4 {
         let answered = answered_by(&p, a, 2).is_some();
         let limited = no_answer(&p, a, 2) == Some(NoAnswer::RateLimited);
@@ -223,7 +321,7 @@ fn a_router_stricter_than_linux_is_reprobed_after_refill_never_called_silent() {
         "re-probes after the refill were answered"
     );
     assert!(world.elapsed() >= Duration::from_secs(1));
-    assert_no_invented_silence(&p);
+    assert_no_invented_silence(&p, &commons);
 }
 
 #[test]
@@ -261,7 +359,7 @@ fn a_gateway_shared_by_1000_traces_is_asked_a_handful_of_times() {
             );
             shared += usize::from(matches!(status(p, a, 1), Status::Shared(_)));
         }
-        assert_no_invented_silence(p);
+        assert_silences_waited_the_timeout(p);
     }
     assert!(shared >= 2950, "{shared} of 3000 first hops were shared");
     assert!(
@@ -295,7 +393,7 @@ fn a_trace_waiting_for_the_shared_gateway_ends_as_soon_as_it_is_published() {
 }
 
 #[test]
-fn router_budget_exhaustion_gives_not_sent_never_silent() {
+fn router_budget_exhaustion_gives_not_sent_or_rate_limited_never_silent() {
     let mut world = World::new();
     let gw = world.router(Router::new(GATEWAY, 0.2).limited(Limiter::linux()));
     let r2 = world.router(Router::new(r(2), 0.3).limited(Limiter::linux()));
@@ -313,37 +411,48 @@ fn router_budget_exhaustion_gives_not_sent_never_silent() {
         deadline: secs(2),
     };
     let probers = traces.run(&mut world, &targets, &starts);
-    let (mut answered, mut not_sent) = (0, 0);
+    let (mut answered, mut unanswered) = (0, 0);
     for p in &probers {
         for a in 0..3 {
             match no_answer(p, a, 2) {
                 None => answered += 1,
-                Some(NoAnswer::NotSent(NotSentReason::RouterBudget)) => not_sent += 1,
+                // Never sent for want of a token, or sent on a budget that
+                // was growing and found r2 out of answers: never "silent".
+                Some(NoAnswer::NotSent(_) | NoAnswer::RateLimited) => unanswered += 1,
                 other => panic!("TTL 2 of a trace: {other:?}"),
             }
         }
-        assert_no_invented_silence(p);
-        assert!(
-            p.degraded().is_empty() || p.degraded() == ["router_budget"],
-            "{:?}",
-            p.degraded()
-        );
+        assert_silences_waited_the_timeout(p);
     }
-    // r2 gives 6 at once and 1 per second: about 7 in the 1.5 s a probe may leave.
+    // r2 gives 6 at once and 1 per second: about 7 in the 1.5 s a probe
+    // may leave.
     assert!((6..=9).contains(&answered), "{answered} answered");
-    assert_eq!(answered + not_sent, 60);
-    assert_eq!(world.routers[r2].limiter.as_ref().unwrap().suppressed, 0);
+    assert_eq!(answered + unanswered, 60);
+    // Learning its budget cost r2 one overshoot at most.
+    let held_back = world.routers[r2].limiter.as_ref().unwrap().suppressed;
+    assert!(held_back <= 8, "r2 dropped {held_back}");
+    // Once first samples wait, nobody's further samples go before them.
+    let traces_answered = probers
+        .iter()
+        .filter(|p| (0..3).any(|a| answered_by(p, a, 2).is_some()))
+        .count();
+    assert!(traces_answered >= 3, "{traces_answered} of {answered}");
 }
 
 #[test]
 fn a_reply_after_give_up_is_still_taken_while_the_trace_runs() {
     let mut world = World::new();
     let path = chain(&mut world);
-    world.routers[path[1]].rtt = Duration::from_millis(60);
     // A silent destination keeps the trace running for its timeout.
     world.hosts.get_mut(&IpAddr::from(DST)).unwrap().silent = true;
-    let p = to_dst(Protocol::Udp, plan(6, 1, 500), secs(5));
-    let (_, p) = run(world, p);
+    let r2 = path[1];
+    let mut sim = Sim::new(world);
+    // Known to answer in 0.2 ms...
+    sim.trace(Protocol::Udp, DST, plan(6, 1, 500), secs(5));
+    // ... it now takes 60 ms: given up at the 10 ms floor (and asked
+    // again), its answer still counts when it comes.
+    sim.world.borrow_mut().routers[r2].rtt = Duration::from_millis(60);
+    let (p, _) = sim.trace(Protocol::Udp, DST, plan(6, 1, 500), secs(5));
     match status(&p, 0, 2) {
         Status::Answered(a) => assert_eq!(a.rtt, Some(Duration::from_millis(60))),
         other => panic!("late answer lost: {other:?}"),
@@ -354,50 +463,63 @@ fn a_reply_after_give_up_is_still_taken_while_the_trace_runs() {
 fn a_slow_capture_pipeline_does_not_turn_late_deliveries_into_silence() {
     let mut world = World::new();
     let path = chain(&mut world);
-    // TTL 2 answers in 3 ms, the later hops in under 1: its give-up from
-    // their RTTs is the 10 ms floor, but every packet reaches us 30 ms late.
+    // TTL 2 answers in 3 ms, the later hops in under 1.
     world.routers[path[1]].rtt = Duration::from_millis(3);
-    world.delivery_delay = Duration::from_millis(30);
-    let p = to_dst(Protocol::Tcp, plan(30, 3, 1000), secs(5));
-    let (_, p) = run(world, p);
+    let mut sim = Sim::new(world);
+    sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(5));
+    // Known now, TTL 2 is given up after 10 ms (the floor over 3 x 3 ms),
+    // but every packet reaches us 30 ms late.
+    sim.world.borrow_mut().delivery_delay = Duration::from_millis(30);
+    let (p, _) = sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(5));
     for a in 0..3 {
         match status(&p, a, 2) {
             Status::Answered(ans) => assert_eq!(ans.rtt, Some(Duration::from_millis(3))),
             other => panic!("attempt {a}: {other:?}"),
         }
     }
+    assert_eq!(p.stats().reprobes, 0, "no answer was taken for lost");
 }
 
 #[test]
 fn recent_jitter_raises_the_give_up_floor() {
+    // r2 is known to answer in 0.2 ms; now it takes 30 ms.
+    let slow_r2 = |sim: &mut Sim| {
+        sim.trace(Protocol::Tcp, DST, plan(30, 1, 1000), secs(5));
+        sim.world.borrow_mut().routers[1].rtt = Duration::from_millis(30);
+    };
     let mut world = World::new();
-    let path = chain(&mut world);
-    // TTL 2 answers after 30 ms, the later hops in under 1 ms.
-    world.routers[path[1]].rtt = Duration::from_millis(30);
-    let world = Rc::new(RefCell::new(world));
-    let commons = Commons::new();
-    // Other traces just saw a responder answer 40 ms later than its best.
+    chain(&mut world);
+    let mut sim = Sim::new(world);
+    slow_r2(&mut sim);
+    // Other traces just saw a responder answer 40 ms later than its best:
+    // the floor is four times that, and r2's answer comes within it.
     let busy = IpAddr::from([198, 18, 9, 9]);
-    commons.jitter.observe(busy, Duration::from_millis(1), t0());
-    commons
+    let now = sim.now();
+    sim.commons
         .jitter
-        .observe(busy, Duration::from_millis(41), t0());
-    let mut p = to_dst(Protocol::Tcp, plan(30, 1, 1000), secs(5));
-    run_one(&world, &commons, &mut p);
+        .observe(busy, Duration::from_millis(1), now);
+    sim.commons
+        .jitter
+        .observe(busy, Duration::from_millis(41), now);
+    let (p, _) = sim.trace(Protocol::Tcp, DST, plan(30, 1, 1000), secs(5));
     assert_eq!(
         answered_by(&p, 0, 2),
         Some(r(2).into()),
         "{:?}",
         status(&p, 0, 2)
     );
+    assert_eq!(p.stats().reprobes, 0);
 
-    // Without that jitter the same hop is given up at the 10 ms floor.
-    let mut quiet = World::new();
-    let path = chain(&mut quiet);
-    quiet.routers[path[1]].rtt = Duration::from_millis(30);
-    let p = to_dst(Protocol::Tcp, plan(30, 1, 1000), secs(5));
-    let (_, p) = run(quiet, p);
-    assert_eq!(no_answer(&p, 0, 2), Some(NoAnswer::Timeout));
+    // Without that jitter the same hop is given up at the 10 ms floor, and
+    // its re-probe too: a responder known to answer there is not called
+    // silent, it is suspected of holding back.
+    let mut world = World::new();
+    chain(&mut world);
+    let mut sim = Sim::new(world);
+    slow_r2(&mut sim);
+    let (p, _) = sim.trace(Protocol::Tcp, DST, plan(30, 1, 1000), secs(5));
+    assert_eq!(no_answer(&p, 0, 2), Some(NoAnswer::RateLimited));
+    assert_eq!(p.stats().reprobes, 1);
 }
 
 #[test]
@@ -612,7 +734,7 @@ fn end_to_end_probes_are_spread_and_each_loss_waited_the_full_timeout() {
     let mut world = World::new();
     chain(&mut world);
     let p = e2e_prober(Protocol::Icmp, 5, Duration::from_millis(200), secs(5));
-    let (_, p) = run(world, p);
+    let (_, p, commons) = run_with(world, p);
     assert_eq!(super::e2e_samples(&p).len(), 5);
     let start = t0();
     for (key, probe) in p.probes() {
@@ -624,7 +746,7 @@ fn end_to_end_probes_are_spread_and_each_loss_waited_the_full_timeout() {
         );
         // RTTs of 0.5 ms were seen, yet a probe gets the whole timeout (a
         // trace's probes would give up after 10 ms).
-        assert_eq!(p.wait_for(*key), secs(1));
+        assert_eq!(p.wait_for(*key, commons.shared()), secs(1));
     }
     // A silent destination: every probe is a loss only after the full
     // second, not after a wait guessed from RTTs seen before.
@@ -659,7 +781,7 @@ fn end_to_end_probes_give_one_duration_sample_per_probe() {
         assert_eq!(*rtt, Some(Duration::from_micros(500)));
     }
     // Nothing below TTL 64 was sent.
-    assert!(p.probes().keys().all(|k| k.ttl.get() == 64));
+    assert!(p.probes().keys().iter().all(|k| k.ttl.get() == 64));
 }
 
 #[test]
@@ -681,4 +803,253 @@ fn silent_end_to_end_probes_are_loss_and_unsent_ones_are_no_sample() {
         "{:?}",
         super::e2e_samples(&p)
     );
+}
+
+/// The deadline a request of `queries` at the defaults gets.
+fn cli_deadline(queries: u8) -> Duration {
+    super::TraceRequest::new("198.18.5.2", Protocol::Udp)
+        .with_queries(queries)
+        .unwrap()
+        .total_deadline(super::budget::Rate::ROUTER_DEFAULT)
+}
+
+/// `count` targets behind the routers `path`, from 198.19.0.1 on.
+fn targets_behind(world: &mut World, path: &[usize], count: u8) -> Vec<Ipv4Addr> {
+    (1..=count)
+        .map(|i| {
+            let t = Ipv4Addr::new(198, 19, 0, i);
+            world.host(t, path, Host::new(0.5));
+            t
+        })
+        .collect()
+}
+
+fn every_hop_answered(p: &Prober, hops: u8) -> bool {
+    (0..p.plan().attempts).all(|a| (1..=hops).all(|ttl| answered_by(p, a, ttl).is_some()))
+}
+
+#[test]
+fn routers_without_limits_grow_budgets_and_64_concurrent_10_query_traces_all_complete() {
+    let mut world = World::new();
+    let path = chain(&mut world);
+    let targets = targets_behind(&mut world, &path, 64);
+    let mut sim = Sim::new(world);
+    // One trace after another, 3 queries each: the prior (6 at once, then
+    // 1/s) would hold the third one for seconds; budgets that grew do not.
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let (p, t) = sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(4));
+        assert!(every_hop_answered(&p, 5), "{:?}", p.probes());
+        assert_silences_waited_the_timeout(&p);
+        took.push(t);
+    }
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(50)),
+        "{took:?}"
+    );
+    let now = sim.now();
+    let view = sim.commons.knowledge.view(now);
+    let r2 = view
+        .responders
+        .iter()
+        .find(|v| v.address == IpAddr::from(r(2)))
+        .unwrap();
+    assert_eq!(r2.state, "grown", "{r2:?}");
+    // 64 traces of 10 queries at once, from a cold start: 640 probes per
+    // router, every one answered.
+    sim.restart();
+    let start = sim.now();
+    let mut probers: Vec<Prober> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let flow = flow(Protocol::Tcp, *t, 20000 + i as u16);
+            prober(flow, plan(30, 10, 1000), start, secs(7))
+        })
+        .collect();
+    let starts = vec![start; probers.len()];
+    run_many(
+        &mut sim.world.borrow_mut(),
+        &sim.commons,
+        &mut probers,
+        &starts,
+    );
+    for p in &probers {
+        assert!(every_hop_answered(p, 5), "{:?}", p.degraded());
+    }
+    // As fast as the process's own rail (2000 probes a second) lets the
+    // probes out: no router budget held anything back.
+    let took = sim.now().since(start).unwrap();
+    let sent: u64 = probers.iter().map(|p| p.stats().probes_sent).sum();
+    let rail = Duration::from_secs_f64(sent as f64 / 2000.0);
+    assert!(
+        took < rail + Duration::from_millis(100),
+        "{took:?} for {sent} probes"
+    );
+    // Nothing is known to be at its limit: admission refuses nobody.
+    let now = sim.now();
+    for ttl in 1..=5 {
+        let position = super::knowledge::RouterKey::Position(origin(), Ttl::new(ttl).unwrap());
+        assert_eq!(sim.commons.knowledge.limited_wait(position, now), None);
+    }
+}
+
+#[test]
+fn slow_control_planes_are_found_on_first_contact_and_the_second_trace_is_quick() {
+    let slow_world = || {
+        let mut world = World::new();
+        let path = chain(&mut world);
+        // Forwarding in microseconds, but r2's own errors come 30 ms late
+        // and r3's 120 ms late.
+        world.routers[path[1]].rtt = Duration::from_millis(30);
+        world.routers[path[2]].rtt = Duration::from_millis(120);
+        // As the lab's `slow`: nothing rate limits, the destination neither.
+        world.hosts.get_mut(&IpAddr::from(DST)).unwrap().limiter = Limiter::new(0, 1);
+        world
+    };
+    let mut sim = Sim::new(slow_world());
+    for protocol in [Protocol::Udp, Protocol::Tcp, Protocol::Icmp] {
+        sim.restart();
+        let (p, _) = sim.trace(protocol, DST, plan(30, 3, 1000), secs(4));
+        assert!(every_hop_answered(&p, 5), "{protocol}: {:?}", p.probes());
+        // Known now: the next trace ends when the slowest answer is in.
+        let (p, took) = sim.trace(protocol, DST, plan(30, 3, 1000), secs(4));
+        assert!(every_hop_answered(&p, 5));
+        assert!(took <= Duration::from_millis(180), "{protocol}: {took:?}");
+    }
+}
+
+#[test]
+fn linux_routers_spent_by_another_process_are_still_found() {
+    let mut world = World::new();
+    let gw = world.router(Router::new(GATEWAY, 0.1).limited(Limiter::linux()));
+    let r2 = world.router(Router::new(r(2), 0.2).limited(Limiter::linux()));
+    let r3 = world.router(Router::new(r(3), 0.3).limited(Limiter::linux()));
+    let routers = [gw, r2, r3];
+    let targets = targets_behind(&mut world, &routers, 20);
+    let mut sim = Sim::new(world);
+    // One CLI trace after another, each a new process that knows nothing,
+    // through routers the previous ones spent.
+    let mut found = 0;
+    for t in &targets {
+        sim.restart();
+        let (p, _) = sim.trace(Protocol::Tcp, *t, plan(30, 3, 1000), cli_deadline(3));
+        for ttl in 1..=3 {
+            found += usize::from((0..3).any(|a| answered_by(&p, a, ttl).is_some()));
+            for a in 0..3 {
+                assert_ne!(
+                    no_answer(&p, a, ttl),
+                    Some(NoAnswer::Timeout),
+                    "a spent router reported silent"
+                );
+            }
+        }
+        assert_eq!(p.end_ttl(), Ttl::new(4));
+    }
+    assert!(found >= 54, "{found} of 60 (trace, router) pairs");
+    for r in routers {
+        assert!(
+            sim.router(r).limiter.unwrap().suppressed > 0,
+            "they were spent"
+        );
+    }
+}
+
+#[test]
+fn a_rate_limited_destination_is_never_placed_beyond_its_distance() {
+    let mut world = World::new();
+    let path = chain(&mut world);
+    for i in &path {
+        world.routers[*i] = world.routers[*i].clone().limited(Limiter::linux());
+    }
+    let mut sim = Sim::new(world);
+    // The same UDP target three times back to back, each a new process:
+    // by the third, every router and the destination's port unreachables
+    // are spent.
+    for n in 0..3 {
+        sim.restart();
+        let (p, _) = sim.trace(Protocol::Udp, DST, plan(30, 3, 1000), cli_deadline(3));
+        let mut runs = super::runs_of(&p, crate::path::TimestampSource::Kernel, sim.now());
+        crate::path::DistanceUncertain::mark(&mut runs);
+        let end = p.end_ttl().map(Ttl::get);
+        match end {
+            Some(5) => assert!(runs.iter().all(|r| r.distance_uncertain.is_none())),
+            Some(beyond) if beyond > 5 => {
+                let mark = runs[0].distance_uncertain.clone().expect("marked");
+                assert!(mark.silent.contains(&Ttl::new(5).unwrap()), "{mark:?}");
+                assert_eq!(mark.estimate, 5);
+                let count = crate::path::HopCount::from_runs(&runs);
+                assert_eq!(count.max, 0, "no hop count that is wrong");
+            }
+            other => panic!("trace {n}: the destination at {other:?}"),
+        }
+        assert_eq!(end, Some(5), "trace {n}: re-probes found it");
+    }
+}
+
+#[test]
+fn what_is_known_ages_out() {
+    let mut world = World::new();
+    let path = chain(&mut world);
+    world.routers[path[2]].silent = true;
+    let mut sim = Sim::new(world);
+    let (_, took) = sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(5));
+    assert!(took >= secs(2), "first contact: {took:?}");
+    let (_, took) = sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(5));
+    assert!(took < Duration::from_millis(20), "known: {took:?}");
+    // A silent place gets its full wait again now and then.
+    sim.idle(super::knowledge::RECHECK_SILENCE + secs(1));
+    let (p, took) = sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(5));
+    assert!(took >= secs(1), "re-checked: {took:?}");
+    assert_silences_waited_the_timeout(&p);
+    // Unused for long enough, everything is forgotten.
+    sim.idle(super::knowledge::FORGET_AFTER + secs(1));
+    let now = sim.now();
+    assert_eq!(
+        sim.commons.knowledge.totals(now),
+        super::knowledge::Totals::default()
+    );
+    let (_, took) = sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(5));
+    assert!(took >= secs(2), "a first contact again: {took:?}");
+}
+
+#[test]
+fn a_router_that_starts_limiting_mid_run_is_backed_off_and_still_found() {
+    let mut world = World::new();
+    let path = chain(&mut world);
+    let r2 = path[1];
+    let mut sim = Sim::new(world);
+    for _ in 0..4 {
+        let (p, _) = sim.trace(Protocol::Tcp, DST, plan(30, 10, 1000), secs(7));
+        assert!(every_hop_answered(&p, 5));
+    }
+    let state = |sim: &Sim| {
+        let now = sim.now();
+        let view = sim.commons.knowledge.view(now);
+        let r = view
+            .responders
+            .iter()
+            .find(|v| v.address == IpAddr::from(r(2)));
+        r.map(|v| v.state).unwrap_or("unknown")
+    };
+    assert_eq!(state(&sim), "grown");
+    // r2 starts limiting as Linux does.
+    sim.world.borrow_mut().routers[r2].limiter = Some(Limiter::linux());
+    let (p, _) = sim.trace(Protocol::Tcp, DST, plan(30, 10, 1000), secs(7));
+    assert_eq!(state(&sim), "limited");
+    for a in 0..10 {
+        assert_ne!(no_answer(&p, a, 2), Some(NoAnswer::Timeout), "attempt {a}");
+    }
+    let answered = (0..10).filter(|a| answered_by(&p, *a, 2).is_some()).count();
+    assert!(answered >= 6, "{answered}");
+    // Known to limit: admission sees the wait, and the next trace is paced
+    // within its budget instead of overshooting again.
+    let now = sim.now();
+    let position = super::knowledge::RouterKey::Position(origin(), Ttl::new(2).unwrap());
+    assert!(sim.commons.knowledge.limited_wait(position, now).is_some());
+    sim.idle(secs(10));
+    let before = sim.router(r2).limiter.unwrap().suppressed;
+    let (p, _) = sim.trace(Protocol::Tcp, DST, plan(30, 3, 1000), secs(4));
+    assert!(every_hop_answered(&p, 5));
+    assert_eq!(sim.router(r2).limiter.unwrap().suppressed, before);
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::budget::Origin;
+use super::knowledge::Origin;
 use crate::clock::MonotonicTime;
 use crate::probe::Protocol;
 use crate::sync::LockExt;

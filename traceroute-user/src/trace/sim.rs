@@ -19,8 +19,9 @@ use std::time::Duration;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use traceroute_common::{Direction, EventKind};
 
-use super::budget::{Origin, ProbeRail, Rate, RouterBudgets};
-use super::engine::Network;
+use super::budget::{ProbeRail, Rate};
+use super::engine::{Network, Wake};
+use super::knowledge::{Knowledge, Origin};
 use super::prober::{Action, Plan, Policy, Prober, Setup, Shared};
 use super::share::{HopShare, Observer, ShareConfig};
 use crate::capture::CapturedPacket;
@@ -393,7 +394,7 @@ pub fn icmp_error(from: IpAddr, ty: u8, code: u8, probe: &[u8]) -> Vec<u8> {
 pub struct Commons {
     pub lag: super::lag::DeliveryLag,
     pub jitter: super::lag::Jitter,
-    pub routers: RouterBudgets,
+    pub knowledge: Knowledge,
     pub rail: ProbeRail,
     pub share: HopShare,
 }
@@ -409,7 +410,7 @@ impl Commons {
         Commons {
             lag: Default::default(),
             jitter: Default::default(),
-            routers: RouterBudgets::new(Rate::ROUTER_DEFAULT),
+            knowledge: Knowledge::new(Rate::ROUTER_DEFAULT),
             rail: ProbeRail::new(crate::trace::request::PROBES_PER_SECOND.default),
             share: HopShare::new(ShareConfig::default()),
         }
@@ -419,7 +420,7 @@ impl Commons {
         Shared {
             lag: &self.lag,
             jitter: &self.jitter,
-            routers: &self.routers,
+            knowledge: &self.knowledge,
             rail: &self.rail,
             share: &self.share,
         }
@@ -513,17 +514,17 @@ impl Network for SimNetwork {
         world.pop(self.flow_id, now)
     }
 
-    async fn next(&mut self, until: MonotonicTime) -> Option<CapturedPacket> {
+    async fn next(&mut self, until: MonotonicTime) -> Wake {
         let mut world = self.world.borrow_mut();
         match world.pop(self.flow_id, until) {
             Some(p) => {
                 let delivered = p.timestamp + world.delivery_delay;
                 world.now = world.now.max(delivered);
-                Some(p)
+                Wake::Packet(p)
             }
             None => {
                 world.now = world.now.max(until);
-                None
+                Wake::Time
             }
         }
     }
@@ -561,6 +562,7 @@ pub fn run_many(
         .collect();
     let mut wake: Vec<Option<MonotonicTime>> = starts.iter().map(|s| Some(*s)).collect();
     let mut news = commons.share.subscribe();
+    let mut grown = commons.knowledge.subscribe();
     loop {
         let now = world.now;
         for (flow_id, packet) in world.drain_due(now) {
@@ -569,14 +571,19 @@ pub fn run_many(
                 wake[*i] = Some(now);
             }
         }
-        // An answer from the gateway wakes every trace waiting for it.
-        if news.has_changed().unwrap_or(false) {
+        // An answer from the gateway, or a budget that grew, wakes every
+        // trace waiting for it.
+        let gateway = news.has_changed().unwrap_or(false);
+        let budget = grown.has_changed().unwrap_or(false);
+        if gateway || budget {
             news.borrow_and_update();
-            for (w, start) in wake.iter_mut().zip(starts) {
+            grown.borrow_and_update();
+            for ((w, start), prober) in wake.iter_mut().zip(starts).zip(probers.iter_mut()) {
                 if let Some(w) = w.as_mut()
                     && *start <= now
                 {
                     *w = now;
+                    prober.on_news();
                 }
             }
         }
