@@ -317,8 +317,9 @@ fn a_pinned_flow_uses_its_source_port_and_a_taken_one_is_refused() {
 #[test]
 fn flows_through_rate_limited_routers_report_no_silence_that_is_not_there() {
     // Kernel default ICMP limits on every router (6 at once, then 1/s) and
-    // the agent's default router budget: 16 flows at once must be paced so
-    // that every router answers every probe, never over-asked into silence.
+    // the agent's default prior: 16 flows at once, through routers whose
+    // budgets are learnt as the flows go, never report a silence that is not
+    // there.
     let lab = Lab::up(&traceroute_lab::named::nested_limited()).unwrap();
     let dst = lab.primary("dst", Family::V4).unwrap().to_string();
     let record = trace(
@@ -340,22 +341,36 @@ fn flows_through_rate_limited_routers_report_no_silence_that_is_not_there() {
     .record;
     let runs = record["traceroute"]["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 16);
-    let silent: Vec<(u64, u64)> = runs
+    let hops: Vec<(u64, &serde_json::Value)> = runs
         .iter()
         .flat_map(|r| {
             let flow = r["flow_id"].as_u64().unwrap();
-            r["hops"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|h| h["ip_address"] == "")
-                .map(move |h| (flow, h["ttl"].as_u64().unwrap()))
-                .collect::<Vec<_>>()
+            r["hops"].as_array().unwrap().iter().map(move |h| (flow, h))
         })
+        .collect();
+    // Learning the routers' budgets costs an overshoot, asked again after
+    // a refill; what could not be asked again in time says so.
+    let silent: Vec<(u64, &serde_json::Value)> = hops
+        .iter()
+        .filter(|(_, h)| h["no_answer"] == "timeout")
+        .copied()
         .collect();
     assert!(
         silent.is_empty(),
-        "invented silence (flow, ttl): {silent:?}"
+        "invented silence (flow, hop): {silent:?}"
     );
-    assert!(runs.iter().all(|r| r["destination_reached"] == true));
+    let answered = hops.iter().filter(|(_, h)| h["ip_address"] != "").count();
+    assert!(
+        answered * 10 >= hops.len() * 9,
+        "{answered} of {} hops answered",
+        hops.len()
+    );
+    for run in runs {
+        let last = run["hops"].as_array().unwrap().last().unwrap();
+        assert!(
+            run["destination_reached"] == true
+                || ["rate_limited", "not_sent"].contains(&last["no_answer"].as_str().unwrap_or("")),
+            "{run}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The command line's own parts: the `trace` subcommand (flags, output
-//! formats, live progress) and what several subcommands share.
+//! formats, live progress, `--explain`) and what several subcommands share.
 
+pub mod explain;
 pub mod progress;
 pub mod trace;
 

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use traceroute_user::clock::MonotonicTime;
 use traceroute_user::path::NetworkPath;
 use traceroute_user::probe::Protocol;
 use traceroute_user::resolve::{self, FamilyPreference};
@@ -112,9 +113,12 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = TIMEOUT.default.as_millis() as u64, conflicts_with = "wait",
           value_parser = clap::value_parser!(u64).range(TIMEOUT.min.as_millis() as u64..=TIMEOUT.max.as_millis() as u64))]
     timeout_ms: u64,
-    /// traceroute's -w MAX[,HERE,NEAR]: wait at most MAX seconds for an
-    /// answer, at most HERE times an RTT already seen at the same hop, and
-    /// NEAR times one of a later hop (defaults 3 and 3).
+    /// traceroute's -w MAX[,HERE,NEAR], with traceroute's meaning: wait at
+    /// most MAX seconds for an answer, at most HERE times an RTT already
+    /// seen at the same hop, and NEAR times one of a later hop (defaults 3
+    /// and 10), from the first probe on. Without -w a hop nothing is known
+    /// about gets the whole timeout (a router's own answers can come much
+    /// later than the next hop's).
     #[arg(short = 'w', long, value_parser = parse_wait)]
     wait: Option<Wait>,
     /// Probes in flight at once (traceroute's -N).
@@ -155,6 +159,10 @@ pub struct TraceArgs {
     /// Show ICMP extensions (MPLS label stacks) in the table (traceroute's -e).
     #[arg(short = 'e', long = "extensions")]
     extensions: bool,
+    /// After the trace, print to stderr what was learnt of each responder:
+    /// its answer budget, its answer latency, and the silent places.
+    #[arg(long)]
+    explain: bool,
     /// AS path lookups (traceroute's -A): refused, they need an outside
     /// whois/DNS service this agent never asks.
     #[arg(short = 'A', long = "as-path-lookups")]
@@ -187,6 +195,8 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = Rate::LINUX_ICMP.burst, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     router_icmp_burst: u32,
     /// ICMP errors per second a router answers after its burst (Linux: 1).
+    /// With --router-icmp-burst, what is assumed of a router nothing is
+    /// known about yet; budgets are learnt from there as routers answer.
     #[arg(long, default_value_t = Rate::LINUX_ICMP.per_second)]
     router_icmp_per_second: f64,
     /// Safety rail: most probes per second (each router's ICMP budget paces probing).
@@ -202,6 +212,10 @@ pub struct Wait {
     factors: Option<(f64, f64)>,
 }
 
+/// traceroute's HERE and NEAR factors when `-w` does not give them.
+const TRACEROUTE_HERE: f64 = 3.0;
+const TRACEROUTE_NEAR: f64 = 10.0;
+
 fn parse_wait(text: &str) -> Result<Wait, String> {
     let parts: Vec<&str> = text.split(',').collect();
     let number = |s: &str, what: &str| -> Result<f64, String> {
@@ -211,17 +225,20 @@ fn parse_wait(text: &str) -> Result<Wait, String> {
             .filter(|v| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| format!("{what} must be a number of seconds or a factor, got {s:?}"))
     };
-    let max = Duration::from_secs_f64(number(parts[0], "MAX")?);
-    if !(TIMEOUT.min..=TIMEOUT.max).contains(&max) {
-        return Err(format!(
+    let range = || {
+        format!(
             "MAX must be {}..={} seconds",
             TIMEOUT.min.as_secs_f64(),
             TIMEOUT.max.as_secs_f64()
-        ));
+        )
+    };
+    let max = Duration::try_from_secs_f64(number(parts[0], "MAX")?).map_err(|_| range())?;
+    if !(TIMEOUT.min..=TIMEOUT.max).contains(&max) {
+        return Err(range());
     }
     let factors = match parts.len() {
         1 => None,
-        2 => Some((number(parts[1], "HERE")?, 3.0)),
+        2 => Some((number(parts[1], "HERE")?, TRACEROUTE_NEAR)),
         3 => Some((number(parts[1], "HERE")?, number(parts[2], "NEAR")?)),
         _ => return Err("expected MAX[,HERE,NEAR]".into()),
     };
@@ -277,7 +294,10 @@ impl TraceArgs {
                 .with_window(window)
                 .map_err(|e| usage(e.to_string()))?;
         }
-        request.wait_factors = self.wait.and_then(|w| w.factors);
+        // -w asks for traceroute's waits, factors or not.
+        request.wait_factors = self
+            .wait
+            .map(|w| w.factors.unwrap_or((TRACEROUTE_HERE, TRACEROUTE_NEAR)));
         request.port = self.port;
         request.flow_id = self.flow_id;
         if !(0.01..=100_000.0).contains(&self.router_icmp_per_second) {
@@ -368,7 +388,11 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     // Hops are printed as they settle on a terminal's table.
     let live = (format == Format::Table && terminal).then(|| LiveTable::new(style));
-    match super::progress::run(&tracer, &request, live).await? {
+    let outcome = super::progress::run(&tracer, &request, live).await?;
+    if args.explain {
+        super::explain::print(&tracer.knowledge().view(MonotonicTime::now()))?;
+    }
+    match outcome {
         Outcome::Finished { path, live } => {
             match live {
                 Some(mut table) => table.finish(&path)?,
@@ -465,7 +489,10 @@ mod tests {
                 factors: Some((3.0, 10.0))
             }
         );
-        assert_eq!(parse_wait("0.5,2").unwrap().factors, Some((2.0, 3.0)));
+        assert_eq!(parse_wait("0.5,2").unwrap().factors, Some((2.0, 10.0)));
+        // Far beyond the range: an error, not a panic.
+        assert!(parse_wait("1e300").unwrap_err().contains("MAX must be"));
+        assert!(parse_wait("1e20").is_err());
         assert!(parse_wait("31").is_err());
         assert!(parse_wait("x").is_err());
         assert!(parse_wait("1,2,3,4").is_err());

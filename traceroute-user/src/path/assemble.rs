@@ -289,6 +289,8 @@ impl DistanceUncertain {
         };
         for run in runs {
             run.distance_uncertain = Some(mark.clone());
+            // The same reply TTL, read as what it most likely is here.
+            run.suspected_middlebox = None;
         }
     }
 }

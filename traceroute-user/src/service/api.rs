@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::config::parse_protocol;
 use super::metrics::{Format as MetricsFormat, Origin};
 use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared};
+use crate::clock::MonotonicTime;
 use crate::error::ErrorCode;
 use crate::probe::Protocol;
 use crate::resolve;
@@ -42,6 +43,8 @@ pub const MAX_CLIENT_ID: usize = 256;
 pub const MAX_QUERY: usize = 4096;
 
 const TRACE_PREFIX: &str = "/traceroute/";
+/// What the agent learnt of each responder (see `trace::knowledge`).
+const RESPONDERS: &str = "/debug/responders";
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
@@ -128,11 +131,14 @@ async fn route(
             format!("path is limited to {MAX_PATH} bytes and the query string to {MAX_QUERY}"),
         ));
     }
-    let known = path == "/health" || path == "/metrics" || path.starts_with(TRACE_PREFIX);
+    let known = path == "/health"
+        || path == "/metrics"
+        || path == RESPONDERS
+        || path.starts_with(TRACE_PREFIX);
     if !known {
         return Err(ServiceError::new(
             ErrorCode::NotFound,
-            "no such endpoint (GET /traceroute/{host}, /health, /metrics)",
+            "no such endpoint (GET /traceroute/{host}, /health, /metrics, /debug/responders)",
         ));
     }
     if method != Method::GET {
@@ -143,6 +149,13 @@ async fn route(
     }
     match path {
         "/health" => Ok(health(shared)),
+        RESPONDERS => {
+            let view = shared.tracer.knowledge().view(MonotonicTime::now());
+            let body = serde_json::to_vec(&view).map_err(|e| {
+                ServiceError::new(ErrorCode::Unknown, format!("encoding the view: {e}"))
+            })?;
+            Ok(json_response(StatusCode::OK, body))
+        }
         "/metrics" => {
             let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
             let format = MetricsFormat::negotiate(accept);

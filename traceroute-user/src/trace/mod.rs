@@ -770,6 +770,7 @@ impl Tracer {
         let arrived = tokio::time::Instant::now();
         let waited_until = arrived + request.admission_wait;
         let mut setup = Some(setup);
+        let mut waited = false;
         loop {
             let wait = {
                 let _admission = self.admission.locked();
@@ -780,7 +781,9 @@ impl Tracer {
                     let now = MonotonicTime::now();
                     setup.deadline = now + deadline;
                     let mut prober = Prober::new(setup);
-                    prober.set_admission_wait(arrived.elapsed());
+                    if waited {
+                        prober.set_admission_wait(arrived.elapsed());
+                    }
                     prober.reserve_first_window(now, self.shared());
                     return Ok(prober);
                 }
@@ -790,6 +793,7 @@ impl Tracer {
             if now >= waited_until {
                 return Err(TraceError::Busy { retry_after: wait });
             }
+            waited = true;
             tokio::time::sleep(ADMISSION_RECHECK.min(waited_until - now)).await;
         }
     }

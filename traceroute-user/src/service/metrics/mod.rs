@@ -19,11 +19,12 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::clock::MonotonicTime;
 use crate::error::ErrorCode;
 use crate::path::NetworkPath;
 use crate::probe::Protocol;
@@ -506,8 +507,50 @@ impl Collector for TracerCollector {
             "Route cache invalidations caused by routing changes",
             tracer.routes().refreshes(),
         )?;
+        let known = tracer.knowledge().totals(MonotonicTime::now());
+        gauge(
+            &mut encoder,
+            "responders_known",
+            "Responders the agent has learnt something about (answer budget or latency)",
+            known.responders,
+        )?;
+        gauge(
+            &mut encoder,
+            "responders_limited",
+            "Responders that showed an answer limit in the last 5 minutes (paced at the prior budget)",
+            known.limited,
+        )?;
+        gauge(
+            &mut encoder,
+            "silent_places",
+            "Places on paths known to stay silent for a full wait (later traces give up sooner there)",
+            known.silent_places,
+        )?;
+        counter(
+            &mut encoder,
+            "responder_budget_growths",
+            "Times a responder answered its whole budget and the budget doubled",
+            known.growths,
+        )?;
+        counter(
+            &mut encoder,
+            "responder_limits",
+            "Times a responder showed an answer limit and its budget fell back to the prior",
+            known.limits,
+        )?;
         Ok(())
     }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m)
 }
 
 #[cfg(test)]

@@ -191,11 +191,12 @@ impl Budget {
     /// The responder showed a limit: the prior again, spent as of
     /// `empty_at`, and no growth for [`LIMIT_HOLD`].
     pub fn limit(&mut self, prior: Rate, empty_at: MonotonicTime, now: MonotonicTime) {
-        // What it allows is what the prior says, and it had nothing left
-        // then: whatever the grown budget counted as in use is moot.
-        self.scale = 1;
-        self.bucket = Bucket::default();
         if !self.is_limited(now) {
+            // What it allows is what the prior says, and it had nothing
+            // left then: what the grown budget counted as in use is moot.
+            // (Already limited, its queue stands.)
+            self.scale = 1;
+            self.bucket = Bucket::default();
             self.limits += 1;
         }
         self.limited = Some(now);

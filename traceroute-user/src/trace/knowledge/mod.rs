@@ -110,6 +110,13 @@ struct Silence {
     touched: MonotonicTime,
 }
 
+/// The lowest TTL a destination answered at, and when it last did.
+#[derive(Clone, Copy, Debug)]
+struct Distance {
+    ttl: Ttl,
+    seen: MonotonicTime,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Alias {
     addr: IpAddr,
@@ -126,6 +133,8 @@ struct Table {
     hops: HashMap<RouterKey, IpAddr>,
     latency: HashMap<IpAddr, Latency>,
     places: HashMap<Place, Silence>,
+    /// How far destinations answered from.
+    destinations: HashMap<(Origin, IpAddr), Distance>,
     last_gc: Option<MonotonicTime>,
 }
 
@@ -269,6 +278,33 @@ impl Knowledge {
             .is_limited(now)
             .then(|| budget.earliest(self.prior, now, 1).since(now))
             .flatten()
+    }
+
+    /// `destination` answered a probe of `ttl` from `origin` (as itself:
+    /// an echo reply, a SYN-ACK, a port unreachable).
+    pub fn reached(&self, origin: Origin, destination: IpAddr, ttl: Ttl, now: MonotonicTime) {
+        let mut table = self.table(now);
+        let entry = table
+            .destinations
+            .entry((origin, destination))
+            .or_insert(Distance { ttl, seen: now });
+        entry.ttl = entry.ttl.min(ttl);
+        entry.seen = now;
+    }
+
+    /// The lowest TTL at which `destination` answered `origin` lately.
+    pub fn destination_distance(
+        &self,
+        origin: Origin,
+        destination: IpAddr,
+        now: MonotonicTime,
+    ) -> Option<Ttl> {
+        let table = self.table.locked();
+        table
+            .destinations
+            .get(&(origin, destination))
+            .filter(|d| now.since(d.seen).is_none_or(|age| age < FORGET_AFTER))
+            .map(|d| d.ttl)
     }
 
     /// Whether probes at `key` are paced above the prior (a grown budget).
@@ -431,10 +467,12 @@ impl Table {
         self.aliases.retain(|_, a| fresh(a.seen));
         self.latency.retain(|_, l| fresh(l.touched));
         self.places.retain(|_, s| fresh(s.touched));
+        self.destinations.retain(|_, d| fresh(d.seen));
         trim(&mut self.budgets, |b| b.touched);
         trim(&mut self.aliases, |a| a.seen);
         trim(&mut self.latency, |l| l.touched);
         trim(&mut self.places, |s| s.touched);
+        trim(&mut self.destinations, |d| d.seen);
         // Own hops are forgotten by their trace; these only guard a leak.
         if self.hops.len() > MAX_ENTRIES {
             self.hops.clear();

@@ -320,6 +320,15 @@ impl Prober {
                 FirstHopPlan::Probe => self.claimed_first_hop = true,
             }
         }
+        if let Some(not_before) = self.probes[&key].not_before.filter(|t| *t > now) {
+            return Status::Deferred(not_before);
+        }
+        // A lower TTL is being checked again: if the destination is there,
+        // this probe is beyond it and would only spend its budget.
+        let again = !self.probes[&key].sends.is_empty();
+        if again && self.checking_below(key.ttl) {
+            return Status::Deferred(self.setup.deadline);
+        }
         let spacing = setup.plan.spacing * u32::from(key.attempt);
         let mut at = self
             .started
@@ -662,7 +671,9 @@ impl Prober {
         if let Some(token) = send.token {
             knowledge.answered(token.key, token.spent, now);
         }
-        if !answer.destination {
+        if answer.destination {
+            knowledge.reached(origin, answer.from, key.ttl, now);
+        } else {
             // A router answers for every flow crossing it; a destination
             // answers only for itself.
             if self.position_applies(key.ttl) {

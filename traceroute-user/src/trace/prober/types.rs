@@ -193,6 +193,11 @@ pub struct Probe {
     /// How long its first send waited before it was given up and queued to
     /// be probed again (what it reports if the second send never leaves).
     pub gave_up_after: Option<Duration>,
+    /// It is not sent again before this time.
+    pub not_before: Option<MonotonicTime>,
+    /// Its silence was taken for a responder holding back: it was queued to
+    /// be asked again, and a second silence is that too, not a silent hop.
+    pub suspected: bool,
 }
 
 impl Probe {
@@ -306,6 +311,8 @@ impl Probes {
                 status: Status::Queued,
                 grant: None,
                 gave_up_after: None,
+                not_before: None,
+                suspected: false,
             })
             .collect();
         Probes {

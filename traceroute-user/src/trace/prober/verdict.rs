@@ -154,16 +154,36 @@ impl Prober {
             reason: NoAnswer::Timeout,
             waited: Some(waited),
         };
-        // 1. A responder holding back.
+        // 1. A responder holding back (or, asked again for that, still).
         let optimistic = send.token.is_some_and(|t| t.spent.optimistic);
-        if optimistic || (later && self.answers_at(key, shared)) {
+        // The destination answered this origin at this TTL or nearer (this
+        // trace's other flows, or earlier traces): the probe reached it, or
+        // a router before it that answers; either is holding back.
+        let reaches_destination = shared
+            .knowledge
+            .destination_distance(self.setup.origin, self.setup.flow.destination(), now)
+            .is_some_and(|distance| key.ttl >= distance);
+        if optimistic
+            || probe.suspected
+            || reaches_destination
+            || (later && self.answers_at(key, shared))
+        {
             let budget = self
                 .router(key.ttl, shared)
                 .or_else(|| send.token.map(|t| t.key));
-            if let Some(budget) = budget {
-                knowledge.silent(budget, send.at, now);
-            }
-            if first_send && self.setup.policy.reprobe && self.can_send_again(key, now, shared) {
+            let limited = budget.is_some_and(|budget| knowledge.silent(budget, send.at, now));
+            // Not a limit yet (one silence may be a lost packet): asked
+            // again when a limited responder would have a token again.
+            let refilled = send.at + knowledge.prior().interval();
+            let not_before = (!limited).then_some(refilled);
+            if first_send
+                && self.setup.policy.reprobe
+                && self.can_send_again(key, not_before.unwrap_or(now).max(now), shared)
+            {
+                if let Some(probe) = self.probes.get_mut(&key) {
+                    probe.not_before = not_before;
+                    probe.suspected = true;
+                }
                 return Status::Queued;
             }
             return Status::Unanswered {
@@ -175,6 +195,8 @@ impl Prober {
         match self.rechecks.get(&key.ttl).copied() {
             Some(Recheck::Pending(checking)) if checking == key && !first_send => {
                 self.rechecks.insert(key.ttl, Recheck::Silent);
+                // Probes held back behind this check may go.
+                self.news = true;
                 self.conclude_awaiting(key.ttl);
                 self.remember_silence(key.ttl, waited, now, shared);
                 return timeout;
@@ -214,6 +236,13 @@ impl Prober {
             .router(key.ttl, shared)
             .map_or(now, |budget| shared.knowledge.earliest(budget, now, 1));
         leaves.max(now) + self.wait_for(key, shared) <= self.setup.deadline
+    }
+
+    /// A TTL below `ttl` is being checked once more.
+    pub(super) fn checking_below(&self, ttl: Ttl) -> bool {
+        self.rechecks
+            .iter()
+            .any(|(t, r)| *t < ttl && matches!(r, Recheck::Pending(_)))
     }
 
     /// The TTL's re-check came back silent: the silences that waited for
