@@ -661,3 +661,76 @@ fn a_destination_answering_from_too_near_is_a_suspected_middlebox() {
         json!({"ttl": 3, "reply_ttl": 63, "distance": 2, "likely": "198.18.2.2"})
     );
 }
+
+#[test]
+fn a_destination_that_may_be_nearer_than_it_answered_is_marked_and_not_counted() {
+    let router = |ttl: u8, n: u8| HopObservation {
+        ttl: self::ttl(ttl),
+        attempts: vec![AttemptOutcome {
+            reply_ttl: Some(65 - ttl),
+            ..AttemptOutcome::answered(IpAddr::from([198, 18, n, 2]), Duration::from_millis(1))
+        }],
+    };
+    let silent = |ttl: u8| HopObservation {
+        ttl: self::ttl(ttl),
+        attempts: vec![AttemptOutcome::silent()],
+    };
+    let destination = |ttl: u8, reply_ttl: u8| HopObservation {
+        ttl: self::ttl(ttl),
+        attempts: vec![AttemptOutcome {
+            reply_ttl: Some(reply_ttl),
+            is_destination: true,
+            ..AttemptOutcome::answered(IpAddr::from([198, 18, 9, 2]), Duration::from_millis(1))
+        }],
+    };
+    let src = sock("198.18.1.1:40000");
+    let dst = sock("198.18.9.2:33434");
+    // 3 routers, TTLs 4 and 5 silent, the destination at 6 with a reply TTL
+    // that puts it 4 hops away: it may be at 4.
+    let obs = vec![
+        router(1, 1),
+        router(2, 2),
+        router(3, 3),
+        silent(4),
+        silent(5),
+        destination(6, 61),
+    ];
+    let mut runs = vec![Run::from_observations(src, dst, &obs)];
+    DistanceUncertain::mark(&mut runs);
+    let mark = runs[0].distance_uncertain.clone().expect("marked");
+    assert_eq!(mark.answered_at, ttl(6));
+    assert_eq!(mark.silent, [ttl(4), ttl(5)]);
+    assert_eq!(mark.estimate, 4);
+    assert!(
+        runs[0].suspected_middlebox.is_none(),
+        "said as uncertainty instead"
+    );
+    let count = HopCount::from_runs(&runs);
+    assert_eq!((count.min, count.max), (0, 0), "no hop count that is wrong");
+    let mut record = record();
+    record.traceroute.runs = runs;
+    validate(&serde_json::to_value(&record).unwrap()).unwrap();
+    // Every TTL before it answered, or the reply TTL agrees: nothing to say.
+    for obs in [
+        vec![
+            router(1, 1),
+            router(2, 2),
+            router(3, 3),
+            router(4, 4),
+            router(5, 5),
+            destination(6, 59),
+        ],
+        vec![
+            router(1, 1),
+            router(2, 2),
+            router(3, 3),
+            silent(4),
+            silent(5),
+            destination(6, 59),
+        ],
+    ] {
+        let mut runs = vec![Run::from_observations(src, dst, &obs)];
+        DistanceUncertain::mark(&mut runs);
+        assert!(runs[0].distance_uncertain.is_none(), "{:?}", runs[0]);
+    }
+}

@@ -50,7 +50,7 @@ pub async fn drive<N: Network>(
     drive_observed(prober, network, shared, &mut |_| {}).await
 }
 
-/// [`drive`], showing the prober to `observe` at every step (the live
+/// [`drive`], showing the prober to `observe` before every wait and at the end (the live
 /// progress of a trace is drawn from it).
 pub async fn drive_observed<N: Network>(
     prober: &mut Prober,
@@ -59,13 +59,15 @@ pub async fn drive_observed<N: Network>(
     observe: &mut (dyn FnMut(&Prober) + Send),
 ) -> io::Result<()> {
     loop {
-        observe(prober);
         // Whatever already arrived is taken before anything is given up.
         while let Some(packet) = network.ready() {
             take(prober, network, &packet, shared);
         }
         match prober.poll(network.now(), shared) {
-            Action::Done => return Ok(()),
+            Action::Done => {
+                observe(prober);
+                return Ok(());
+            }
             Action::Send { key, reprobe } => {
                 let packet = build_probe(prober.flow(), key.ttl, key.wire_id(reprobe).attempt());
                 // Stamped before the call: without a kernel egress stamp the
@@ -79,11 +81,16 @@ pub async fn drive_observed<N: Network>(
                     Err(e) => return Err(e),
                 }
             }
-            Action::Wait(until) => match network.next(until).await {
-                Wake::Packet(packet) => take(prober, network, &packet, shared),
-                Wake::News => prober.on_news(),
-                Wake::Time => {}
-            },
+            Action::Wait(until) => {
+                // Shown before waiting: the wait may be long, and what
+                // settled up to now must not wait with it.
+                observe(prober);
+                match network.next(until).await {
+                    Wake::Packet(packet) => take(prober, network, &packet, shared),
+                    Wake::News => prober.on_news(),
+                    Wake::Time => {}
+                }
+            }
         }
     }
 }

@@ -1059,3 +1059,34 @@ fn a_router_that_starts_limiting_mid_run_is_backed_off_and_still_found() {
     assert!(every_hop_answered(&p, 5));
     assert_eq!(sim.router(r2).limiter.unwrap().suppressed, before);
 }
+
+#[test]
+fn end_to_end_losses_at_a_known_destination_are_samples_not_re_probes() {
+    let mut world = World::new();
+    chain(&mut world);
+    let mut sim = Sim::new(world);
+    // A trace first: the destination is known to answer at TTL 5.
+    sim.trace(Protocol::Tcp, DST, plan(30, 1, 1000), secs(4));
+    sim.world
+        .borrow_mut()
+        .hosts
+        .get_mut(&IpAddr::from(DST))
+        .unwrap()
+        .silent = true;
+    let start = sim.now();
+    let flow = flow(Protocol::Tcp, DST, 40100);
+    let plan = super::prober::Plan {
+        spacing: Duration::from_millis(10),
+        ..e2e_plan(3)
+    };
+    let policy = super::prober::Policy {
+        adaptive_waits: false,
+        ..Default::default()
+    };
+    let mut p = prober_with(flow, plan, policy, start, secs(5));
+    run_one(&sim.world, &sim.commons, &mut p);
+    // Each silence waited the whole second and is a loss: not a responder
+    // to ask again.
+    assert_eq!(super::e2e_samples(&p), vec![None, None, None]);
+    assert_eq!(p.stats().reprobes, 0);
+}

@@ -154,6 +154,11 @@ impl Prober {
             reason: NoAnswer::Timeout,
             waited: Some(waited),
         };
+        // End-to-end probes: a silence after the full wait is a loss sample,
+        // whatever holds it back.
+        if !self.setup.policy.adaptive_waits {
+            return timeout;
+        }
         // 1. A responder holding back (or, asked again for that, still).
         let optimistic = send.token.is_some_and(|t| t.spent.optimistic);
         // The destination answered this origin at this TTL or nearer (this
