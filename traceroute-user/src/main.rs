@@ -55,9 +55,9 @@ enum Command {
         /// Stop after this many events.
         #[arg(short = 'c', long)]
         count: Option<u64>,
-        /// Stop after this many seconds.
-        #[arg(long)]
-        seconds: Option<f64>,
+        /// Stop after this many seconds (0 to a day).
+        #[arg(long, value_parser = parse_capture_seconds)]
+        seconds: Option<Duration>,
         /// Attach exactly as a trace does: only registered flows reach userspace,
         /// so nothing is printed. For measuring what the programs cost traffic.
         #[arg(long)]
@@ -217,10 +217,22 @@ struct CaptureLine {
     summary: Option<Summary>,
 }
 
+/// `capture --seconds`: a number of seconds from 0 to a day (a usage error
+/// otherwise, never a panic on a value no `Duration` holds).
+fn parse_capture_seconds(text: &str) -> Result<Duration, String> {
+    const MAX: f64 = 86_400.0;
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=MAX).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("must be a number of seconds from 0 to {MAX}, got {text:?}"))
+}
+
 async fn capture(
     interfaces: Vec<String>,
     count: Option<u64>,
-    seconds: Option<f64>,
+    seconds: Option<Duration>,
     registered_only: bool,
     stats: bool,
 ) -> anyhow::Result<()> {
@@ -234,8 +246,7 @@ async fn capture(
         capture.attach(ifname)?;
     }
     let mut events = capture.events(4096)?;
-    let deadline =
-        seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = seconds.map(|s| tokio::time::Instant::now() + s);
     let mut seen = 0u64;
     let mut stdout = std::io::stdout().lock();
     tracing::info!("capture ready");

@@ -179,3 +179,27 @@ fn cli_api_and_config_agree_on_every_default_and_limit() {
         }
     }
 }
+
+/// Durations far beyond what a `Duration` holds, as flags: a usage error
+/// naming the allowed range (exit 2), never a panic (exit 101).
+#[test]
+fn huge_durations_are_usage_errors_not_panics() {
+    let cases: [&[&str]; 6] = [
+        &["trace", BAD_HOST, "-w", "1e300"],
+        &["trace", BAD_HOST, "-w", "1e20"],
+        &["trace", BAD_HOST, "-w", "1,1e300,1e300"],
+        &["capture", "--interface", "lo", "--seconds", "1e300"],
+        &["capture", "--interface", "lo", "--seconds", "inf"],
+        &["capture", "--interface", "lo", "--seconds=-1"],
+    ];
+    for args in cases {
+        let out = Command::new(AGENT).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("must be"),
+            "{args:?} does not say the range: {stderr}"
+        );
+    }
+}

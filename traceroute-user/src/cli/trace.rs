@@ -215,6 +215,8 @@ pub struct Wait {
 /// traceroute's HERE and NEAR factors when `-w` does not give them.
 const TRACEROUTE_HERE: f64 = 3.0;
 const TRACEROUTE_NEAR: f64 = 10.0;
+/// Most a HERE or NEAR factor may be (a wait is capped by MAX anyway).
+const MAX_WAIT_FACTOR: f64 = 1000.0;
 
 fn parse_wait(text: &str) -> Result<Wait, String> {
     let parts: Vec<&str> = text.split(',').collect();
@@ -224,6 +226,13 @@ fn parse_wait(text: &str) -> Result<Wait, String> {
             .ok()
             .filter(|v| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| format!("{what} must be a number of seconds or a factor, got {s:?}"))
+    };
+    let factor = |s: &str, what: &str| -> Result<f64, String> {
+        Some(number(s, what)?)
+            .filter(|v| *v <= MAX_WAIT_FACTOR)
+            .ok_or_else(|| {
+                format!("{what} must be a factor from 0 to {MAX_WAIT_FACTOR}, got {s:?}")
+            })
     };
     let range = || {
         format!(
@@ -238,8 +247,8 @@ fn parse_wait(text: &str) -> Result<Wait, String> {
     }
     let factors = match parts.len() {
         1 => None,
-        2 => Some((number(parts[1], "HERE")?, TRACEROUTE_NEAR)),
-        3 => Some((number(parts[1], "HERE")?, number(parts[2], "NEAR")?)),
+        2 => Some((factor(parts[1], "HERE")?, TRACEROUTE_NEAR)),
+        3 => Some((factor(parts[1], "HERE")?, factor(parts[2], "NEAR")?)),
         _ => return Err("expected MAX[,HERE,NEAR]".into()),
     };
     Ok(Wait { max, factors })
@@ -493,6 +502,16 @@ mod tests {
         // Far beyond the range: an error, not a panic.
         assert!(parse_wait("1e300").unwrap_err().contains("MAX must be"));
         assert!(parse_wait("1e20").is_err());
+        assert!(
+            parse_wait("1,1e300,3")
+                .unwrap_err()
+                .contains("HERE must be a factor")
+        );
+        assert!(
+            parse_wait("1,3,1e300")
+                .unwrap_err()
+                .contains("NEAR must be a factor")
+        );
         assert!(parse_wait("31").is_err());
         assert!(parse_wait("x").is_err());
         assert!(parse_wait("1,2,3,4").is_err());

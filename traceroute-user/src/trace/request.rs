@@ -344,7 +344,9 @@ impl TraceRequest {
             tcp_method: TcpMethod::Syn,
             pmtu: false,
             probe_size: None,
-            deadline: None,
+            // The trace's bound covers the probes beside it too: a request
+            // never runs past what it was given.
+            deadline: self.deadline,
             reverse_dns: false,
             ..self.clone()
         }
@@ -423,6 +425,18 @@ mod tests {
             })
             .unwrap();
         assert_eq!(r.family, FamilyPreference::Any);
+    }
+
+    #[test]
+    fn end_to_end_probes_share_the_traces_deadline() {
+        let mut r = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL)
+            .with_e2e_queries(100)
+            .unwrap();
+        r.deadline = Some(Duration::from_secs(16));
+        let e2e = r.e2e();
+        assert_eq!(e2e.deadline, Some(Duration::from_secs(16)));
+        assert_eq!(e2e.queries, 100);
+        assert_eq!(e2e.first_ttl, e2e.max_ttl);
     }
 
     #[test]

@@ -307,13 +307,6 @@ impl Knowledge {
             .map(|d| d.ttl)
     }
 
-    /// Whether probes at `key` are paced above the prior (a grown budget).
-    pub fn grown(&self, key: RouterKey, now: MonotonicTime) -> bool {
-        let table = self.table(now);
-        let key = table.resolve(key);
-        table.budgets.get(&key).is_some_and(|b| b.scale() > 1)
-    }
-
     /// `n` answers owed by `key`'s responder that no reservation took (see
     /// [`Budget::charge`]).
     pub fn charge(&self, key: RouterKey, n: u32, now: MonotonicTime) {
