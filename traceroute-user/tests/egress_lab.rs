@@ -187,7 +187,19 @@ fn what_cannot_be_pinned_exits_2_with_the_reason() {
     let dst = lab.primary_v4("dst").unwrap().to_string();
     let dst6 = lab.primary_v6("dst").unwrap().to_string();
     let mine6 = lab.addr("src", "r2", Family::V6).unwrap().to_string();
+    // The directed broadcast of src's own subnet is not a host either.
+    let mine = lab.addr("src", "r1", Family::V4).unwrap().to_string();
+    let broadcast = format!("{}.255", mine.rsplit_once('.').unwrap().0);
+    let mapped = format!("::ffff:{broadcast}");
     for (args, why) in [
+        (
+            vec![broadcast.as_str()],
+            format!("{broadcast} is a broadcast address here"),
+        ),
+        (
+            vec![mapped.as_str()],
+            format!("{broadcast} is a broadcast address here"),
+        ),
         (
             vec!["-s", dst.as_str(), dst.as_str()],
             format!("source address {dst} is not an address of this host"),

@@ -261,6 +261,10 @@ fn bad_inputs_get_4xx_with_a_json_code() {
         // addresses no trace can go to
         ("/traceroute/233.252.0.1".into(), 400, "INVALID_REQUEST"),
         ("/traceroute/255.255.255.255".into(), 400, "INVALID_REQUEST"),
+        // The directed broadcast of src's own subnet (198.18.1.0/24), as
+        // itself and IPv4-mapped: the route lookup says broadcast.
+        ("/traceroute/198.18.1.255".into(), 400, "INVALID_REQUEST"),
+        ("/traceroute/::ffff:198.18.1.255".into(), 400, "INVALID_REQUEST"),
         ("/traceroute/0.0.0.0".into(), 400, "INVALID_REQUEST"),
         ("/traceroute/::".into(), 400, "INVALID_REQUEST"),
         ("/traceroute/ff02::1".into(), 400, "INVALID_REQUEST"),
@@ -396,8 +400,8 @@ fn bad_inputs_get_4xx_with_a_json_code() {
     assert_eq!(agent.get("/health").status, 200);
     assert_eq!(
         agent.metric("traceroute_agent_runs_total", "protocol=\"UDP\""),
-        1.0,
-        "only the DNS case reached the tracer"
+        3.0,
+        "only the DNS and the two broadcast cases (refused by the route lookup) reached the tracer"
     );
 }
 

@@ -219,6 +219,13 @@ pub enum RouteError {
     /// `blackhole`, `prohibit` or `throw` route types.
     #[error("no route to {0}")]
     NoRoute(IpAddr),
+    /// The route to it is a `broadcast` route: the directed broadcast
+    /// address of a subnet of this host, every host there at once, not one
+    /// to trace (sending to it needs `SO_BROADCAST`).
+    #[error(
+        "{0} is a broadcast address here (the directed broadcast of a subnet of this host), not a host to trace"
+    )]
+    Broadcast(IpAddr),
     /// The kernel answers "No route to host" (`EHOSTUNREACH`), which is what
     /// an `unreachable` route yields: packets would get ICMP host-unreachable.
     #[error("host {0} is unreachable (unreachable route)")]
@@ -284,7 +291,8 @@ impl RouteError {
             RouteError::HostUnreachable(_) => ErrorCode::Hostunreach,
             RouteError::NotLocal(_)
             | RouteError::SourceFamily { .. }
-            | RouteError::NoSuchInterface(_) => ErrorCode::InvalidRequest,
+            | RouteError::NoSuchInterface(_)
+            | RouteError::Broadcast(_) => ErrorCode::InvalidRequest,
             RouteError::NoSourceAddress { .. }
             | RouteError::Netlink(_)
             | RouteError::Unexpected(_)
@@ -300,6 +308,7 @@ impl RouteError {
             RouteError::NoRoute(_)
                 | RouteError::NoRouteThrough { .. }
                 | RouteError::HostUnreachable(_)
+                | RouteError::Broadcast(_)
                 | RouteError::NoSourceAddress { .. }
         )
     }

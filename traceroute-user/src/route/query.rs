@@ -159,6 +159,7 @@ fn route_errno(destination: IpAddr, code: i32) -> Option<RouteError> {
 fn decision_from(destination: IpAddr, msg: &RouteMessage) -> Result<Decision, RouteError> {
     match msg.header.kind {
         RouteType::Unreachable => return Err(RouteError::HostUnreachable(destination)),
+        RouteType::Broadcast => return Err(RouteError::Broadcast(destination)),
         RouteType::BlackHole | RouteType::Prohibit | RouteType::Throw => {
             return Err(RouteError::NoRoute(destination));
         }
@@ -516,6 +517,7 @@ mod tests {
         ));
 
         for (kind, code) in [
+            (RouteType::Broadcast, ErrorCode::InvalidRequest),
             (RouteType::Unreachable, ErrorCode::Hostunreach),
             (RouteType::BlackHole, ErrorCode::Netunreach),
             (RouteType::Prohibit, ErrorCode::Netunreach),
