@@ -203,3 +203,30 @@ fn huge_durations_are_usage_errors_not_panics() {
         );
     }
 }
+
+/// Pinned flows must pin something and never wrap; MDA's confidence needs
+/// MDA: each refused with the reason (exit 2), before anything starts.
+#[test]
+fn flow_pins_that_would_not_pin_are_usage_errors() {
+    for (args, why) in [
+        (&["--flow-id", "0"][..], "0 would pin no flow"),
+        (
+            &["--flow-id", "65535", "--paths", "3"][..],
+            "would wrap past 65535",
+        ),
+        (
+            &["--flow-id", "65300", "--multipath", "mda"][..],
+            "at most 65280",
+        ),
+        (&["--confidence", "99"][..], "--multipath"),
+    ] {
+        let out = Command::new(AGENT)
+            .args(["trace", "198.18.0.9"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}

@@ -226,6 +226,12 @@ fn bad_inputs_get_4xx_with_a_json_code() {
         (format!("{t}?confidence=99"), 400, "INVALID_REQUEST"),
         (format!("{t}?multipath=mda&paths=4"), 400, "INVALID_REQUEST"),
         (format!("{t}?flow_id=0"), 400, "INVALID_REQUEST"),
+        (format!("{t}?flow_id=65535&paths=3"), 400, "INVALID_REQUEST"),
+        (
+            format!("{t}?flow_id=65300&multipath=mda"),
+            400,
+            "INVALID_REQUEST",
+        ),
         (format!("{t}?source_port=70000"), 400, "INVALID_REQUEST"),
         (format!("{t}?reverse_dns=maybe"), 400, "INVALID_REQUEST"),
         // tcp_method
@@ -264,7 +270,11 @@ fn bad_inputs_get_4xx_with_a_json_code() {
         // The directed broadcast of src's own subnet (198.18.1.0/24), as
         // itself and IPv4-mapped: the route lookup says broadcast.
         ("/traceroute/198.18.1.255".into(), 400, "INVALID_REQUEST"),
-        ("/traceroute/::ffff:198.18.1.255".into(), 400, "INVALID_REQUEST"),
+        (
+            "/traceroute/::ffff:198.18.1.255".into(),
+            400,
+            "INVALID_REQUEST",
+        ),
         ("/traceroute/0.0.0.0".into(), 400, "INVALID_REQUEST"),
         ("/traceroute/::".into(), 400, "INVALID_REQUEST"),
         ("/traceroute/ff02::1".into(), 400, "INVALID_REQUEST"),

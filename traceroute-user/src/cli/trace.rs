@@ -175,9 +175,9 @@ pub struct TraceArgs {
     /// Find every branch: MDA sends as many flows as needed (one run each).
     #[arg(long, value_enum, conflicts_with = "paths")]
     multipath: Option<MultipathArg>,
-    /// MDA's confidence, in percent: 95 or 99.
-    #[arg(long, default_value = "95", value_parser = ["95", "99"])]
-    confidence: String,
+    /// MDA's confidence, in percent: 95 (default) or 99.
+    #[arg(long, value_parser = ["95", "99"], requires = "multipath")]
+    confidence: Option<String>,
     /// TCP probes: bare SYNs, segments inside a connection the kernel opens
     /// first (passes stateful firewalls), or that with SYNs as fallback.
     #[arg(long, value_enum, default_value = "syn")]
@@ -315,7 +315,12 @@ impl TraceArgs {
             ));
         }
         if self.multipath.is_some() {
-            let percent = self.confidence.parse().unwrap_or(0);
+            let percent = self
+                .confidence
+                .as_deref()
+                .unwrap_or("95")
+                .parse()
+                .unwrap_or(0);
             request.multipath = Some(
                 Confidence::from_percent(percent)
                     .ok_or_else(|| usage("--confidence must be 95 or 99".into()))?,
@@ -331,6 +336,9 @@ impl TraceArgs {
         };
         if let Some(conflict) = request.pmtu_conflict() {
             return Err(usage(conflict.into()));
+        }
+        if let Some(conflict) = request.flow_conflict() {
+            return Err(usage(conflict));
         }
         request.family = match (self.ipv4, self.ipv6) {
             (true, _) => FamilyPreference::V4,

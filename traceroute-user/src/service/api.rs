@@ -589,6 +589,9 @@ async fn traceroute(
     if let Some(conflict) = request.pmtu_conflict() {
         return Err(invalid(conflict));
     }
+    if let Some(conflict) = request.flow_conflict() {
+        return Err(invalid(conflict));
+    }
     // Without a timeout the Go module gives the whole trace `max_ttl` times
     // the default wait; it may take that long when router budgets ask for it.
     let mut deadline = shared.tracer.deadline_for(&request);

@@ -346,7 +346,11 @@ impl Target {
         if self.interval < Duration::from_millis(100) {
             bail!("interval must be at least 100ms");
         }
-        if let Some(conflict) = self.request()?.pmtu_conflict() {
+        let request = self.request()?;
+        if let Some(conflict) = request.pmtu_conflict() {
+            bail!("{conflict}");
+        }
+        if let Some(conflict) = request.flow_conflict() {
             bail!("{conflict}");
         }
         if self.multipath.is_some() && self.paths != request::PATHS.default {
@@ -510,6 +514,18 @@ mod tests {
                 "broadcast",
             ),
             ("router_icmp_burst = 0", "router_icmp_burst"),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nflow_id = 0",
+                "pin no flow",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nflow_id = 65535\npaths = 3",
+                "would wrap past 65535",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nconfidence = 99",
+                "confidence applies to multipath",
+            ),
             (
                 "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nprotocol = \"sctp\"",
                 "protocol",

@@ -957,6 +957,9 @@ fn validate(request: &TraceRequest) -> Result<(), TraceError> {
     if let Some(conflict) = request.pmtu_conflict() {
         return Err(TraceError::InvalidRequest(conflict.into()));
     }
+    if let Some(conflict) = request.flow_conflict() {
+        return Err(TraceError::InvalidRequest(conflict));
+    }
     request.egress.check().map_err(TraceError::InvalidRequest)
 }
 

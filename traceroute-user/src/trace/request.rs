@@ -352,6 +352,30 @@ impl TraceRequest {
         }
     }
 
+    /// Why the pinned flow ids cannot be used as asked, if they cannot: a
+    /// first id of 1..=65535 (0 would pin nothing), and the ids of every flow
+    /// the trace may use (`paths`, or up to [`MDA_MAX_FLOWS`] for MDA) must
+    /// not wrap past 65535 (two identical requests would then pin different
+    /// flows).
+    pub fn flow_conflict(&self) -> Option<String> {
+        let first = self.flow_id?;
+        if first == 0 {
+            return Some("flow_id must be 1..=65535 (0 would pin no flow)".into());
+        }
+        let flows = if self.multipath.is_some() {
+            MDA_MAX_FLOWS
+        } else {
+            usize::from(self.paths.max(1))
+        };
+        let last = usize::from(first) + flows - 1;
+        (last > usize::from(u16::MAX)).then(|| {
+            format!(
+                "flow_id {first} with {flows} flows would wrap past 65535: at most {} here",
+                usize::from(u16::MAX) + 1 - flows
+            )
+        })
+    }
+
     /// Why path MTU discovery cannot run as asked, if it cannot: it pads
     /// UDP or ICMP probes of one flow.
     pub fn pmtu_conflict(&self) -> Option<&'static str> {
@@ -425,6 +449,33 @@ mod tests {
             })
             .unwrap();
         assert_eq!(r.family, FamilyPreference::Any);
+    }
+
+    #[test]
+    fn pinned_flows_never_wrap_and_zero_pins_nothing() {
+        let pinned = |id: u16, paths: u16| {
+            let mut r = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL)
+                .with_paths(paths)
+                .unwrap();
+            r.flow_id = Some(id);
+            r.flow_conflict()
+        };
+        assert_eq!(pinned(1, 64), None);
+        assert_eq!(pinned(65535, 1), None);
+        assert_eq!(pinned(65534, 2), None);
+        assert!(pinned(0, 1).unwrap().contains("1..=65535"));
+        assert_eq!(
+            pinned(65535, 3).unwrap(),
+            "flow_id 65535 with 3 flows would wrap past 65535: at most 65533 here"
+        );
+        let mut mda = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL);
+        mda.multipath = Some(Confidence::P95);
+        mda.flow_id = Some(65_300);
+        assert!(mda.flow_conflict().unwrap().contains("256 flows"));
+        mda.flow_id = Some(65_280);
+        assert_eq!(mda.flow_conflict(), None);
+        mda.flow_id = None;
+        assert_eq!(mda.flow_conflict(), None);
     }
 
     #[test]
