@@ -416,6 +416,42 @@ fn bad_inputs_get_4xx_with_a_json_code() {
 }
 
 /// Writes `raw` (the server may stop reading part-way) and reads until it closes.
+/// A per-probe timeout that cannot fit in the time this agent lets a
+/// request probe is a bad request naming both settings, answered at once
+/// (not a BUSY that no retry could ever get past); an ignored parameter is
+/// logged at INFO, as the README says.
+#[test]
+fn a_timeout_longer_than_the_request_may_probe_is_a_bad_request_not_busy() {
+    // Nothing silent on the path: the trace that fits ends at once.
+    let lab = Lab::up(&traceroute_lab::named::three()).unwrap();
+    let config = format!("{CONFIG}[api]\nrequest_timeout = \"30s\"\n");
+    let agent = Agent::start_with(&lab, "src", Some(&config), &[]);
+    let dst = lab.primary("dst", Family::V4).unwrap();
+    let started = std::time::Instant::now();
+    let r = agent.get(&format!(
+        "/traceroute/{dst}?timeout=30000000000&max_ttl=5&traceroute_queries=1&maxttl=5"
+    ));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["code"], "INVALID_REQUEST");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("api.request_timeout"), "{message}");
+    assert!(message.contains("timeout"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // A timeout that fits is traced.
+    let r = agent.get(&format!(
+        "/traceroute/{dst}?timeout=20000000000&max_ttl=5&traceroute_queries=1&maxttl=5"
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        agent
+            .log()
+            .contains("ignored unknown or repeated query parameters"),
+        "{}",
+        agent.log()
+    );
+}
+
 fn raw_exchange(socket: &std::path::Path, raw: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut s = UnixStream::connect(socket).unwrap();

@@ -564,7 +564,7 @@ async fn traceroute(
     };
     let config = shared.config();
     if !params.ignored.is_empty() {
-        tracing::debug!(
+        tracing::info!(
             client_id = params.client_id,
             ignored = ?params.ignored,
             "ignored unknown or repeated query parameters"
@@ -600,7 +600,16 @@ async fn traceroute(
     }
     // Probing stops early enough to leave room for resolution and reverse DNS.
     let limit = config.api.request_timeout;
-    request.deadline = Some(deadline.min(limit.mul_f64(0.8)));
+    let probing = limit.mul_f64(0.8);
+    // A probe's own wait must fit in the time a request may probe: no
+    // retry could ever make it, so it is no BUSY but a bad request.
+    if request.timeout > probing {
+        return Err(invalid(format!(
+            "timeout ({:?} per probe) does not fit in this agent's api.request_timeout ({:?}): probing may take 80 % of it ({:?}); ask for a shorter timeout",
+            request.timeout, limit, probing
+        )));
+    }
+    request.deadline = Some(deadline.min(probing));
     request.admission_wait = API_ADMISSION_WAIT;
     let result = shared.trace(&request, &[], Origin::Api, limit).await;
     let ms = started.elapsed().as_millis() as u64;
