@@ -366,6 +366,18 @@ fn bad_inputs_get_4xx_with_a_json_code() {
             "INVALID_REQUEST",
         ),
         (
+            "a signed length",
+            "GET /health HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello".to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
+            "a coding hyper does not frame",
+            "GET /health HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nhello".to_string(),
+            400,
+            "INVALID_REQUEST",
+        ),
+        (
             "120 headers",
             format!("GET /health HTTP/1.1\r\n{many_headers}\r\n"),
             431,

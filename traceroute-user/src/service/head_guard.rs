@@ -162,13 +162,28 @@ fn check_head(head: &[u8]) -> Scan {
     let mut body = Body::None;
     for h in request.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // hyper frames a body only when chunked is the last coding and
+            // answers anything else without our JSON body: refused here.
+            let last = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .map(str::trim);
+            if !last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
+                return Scan::Reject(ServiceError::new(
+                    ErrorCode::InvalidRequest,
+                    "malformed HTTP request: unsupported Transfer-Encoding (only chunked is understood)",
+                ));
+            }
             body = Body::Other;
             break;
         }
         if h.name.eq_ignore_ascii_case("content-length") {
+            // Digits only: Rust's parser would take "+5", hyper does not.
             let n = std::str::from_utf8(h.value)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
             match (n, &body) {
                 (Some(n), Body::None) => body = Body::Length(n),
                 (Some(n), Body::Length(m)) if n == *m => {}
@@ -440,6 +455,24 @@ GET /metrics HTTP/1.1\n\n";
         let (out, rejected) = through(chunked).await;
         assert_eq!(rejected, None);
         assert_eq!(out, chunked);
+        // What hyper would refuse without a body is refused here, with one.
+        for head in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        ] {
+            let (_, rejected) = through(head).await;
+            assert_eq!(
+                rejected.map(|r| r.code),
+                Some(ErrorCode::InvalidRequest),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        let gzip_chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(through(gzip_chunked).await.1, None);
     }
 
     #[test]
