@@ -16,9 +16,11 @@
 //! answers its own errors bare): no endpoint takes a body, so only a client
 //! already sending nonsense gets there.
 
+use crate::clock::MonotonicTime;
 use crate::error::ErrorCode;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -39,6 +41,10 @@ pub struct Verdict {
     /// Names the synthetic request; a client cannot guess it.
     nonce: u64,
     rejection: OnceLock<Rejection>,
+    /// Since when (CLOCK_MONOTONIC ns) the connection has been waiting for
+    /// a request head; 0 while a request is being served. The listener sheds
+    /// the connection that has waited longest when it needs room.
+    waiting_since: AtomicU64,
 }
 
 impl Verdict {
@@ -46,7 +52,28 @@ impl Verdict {
         Arc::new(Verdict {
             nonce: getrandom::u64().unwrap_or_else(|_| std::process::id().into()),
             rejection: OnceLock::new(),
+            waiting_since: AtomicU64::new(MonotonicTime::now().as_nanos().max(1)),
         })
+    }
+
+    /// Since when the connection has been waiting for a request (idle, or
+    /// a head arriving slowly); `None` while a request is served.
+    pub fn waiting_since(&self) -> Option<MonotonicTime> {
+        match self.waiting_since.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(MonotonicTime::from_nanos(ns)),
+        }
+    }
+
+    fn serving(&self) {
+        self.waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    fn waiting(&self) {
+        if self.waiting_since.load(Ordering::Relaxed) == 0 {
+            let now = MonotonicTime::now().as_nanos().max(1);
+            self.waiting_since.store(now, Ordering::Relaxed);
+        }
     }
 
     fn path(&self) -> String {
@@ -283,6 +310,7 @@ impl<S> HeadGuard<S> {
         match self.scanner.scan(&self.buf) {
             Scan::NeedMore => true,
             Scan::Head { len, body } => {
+                self.verdict.serving();
                 self.cleared = len;
                 match body {
                     Body::None => {}
@@ -343,7 +371,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        // An answer goes out: from now on it waits for the next request.
+        this.verdict.waiting();
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -359,7 +390,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.verdict.waiting();
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

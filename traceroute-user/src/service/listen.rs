@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use super::api::Rejected;
 use super::config::ApiConfig;
 use super::head_guard::{HeadGuard, MAX_HEADER_BYTES, Verdict};
+use crate::sync::LockExt;
 
 pub struct Listeners {
     unix: Option<(UnixListener, SocketFile)>,
@@ -35,6 +36,62 @@ pub struct Listeners {
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Refused connections are logged at most this often.
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+/// At the connection cap, a new connection waits at most this long for the
+/// room the connection shed for it makes.
+const SHED_WAIT: Duration = Duration::from_millis(500);
+
+/// Every open connection, with what says whether it is serving a request,
+/// and a way to close it: at the cap, the connection that has waited longest
+/// for a request (idle, or dripping its head) makes room for a new one, so
+/// that connections held open without asking anything cannot lock others
+/// out.
+#[derive(Default)]
+struct Connections {
+    open: std::sync::Mutex<std::collections::HashMap<u64, Open>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+struct Open {
+    verdict: Arc<Verdict>,
+    shed: Arc<tokio::sync::Notify>,
+}
+
+impl Connections {
+    fn add(&self, verdict: Arc<Verdict>) -> (u64, Arc<tokio::sync::Notify>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shed = Arc::new(tokio::sync::Notify::new());
+        self.open.locked().insert(
+            id,
+            Open {
+                verdict,
+                shed: Arc::clone(&shed),
+            },
+        );
+        (id, shed)
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.locked().remove(&id);
+    }
+
+    /// Closes the connection that has waited longest for a request; false
+    /// when every connection is serving one.
+    fn shed_idlest(&self) -> bool {
+        let mut open = self.open.locked();
+        let idlest = open
+            .iter()
+            .filter_map(|(id, o)| Some((*id, o.verdict.waiting_since()?)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(id, _)| id);
+        match idlest.and_then(|id| open.remove(&id)) {
+            Some(o) => {
+                o.shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// Removes the socket file on drop, if it is still the one we created: a
 /// newer agent that took the path over while we were exiting keeps its socket.
@@ -104,13 +161,17 @@ impl Listeners {
     /// Serves `router` on every listener until `shutdown` completes and
     /// the open connections are done (or `drain` passed); then removes the
     /// socket file.
+    /// `on_shed` is told each time an idle connection is closed to make
+    /// room for a new one.
     pub fn serve(
         self,
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
+        on_shed: Arc<dyn Fn() + Send + Sync>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let slots = Arc::new(Semaphore::new(self.max_connections));
+        let connections = Arc::new(Connections::default());
         async move {
             let mut tasks = tokio::task::JoinSet::new();
             let mut socket_file = None;
@@ -123,7 +184,11 @@ impl Listeners {
                         async move { listener.accept().await.map(|(s, _)| s) }
                     },
                     router.clone(),
-                    Arc::clone(&slots),
+                    Room {
+                        slots: Arc::clone(&slots),
+                        connections: Arc::clone(&connections),
+                        on_shed: Arc::clone(&on_shed),
+                    },
                     rx.clone(),
                 ));
             }
@@ -135,7 +200,11 @@ impl Listeners {
                         async move { listener.accept().await.map(|(s, _)| s) }
                     },
                     router,
-                    Arc::clone(&slots),
+                    Room {
+                        slots: Arc::clone(&slots),
+                        connections: Arc::clone(&connections),
+                        on_shed,
+                    },
                     rx.clone(),
                 ));
             }
@@ -147,12 +216,37 @@ impl Listeners {
     }
 }
 
+/// The connection cap, shared by every listener, and how room is made.
+struct Room {
+    slots: Arc<Semaphore>,
+    connections: Arc<Connections>,
+    on_shed: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Room {
+    /// A slot for a new connection: a free one, or one an idle connection
+    /// gives up for it.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Some(permit);
+        }
+        if !self.connections.shed_idlest() {
+            return None;
+        }
+        (self.on_shed)();
+        tokio::time::timeout(SHED_WAIT, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 /// Accepts connections until `stop`, serving each with timeouts and within
-/// `slots`; then waits for the open ones to finish their requests.
+/// the room's slots; then waits for the open ones to finish their requests.
 async fn accept_loop<S, A, F>(
     mut accept: A,
     router: Router,
-    slots: Arc<Semaphore>,
+    room: Room,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -175,12 +269,12 @@ async fn accept_loop<S, A, F>(
             },
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+        let Some(permit) = room.slot().await else {
             refused += 1;
             if last_log.is_none_or(|t| t.elapsed() >= REFUSED_LOG_EVERY) {
                 tracing::warn!(
                     refused,
-                    "connection limit (api.max_connections) reached: closing new connections"
+                    "connection limit (api.max_connections) reached with every connection serving a request: closing new connections"
                 );
                 last_log = Some(tokio::time::Instant::now());
             }
@@ -188,6 +282,7 @@ async fn accept_loop<S, A, F>(
             continue;
         };
         let verdict = Verdict::new();
+        let (id, shed) = room.connections.add(Arc::clone(&verdict));
         let io = hyper_util::rt::TokioIo::new(HeadGuard::new(stream, Arc::clone(&verdict)));
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
@@ -204,10 +299,17 @@ async fn accept_loop<S, A, F>(
             .max_header_size(2 * MAX_HEADER_BYTES)
             .serve_connection(io, service);
         let connection = graceful.watch(connection);
+        let connections = Arc::clone(&room.connections);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection ended: {e}");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                }
+                () = shed.notified() => tracing::debug!("idle connection shed for a new one"),
             }
+            connections.remove(id);
             drop(permit);
         });
     }

@@ -228,10 +228,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     });
     let mut scheduler = scheduler::Scheduler::new(Arc::clone(&shared), sink);
     scheduler.apply(&config.targets);
-    let mut servers = tokio::spawn(listeners.serve(api::router(Arc::clone(&shared)), {
+    let on_shed: Arc<dyn Fn() + Send + Sync> = {
         let shared = Arc::clone(&shared);
-        async move { shared.closed().await }
-    }));
+        Arc::new(move || shared.metrics.connection_shed())
+    };
+    let mut servers = tokio::spawn(listeners.serve(
+        api::router(Arc::clone(&shared)),
+        {
+            let shared = Arc::clone(&shared);
+            async move { shared.closed().await }
+        },
+        on_shed,
+    ));
     tracing::info!(
         capture = %shared.tracer.capture().method(),
         targets = config.targets.len(),

@@ -70,6 +70,7 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     records_lost: Counter,
     sink_open_failures: Counter,
+    connections_shed: Counter,
     path_changes: Family<Labels, Counter>,
     targets: TargetGauges,
 }
@@ -248,6 +249,12 @@ impl Metrics {
         build_info
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
             .set(1);
+        let connections_shed = Counter::default();
+        registry.register(
+            "api_connections_shed",
+            "API connections waiting for a request (idle, or sending their head slowly) closed at api.max_connections to make room for a new one",
+            connections_shed.clone(),
+        );
         let sink_open_failures = Counter::default();
         registry.register(
             "sink_open_failures",
@@ -275,6 +282,7 @@ impl Metrics {
             requests,
             records_lost,
             sink_open_failures,
+            connections_shed,
             path_changes,
             targets,
         }
@@ -303,6 +311,11 @@ impl Metrics {
 
     pub fn sink_open_failed(&self) {
         self.sink_open_failures.inc();
+    }
+
+    /// An idle API connection was closed to make room for a new one.
+    pub fn connection_shed(&self) {
+        self.connections_shed.inc();
     }
 
     /// The text exposition in `format`.
