@@ -200,6 +200,18 @@ fn an_output_that_cannot_be_opened_is_retried_until_it_can() {
         "{}",
         agent.log()
     );
+    // Its directory removed, the same path cannot be reopened on SIGHUP:
+    // counted like any output that cannot be opened.
+    let failures = agent.metric("traceroute_agent_sink_open_failures_total", "");
+    std::fs::remove_dir_all(&later).unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .metric("traceroute_agent_sink_open_failures_total", "")
+            > failures),
+        "{}",
+        agent.log()
+    );
     assert!(agent.stop().success());
 }
 

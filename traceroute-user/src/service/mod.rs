@@ -339,6 +339,7 @@ const OUTPUT_RETRY: Duration = Duration::from_secs(10);
 
 fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Scheduler) {
     if let Err(e) = scheduler.sink().reopen() {
+        shared.metrics.sink_open_failed();
         tracing::error!("reopening the output file: {e}");
     }
     let Some(file) = &options.config_file else {
