@@ -1090,3 +1090,29 @@ fn end_to_end_losses_at_a_known_destination_are_samples_not_re_probes() {
     assert_eq!(super::e2e_samples(&p), vec![None, None, None]);
     assert_eq!(p.stats().reprobes, 0);
 }
+
+#[test]
+fn a_known_destination_distance_spares_the_probes_beyond_it() {
+    let mut world = World::new();
+    chain(&mut world);
+    let mut sim = Sim::new(world);
+    // First contact: the whole first window goes out, far beyond TTL 5.
+    let (p, _) = sim.trace(Protocol::Udp, DST, plan(30, 1, 1000), secs(4));
+    assert_eq!(p.end_ttl(), Ttl::new(5));
+    let beyond = |sim: &Sim| {
+        sim.world
+            .borrow()
+            .sent
+            .iter()
+            .filter(|(_, _, ttl)| *ttl > 5)
+            .count()
+    };
+    let first = beyond(&sim);
+    assert!(first >= 10, "{first}");
+    // Known now: nothing beyond it leaves before TTL 5 has answered, and
+    // then nothing is needed there.
+    let (p, _) = sim.trace(Protocol::Udp, DST, plan(30, 1, 1000), secs(4));
+    assert_eq!(p.end_ttl(), Ttl::new(5));
+    assert!((1..=5).all(|ttl| answered_by(&p, 0, ttl).is_some()));
+    assert_eq!(beyond(&sim), first, "no probe beyond the destination");
+}

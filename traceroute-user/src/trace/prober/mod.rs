@@ -98,6 +98,9 @@ pub struct Prober {
     started: Option<MonotonicTime>,
     /// The time of the last poll.
     now: MonotonicTime,
+    /// Where the destination answered this origin before the trace began
+    /// (looked up at the first poll).
+    expected_end: Option<Option<Ttl>>,
     /// The latest stamp of a packet of this trace the capture handed over
     /// (a reply, or one of our probes seen leaving).
     heard: Option<MonotonicTime>,
@@ -124,6 +127,7 @@ impl Prober {
             started: None,
             now: MonotonicTime::from_nanos(0),
             heard: None,
+            expected_end: None,
         }
     }
 
@@ -215,10 +219,18 @@ impl Prober {
         let mut wake = self.setup.deadline;
         let lag = shared.lag.recent(now);
         let retry = std::mem::take(&mut self.news);
+        let hold_beyond = self.known_end(now, shared);
         for i in self.first_open()..self.order.len() {
             let key = self.order[i];
             if key.ttl > last {
                 break;
+            }
+            // Beyond where the destination answered last time, nothing is
+            // started before that TTL has settled: a UDP destination would
+            // spend its answers on them, and they are rarely needed.
+            let held = hold_beyond.is_some_and(|end| key.ttl > end);
+            if held && matches!(self.probes.at(i).status, Status::Queued) {
+                continue;
             }
             let (next, deferred) = match self.probes.at(i).status {
                 Status::Scheduled(at) => (Next::Scheduled(at), false),
@@ -281,12 +293,38 @@ impl Prober {
         Action::Wait(wake.max(now))
     }
 
+    /// The TTL at which the destination answered this origin lately, while
+    /// this trace has not settled it yet (probes beyond it wait for that).
+    fn known_end(&mut self, now: MonotonicTime, shared: Shared<'_>) -> Option<Ttl> {
+        let known = *self.expected_end.get_or_insert_with(|| {
+            shared.knowledge.destination_distance(
+                self.setup.origin,
+                self.setup.flow.destination(),
+                now,
+            )
+        });
+        let end = known.filter(|end| *end >= self.setup.plan.first_ttl)?;
+        let settled = (0..self.setup.plan.attempts).all(|attempt| {
+            self.probes
+                .get(&ProbeKey { attempt, ttl: end })
+                .is_some_and(|p| p.status.is_settled())
+        });
+        (!settled).then_some(end)
+    }
+
     /// Reserves the budgets of the first window now, before the trace
     /// starts sending: a trace admitted next sees them spent.
     pub fn reserve_first_window(&mut self, now: MonotonicTime, shared: Shared<'_>) {
         self.started.get_or_insert(now);
         let window = self.setup.policy.window;
-        let first: Vec<ProbeKey> = self.order.iter().take(window).copied().collect();
+        let hold_beyond = self.known_end(now, shared);
+        let first: Vec<ProbeKey> = self
+            .order
+            .iter()
+            .filter(|k| hold_beyond.is_none_or(|end| k.ttl <= end))
+            .take(window)
+            .copied()
+            .collect();
         for key in first {
             let status = self.start(key, now, shared);
             self.set(key, status);
