@@ -9,6 +9,8 @@
 //! ([`Mda::extensions`]), one probe each. Pure planning over a [`Graph`];
 //! the tracer runs the rounds.
 
+pub(in crate::trace) mod run;
+
 use std::collections::BTreeSet;
 
 use crate::path::graph::{FlowPath, Graph, NodeId, Position};

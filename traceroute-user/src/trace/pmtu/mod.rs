@@ -6,6 +6,8 @@
 //! (or the next RFC 1191 plateau when none was given). The tracer sends;
 //! this module reads the rounds' runs and merges them.
 
+pub(in crate::trace) mod run;
+
 use std::net::IpAddr;
 
 use crate::path::Run;
