@@ -1116,3 +1116,62 @@ fn a_known_destination_distance_spares_the_probes_beyond_it() {
     assert!((1..=5).all(|ttl| answered_by(&p, 0, ttl).is_some()));
     assert_eq!(beyond(&sim), first, "no probe beyond the destination");
 }
+
+#[test]
+fn flows_of_one_trace_hashed_unevenly_over_limited_routers_report_no_silence() {
+    // Two Linux routers at TTL 2 behind the gateway. A multi-flow trace's
+    // first 12 flows split evenly between them: all 12 answered, so the
+    // TTL's shared budget grows past one router's. Its next 8 flows, two
+    // seconds later, all hash to r2a, which has refilled 2 answers while
+    // the grown budget counts 8.
+    let mut world = World::new();
+    let gw = world.router(Router::new(GATEWAY, 0.1).limited(Limiter::linux()));
+    let a = world.router(Router::new(r(2), 0.2).limited(Limiter::linux()));
+    let b = world.router(Router::new(r(3), 0.2).limited(Limiter::linux()));
+    let trace = uuid::Uuid::new_v4();
+    // The deadline such a request gets: paths 20, one query.
+    let deadline = super::TraceRequest::new("198.19.0.1", Protocol::Tcp)
+        .with_queries(1)
+        .and_then(|r| r.with_paths(20))
+        .unwrap()
+        .total_deadline(super::budget::Rate::ROUTER_DEFAULT);
+    let mut starts = Vec::new();
+    let mut probers: Vec<Prober> = (0..20u8)
+        .map(|i| {
+            let target = Ipv4Addr::new(198, 19, 0, i + 1);
+            let via = if i < 12 && i % 2 == 1 { b } else { a };
+            world.host(target, &[gw, via], Host::new(0.5));
+            let start = if i < 12 { t0() } else { at(2000) };
+            starts.push(start);
+            let flow = flow(Protocol::Tcp, target, 30000 + u16::from(i));
+            let observers = vec![super::share::Observer {
+                test_run_id: trace,
+                run_id: uuid::Uuid::new_v4(),
+                protocol: Protocol::Tcp,
+                destination: target.into(),
+                flow_id: 30000 + u16::from(i),
+            }];
+            Prober::new(super::prober::Setup {
+                plan: plan(4, 1, 1000),
+                policy: super::prober::Policy::default(),
+                flow,
+                origin: origin(),
+                deadline: start + deadline,
+                observers,
+                branching: true,
+            })
+        })
+        .collect();
+    let commons = Commons::new();
+    run_many(&mut world, &commons, &mut probers, &starts);
+    let mut answered = 0;
+    for p in &probers {
+        match no_answer(p, 0, 2) {
+            None => answered += 1,
+            Some(NoAnswer::RateLimited | NoAnswer::NotSent(_)) => {}
+            other => panic!("TTL 2 of a flow: {other:?}"),
+        }
+        assert_silences_waited_the_timeout(p);
+    }
+    assert!(answered >= 16, "{answered} of 20 flows answered at TTL 2");
+}

@@ -118,7 +118,11 @@ impl Budget {
         self.bucket.in_use(self.rate(prior), now) == 0 && self.limited.is_none() && self.scale == 1
     }
 
-    pub fn reserve(&mut self, prior: Rate, now: MonotonicTime, ask: Ask) -> Grant {
+    /// Takes a token for `ask`. `several`: the budget stands for several
+    /// routers whose share of it is not known (see
+    /// [`super::RouterKey::TraceTtl`]): beyond one router's, every token is
+    /// optimistic.
+    pub fn reserve(&mut self, prior: Rate, now: MonotonicTime, ask: Ask, several: bool) -> Grant {
         self.touched = now;
         let rate = self.rate(prior);
         let from = ask.at.max(now);
@@ -151,7 +155,7 @@ impl Budget {
             Spent {
                 depth,
                 scale: self.scale,
-                optimistic: depth > self.proven.max(prior.burst),
+                optimistic: depth > self.proven.max(prior.burst) || (several && self.scale > 1),
             },
         )
     }
@@ -276,8 +280,15 @@ mod tests {
         }
     }
 
+    impl Budget {
+        /// [`Budget::reserve`] of one router's budget.
+        fn reserve_one(&mut self, now: MonotonicTime, ask: Ask) -> Grant {
+            self.reserve(PRIOR, now, ask, false)
+        }
+    }
+
     fn take(b: &mut Budget, ms: u64) -> Spent {
-        match b.reserve(PRIOR, at(ms), ask(ms)) {
+        match b.reserve_one(at(ms), ask(ms)) {
             Grant::At(t, spent) => {
                 assert_eq!(t, at(ms));
                 spent
@@ -292,14 +303,14 @@ mod tests {
         let depths: Vec<u32> = (0..6).map(|_| take(&mut b, 0).depth).collect();
         assert_eq!(depths, [1, 2, 3, 4, 5, 6]);
         // Unknown: the seventh is not booked a second ahead, it looks again.
-        assert_eq!(b.reserve(PRIOR, at(0), ask(0)), Grant::Later(at(1000)));
+        assert_eq!(b.reserve_one(at(0), ask(0)), Grant::Later(at(1000)));
         assert_eq!(b.in_use(PRIOR, at(0)), 6);
         // Past the limit: too late, nothing taken.
         let short = Ask {
             limit: at(500),
             ..ask(0)
         };
-        assert_eq!(b.reserve(PRIOR, at(0), short), Grant::TooLate(at(1000)));
+        assert_eq!(b.reserve_one(at(0), short), Grant::TooLate(at(1000)));
     }
 
     #[test]
@@ -347,7 +358,7 @@ mod tests {
         assert_eq!(b.earliest(PRIOR, at(670), 1), at(1660));
         // Limited: reservations queue up front, and nothing grows.
         for want in [1660, 2660] {
-            match b.reserve(PRIOR, at(670), ask(670)) {
+            match b.reserve_one(at(670), ask(670)) {
                 Grant::At(t, s) => {
                     assert_eq!(t, at(want));
                     assert!(!b.answered(PRIOR, s, at(want + 1)));
@@ -362,7 +373,7 @@ mod tests {
     }
 
     fn take_any(b: &mut Budget, ms: u64) -> Spent {
-        match b.reserve(PRIOR, at(ms), ask(ms)) {
+        match b.reserve_one(at(ms), ask(ms)) {
             Grant::At(_, spent) => spent,
             other => panic!("{other:?}"),
         }
@@ -375,25 +386,19 @@ mod tests {
             take(&mut b, 0);
         }
         // A first sample has to wait: it marks the budget contended.
-        assert_eq!(b.reserve(PRIOR, at(0), ask(0)), Grant::Later(at(1000)));
+        assert_eq!(b.reserve_one(at(0), ask(0)), Grant::Later(at(1000)));
         // At its time, another trace's further sample must not take it.
         assert!(matches!(
-            b.reserve(PRIOR, at(1000), extra(1000)),
+            b.reserve_one(at(1000), extra(1000)),
             Grant::Later(_)
         ));
-        assert!(matches!(
-            b.reserve(PRIOR, at(1000), ask(1000)),
-            Grant::At(..)
-        ));
+        assert!(matches!(b.reserve_one(at(1000), ask(1000)), Grant::At(..)));
         // Limited, a further sample behind waiting first ones is refused
         // (the budget went to others), not queued.
         b.limit(PRIOR, at(1000), at(1000));
+        assert!(matches!(b.reserve_one(at(1000), ask(1000)), Grant::At(..)));
         assert!(matches!(
-            b.reserve(PRIOR, at(1000), ask(1000)),
-            Grant::At(..)
-        ));
-        assert!(matches!(
-            b.reserve(PRIOR, at(1000), extra(1000)),
+            b.reserve_one(at(1000), extra(1000)),
             Grant::TooLate(_)
         ));
     }

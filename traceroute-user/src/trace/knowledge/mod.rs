@@ -21,9 +21,10 @@
 //!   full wait every [`RECHECK_SILENCE`].
 //!
 //! Routers are known by the address they answered from; a position nobody
-//! has identified yet by its origin and TTL ([`RouterKey::Position`]), or,
-//! for one multi-flow trace whose flows may branch, by the trace and TTL
-//! ([`RouterKey::TraceHop`]). Everything ages out after [`FORGET_AFTER`]
+//! has identified yet by its origin and TTL ([`RouterKey::Position`]) or by
+//! the flow and TTL ([`RouterKey::TraceHop`]), and the routers of one TTL of
+//! a multi-flow trace, whose flows may branch, by the trace and TTL
+//! ([`RouterKey::TraceTtl`]). Everything ages out after [`FORGET_AFTER`]
 //! unused. What is known can be looked at ([`Knowledge::view`]: the
 //! service's `/debug/responders`, the CLI's `--explain`, and metrics).
 
@@ -83,9 +84,15 @@ pub enum RouterKey {
     Position(Origin, Ttl),
     /// The address a responder answered from.
     Address(IpAddr),
-    /// Whoever answers one trace's probes of this TTL (one flow takes one
-    /// path), until it answers and is known by its address.
+    /// Whoever answers one lone flow's probes of this TTL (one flow takes
+    /// one path), until it answers and is known by its address.
     TraceHop(u128, Ttl),
+    /// Whichever routers answer a multi-flow trace's probes of this TTL:
+    /// its flows may cross several, and none of them knows which it will
+    /// meet, so they share one budget. Flows hash unevenly over the routers,
+    /// so a budget grown past one router's is spent on faith: a silence of
+    /// any probe on it is asked again, and it falls back to one router's.
+    TraceTtl(u128, Ttl),
 }
 
 /// A place on a path that nobody answered from.
@@ -199,7 +206,7 @@ impl Knowledge {
             .budgets
             .entry(key)
             .or_insert_with(|| Budget::new(now))
-            .reserve(self.prior, now, ask)
+            .reserve(self.prior, now, ask, matches!(key, RouterKey::TraceTtl(..)))
     }
 
     /// The probe that spent `spent` of `key` was answered.
@@ -339,7 +346,7 @@ impl Knowledge {
                     return;
                 }
             }
-            RouterKey::Address(_) => return,
+            RouterKey::Address(_) | RouterKey::TraceTtl(..) => return,
         }
         let Some(spent) = table.budgets.remove(&position) else {
             return;
@@ -441,7 +448,7 @@ impl Table {
                 .get(&(origin, ttl))
                 .map_or(key, |a| RouterKey::Address(a.addr)),
             RouterKey::TraceHop(..) => self.hops.get(&key).map_or(key, |a| RouterKey::Address(*a)),
-            RouterKey::Address(_) => key,
+            RouterKey::Address(_) | RouterKey::TraceTtl(..) => key,
         }
     }
 

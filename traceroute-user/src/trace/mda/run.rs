@@ -58,7 +58,7 @@ impl Tracer {
             // Its own port unreachable at the destination TTL is not beyond.
             let unreachables = scout.stats.answers.get("dest_unreachable").copied();
             let answered_beyond = unreachables.unwrap_or(0).saturating_sub(1).min(beyond);
-            let key = RouterKey::TraceHop(job.test_run_id.as_u128(), ttl);
+            let key = RouterKey::TraceTtl(job.test_run_id.as_u128(), ttl);
             let now = MonotonicTime::now();
             // Each took a token, answered or not; one unanswered says it
             // had none left then.

@@ -518,7 +518,7 @@ impl Prober {
         if self.setup.branching
             && let Some(observer) = self.setup.observers.first()
         {
-            return RouterKey::TraceHop(observer.test_run_id.as_u128(), ttl);
+            return RouterKey::TraceTtl(observer.test_run_id.as_u128(), ttl);
         }
         let key = self.setup.flow.flow_key();
         let id = u128::from_be_bytes(key.remote_addr)
