@@ -22,10 +22,15 @@
 //!    scamper tracelb and dublin-traceroute (time, probes, routers found,
 //!    destination found).
 //!
-//! 5. Timestamp accuracy: RTTs through a link with a known delay, per probe
+//! 5. Routers of every kind (`routers.rs`): slow control planes, unlimited
+//!    routers, fan-out behind shared routers and MDA at its defaults, the
+//!    agent (which learns each router) beside its peers at their defaults,
+//!    after a refill and back to back, with the targets.
+//!
+//! 6. Timestamp accuracy: RTTs through a link with a known delay, per probe
 //!    against the wire (tcpdump), idle and with every core busy: the agent's
 //!    eBPF and socket stamps, ping and traceroute.
-//! 6. The service at rest with 0, 100 and 10 000 scheduled targets.
+//! 7. The service at rest with 0, 100 and 10 000 scheduled targets.
 //!
 //! A full run writes `bench/results/<date>.{md,json}` and its SVG plots in
 //! `bench/results/<date>/` (committed: the README quotes it); `--quick`
@@ -45,6 +50,7 @@ mod plots;
 mod process;
 mod report;
 mod results;
+mod routers;
 mod throughput;
 mod trace;
 mod truth;
@@ -87,8 +93,18 @@ pub struct Options {
     #[arg(long, conflicts_with = "only_multipath")]
     pub no_multipath: bool,
     /// Run only the multipath benchmark; its report goes to target/bench/multipath.{md,json}.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "only_routers")]
     pub only_multipath: bool,
+    /// Skip the routers-of-every-kind benchmark.
+    #[arg(long, conflicts_with = "only_routers")]
+    pub no_routers: bool,
+    /// Run only the routers-of-every-kind benchmark (with --quick: one run
+    /// each); its report goes to target/bench/routers.{md,json}.
+    #[arg(long, conflicts_with = "only_load")]
+    pub only_routers: bool,
+    /// Runs per tool and condition in the routers-of-every-kind benchmark.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub routers_runs: u32,
     /// Probes per second of the agent service in the load benchmark, and of
     /// scamper's matched run.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -120,6 +136,7 @@ impl Options {
             self.load_runs = 1;
             self.samples = 5;
             self.idle_seconds = 3;
+            self.routers_runs = 1;
         }
         self
     }
@@ -151,6 +168,23 @@ pub fn run(options: Options) -> Result<()> {
         std::fs::write(dir.join("multipath.md"), markdown).context("writing multipath.md")?;
         println!(
             "bench: multipath report written to {}/multipath.{{json,md}}",
+            dir.display()
+        );
+        return Ok(());
+    }
+    if options.only_routers {
+        let routers = routers::run(
+            routers::Scale::new(options.routers_runs, options.quick),
+            &unavailable,
+        )?;
+        let markdown = format!("Agent: {build}\n\n{}", routers::section(&routers));
+        println!("\n{markdown}");
+        let dir = target_dir().join("bench");
+        let json = serde_json::to_string_pretty(&routers::json(&routers))?;
+        std::fs::write(dir.join("routers.json"), json + "\n").context("writing routers.json")?;
+        std::fs::write(dir.join("routers.md"), markdown).context("writing routers.md")?;
+        println!(
+            "bench: routers report written to {}/routers.{{json,md}}",
             dir.display()
         );
         return Ok(());
@@ -191,6 +225,14 @@ pub fn run(options: Options) -> Result<()> {
     } else {
         Some(multipath::run(options.runs, &unavailable)?)
     };
+    let routers = if options.no_routers {
+        None
+    } else {
+        Some(routers::run(
+            routers::Scale::new(options.routers_runs, options.quick),
+            &unavailable,
+        )?)
+    };
     let date = results::today();
     let headline = results::headline(&results::Headline {
         trace: &trace,
@@ -200,6 +242,7 @@ pub fn run(options: Options) -> Result<()> {
         idle: &idle,
         load: load.as_ref(),
         multipath: multipath.as_ref(),
+        routers: routers.as_ref(),
     });
     let report = report::Report {
         build,
@@ -212,13 +255,14 @@ pub fn run(options: Options) -> Result<()> {
         "cargo xtask bench --quick".to_string()
     } else {
         format!(
-            "cargo xtask bench --runs {} --alternations {} --seconds {} --load-runs {} --samples {} --idle-seconds {}",
+            "cargo xtask bench --runs {} --alternations {} --seconds {} --load-runs {} --samples {} --idle-seconds {} --routers-runs {}",
             options.runs,
             options.alternations,
             options.seconds,
             options.load_runs,
             options.samples,
-            options.idle_seconds
+            options.idle_seconds,
+            options.routers_runs
         )
     };
     let mut markdown = format!(
@@ -241,6 +285,11 @@ pub fn run(options: Options) -> Result<()> {
         markdown += "\n";
         markdown += &multipath::section(mp);
         json["multipath"] = multipath::json(mp);
+    }
+    if let Some(r) = &routers {
+        markdown += "\n";
+        markdown += &routers::section(r);
+        json["routers"] = routers::json(r);
     }
     println!("\n{markdown}");
     let stem = if options.quick {

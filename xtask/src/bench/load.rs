@@ -7,7 +7,7 @@
 //! apart), invented loss, probes sent (counted on src's interface), CPU per
 //! trace and peak RSS.
 
-mod scamper;
+pub mod scamper;
 pub mod service;
 
 use std::collections::BTreeMap;
@@ -200,7 +200,7 @@ fn median_run(mut runs: Vec<LoadRun>) -> Option<LoadRun> {
 
 /// The fanout targets round-robin over d1..d4, so any prefix of the list
 /// spreads over all four hosts.
-fn interleaved(lab: &Lab) -> Result<Vec<IpAddr>> {
+pub(super) fn interleaved(lab: &Lab) -> Result<Vec<IpAddr>> {
     let lists = ["d1", "d2", "d3", "d4"]
         .iter()
         .map(|d| lab.targets(d))

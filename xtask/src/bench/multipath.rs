@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use traceroute_lab::{Family, Lab};
+use traceroute_lab::{Family, Lab, Topology};
 
 use super::counter::ProbeCounter;
 use super::peers::Unavailable;
@@ -169,9 +169,102 @@ struct Tool {
     package: Option<&'static str>,
 }
 
+/// Flags that switch the agent's assumed router limits off by hand.
+pub const HAND_UNLIMITED: &[&str] = &[
+    "--router-icmp-burst",
+    "100000",
+    "--router-icmp-per-second",
+    "100000",
+];
+
+/// A tool of a multipath measurement.
+#[derive(Clone, Copy, Debug)]
+pub enum Spec {
+    /// `traceroute-agent trace DST -U --multipath mda --format json`, then `extra`.
+    Agent {
+        name: &'static str,
+        extra: &'static [&'static str],
+    },
+    /// `scamper -O json -c tracelb -i DST`, at its defaults.
+    Tracelb,
+    /// `dublin-traceroute -n 16 DST`.
+    Dublin,
+}
+
+impl Spec {
+    fn tool(self, dst: &str) -> Tool {
+        match self {
+            Spec::Agent { name, extra } => Tool {
+                name,
+                program: agent_binary().display().to_string(),
+                args: ["trace", dst, "-U", "--multipath", "mda", "--format", "json"]
+                    .iter()
+                    .chain(extra)
+                    .map(ToString::to_string)
+                    .collect(),
+                result_file: false,
+                parse: agent_seen,
+                package: None,
+            },
+            Spec::Tracelb => Tool {
+                name: "scamper tracelb, defaults",
+                program: "scamper".into(),
+                args: ["-O", "json", "-c", "tracelb", "-i", dst]
+                    .map(String::from)
+                    .to_vec(),
+                result_file: false,
+                parse: tracelb_seen,
+                package: Some("scamper"),
+            },
+            Spec::Dublin => Tool {
+                name: "dublin-traceroute -n 16",
+                program: "dublin-traceroute".into(),
+                args: ["-n", "16", dst].map(String::from).to_vec(),
+                result_file: true,
+                parse: dublin_seen,
+                package: Some("dublin-traceroute"),
+            },
+        }
+    }
+}
+
+/// The multipath benchmark: the nested diamond (unlimited ICMP) mapped by
+/// the agent (routers unlimited by hand, and at its defaults), scamper
+/// tracelb and dublin-traceroute.
 pub fn run(runs: u32, unavailable: &Unavailable) -> Result<MultipathBench> {
     println!("bench: multipath on the nested diamond");
-    let lab = Lab::up(&traceroute_lab::named::nested())?;
+    let specs = [
+        Spec::Agent {
+            name: "agent MDA, matched (routers unlimited, as in the lab)",
+            extra: HAND_UNLIMITED,
+        },
+        Spec::Agent {
+            name: "agent MDA, defaults (starts at Linux's 6, then 1/s per router, and learns)",
+            extra: &[],
+        },
+        Spec::Tracelb,
+        Spec::Dublin,
+    ];
+    measure(
+        &traceroute_lab::named::nested(),
+        &specs,
+        runs,
+        None,
+        unavailable,
+    )
+}
+
+/// Maps the diamond of `topology` (src to dst) with every tool of `specs`,
+/// `runs` times each (one tool's runs one after another), each run after
+/// `pause` when given.
+pub fn measure(
+    topology: &Topology,
+    specs: &[Spec],
+    runs: u32,
+    pause: Option<Duration>,
+    unavailable: &Unavailable,
+) -> Result<MultipathBench> {
+    let lab = Lab::up(topology)?;
     let dst = lab.primary("dst", Family::V4)?;
     let r1 = lab.addr("r1", "src", Family::V4)?;
     // dublin-traceroute's packet library looks for a default route: give
@@ -191,56 +284,8 @@ pub fn run(runs: u32, unavailable: &Unavailable) -> Result<MultipathBench> {
     );
     let routers_expected: usize = expected.values().map(BTreeSet::len).sum();
     let counter = ProbeCounter::install(&lab, "src", lab.ifname("src", "r1")?)?;
-    let agent = agent_binary().display().to_string();
     let d = dst.to_string();
-    let agent_args = |extra: &[&str]| -> Vec<String> {
-        ["trace", &d, "-U", "--multipath", "mda", "--format", "json"]
-            .iter()
-            .chain(extra)
-            .map(ToString::to_string)
-            .collect()
-    };
-    let tools = vec![
-        Tool {
-            name: "agent MDA, matched (routers unlimited, as in the lab)",
-            program: agent.clone(),
-            args: agent_args(&[
-                "--router-icmp-burst",
-                "100000",
-                "--router-icmp-per-second",
-                "100000",
-            ]),
-            result_file: false,
-            parse: agent_seen,
-            package: None,
-        },
-        Tool {
-            name: "agent MDA, defaults (starts at Linux's 6, then 1/s per router, and learns)",
-            program: agent,
-            args: agent_args(&[]),
-            result_file: false,
-            parse: agent_seen,
-            package: None,
-        },
-        Tool {
-            name: "scamper tracelb, defaults",
-            program: "scamper".into(),
-            args: ["-O", "json", "-c", "tracelb", "-i", &d]
-                .map(String::from)
-                .to_vec(),
-            result_file: false,
-            parse: tracelb_seen,
-            package: Some("scamper"),
-        },
-        Tool {
-            name: "dublin-traceroute -n 16",
-            program: "dublin-traceroute".into(),
-            args: ["-n", "16", &d].map(String::from).to_vec(),
-            result_file: true,
-            parse: dublin_seen,
-            package: Some("dublin-traceroute"),
-        },
-    ];
+    let tools: Vec<Tool> = specs.iter().map(|s| s.tool(&d)).collect();
     let workdir = std::env::temp_dir().join(format!("xtask-mp-{}", std::process::id()));
     std::fs::create_dir_all(&workdir)?;
     let mut results = Vec::new();
@@ -263,6 +308,9 @@ pub fn run(runs: u32, unavailable: &Unavailable) -> Result<MultipathBench> {
         let mut failure = None;
         for _ in 0..runs {
             let _ = std::fs::remove_file(workdir.join("trace.json"));
+            if let Some(pause) = pause {
+                std::thread::sleep(pause);
+            }
             let before = counter.read(&lab)?;
             let mut cmd = lab.command("src", &tool.program)?;
             cmd.args(&tool.args).current_dir(&workdir);

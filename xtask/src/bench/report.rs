@@ -211,7 +211,7 @@ fn trace_section(t: &TraceBench) -> String {
 }
 
 /// `median (min-max)` with `unit` after each number, `-` without values.
-fn spread_text(s: Option<Spread>, decimals: usize, unit: &str) -> String {
+pub(super) fn spread_text(s: Option<Spread>, decimals: usize, unit: &str) -> String {
     let Some(s) = s else {
         return "-".into();
     };
@@ -223,7 +223,7 @@ fn spread_text(s: Option<Spread>, decimals: usize, unit: &str) -> String {
     }
 }
 
-fn ratio_text(r: Option<f64>) -> String {
+pub(super) fn ratio_text(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.2}x"))
 }
 

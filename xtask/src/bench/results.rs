@@ -12,6 +12,7 @@ use super::idle::IdleService;
 use super::load::LoadBench;
 use super::multipath::MultipathBench;
 use super::plots::{self, Row, Series};
+use super::routers::{self, RoutersBench};
 
 use super::trace::{Interface, Proto, TraceBench, agent_name, traceroute_name};
 use super::{Spread, median};
@@ -200,6 +201,7 @@ pub struct Headline<'a> {
     pub idle: &'a IdleService,
     pub load: Option<&'a LoadBench>,
     pub multipath: Option<&'a MultipathBench>,
+    pub routers: Option<&'a RoutersBench>,
 }
 
 /// The figures the README quotes, each with its peer from the same run.
@@ -285,6 +287,9 @@ pub fn headline(h: &Headline<'_>) -> String {
                     s.probes.map_or("-".into(), |p| format!("{:.0}", p.median)),
                 ));
         }
+    }
+    if let Some(r) = h.routers {
+        lines.extend(routers::headline(r));
     }
     let mut out = String::from("## Headline\n\n");
     for line in lines {

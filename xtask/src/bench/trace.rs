@@ -750,7 +750,7 @@ fn agent_probes(json: &str) -> Option<u64> {
 
 /// The line of `stderr` that names the problem: the first mentioning an
 /// error or starting with `program:`, else the first one.
-fn error_line(program: &str, stderr: &[u8]) -> String {
+pub(super) fn error_line(program: &str, stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let name = program.rsplit('/').next().unwrap_or(program);
     let lines: Vec<&str> = text
@@ -793,7 +793,7 @@ fn agent_hops(json: &str) -> Result<(Vec<String>, String), String> {
 
 /// Hops of traceroute-style text: lines starting with the TTL (`3`, or mtr's
 /// `3.|--`), then the first address on the line, or `*` (also for mtr's `???`).
-fn text_hops(text: &str) -> Vec<String> {
+pub(super) fn text_hops(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();

@@ -123,7 +123,7 @@ pub fn run(
 
 /// The `trace` objects of scamper's JSON lines (cycle-start/stop and
 /// anything unparsable are skipped).
-fn traces(text: &str) -> Vec<Value> {
+pub(in crate::bench) fn traces(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|v| v["type"] == "trace")
@@ -131,7 +131,7 @@ fn traces(text: &str) -> Vec<Value> {
 }
 
 /// The hops of one scamper trace: only answered probes are listed.
-fn hops(trace: &Value) -> Vec<Observed> {
+pub(in crate::bench) fn hops(trace: &Value) -> Vec<Observed> {
     let hops = trace["hops"].as_array().into_iter().flatten();
     hops.filter_map(|hop| {
         Some(Observed {
