@@ -406,19 +406,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         overrides: Box::new(overrides),
     };
     if check_only {
-        return Ok(check_config(&options));
+        return Ok(check_config(&options).await);
     }
     service::run(options).await.map(|()| ExitCode::SUCCESS)
 }
 
 /// `serve --check-config`: loads and validates exactly as a start (or a
 /// SIGHUP reload) would, touching nothing.
-fn check_config(options: &traceroute_user::service::Options) -> ExitCode {
+async fn check_config(options: &traceroute_user::service::Options) -> ExitCode {
     let name = options
         .config_file
         .as_ref()
         .map_or("built-in defaults".to_string(), |p| p.display().to_string());
-    match options.load() {
+    let loaded = match options.load() {
+        Ok(config) => match traceroute_user::route::RouteCache::new().await {
+            Ok(routes) => traceroute_user::service::check_targets_here(&config, &routes)
+                .await
+                .map(|()| config),
+            Err(e) => Err(anyhow::Error::new(e).context("reading the route table")),
+        },
+        Err(e) => Err(e),
+    };
+    match loaded {
         Ok(config) => {
             let listen = config
                 .api

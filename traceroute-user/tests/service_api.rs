@@ -676,3 +676,64 @@ fn listeners_socket_mode_stale_socket_and_loopback_tcp() {
     assert!(status.success());
     assert!(!agent.socket.exists(), "socket removed at exit");
 }
+
+/// A config target that is a broadcast address on this host (the directed
+/// broadcast of src's own subnet, as itself and IPv4-mapped) is refused at
+/// load like 255.255.255.255, naming it: `--check-config` exits 2 and
+/// `serve` does not start. A name or an address that is only unreachable
+/// now is not refused at load.
+#[test]
+fn a_directed_broadcast_config_target_is_refused_at_load() {
+    let lab = Lab::up(&traceroute_lab::named::three()).unwrap();
+    let mine = lab.addr("src", "r1", Family::V4).unwrap().to_string();
+    let broadcast = format!("{}.255", mine.rsplit_once('.').unwrap().0);
+    let dir = service_support::TempDir::new("broadcast");
+    let config = dir.path("agent.toml");
+    let socket = dir.path("agent.sock");
+    let serve = |check: bool| {
+        let mut cmd = lab.command("src", common::agent::AGENT).unwrap();
+        cmd.arg("serve");
+        if check {
+            cmd.arg("--check-config");
+        }
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(&config);
+        cmd.output().unwrap()
+    };
+    for host in [broadcast.clone(), format!("::ffff:{broadcast}")] {
+        std::fs::write(
+            &config,
+            format!(
+                "namespace = \"a\"\n[[targets]]\nhost = \"198.18.250.1\"\ninterval = \"10s\"\n\
+                 [[targets]]\nhost = \"{host}\"\ninterval = \"10s\"\n"
+            ),
+        )
+        .unwrap();
+        for check in [true, false] {
+            let out = serve(check);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let why = format!("targets[1] ({host}): {broadcast} is a broadcast address here");
+            assert!(!out.status.success(), "{host}: {stderr}");
+            if check {
+                assert_eq!(out.status.code(), Some(2), "{host}: {stderr}");
+            }
+            assert!(stderr.contains(&why), "{host} (check {check}): {stderr}");
+            assert!(!socket.exists(), "{host}: no listener was left behind");
+        }
+    }
+    // An address with no route now, and a name: accepted (their runs say why).
+    std::fs::write(
+        &config,
+        "namespace = \"a\"\n[[targets]]\nhost = \"198.18.250.1\"\ninterval = \"10s\"\n\
+         [[targets]]\nhost = \"dst.example\"\ninterval = \"10s\"\n",
+    )
+    .unwrap();
+    let out = serve(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

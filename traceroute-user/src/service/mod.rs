@@ -15,6 +15,7 @@ pub mod listen;
 pub mod metrics;
 pub mod scheduler;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::error::ErrorCode;
 use crate::path::NetworkPath;
+use crate::route::{RouteCache, RouteError};
 use crate::sinks::file::JsonLines;
 use crate::sync::RwLockExt;
 use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
@@ -76,6 +78,23 @@ impl Options {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// What only this host can say about a config: a literal target that is a
+/// broadcast address here (the directed broadcast of one of its subnets) is
+/// refused like 255.255.255.255, naming it. Other route failures are not
+/// (the route may come up later; those runs fail and say why), and a name
+/// is resolved per run, whose runs are refused (`INVALID_REQUEST`) then.
+pub async fn check_targets_here(config: &Config, routes: &RouteCache) -> anyhow::Result<()> {
+    for (i, target) in config.targets.iter().enumerate() {
+        let Ok(ip) = target.host.parse::<IpAddr>() else {
+            continue;
+        };
+        if let Err(e @ RouteError::Broadcast(_)) = routes.lookup(ip.to_canonical()).await {
+            anyhow::bail!("targets[{i}] ({}): {e}", target.host);
+        }
+    }
+    Ok(())
 }
 
 /// State shared by the API handlers and the scheduler.
@@ -212,6 +231,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await
         .context("starting the tracer")?,
     );
+    check_targets_here(&config, tracer.routes()).await?;
     let metrics = Arc::new(Metrics::new(Arc::downgrade(&tracer)));
     let sink = Arc::new(open_sink(&config)?);
     let listeners = listen::Listeners::open(&config.api)?;
@@ -253,7 +273,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&options, &shared, &mut scheduler),
+            _ = hup.recv() => reload(&options, &shared, &mut scheduler).await,
             _ = retry.tick() => follow_output(&shared, &scheduler, &shared.config()),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -337,7 +357,7 @@ fn follow_output(shared: &Shared, scheduler: &scheduler::Scheduler, config: &Con
 /// How often an output that could not be opened is tried again.
 const OUTPUT_RETRY: Duration = Duration::from_secs(10);
 
-fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Scheduler) {
+async fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Scheduler) {
     if let Err(e) = scheduler.sink().reopen() {
         shared.metrics.sink_open_failed();
         tracing::error!("reopening the output file: {e}");
@@ -346,7 +366,13 @@ fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::Schedul
         tracing::info!("SIGHUP: output reopened (no config file to reload)");
         return;
     };
-    let new = match options.load() {
+    let loaded = match options.load() {
+        Ok(c) => check_targets_here(&c, shared.tracer.routes())
+            .await
+            .map(|()| c),
+        Err(e) => Err(e),
+    };
+    let new = match loaded {
         Ok(c) => c,
         Err(e) => {
             let error = crate::error::one_line(&format!("{e:#}"));
