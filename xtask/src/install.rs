@@ -55,7 +55,7 @@ pub fn run_install(args: InstallArgs) -> Result<()> {
     if !staged && !is_root() {
         bail!("installing to / needs root: sudo -E cargo xtask install (or --destdir DIR)");
     }
-    let binary = crate::util::release_binary(args.bin)?;
+    let binary = crate::release_binary(args.bin)?;
     let dest = args.destdir.unwrap_or_else(|| PathBuf::from("/"));
     let at = |p: &str| dest.join(p.trim_start_matches('/'));
     let packaging = root().join("packaging");

@@ -11,6 +11,7 @@ mod setup;
 mod test;
 mod util;
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Result, bail};
@@ -114,6 +115,23 @@ pub fn build_release() -> Result<()> {
     run(cargo()
         .args(["build", "--release", "-p", "traceroute-agent"])
         .env("TRACEROUTE_REQUIRE_EBPF", "1"))
+}
+
+/// `bin` when given, else the release binary, built first (with what the
+/// build needs installed); an error when the file is not there.
+pub fn release_binary(bin: Option<PathBuf>) -> Result<PathBuf> {
+    let binary = match bin {
+        Some(b) => b,
+        None => {
+            setup::ensure()?;
+            build_release()?;
+            agent_binary()
+        }
+    };
+    if !binary.is_file() {
+        bail!("{} does not exist (cargo xtask build)", binary.display());
+    }
+    Ok(binary)
 }
 
 fn lab(action: LabAction) -> Result<()> {

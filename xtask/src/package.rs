@@ -44,7 +44,7 @@ const SCRIPTS: [&str; 3] = ["postinst", "prerm", "postrm"];
 /// Builds the package; returns the path of the `.deb`.
 pub fn run_package(args: PackageArgs) -> Result<PathBuf> {
     let binary = match args.bin {
-        Some(bin) => crate::util::release_binary(Some(bin))?,
+        Some(bin) => crate::release_binary(Some(bin))?,
         None => portable_binary()?,
     };
     let out = args

@@ -41,20 +41,3 @@ pub fn agent_binary() -> PathBuf {
         .unwrap_or_else(|| root().join("target"));
     target.join("release/traceroute-agent")
 }
-
-/// `bin` when given, else the release binary, built first (with what the
-/// build needs installed); an error when the file is not there.
-pub fn release_binary(bin: Option<PathBuf>) -> Result<PathBuf> {
-    let binary = match bin {
-        Some(b) => b,
-        None => {
-            crate::setup::ensure()?;
-            crate::build_release()?;
-            agent_binary()
-        }
-    };
-    if !binary.is_file() {
-        bail!("{} does not exist (cargo xtask build)", binary.display());
-    }
-    Ok(binary)
-}

@@ -65,7 +65,7 @@ pub enum EbpfCaptureError {
 impl EbpfCaptureError {
     /// The kernel refused a privilege (EPERM/EACCES somewhere inside).
     pub fn is_permission(&self) -> bool {
-        super::hub::is_permission(self)
+        super::is_permission(self)
     }
 }
 

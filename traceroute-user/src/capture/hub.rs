@@ -69,25 +69,8 @@ pub enum CaptureError {
 impl CaptureError {
     /// The capture was refused a privilege (EPERM/EACCES somewhere inside).
     pub fn is_permission(&self) -> bool {
-        is_permission(self)
+        super::is_permission(self)
     }
-}
-
-/// Whether `err` or anything it was caused by is EPERM or EACCES.
-pub fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
-        {
-            return true;
-        }
-        if e.to_string().contains("Operation not permitted") {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 /// Per-flow queue depth; more means something floods us with spoofed replies.

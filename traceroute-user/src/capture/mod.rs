@@ -6,9 +6,7 @@ mod hub;
 pub mod interface;
 pub mod socket;
 
-pub use hub::{
-    Capture, CaptureError, CaptureMethod, CaptureMode, FlowSubscription, is_permission, kind_name,
-};
+pub use hub::{Capture, CaptureError, CaptureMethod, CaptureMode, FlowSubscription, kind_name};
 
 use traceroute_common::{CaptureEvent, Direction, EventKind};
 
@@ -43,4 +41,21 @@ impl CapturedPacket {
             bytes: event.packet().to_vec(),
         })
     }
+}
+
+/// Whether `err` or anything it was caused by is EPERM or EACCES.
+pub fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        if e.to_string().contains("Operation not permitted") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }

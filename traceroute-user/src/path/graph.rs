@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
+// The record's half of the graph lives with the record (model.rs); this
+// file builds it.
+pub use super::model::{GraphLink, GraphNode, PathGraph};
 use super::model::{NoAnswerKind, RttStats, Run};
 
 /// What a flow saw at one TTL, over all its attempts.
@@ -337,52 +338,6 @@ fn loss(stats: &Stats) -> f64 {
     } else {
         f64::from(stats.lost) / f64::from(all)
     }
-}
-
-/// Extra: the graph of a multi-flow trace (`paths` or `multipath=mda`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PathGraph {
-    /// `flows` (a fixed number of flows) or `mda`.
-    pub method: String,
-    /// MDA: the confidence asked for (0.95 or 0.99).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confidence: Option<f64>,
-    /// MDA: every node got enough flows to rule out one more next hop at
-    /// that confidence (false when the flow budget ran out first).
-    pub complete: bool,
-    pub flows: u32,
-    pub nodes: Vec<GraphNode>,
-    pub links: Vec<GraphLink>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GraphNode {
-    pub id: usize,
-    /// 0 for this host.
-    pub ttl: u8,
-    /// `""` for a silent position.
-    #[serde(with = "super::model::ip_or_empty")]
-    pub ip_address: Option<IpAddr>,
-    pub silent: bool,
-    pub destination: bool,
-    /// Flows that crossed it.
-    pub flows: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt: Option<RttStats>,
-    /// Share of the attempts that reached it and got no answer.
-    pub loss: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GraphLink {
-    pub from: usize,
-    pub to: usize,
-    /// Flow identifiers (source ports; ICMP: echo identifiers) that took it.
-    pub flows: Vec<u16>,
-    /// RTTs of the far end, for these flows only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt: Option<RttStats>,
-    pub loss: f64,
 }
 
 /// FNV-1a, 64 bits: a fingerprint that is the same on every machine and

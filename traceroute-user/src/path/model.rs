@@ -1,4 +1,4 @@
-//! Serde model of the `NetworkPath` record (README, "NetworkPath JSON").
+//! Serde model of the `NetworkPath` record (docs/NETWORK_PATH.md).
 //!
 //! Field names are the contract: do not rename. Fields marked "extra" are our
 //! additions; they are optional so records of the original agent still parse.
@@ -36,7 +36,7 @@ pub struct NetworkPath {
     pub probing: Option<Probing>,
     /// Extra: the path graph of a multi-flow trace (`paths` > 1 or MDA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub multipath: Option<super::graph::PathGraph>,
+    pub multipath: Option<PathGraph>,
     /// Extra: fingerprint of the set of distinct paths the runs took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_fingerprint: Option<String>,
@@ -537,4 +537,50 @@ pub(super) mod ip_or_empty {
             text.parse().map(Some).map_err(D::Error::custom)
         }
     }
+}
+
+/// Extra: the graph of a multi-flow trace (`paths` or `multipath=mda`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PathGraph {
+    /// `flows` (a fixed number of flows) or `mda`.
+    pub method: String,
+    /// MDA: the confidence asked for (0.95 or 0.99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// MDA: every node got enough flows to rule out one more next hop at
+    /// that confidence (false when the flow budget ran out first).
+    pub complete: bool,
+    pub flows: u32,
+    pub nodes: Vec<GraphNode>,
+    pub links: Vec<GraphLink>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphNode {
+    pub id: usize,
+    /// 0 for this host.
+    pub ttl: u8,
+    /// `""` for a silent position.
+    #[serde(with = "ip_or_empty")]
+    pub ip_address: Option<IpAddr>,
+    pub silent: bool,
+    pub destination: bool,
+    /// Flows that crossed it.
+    pub flows: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStats>,
+    /// Share of the attempts that reached it and got no answer.
+    pub loss: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphLink {
+    pub from: usize,
+    pub to: usize,
+    /// Flow identifiers (source ports; ICMP: echo identifiers) that took it.
+    pub flows: Vec<u16>,
+    /// RTTs of the far end, for these flows only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt: Option<RttStats>,
+    pub loss: f64,
 }

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::budget::Rate;
-use super::mda::Confidence;
 use crate::probe::{Protocol, Ttl};
 use crate::resolve::FamilyPreference;
 use crate::route::Egress;
@@ -409,6 +408,29 @@ impl TraceRequest {
                 + self.spacing * u32::from(self.queries.saturating_sub(1))
                 + Duration::from_secs(1)
         })
+    }
+}
+
+/// Confidence of an MDA trace: the chance that a router with one more next
+/// hop than found would have shown it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Confidence(f64);
+
+impl Confidence {
+    pub const P95: Confidence = Confidence(0.95);
+    pub const P99: Confidence = Confidence(0.99);
+
+    /// 95 or 99 (percent), the two levels offered.
+    pub fn from_percent(percent: u8) -> Option<Confidence> {
+        match percent {
+            95 => Some(Self::P95),
+            99 => Some(Self::P99),
+            _ => None,
+        }
+    }
+
+    pub fn value(self) -> f64 {
+        self.0
     }
 }
 

@@ -15,28 +15,9 @@ use std::collections::BTreeSet;
 
 use crate::path::graph::{FlowPath, Graph, NodeId, Position};
 
-/// Confidence of an MDA trace: the chance that a router with one more next
-/// hop than found would have shown it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Confidence(f64);
-
-impl Confidence {
-    pub const P95: Confidence = Confidence(0.95);
-    pub const P99: Confidence = Confidence(0.99);
-
-    /// 95 or 99 (percent), the two levels offered.
-    pub fn from_percent(percent: u8) -> Option<Confidence> {
-        match percent {
-            95 => Some(Self::P95),
-            99 => Some(Self::P99),
-            _ => None,
-        }
-    }
-
-    pub fn value(self) -> f64 {
-        self.0
-    }
-}
+// A request parameter, so it lives with the request (which must not import
+// this module back); named here too, where it is used.
+pub use super::request::Confidence;
 
 /// n_k: flows through a router needed to rule out a k-th next hop when k−1
 /// were found: the fewest flows n for which k equally likely next hops would
@@ -47,7 +28,7 @@ impl Confidence {
 /// n_k = ⌈ln(ε/k) / ln((k−1)/k)⌉ is at most one above it and is used past
 /// k = 32, where the alternating sum loses precision.
 pub fn stopping_point(k: usize, confidence: Confidence) -> usize {
-    let epsilon = 1.0 - confidence.0;
+    let epsilon = 1.0 - confidence.value();
     if k < 2 {
         return 1;
     }
