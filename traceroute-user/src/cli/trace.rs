@@ -41,7 +41,8 @@ pub enum Format {
     Dot,
     /// The path graph as a standalone SVG.
     Svg,
-    /// One row per distinct path, with its flows.
+    /// One row per distinct path, with its flows (flows MDA stopped early
+    /// listed apart).
     Flows,
 }
 

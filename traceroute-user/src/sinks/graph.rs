@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::path::NetworkPath;
 use crate::path::graph::{FlowPath, Graph, GraphNode, PathGraph};
+use crate::path::{NetworkPath, Run};
 
 /// The record's graph, or one built from its runs (one flow per flow id).
 pub fn graph_of(path: &NetworkPath) -> PathGraph {
@@ -207,42 +207,163 @@ pub fn svg(path: &NetworkPath) -> String {
     out
 }
 
-/// One row per distinct path with the flows that took it.
+/// One row per distinct path with the flows that took it. After MDA, the
+/// flows it stopped early (their routers needed them only so deep) are not
+/// paths: they are listed apart, as the prefixes they probed.
 pub fn flows_table(path: &NetworkPath) -> String {
-    let mut paths: BTreeMap<Vec<String>, Vec<u16>> = BTreeMap::new();
-    for run in &path.traceroute.runs {
-        let hops: Vec<String> = run
-            .hops
-            .iter()
-            .map(|h| h.ip_address.map_or("*".to_string(), |a| a.to_string()))
-            .collect();
-        let flows = paths.entry(hops).or_default();
-        if let Some(id) = run.flow_id
-            && !flows.contains(&id)
-        {
-            flows.push(id);
-        }
-    }
+    let mda = path.multipath.as_ref().is_some_and(|g| g.method == "mda");
+    let groups = FlowGroups::of(&path.traceroute.runs, mda);
     let mut out = String::new();
-    writeln!(
+    write!(
         out,
         "{} distinct path(s) over {} run(s) to {}",
-        paths.len(),
+        groups.paths.len(),
         path.traceroute.runs.len(),
         path.destination.hostname
     )
     .expect("String");
-    for (i, (hops, flows)) in paths.iter().enumerate() {
-        let shown: Vec<String> = flows.iter().map(u16::to_string).collect();
+    let stopped: usize = groups.stopped.values().map(Vec::len).sum();
+    if stopped > 0 {
+        write!(out, "; {stopped} flow(s) MDA stopped early, apart below").expect("String");
+    }
+    out.push('\n');
+    for (i, (hops, flows)) in groups.paths.iter().enumerate() {
         writeln!(
             out,
             "path {}: {} flow(s) [{}]\n  {}",
             i + 1,
             flows.len(),
-            shown.join(", "),
+            ids(flows),
             hops.join(" > ")
         )
         .expect("String");
     }
+    if stopped > 0 {
+        out.push_str("stopped early by MDA (not paths: probed only as deep as shown):\n");
+        for (hops, flows) in &groups.stopped {
+            writeln!(
+                out,
+                "  {} flow(s) [{}]\n    {} > …",
+                flows.len(),
+                ids(flows),
+                hops.join(" > ")
+            )
+            .expect("String");
+        }
+    }
     out
+}
+
+fn ids(flows: &[u16]) -> String {
+    let shown: Vec<String> = flows.iter().map(u16::to_string).collect();
+    shown.join(", ")
+}
+
+/// Runs grouped by the hops they show: whole paths, and (after MDA) the
+/// prefixes of flows stopped early.
+struct FlowGroups {
+    paths: BTreeMap<Vec<String>, Vec<u16>>,
+    stopped: BTreeMap<Vec<String>, Vec<u16>>,
+}
+
+impl FlowGroups {
+    /// A flow MDA stopped early did not reach the destination and ends
+    /// short of the deepest TTL any flow probed (the first round maps
+    /// every TTL; later flows go only as deep as a router needs them).
+    fn of(runs: &[Run], mda: bool) -> FlowGroups {
+        let deepest = runs
+            .iter()
+            .filter_map(|r| r.hops.last())
+            .map(|h| h.ttl)
+            .max();
+        let mut groups = FlowGroups {
+            paths: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+        };
+        for run in runs {
+            let last = run.hops.last().map(|h| h.ttl);
+            let stopped = mda && !run.destination_reached && last < deepest;
+            let hops: Vec<String> = run
+                .hops
+                .iter()
+                .map(|h| h.ip_address.map_or("*".to_string(), |a| a.to_string()))
+                .collect();
+            let group = if stopped {
+                &mut groups.stopped
+            } else {
+                &mut groups.paths
+            };
+            let flows = group.entry(hops).or_default();
+            if let Some(id) = run.flow_id
+                && !flows.contains(&id)
+            {
+                flows.push(id);
+            }
+        }
+        groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::{AttemptOutcome, HopObservation};
+    use crate::probe::Ttl;
+    use std::time::Duration;
+
+    /// A run of flow `id` answered by `addrs` from TTL 1; "*" is silent.
+    /// `reached`: the last address is the destination.
+    fn run(id: u16, addrs: &[&str], reached: bool) -> Run {
+        let observations: Vec<HopObservation> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let ttl = Ttl::new(i as u8 + 1).unwrap();
+                let attempt = match a.parse::<IpAddr>() {
+                    Ok(ip) => AttemptOutcome {
+                        is_destination: reached && i + 1 == addrs.len(),
+                        ..AttemptOutcome::answered(ip, Duration::from_millis(1))
+                    },
+                    Err(_) => AttemptOutcome::silent(),
+                };
+                HopObservation {
+                    ttl,
+                    attempts: vec![attempt],
+                }
+            })
+            .collect();
+        let mut run = Run::from_observations(
+            "198.18.0.1:40000".parse().unwrap(),
+            "198.18.9.2:33434".parse().unwrap(),
+            &observations,
+        );
+        run.flow_id = Some(id);
+        run
+    }
+
+    #[test]
+    fn flows_mda_stopped_early_are_apart_from_the_paths() {
+        let runs = vec![
+            run(1, &["198.18.1.2", "198.18.50.2", "198.18.9.2"], true),
+            run(2, &["198.18.1.2", "198.18.51.2", "198.18.9.2"], true),
+            run(3, &["198.18.1.2", "198.18.50.2"], false),
+            run(4, &["198.18.1.2", "*"], false),
+            run(5, &["198.18.1.2", "198.18.50.2"], false),
+        ];
+        assert!(runs[0].destination_reached && !runs[2].destination_reached);
+        let groups = FlowGroups::of(&runs, true);
+        assert_eq!(groups.paths.len(), 2, "{:?}", groups.paths);
+        assert!(groups.paths.values().all(|f| f.len() == 1));
+        let stopped: Vec<(&Vec<String>, &Vec<u16>)> = groups.stopped.iter().collect();
+        assert_eq!(stopped.len(), 2);
+        assert!(stopped.contains(&(
+            &vec!["198.18.1.2".into(), "198.18.50.2".into()],
+            &vec![3, 5]
+        )));
+        assert!(stopped.contains(&(&vec!["198.18.1.2".into(), "*".into()], &vec![4])));
+        // Without MDA every run is a path, as it was traced.
+        let fixed = FlowGroups::of(&runs, false);
+        assert_eq!(fixed.paths.len(), 4);
+        assert!(fixed.stopped.is_empty());
+    }
 }
