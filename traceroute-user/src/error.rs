@@ -1,7 +1,7 @@
 //! Error codes: the `code` of the API's JSON errors, of failed runs in the
 //! metrics and logs, and what the CLI's exit status is derived from. One enum
 //! owns each code's name, HTTP status and exit code, so the contract lives in
-//! one place (README.md, "HTTP API", lists the same table).
+//! one place (docs/HTTP_API.md lists the same table).
 
 use std::fmt;
 

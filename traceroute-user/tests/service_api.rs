@@ -290,7 +290,7 @@ fn bad_inputs_get_4xx_with_a_json_code() {
         ("/nope".into(), 404, "NOT_FOUND"),
         ("/%2e%2e/etc/passwd".into(), 404, "NOT_FOUND"),
         ("/health/".into(), 404, "NOT_FOUND"),
-        // well-formed, but the resolver / routing says no (5xx, see README)
+        // well-formed, but the resolver / routing says no (5xx, see docs/HTTP_API.md)
         ("/traceroute/nonexistent.invalid".into(), 502, "DNS"),
     ];
     assert!(cases.len() >= 30);
@@ -431,7 +431,7 @@ fn bad_inputs_get_4xx_with_a_json_code() {
 /// A per-probe timeout that cannot fit in the time this agent lets a
 /// request probe is a bad request naming both settings, answered at once
 /// (not a BUSY that no retry could ever get past); an ignored parameter is
-/// logged at INFO, as the README says.
+/// logged at INFO, as docs/HTTP_API.md says.
 #[test]
 fn a_timeout_longer_than_the_request_may_probe_is_a_bad_request_not_busy() {
     // Nothing silent on the path: the trace that fits ends at once.

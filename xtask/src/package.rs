@@ -105,6 +105,10 @@ pub fn run_package(args: PackageArgs) -> Result<PathBuf> {
     let doc = "/usr/share/doc/traceroute-agent";
     for file in [
         "README.md",
+        "docs/CLI.md",
+        "docs/NETWORK_PATH.md",
+        "docs/SERVICE.md",
+        "docs/HTTP_API.md",
         "docs/METRICS.md",
         "docs/TROUBLESHOOTING.md",
         "docs/UPGRADING.md",
@@ -380,6 +384,7 @@ mod tests {
             "/usr/share/fish/vendor_completions.d/traceroute-agent.fish",
             "/usr/share/doc/traceroute-agent/README.md",
             "/usr/share/doc/traceroute-agent/METRICS.md",
+            "/usr/share/doc/traceroute-agent/SERVICE.md",
             "/usr/share/doc/traceroute-agent/copyright",
         ] {
             assert_eq!(mode(file), 0o644, "{file}");

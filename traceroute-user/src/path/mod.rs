@@ -1,4 +1,4 @@
-//! The `NetworkPath` record (README, "NetworkPath JSON") and its assembly from probe results.
+//! The `NetworkPath` record (docs/NETWORK_PATH.md) and its assembly from probe results.
 //!
 //! [`model`] is the serde shape, field for field; our additions are optional
 //! fields with their own names, documented in `schema/network-path.schema.json`

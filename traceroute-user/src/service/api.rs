@@ -1,10 +1,10 @@
-//! The HTTP API (README, "HTTP API"): a drop-in for the system-probe traceroute
+//! The HTTP API (docs/HTTP_API.md): a drop-in for the system-probe traceroute
 //! module, plus `/health` and `/metrics`.
 //!
 //! Routing and parameter parsing are done here by hand rather than with
 //! extractors, so that every bad input — unknown paths and methods included —
-//! gets the same `{"code", "message"}` JSON body. README.md ("Running as a
-//! service") documents every parameter and status code; the table in
+//! gets the same `{"code", "message"}` JSON body. docs/HTTP_API.md
+//! documents every parameter and status code; the table in
 //! [`status_of`] is the contract.
 
 use std::collections::HashSet;

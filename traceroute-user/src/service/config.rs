@@ -1,6 +1,6 @@
 //! The service configuration: a TOML file (`serve --config FILE`), overridable
 //! by command-line flags. Unknown keys are errors, so a typo never silently
-//! falls back to a default. README.md ("Running as a service") is the reference.
+//! falls back to a default. docs/SERVICE.md is the reference.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

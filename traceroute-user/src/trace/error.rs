@@ -51,7 +51,7 @@ impl TraceError {
         }
     }
 
-    /// The error code of the HTTP API contract (README, "HTTP API").
+    /// The error code of the HTTP API contract (docs/HTTP_API.md).
     pub fn code(&self) -> ErrorCode {
         match self {
             TraceError::InvalidRequest(_) => ErrorCode::InvalidRequest,
