@@ -1,8 +1,11 @@
-//! The command line's own parts: the `trace` subcommand (flags, output
-//! formats, live progress, `--explain`) and what several subcommands share.
+//! The command line's own parts: one file per subcommand (`trace` with its
+//! output formats, live progress and `--explain`; `capture`; `serve`) and
+//! what several share.
 
+pub mod capture;
 pub mod explain;
 pub mod progress;
+pub mod serve;
 pub mod trace;
 
 use traceroute_user::capture::CaptureMode;
@@ -24,4 +27,18 @@ impl From<CaptureArg> for CaptureMode {
             CaptureArg::Socket => CaptureMode::Socket,
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its
+/// message already contains is not repeated.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
