@@ -250,14 +250,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_nested_diamond_is_mapped_within_the_stopping_rule() {
-        let mda = Mda {
+    /// MDA at 95 % from TTL 1 up to `max_ttl`, with `max_flows` flows.
+    fn plan_to(max_ttl: u8, max_flows: usize) -> Mda {
+        Mda {
             confidence: Confidence::P95,
             first_ttl: 1,
-            max_ttl: 30,
-            max_flows: 256,
-        };
+            max_ttl,
+            max_flows,
+        }
+    }
+
+    #[test]
+    fn the_nested_diamond_is_mapped_within_the_stopping_rule() {
+        let mda = plan_to(30, 256);
         let src = IpAddr::from([198, 18, 0, 1]);
         let mut flows: Vec<FlowPath> = Vec::new();
         let mut tried = BTreeSet::new();
@@ -330,12 +335,7 @@ mod tests {
 
     #[test]
     fn extensions_serve_routers_by_flows_that_crossed_them_once_each() {
-        let mda = Mda {
-            confidence: Confidence::P95,
-            first_ttl: 1,
-            max_ttl: 5,
-            max_flows: 256,
-        };
+        let mda = plan_to(5, 256);
         let src = IpAddr::from([198, 18, 0, 1]);
         // 12 flows that stopped at TTL 2: no a has a known next hop.
         let flows: Vec<FlowPath> = (0..12).map(|f| nested_between(60000 + f, 1, 2)).collect();
@@ -370,12 +370,7 @@ mod tests {
 
     #[test]
     fn a_budget_too_small_leaves_the_trace_incomplete() {
-        let mda = Mda {
-            confidence: Confidence::P95,
-            first_ttl: 1,
-            max_ttl: 30,
-            max_flows: 10,
-        };
+        let mda = plan_to(30, 10);
         let src = IpAddr::from([198, 18, 0, 1]);
         let flows: Vec<FlowPath> = (0..10).map(|f| nested(50000 + f, 1)).collect();
         let graph = Graph::build(src, 1, &flows);
