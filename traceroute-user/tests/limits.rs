@@ -219,6 +219,11 @@ fn flow_pins_that_would_not_pin_are_usage_errors() {
             "at most 65280",
         ),
         (&["--confidence", "99"][..], "--multipath"),
+        (&["--mda-rule", "full"][..], "--multipath"),
+        (
+            &["--multipath", "mda", "--mda-rule", "exact"][..],
+            "lite or full",
+        ),
     ] {
         let out = Command::new(AGENT)
             .args(["trace", "198.18.0.9"])

@@ -122,6 +122,49 @@ fn mda_finds_every_branch_of_diamonds_within_the_stopping_rule() {
     }
 }
 
+/// Flows the graph saw at each TTL, and the addresses found there.
+fn per_ttl(record: &Value) -> BTreeMap<u64, (u64, BTreeSet<String>)> {
+    let mut out: BTreeMap<u64, (u64, BTreeSet<String>)> = BTreeMap::new();
+    for node in record["multipath"]["nodes"].as_array().expect("nodes") {
+        let entry = out.entry(node["ttl"].as_u64().unwrap()).or_default();
+        entry.0 += node["flows"].as_u64().unwrap();
+        entry
+            .1
+            .insert(node["ip_address"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+/// In the nested diamond each m answers from the interface its probe came
+/// by: 8 addresses at TTL 3, all before r4. The full rule wants 6 flows
+/// beyond each (48 answers from r4); the lite rule sees 8 routers alike,
+/// none splitting, and wants 11 beyond the TTL, 2 each. Both find the same
+/// addresses, and the record says which rule ran.
+#[test]
+fn the_lite_rule_finds_the_same_diamond_with_fewer_answers_where_paths_converge() {
+    let lab = Lab::up(&traceroute_lab::named::nested()).unwrap();
+    let full = mda(&lab, "-U", Family::V4, &["--mda-rule", "full"]);
+    let lite = mda(&lab, "-U", Family::V4, &[]);
+    assert_eq!(full["multipath"]["rule"], "full");
+    assert_eq!(lite["multipath"]["rule"], "lite");
+    for record in [&full, &lite] {
+        assert_eq!(record["multipath"]["complete"], true);
+    }
+    let (full, lite) = (per_ttl(&full), per_ttl(&lite));
+    let addresses = |t: &BTreeMap<u64, (u64, BTreeSet<String>)>| -> Vec<usize> {
+        t.values().map(|(_, a)| a.len()).collect()
+    };
+    assert_eq!(addresses(&full), [1, 1, 4, 8, 2, 1], "{full:?}");
+    assert_eq!(addresses(&lite), addresses(&full), "{lite:?}");
+    assert!(full[&4].0 >= 48, "full rule: {} flows at TTL 4", full[&4].0);
+    assert!(
+        lite[&4].0 * 2 <= full[&4].0,
+        "lite rule: {} flows at TTL 4, full {}",
+        lite[&4].0,
+        full[&4].0
+    );
+}
+
 #[test]
 fn mda_finds_the_destination_behind_a_silent_router_in_the_diamond() {
     let lab = Lab::up(&traceroute_lab::named::nested_silent()).unwrap();

@@ -97,6 +97,10 @@ fn api_answers_like_system_probe_checked_against_ground_truth() {
         "{graph:#}"
     );
     assert_eq!(graph["confidence"], 0.95);
+    assert_eq!(
+        graph["rule"], "lite",
+        "the default rule, said in the record"
+    );
     assert_eq!(record["traceroute"]["runs"][0]["flow_id"], 44000);
 
     // tcp_method variants that map to SYN; IPv6 literal in brackets.
@@ -224,6 +228,12 @@ fn bad_inputs_get_4xx_with_a_json_code() {
             "INVALID_REQUEST",
         ),
         (format!("{t}?confidence=99"), 400, "INVALID_REQUEST"),
+        (format!("{t}?mda_rule=full"), 400, "INVALID_REQUEST"),
+        (
+            format!("{t}?multipath=mda&mda_rule=exact"),
+            400,
+            "INVALID_REQUEST",
+        ),
         (format!("{t}?multipath=mda&paths=4"), 400, "INVALID_REQUEST"),
         (format!("{t}?flow_id=0"), 400, "INVALID_REQUEST"),
         (format!("{t}?flow_id=65535&paths=3"), 400, "INVALID_REQUEST"),

@@ -15,9 +15,9 @@ use traceroute_user::sinks;
 use traceroute_user::sinks::table::Style;
 use traceroute_user::trace::TcpMethod;
 use traceroute_user::trace::budget::Rate;
-use traceroute_user::trace::mda::Confidence;
+use traceroute_user::trace::mda::{Confidence, MdaRule};
 use traceroute_user::trace::request::{
-    CYCLES, MAX_TTL, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, WINDOW,
+    CYCLES, MAX_TTL, Multipath, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, WINDOW,
 };
 use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
@@ -179,6 +179,10 @@ pub struct TraceArgs {
     /// MDA's confidence, in percent: 95 (default) or 99.
     #[arg(long, value_parser = ["95", "99"], requires = "multipath")]
     confidence: Option<String>,
+    /// MDA's stopping rule: lite (per TTL where its routers look alike,
+    /// else per router; the default) or full (per router).
+    #[arg(long, value_parser = clap::value_parser!(MdaRule), requires = "multipath")]
+    mda_rule: Option<MdaRule>,
     /// TCP probes: bare SYNs, segments inside a connection the kernel opens
     /// first (passes stateful firewalls), or that with SYNs as fallback.
     #[arg(long, value_enum, default_value = "syn")]
@@ -322,10 +326,11 @@ impl TraceArgs {
                 .unwrap_or("95")
                 .parse()
                 .unwrap_or(0);
-            request.multipath = Some(
-                Confidence::from_percent(percent)
+            request.multipath = Some(Multipath {
+                confidence: Confidence::from_percent(percent)
                     .ok_or_else(|| usage("--confidence must be 95 or 99".into()))?,
-            );
+                rule: self.mda_rule.unwrap_or_default(),
+            });
         }
         request.reverse_dns = self.reverse_dns;
         request.pmtu = self.pmtu;

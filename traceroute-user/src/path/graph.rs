@@ -303,6 +303,7 @@ impl Graph {
         PathGraph {
             method: method.to_string(),
             confidence,
+            rule: None,
             complete,
             flows: self.flows as u32,
             nodes,

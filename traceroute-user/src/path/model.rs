@@ -547,8 +547,14 @@ pub struct PathGraph {
     /// MDA: the confidence asked for (0.95 or 0.99).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
-    /// MDA: every node got enough flows to rule out one more next hop at
-    /// that confidence (false when the flow budget ran out first).
+    /// MDA: the stopping rule, `lite` (per TTL where its routers look
+    /// alike, else per router) or `full` (per router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// MDA: the stopping rule held everywhere at that confidence: every
+    /// node (or, under the lite rule, every TTL where it applies) got
+    /// enough flows to rule out one more next hop (false when the flow
+    /// budget ran out first).
     pub complete: bool,
     pub flows: u32,
     pub nodes: Vec<GraphNode>,

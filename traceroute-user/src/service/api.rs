@@ -28,7 +28,8 @@ use crate::probe::Protocol;
 use crate::resolve;
 use crate::resolve::FamilyPreference;
 use crate::route::Egress;
-use crate::trace::mda::Confidence;
+use crate::trace::mda::{Confidence, MdaRule};
+use crate::trace::request::Multipath;
 use crate::trace::request::{self, Bounds, OutOfRange};
 use crate::trace::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
 
@@ -211,8 +212,9 @@ pub struct Params {
     pub client_id: String,
     /// Flows at once (`paths`).
     pub paths: u16,
-    /// `multipath=mda`: MDA at this confidence.
-    pub multipath: Option<Confidence>,
+    /// `multipath=mda`: MDA at this confidence (`confidence`), by this rule
+    /// (`mda_rule`).
+    pub multipath: Option<Multipath>,
     /// `flow_id` (or `source_port`): the first flow's identifier.
     pub flow_id: Option<u16>,
     /// `pmtu=true`: path MTU per hop.
@@ -309,6 +311,7 @@ fn shown(value: &str) -> String {
 pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
     let mut p = Params::default();
     let mut confidence = None;
+    let mut rule = None;
     let mut seen = HashSet::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         // `flow_id` and `source_port` are one parameter.
@@ -384,7 +387,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             }
             "multipath" if !empty => match v.to_ascii_lowercase().as_str() {
                 "mda" => {
-                    p.multipath.get_or_insert(Confidence::P95);
+                    p.multipath.get_or_insert(Multipath::DEFAULT);
                 }
                 "none" | "off" => p.multipath = None,
                 _ => {
@@ -405,6 +408,11 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                         )));
                     }
                 });
+            }
+            "mda_rule" if !empty => {
+                rule = Some(v.parse::<MdaRule>().map_err(|_| {
+                    invalid(format!("unknown mda_rule {:?} (lite or full)", shown(v)))
+                })?);
             }
             "flow_id" | "source_port" if !empty => {
                 let n = number(&key, v, 65535)?;
@@ -451,6 +459,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             | "paths"
             | "multipath"
             | "confidence"
+            | "mda_rule"
             | "flow_id"
             | "source_port"
             | "source"
@@ -458,10 +467,14 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             other => p.ignored.push(shown(other)),
         }
     }
-    match (p.multipath.is_some(), confidence) {
-        (true, Some(c)) => p.multipath = Some(c),
-        (false, Some(_)) => return Err(invalid("confidence applies to multipath=mda only")),
-        _ => {}
+    match (&mut p.multipath, confidence, rule) {
+        (Some(mda), confidence, rule) => {
+            mda.confidence = confidence.unwrap_or(mda.confidence);
+            mda.rule = rule.unwrap_or(mda.rule);
+        }
+        (None, Some(_), _) => return Err(invalid("confidence applies to multipath=mda only")),
+        (None, _, Some(_)) => return Err(invalid("mda_rule applies to multipath=mda only")),
+        (None, None, None) => {}
     }
     if p.multipath.is_some() && p.paths != request::PATHS.default {
         return Err(invalid(

@@ -12,7 +12,8 @@ use crate::capture::CaptureMode;
 use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
 use crate::route::Egress;
-use crate::trace::mda::Confidence;
+use crate::trace::mda::{Confidence, MdaRule};
+use crate::trace::request::Multipath;
 use crate::trace::{TcpMethod, TraceRequest, request};
 
 /// Where the Unix socket lives unless configured otherwise.
@@ -171,6 +172,10 @@ pub struct Target {
     /// MDA's confidence in percent: 95 (default) or 99.
     #[serde(default)]
     pub confidence: Option<u8>,
+    /// MDA's stopping rule: `"lite"` (default) or `"full"` (see the CLI's
+    /// `--mda-rule`).
+    #[serde(default)]
+    pub mda_rule: Option<String>,
     /// Pin the flows (first source port or echo id; more flows take the
     /// next ones): the same flows every run, so through load balancers a
     /// path change means the network changed, not that a new flow hashed
@@ -309,14 +314,21 @@ impl Target {
         r.flow_id = self.flow_id;
         if self.multipath.is_some() {
             let percent = self.confidence.unwrap_or(95);
-            r.multipath =
-                Some(
-                    Confidence::from_percent(percent).ok_or_else(|| request::OutOfRange {
-                        name: "confidence".into(),
-                        range: "95 or 99".into(),
-                        value: percent.to_string(),
-                    })?,
-                );
+            let confidence =
+                Confidence::from_percent(percent).ok_or_else(|| request::OutOfRange {
+                    name: "confidence".into(),
+                    range: "95 or 99".into(),
+                    value: percent.to_string(),
+                })?;
+            let rule = match &self.mda_rule {
+                None => MdaRule::default(),
+                Some(rule) => rule.parse().map_err(|_| request::OutOfRange {
+                    name: "mda_rule".into(),
+                    range: "lite or full".into(),
+                    value: rule.clone(),
+                })?,
+            };
+            r.multipath = Some(Multipath { confidence, rule });
         }
         r.family = self.family;
         r = r.with_egress(Egress {
@@ -358,6 +370,9 @@ impl Target {
         }
         if self.confidence.is_some() && self.multipath.is_none() {
             bail!("confidence applies to multipath = \"mda\" only");
+        }
+        if self.mda_rule.is_some() && self.multipath.is_none() {
+            bail!("mda_rule applies to multipath = \"mda\" only");
         }
         if self.count == Some(0) {
             bail!("count must be at least 1");
@@ -474,6 +489,16 @@ mod tests {
             timeout = "500ms"
             family = "v6"
             count = 2
+            [[targets]]
+            host = "198.18.5.3"
+            interval = "5s"
+            multipath = "mda"
+            confidence = 99
+            mda_rule = "full"
+            [[targets]]
+            host = "198.18.5.4"
+            interval = "5s"
+            multipath = "mda"
             "#,
         )
         .unwrap();
@@ -483,7 +508,17 @@ mod tests {
         assert_eq!(c.capture, CaptureMode::Socket);
         assert_eq!(c.api.socket_mode, 0o600);
         assert_eq!(c.api.listen, Some("127.0.0.1:8089".parse().unwrap()));
-        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets.len(), 4);
+        let mda = |i: usize| c.targets[i].request().unwrap().multipath;
+        assert_eq!(
+            mda(2),
+            Some(Multipath {
+                confidence: Confidence::P99,
+                rule: MdaRule::Full
+            })
+        );
+        assert_eq!(mda(3), Some(Multipath::DEFAULT));
+        assert_eq!(mda(0), None);
         assert_eq!(c.targets[0].protocol, Protocol::Tcp);
         assert_eq!(c.targets[1].protocol, Protocol::Udp);
         assert_eq!(c.targets[1].interval, Duration::from_secs(60));
@@ -514,6 +549,14 @@ mod tests {
                 "broadcast",
             ),
             ("router_icmp_burst = 0", "router_icmp_burst"),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nmda_rule = \"full\"",
+                "mda_rule applies to multipath",
+            ),
+            (
+                "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nmultipath = \"mda\"\nmda_rule = \"exact\"",
+                "lite or full",
+            ),
             (
                 "[[targets]]\nhost = \"h\"\ninterval = \"1s\"\nflow_id = 0",
                 "pin no flow",

@@ -224,7 +224,7 @@ impl Tracer {
         };
         let probing = async {
             match request.multipath {
-                Some(confidence) => self.mda(&job, confidence).await,
+                Some(multipath) => self.mda(&job, multipath).await,
                 None if request.pmtu => self.pmtu(&job).await,
                 None if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() => {
                     let runs = connect_runs(request, job.route, job.target, job.port).await?;

@@ -180,7 +180,7 @@ pub struct TraceRequest {
     /// Multipath discovery (MDA) at this confidence instead of a fixed
     /// number of flows: one run per flow, as many flows as the stopping
     /// rule asks for, up to [`MDA_MAX_FLOWS`].
-    pub multipath: Option<Confidence>,
+    pub multipath: Option<Multipath>,
     /// How TCP probes are sent.
     pub tcp_method: TcpMethod,
     /// Path MTU per hop: probes padded to the interface MTU, smaller again
@@ -412,6 +412,59 @@ impl TraceRequest {
     }
 }
 
+/// An MDA trace: how sure it must be, and by which rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Multipath {
+    pub confidence: Confidence,
+    pub rule: MdaRule,
+}
+
+impl Multipath {
+    /// 95 %, the lite rule.
+    pub const DEFAULT: Multipath = Multipath {
+        confidence: Confidence::P95,
+        rule: MdaRule::Lite,
+    };
+}
+
+/// How many flows a router needs beyond it before its next hops count as
+/// known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MdaRule {
+    /// MDA-Lite (Vermeulen et al., IMC 2018): where the routers at a TTL
+    /// look alike (each with as many next hops, no next hop shared by two
+    /// of them while one of them splits), the stopping rule holds for the
+    /// TTL as a whole and its flows are shared out among its routers;
+    /// wherever they do not, each router gets the full rule. Far fewer
+    /// probes where paths converge (each of 8 routers before one needs 2
+    /// flows beyond it, not 6), which is what rate-limited routers pay for.
+    #[default]
+    Lite,
+    /// The full MDA: every router gets the stopping rule for itself.
+    Full,
+}
+
+impl MdaRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MdaRule::Lite => "lite",
+            MdaRule::Full => "full",
+        }
+    }
+}
+
+impl std::str::FromStr for MdaRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MdaRule, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "lite" => Ok(MdaRule::Lite),
+            "full" => Ok(MdaRule::Full),
+            _ => Err(format!("unknown MDA rule {text:?} (lite or full)")),
+        }
+    }
+}
+
 /// Confidence of an MDA trace: the chance that a router with one more next
 /// hop than found would have shown it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -492,7 +545,7 @@ mod tests {
             "flow_id 65535 with 3 flows would wrap past 65535: at most 65533 here"
         );
         let mut mda = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL);
-        mda.multipath = Some(Confidence::P95);
+        mda.multipath = Some(Multipath::DEFAULT);
         mda.flow_id = Some(65_300);
         assert!(mda.flow_conflict().unwrap().contains("256 flows"));
         mda.flow_id = Some(65_280);
@@ -636,6 +689,21 @@ mod tests {
             (
                 "| `-c, --report-cycles N`",
                 vec![format!("up to {} |", CYCLES.max)],
+            ),
+            (
+                "| `--mda-rule lite\\|full`",
+                vec![format!("| {} |", MdaRule::default().as_str())],
+            ),
+            (
+                "| `mda_rule` | ",
+                vec![format!(
+                    "| {} | `lite`, `full`",
+                    MdaRule::default().as_str()
+                )],
+            ),
+            (
+                "| `mda_rule` | `",
+                vec![format!("| `\"{}\"` |", MdaRule::default().as_str())],
             ),
             (
                 "| `-N, --sim-queries N`",

@@ -11,13 +11,13 @@
 
 pub(in crate::trace) mod run;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::path::graph::{FlowPath, Graph, NodeId, Position};
 
 // A request parameter, so it lives with the request (which must not import
 // this module back); named here too, where it is used.
-pub use super::request::Confidence;
+pub use super::request::{Confidence, MdaRule};
 
 /// n_k: flows through a router needed to rule out a k-th next hop when k−1
 /// were found: the fewest flows n for which k equally likely next hops would
@@ -59,12 +59,17 @@ pub struct Mda {
     pub max_ttl: u8,
     /// Most flows the trace may use in all.
     pub max_flows: usize,
+    pub rule: MdaRule,
 }
 
 impl Mda {
     /// Routers that have not had enough flows yet: (router, flows still
     /// needed through it).
     pub fn deficits(&self, graph: &Graph) -> Vec<(NodeId, usize)> {
+        let shares = match self.rule {
+            MdaRule::Lite => hop_shares(graph, self.confidence),
+            MdaRule::Full => BTreeMap::new(),
+        };
         graph
             .nodes()
             .filter_map(|node| {
@@ -79,7 +84,11 @@ impl Mda {
                 if graph.is_destination(node) || ttl >= self.max_ttl {
                     return None;
                 }
-                let needed = stopping_point(successors + 1, self.confidence);
+                let full = stopping_point(successors + 1, self.confidence);
+                let needed = match shares.get(&ttl) {
+                    Some(&share) if successors > 0 => share.min(full),
+                    _ => full,
+                };
                 let missing = needed.saturating_sub(graph.flows_beyond(node));
                 (missing > 0).then_some((node, missing))
             })
@@ -126,6 +135,15 @@ impl Mda {
             .into_iter()
             .map(|(node, _)| match graph.position(node) {
                 Position::Source => 1,
+                // Where flows split, a new flow first learns which router
+                // it crosses; only the flows that cross one lacking flows
+                // go on a TTL (as extensions): the next TTL's routers
+                // answer just the probes that serve the rule.
+                Position::Address { ttl, .. } | Position::Silent { ttl, .. }
+                    if graph.single_at(ttl).is_none() =>
+                {
+                    ttl
+                }
                 Position::Address { ttl, .. } | Position::Silent { ttl, .. } => ttl + 1,
             })
             .min()
@@ -195,6 +213,57 @@ impl Mda {
     }
 }
 
+/// Under [`MdaRule::Lite`]: the flows each router at a TTL needs beyond
+/// it, for the TTLs where the hop rule applies. It applies where a TTL has
+/// two routers or more (one router is its own TTL), every router there with
+/// a known next hop has as many next hops as the others (load balancing
+/// looks uniform), and no next hop is shared by two of them while one of
+/// them splits (the diamond is not meshed). The TTL then needs the flows
+/// that rule out one more router at the next TTL, shared out evenly.
+/// Silences are not routers: a silent position keeps the full rule.
+fn hop_shares(graph: &Graph, confidence: Confidence) -> BTreeMap<u8, usize> {
+    let mut by_ttl: BTreeMap<u8, Vec<NodeId>> = BTreeMap::new();
+    for node in graph.nodes() {
+        if let Position::Address { ttl, .. } = graph.position(node)
+            && !graph.is_destination(node)
+        {
+            by_ttl.entry(ttl).or_default().push(node);
+        }
+    }
+    let answering = |node: NodeId| -> Vec<NodeId> {
+        graph
+            .successors(node)
+            .into_iter()
+            .filter(|&n| matches!(graph.position(n), Position::Address { .. }))
+            .collect()
+    };
+    by_ttl
+        .into_iter()
+        .filter(|(_, routers)| routers.len() >= 2)
+        .filter_map(|(ttl, routers)| {
+            let next: Vec<Vec<NodeId>> = routers
+                .iter()
+                .map(|&r| answering(r))
+                .filter(|s| !s.is_empty())
+                .collect();
+            let width = next.first()?.len();
+            if next.iter().any(|s| s.len() != width) {
+                return None;
+            }
+            let mut predecessors: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for &n in next.iter().flatten() {
+                *predecessors.entry(n).or_default() += 1;
+            }
+            let meshed = width > 1 && predecessors.values().any(|&p| p > 1);
+            if meshed {
+                return None;
+            }
+            let hop = stopping_point(predecessors.len() + 1, confidence);
+            Some((ttl, hop.div_ceil(routers.len())))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -220,6 +289,15 @@ mod tests {
     fn pick(flow: u16, salt: u16, n: u16) -> u8 {
         let h = (u32::from(flow) ^ u32::from(salt)).wrapping_mul(2_654_435_761);
         ((h >> 16) % u32::from(n)) as u8
+    }
+
+    /// [`pick`] with a hash whose choices at one router do not follow the
+    /// choice at the one before (splitmix64's finaliser).
+    fn mixed_pick(flow: u16, salt: u16, n: u16) -> u8 {
+        let mut h = (u64::from(flow) << 16 | u64::from(salt)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((h ^ (h >> 31)) % u64::from(n)) as u8
     }
 
     /// The nested diamond: r1 → 4 routers → (each to either of) 2 → r4 → dst,
@@ -257,12 +335,14 @@ mod tests {
             first_ttl: 1,
             max_ttl,
             max_flows,
+            rule: MdaRule::Full,
         }
     }
 
-    #[test]
-    fn the_nested_diamond_is_mapped_within_the_stopping_rule() {
-        let mda = plan_to(30, 256);
+    /// Runs `mda` as the tracer does (extensions first, then rounds of new
+    /// flows) over a network whose flow `f`, probed from TTL `a` to `b`,
+    /// takes `path(f, a, b)`; answers are never lost. The flows and rounds.
+    fn run_plan(mda: &Mda, path: impl Fn(u16, u8, u8) -> FlowPath) -> (Vec<FlowPath>, usize) {
         let src = IpAddr::from([198, 18, 0, 1]);
         let mut flows: Vec<FlowPath> = Vec::new();
         let mut tried = BTreeSet::new();
@@ -276,7 +356,7 @@ mod tests {
                 for &(id, ttl) in &more {
                     let flow = flows.iter_mut().find(|f| f.flow_id == id).unwrap();
                     assert!(flow.hops.iter().all(|h| h.ttl < ttl), "probed twice");
-                    flow.hops.extend(nested_between(id, ttl, ttl).hops);
+                    flow.hops.extend(path(id, ttl, ttl).hops);
                 }
                 tried.extend(more);
                 rounds += 1;
@@ -284,31 +364,53 @@ mod tests {
             }
             let n = mda.next_round(&graph);
             if n == 0 {
-                assert!(mda.complete(&graph), "stopped before the rule was met");
-                break;
+                assert!(
+                    mda.complete(&graph),
+                    "stopped before the rule was met: {} flows, {:?}",
+                    flows.len(),
+                    mda.deficits(&graph)
+                );
+                return (flows, rounds);
             }
             let start = mda.start_ttl(&graph);
             let end = if flows.is_empty() {
-                5
+                mda.max_ttl
             } else {
                 mda.end_ttl(&graph)
             };
             for _ in 0..n {
-                flows.push(nested_between(next_flow, start, end));
+                flows.push(path(next_flow, start, end));
                 next_flow += 1;
             }
             rounds += 1;
         }
-        let graph = Graph::build(src, 1, &flows);
-        let at = |ttl| {
+    }
+
+    /// Addresses found at each TTL from 1 to 5.
+    fn widths(flows: &[FlowPath]) -> [usize; 5] {
+        let graph = Graph::build(IpAddr::from([198, 18, 0, 1]), 1, flows);
+        std::array::from_fn(|i| {
             graph
                 .nodes()
-                .filter(
-                    |n| matches!(graph.position(*n), Position::Address { ttl: t, .. } if t == ttl),
-                )
+                .filter(|n| {
+                    matches!(graph.position(*n), Position::Address { ttl, .. } if usize::from(ttl) == i + 1)
+                })
                 .count()
-        };
-        assert_eq!((at(1), at(2), at(3), at(4), at(5)), (1, 4, 2, 1, 1));
+        })
+    }
+
+    fn probes_at(flows: &[FlowPath], ttl: u8) -> usize {
+        flows
+            .iter()
+            .filter(|f| f.hops.iter().any(|h| h.ttl == ttl))
+            .count()
+    }
+
+    #[test]
+    fn the_nested_diamond_is_mapped_within_the_stopping_rule() {
+        let mda = plan_to(5, 256);
+        let (flows, rounds) = run_plan(&mda, nested_between);
+        assert_eq!(widths(&flows), [1, 4, 2, 1, 1]);
         // r1 (4 next hops) needs n_5 = 21 flows beyond it, each a (2 next
         // hops) n_3 = 11: 44 flows at least, as hashing spreads them.
         assert!(
@@ -322,15 +424,163 @@ mod tests {
         // every TTL of every flow would be about 4 x 48.
         let probes: usize = flows.iter().map(|f| f.hops.len()).sum();
         assert!((89..=150).contains(&probes), "{probes} probes");
-        assert!(rounds <= 16, "{rounds} rounds");
+        assert!(rounds <= 20, "{rounds} rounds");
         // Later flows skip TTL 1 (one router, confirmed by the first round),
         // and most stop before the destination.
         assert!(flows.last().unwrap().hops[0].ttl > 1);
-        let to_the_end = flows
+        assert!(
+            probes_at(&flows, 5) <= 20,
+            "{} flows probed TTL 5",
+            probes_at(&flows, 5)
+        );
+        // Where flows split, new flows learn their router first and only
+        // those crossing one that lacks flows go on: TTL 3 answers no more
+        // probes than the a's need (4 x 11) and the first round sent.
+        assert!(
+            probes_at(&flows, 3) <= 4 * 11 + 8,
+            "{} at TTL 3",
+            probes_at(&flows, 3)
+        );
+    }
+
+    /// The lab's nested diamond, where routers answer from the interface a
+    /// probe came in by: each m has one address per a (8 at TTL 3), r4 one
+    /// per m (2 at TTL 4).
+    fn nested_by_interface(flow: u16, from_ttl: u8, to_ttl: u8) -> FlowPath {
+        let ip = |ttl: u8, n: u8| IpAddr::from([198, 18, ttl, n]);
+        let a = mixed_pick(flow, 1, 4);
+        let m = mixed_pick(flow, 2 + u16::from(a), 2);
+        let hops = [
+            ip(1, 1),
+            ip(2, 1 + a),
+            ip(3, 1 + 2 * a + m),
+            ip(4, 1 + m),
+            ip(5, 9),
+        ];
+        FlowPath {
+            flow_id: flow,
+            hops: hops
+                .iter()
+                .enumerate()
+                .map(|(i, &address)| FlowHop {
+                    ttl: i as u8 + 1,
+                    address: Some(address),
+                    rtts: vec![1.0],
+                    lost: 0,
+                    destination: i == 4,
+                })
+                .filter(|h| h.ttl >= from_ttl && h.ttl <= to_ttl)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_lite_rule_spares_the_routers_where_paths_converge() {
+        let full = plan_to(5, 256);
+        let lite = Mda {
+            rule: MdaRule::Lite,
+            ..full
+        };
+        let (by_router, _) = run_plan(&full, nested_by_interface);
+        let (by_ttl, _) = run_plan(&lite, nested_by_interface);
+        // Both find every address.
+        assert_eq!(widths(&by_router), [1, 4, 8, 2, 1]);
+        assert_eq!(widths(&by_ttl), [1, 4, 8, 2, 1]);
+        // Full: each of the 8 addresses at TTL 3 needs 6 flows beyond it
+        // (48 probes that r4, one router, must answer), each of r4's 2
+        // needs 6 (12 at the destination). Lite: the 8 look alike (one next
+        // hop each, shared, none splits), so TTL 3 needs n_3 = 11 flows
+        // beyond it, 2 each; TTL 4 n_2 = 6, 3 each (and the first round's 6
+        // flows probed every TTL).
+        assert!(
+            probes_at(&by_router, 4) >= 48,
+            "{}",
+            probes_at(&by_router, 4)
+        );
+        assert!(
+            probes_at(&by_ttl, 4) <= 6 + 8 * 2 + 2,
+            "{}",
+            probes_at(&by_ttl, 4)
+        );
+        assert!(
+            probes_at(&by_router, 5) >= 12,
+            "{}",
+            probes_at(&by_router, 5)
+        );
+        assert!(probes_at(&by_ttl, 5) < probes_at(&by_router, 5));
+        // Where the a's split, the lite rule asks what the full one does:
+        // n_9 = 44 flows beyond TTL 2 is 11 for each a, as n_3.
+        assert!(probes_at(&by_ttl, 3) >= 44, "{}", probes_at(&by_ttl, 3));
+    }
+
+    /// A graph of flows given as (flow id, addresses' last octets by TTL).
+    fn graph_of(paths: &[(u16, [u8; 3])]) -> Graph {
+        let flows: Vec<FlowPath> = paths
             .iter()
-            .filter(|f| f.hops.iter().any(|h| h.ttl == 5))
-            .count();
-        assert!(to_the_end <= 20, "{to_the_end} flows probed TTL 5");
+            .map(|&(flow_id, hops)| FlowPath {
+                flow_id,
+                hops: hops
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| FlowHop {
+                        ttl: i as u8 + 1,
+                        address: Some(IpAddr::from([198, 18, i as u8 + 1, n])),
+                        rtts: vec![1.0],
+                        lost: 0,
+                        destination: false,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Graph::build(IpAddr::from([198, 18, 0, 1]), 1, &flows)
+    }
+
+    #[test]
+    fn the_lite_rule_falls_back_where_routers_differ_or_paths_mesh() {
+        let conf = Confidence::P95;
+        // TTL 2: a and b, one next hop each, both to c: the hop rule, n_2 =
+        // 6 flows beyond TTL 2, 3 each.
+        let alike = graph_of(&[(1, [1, 1, 1]), (2, [1, 2, 1])]);
+        assert_eq!(hop_shares(&alike, conf).get(&2), Some(&3));
+        // a splits (c, d), b does not (e): they differ, each its own rule.
+        let differ = graph_of(&[(1, [1, 1, 1]), (2, [1, 1, 2]), (3, [1, 2, 3])]);
+        assert_eq!(hop_shares(&differ, conf).get(&2), None);
+        // a and b both split, and share d: meshed, each its own rule.
+        let meshed = graph_of(&[
+            (1, [1, 1, 1]),
+            (2, [1, 1, 2]),
+            (3, [1, 2, 2]),
+            (4, [1, 2, 3]),
+        ]);
+        assert_eq!(hop_shares(&meshed, conf).get(&2), None);
+        // Both split, nothing shared: the hop rule, n_5 = 21 beyond TTL 2,
+        // 11 each (the full rule's n_3 for each).
+        let apart = graph_of(&[
+            (1, [1, 1, 1]),
+            (2, [1, 1, 2]),
+            (3, [1, 2, 3]),
+            (4, [1, 2, 4]),
+        ]);
+        assert_eq!(hop_shares(&apart, conf).get(&2), Some(&11));
+        // One router at a TTL is its own rule.
+        assert_eq!(hop_shares(&alike, conf).get(&1), None);
+        // Under the lite rule the routers that look alike need their share;
+        // under the full rule, 6 each.
+        let lite = Mda {
+            rule: MdaRule::Lite,
+            ..plan_to(4, 256)
+        };
+        let need = |mda: &Mda| -> Vec<usize> {
+            let deficits = mda.deficits(&alike);
+            alike
+                .nodes()
+                .filter(|n| matches!(alike.position(*n), Position::Address { ttl: 2, .. }))
+                .map(|n| deficits.iter().find(|d| d.0 == n).map_or(0, |d| d.1))
+                .collect()
+        };
+        // Each has 1 flow beyond it: lite lacks 2 each, full 5 each.
+        assert_eq!(need(&lite), [2, 2]);
+        assert_eq!(need(&plan_to(4, 256)), [5, 5]);
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::super::flows::consecutive_ids;
 use super::super::knowledge::RouterKey;
 use super::super::{FlowOutcome, Job, TraceError, Tracer, request};
-use super::Confidence;
 use crate::clock::MonotonicTime;
 use crate::path::graph::{FlowPath, Graph, PathGraph};
 use crate::path::{Hop, Run, SharedHop};
@@ -19,7 +18,7 @@ impl Tracer {
     pub(in crate::trace) async fn mda(
         &self,
         job: &Job<'_>,
-        confidence: Confidence,
+        multipath: request::Multipath,
     ) -> Result<(Vec<Run>, Vec<FlowOutcome>, Option<PathGraph>), TraceError> {
         let first_ttl = job.request.first_ttl;
         // A scout flow first: where the destination is. Flows sent beyond
@@ -54,25 +53,26 @@ impl Tracer {
                 .iter()
                 .filter(|h| h.shared.is_none())
                 .count() as u64;
-            let beyond = scout.probing.probes_sent.saturating_sub(to_destination);
-            // Its own port unreachable at the destination TTL is not beyond.
-            let unreachables = scout.stats.answers.get("dest_unreachable").copied();
-            let answered_beyond = unreachables.unwrap_or(0).saturating_sub(1).min(beyond);
+            let beyond = scout
+                .probing
+                .probes_sent
+                .saturating_sub(scout.probing.reprobes)
+                .saturating_sub(to_destination);
             let key = RouterKey::TraceTtl(job.test_run_id.as_u128(), ttl);
             let now = MonotonicTime::now();
-            // Each took a token, answered or not; one unanswered says it
-            // had none left then.
+            // Each took a token, answered or not. One unanswered says
+            // nothing of what is left: the scout stops at the destination
+            // without waiting out the probes beyond it (the rounds' own
+            // silences show a limit, waited for).
             self.knowledge
-                .charge(key, u32::try_from(answered_beyond).unwrap_or(u32::MAX), now);
-            if answered_beyond < beyond {
-                self.knowledge.empty_since(key, now, now);
-            }
+                .charge(key, u32::try_from(beyond).unwrap_or(u32::MAX), now);
         }
         let plan = super::Mda {
-            confidence,
+            confidence: multipath.confidence,
             first_ttl: first_ttl.get(),
             max_ttl: max_ttl.get(),
             max_flows: request::MDA_MAX_FLOWS,
+            rule: multipath.rule,
         };
         let mut tried = BTreeSet::new();
         loop {
@@ -126,7 +126,12 @@ impl Tracer {
             outcomes.extend(round);
         }
         let graph = graph_of(job, &outcomes, first_ttl.get());
-        let record = graph.to_record("mda", Some(confidence.value()), plan.complete(&graph));
+        let mut record = graph.to_record(
+            "mda",
+            Some(multipath.confidence.value()),
+            plan.complete(&graph),
+        );
+        record.rule = Some(multipath.rule.as_str().to_string());
         let mut runs = runs_by_flow(&outcomes);
         fill_skipped_prefix(&mut runs, first_ttl, job);
         Ok((runs, outcomes, Some(record)))
