@@ -15,8 +15,10 @@ pub const HAND: &str = "agent MDA, limits off by hand";
 pub const DEFAULTS: &str = "agent MDA, defaults";
 pub const TRACELB: &str = "scamper tracelb, defaults";
 
-/// Runs of each tool in `nested_limited`: each takes tens of seconds.
-pub const LIMITED_RUNS: u32 = 1;
+/// Runs of each tool in `nested_limited`: each takes tens of seconds, and
+/// how long depends on how the flows hash (which of them the rate-limited
+/// routers answer), so one run says little.
+pub const LIMITED_RUNS: u32 = 3;
 
 pub struct Mda {
     /// Runs of each tool in `nested`.

@@ -531,8 +531,9 @@ fn mda_part(m: &Mda) -> String {
          its defaults (it assumes Linux's 6, then 1/s, and learns) beside the same trace with \
          the limits switched off by hand, {} runs each, one after another. In \
          `nested_limited` (the kernel's defaults) the agent at its defaults beside scamper \
-         tracelb at its defaults, {LIMITED_RUNS} run each after a refill (each takes tens of \
-         seconds); a run is stopped after 60 s.\n\n",
+         tracelb at its defaults, {LIMITED_RUNS} runs each, each after a refill (each takes tens \
+         of seconds); a run is stopped after 60 s. The agent's MDA at its defaults uses the lite \
+         stopping rule (`--mda-rule lite`).\n\n",
         m.runs
     );
     let headers = [
