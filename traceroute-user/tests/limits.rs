@@ -222,7 +222,7 @@ fn flow_pins_that_would_not_pin_are_usage_errors() {
         (&["--mda-rule", "full"][..], "--multipath"),
         (
             &["--multipath", "mda", "--mda-rule", "exact"][..],
-            "lite or full",
+            "possible values: lite, full",
         ),
     ] {
         let out = Command::new(AGENT)

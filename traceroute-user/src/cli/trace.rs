@@ -181,8 +181,8 @@ pub struct TraceArgs {
     confidence: Option<String>,
     /// MDA's stopping rule: lite (per TTL where its routers look alike,
     /// else per router; the default) or full (per router).
-    #[arg(long, value_parser = clap::value_parser!(MdaRule), requires = "multipath")]
-    mda_rule: Option<MdaRule>,
+    #[arg(long, value_parser = ["lite", "full"], requires = "multipath")]
+    mda_rule: Option<String>,
     /// TCP probes: bare SYNs, segments inside a connection the kernel opens
     /// first (passes stateful firewalls), or that with SYNs as fallback.
     #[arg(long, value_enum, default_value = "syn")]
@@ -329,7 +329,10 @@ impl TraceArgs {
             request.multipath = Some(Multipath {
                 confidence: Confidence::from_percent(percent)
                     .ok_or_else(|| usage("--confidence must be 95 or 99".into()))?,
-                rule: self.mda_rule.unwrap_or_default(),
+                rule: match &self.mda_rule {
+                    Some(rule) => rule.parse().map_err(usage)?,
+                    None => MdaRule::default(),
+                },
             });
         }
         request.reverse_dns = self.reverse_dns;

@@ -436,8 +436,9 @@ pub enum MdaRule {
     /// of them while one of them splits), the stopping rule holds for the
     /// TTL as a whole and its flows are shared out among its routers;
     /// wherever they do not, each router gets the full rule. Far fewer
-    /// probes where paths converge (each of 8 routers before one needs 2
-    /// flows beyond it, not 6), which is what rate-limited routers pay for.
+    /// probes where paths converge (8 addresses before 2 need 11 flows
+    /// beyond them in all, 2 each, not 6 each), which is what rate-limited
+    /// routers pay for.
     #[default]
     Lite,
     /// The full MDA: every router gets the stopping rule for itself.

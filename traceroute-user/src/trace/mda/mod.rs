@@ -3,11 +3,13 @@
 //! far, at a chosen confidence. Flows go out in rounds, every flow of a round
 //! in parallel, so a diamond costs a few trace times rather than a trace per
 //! hop. Probes are spent only where a router still lacks flows: after the
-//! first round (which maps every TTL), new flows probe only up to the
-//! shallowest such router's next TTL, and a router deeper down is served by
-//! flows already known to cross it, probed one TTL further
-//! ([`Mda::extensions`]), one probe each. Pure planning over a [`Graph`];
-//! the tracer runs the rounds.
+//! first round (which maps every TTL), new flows probe only as far as the
+//! shallowest such router (its TTL where flows split among routers there,
+//! the next one where it is alone), and a router is served by flows already
+//! known to cross it, probed one TTL further ([`Mda::extensions`]), one
+//! probe each. By default the rule holds per TTL where the routers of the
+//! TTL look alike ([`MdaRule::Lite`]). Pure planning over a [`Graph`]; the
+//! tracer runs the rounds.
 
 pub(in crate::trace) mod run;
 
@@ -85,9 +87,15 @@ impl Mda {
                     return None;
                 }
                 let full = stopping_point(successors + 1, self.confidence);
-                let needed = match shares.get(&ttl) {
-                    Some(&share) if successors > 0 => share.min(full),
-                    _ => full,
+                let needed = match graph.position(node) {
+                    // A silence is a place, not a router: only the flows
+                    // that crossed it can be probed beyond it (one lost
+                    // answer cannot be given 6 flows).
+                    Position::Silent { .. } => full.min(graph.flows_through(node)),
+                    _ => match shares.get(&ttl) {
+                        Some(&share) if successors > 0 => share.min(full),
+                        _ => full,
+                    },
                 };
                 let missing = needed.saturating_sub(graph.flows_beyond(node));
                 (missing > 0).then_some((node, missing))
@@ -101,7 +109,9 @@ impl Mda {
 
     /// Flows to send in the next round; 0 when done (or out of budget).
     /// New flows spread over branches as the routers hash them, so a router
-    /// that got a share s of the flows so far needs about missing / s more;
+    /// that got a share s of the flows probed at its TTL so far needs about
+    /// missing / s more (the share among flows probed there: most flows stop
+    /// short of deeper TTLs, and counting them would overshoot);
     /// a share measured on few flows is rough (and the rarest branch's share
     /// the roughest), so a round adds at most half the flows so far: an
     /// overshoot costs every probe of the flows too many.
@@ -110,12 +120,17 @@ impl Mda {
         if graph.flows() == 0 {
             return stopping_point(2, self.confidence).min(left);
         }
-        let total = graph.flows() as f64;
         let wanted = self
             .deficits(graph)
             .into_iter()
             .map(|(node, missing)| {
-                let share = graph.flows_through(node).max(1) as f64 / total;
+                let probed_there = match graph.position(node) {
+                    Position::Source => graph.flows(),
+                    Position::Address { ttl, .. } | Position::Silent { ttl, .. } => {
+                        flows_at(graph, ttl)
+                    }
+                };
+                let share = graph.flows_through(node).max(1) as f64 / probed_there.max(1) as f64;
                 // A quarter more where flows split: hashing is uneven.
                 let cushion = if share < 1.0 { 1.25 } else { 1.0 };
                 (missing as f64 / share * cushion).ceil() as usize
@@ -126,21 +141,23 @@ impl Mda {
         wanted.min(growth).min(left)
     }
 
-    /// The last TTL new flows must probe: one past the shallowest router
-    /// that still lacks flows. Routers deeper down get the new flows that
-    /// cross them by [`extensions`](Self::extensions) afterwards, only as
-    /// many as they lack, instead of every new flow probing every TTL.
+    /// The last TTL new flows must probe: that of the shallowest router
+    /// that still lacks flows where several routers share its TTL (a new
+    /// flow must first show which one it crosses), one past it where it is
+    /// alone. The routers that lack flows get the new flows that cross them
+    /// by [`extensions`](Self::extensions) afterwards, only as many as they
+    /// lack, instead of every new flow probing every TTL.
     pub fn end_ttl(&self, graph: &Graph) -> u8 {
         self.deficits(graph)
             .into_iter()
             .map(|(node, _)| match graph.position(node) {
                 Position::Source => 1,
-                // Where flows split, a new flow first learns which router
-                // it crosses; only the flows that cross one lacking flows
-                // go on a TTL (as extensions): the next TTL's routers
-                // answer just the probes that serve the rule.
+                // Where flows split among routers, a new flow first learns
+                // which router it crosses; only the flows that cross one
+                // lacking flows go on a TTL (as extensions): the next TTL's
+                // routers answer just the probes that serve the rule.
                 Position::Address { ttl, .. } | Position::Silent { ttl, .. }
-                    if graph.single_at(ttl).is_none() =>
+                    if routers_at(graph, ttl) >= 2 =>
                 {
                     ttl
                 }
@@ -213,6 +230,26 @@ impl Mda {
     }
 }
 
+/// Flows probed at `ttl` (each crossed one node there, address or silence).
+fn flows_at(graph: &Graph, ttl: u8) -> usize {
+    graph
+        .nodes()
+        .filter(|&n| {
+            matches!(graph.position(n),
+                Position::Address { ttl: t, .. } | Position::Silent { ttl: t, .. } if t == ttl)
+        })
+        .map(|n| graph.flows_through(n))
+        .sum()
+}
+
+/// Routers (answering addresses) found at `ttl`.
+fn routers_at(graph: &Graph, ttl: u8) -> usize {
+    graph
+        .nodes()
+        .filter(|&n| matches!(graph.position(n), Position::Address { ttl: t, .. } if t == ttl))
+        .count()
+}
+
 /// Under [`MdaRule::Lite`]: the flows each router at a TTL needs beyond
 /// it, for the TTLs where the hop rule applies. It applies where a TTL has
 /// two routers or more (one router is its own TTL), every router there with
@@ -220,32 +257,36 @@ impl Mda {
 /// looks uniform), and no next hop is shared by two of them while one of
 /// them splits (the diamond is not meshed). The TTL then needs the flows
 /// that rule out one more router at the next TTL, shared out evenly.
-/// Silences are not routers: a silent position keeps the full rule.
+/// Silence leaves it unknown what the routers look like: a TTL with a
+/// silent position, or a router there with a silent next hop, keeps the
+/// full rule.
 fn hop_shares(graph: &Graph, confidence: Confidence) -> BTreeMap<u8, usize> {
     let mut by_ttl: BTreeMap<u8, Vec<NodeId>> = BTreeMap::new();
+    let mut silent_at: BTreeSet<u8> = BTreeSet::new();
     for node in graph.nodes() {
-        if let Position::Address { ttl, .. } = graph.position(node)
-            && !graph.is_destination(node)
-        {
-            by_ttl.entry(ttl).or_default().push(node);
+        match graph.position(node) {
+            Position::Address { ttl, .. } if !graph.is_destination(node) => {
+                by_ttl.entry(ttl).or_default().push(node);
+            }
+            Position::Silent { ttl, .. } => {
+                silent_at.insert(ttl);
+            }
+            _ => {}
         }
     }
-    let answering = |node: NodeId| -> Vec<NodeId> {
-        graph
-            .successors(node)
-            .into_iter()
-            .filter(|&n| matches!(graph.position(n), Position::Address { .. }))
-            .collect()
-    };
+    let answered = |node: NodeId| matches!(graph.position(node), Position::Address { .. });
     by_ttl
         .into_iter()
-        .filter(|(_, routers)| routers.len() >= 2)
+        .filter(|(ttl, routers)| routers.len() >= 2 && !silent_at.contains(ttl))
         .filter_map(|(ttl, routers)| {
             let next: Vec<Vec<NodeId>> = routers
                 .iter()
-                .map(|&r| answering(r))
+                .map(|&r| graph.successors(r))
                 .filter(|s| !s.is_empty())
                 .collect();
+            if next.iter().flatten().any(|&n| !answered(n)) {
+                return None;
+            }
             let width = next.first()?.len();
             if next.iter().any(|s| s.len() != width) {
                 return None;
@@ -513,8 +554,9 @@ mod tests {
         assert!(probes_at(&by_ttl, 3) >= 44, "{}", probes_at(&by_ttl, 3));
     }
 
-    /// A graph of flows given as (flow id, addresses' last octets by TTL).
-    fn graph_of(paths: &[(u16, [u8; 3])]) -> Graph {
+    /// A graph of flows given as (flow id, addresses' last octets by TTL;
+    /// 0: silent).
+    fn graph_of<const N: usize>(paths: &[(u16, [u8; N])]) -> Graph {
         let flows: Vec<FlowPath> = paths
             .iter()
             .map(|&(flow_id, hops)| FlowPath {
@@ -524,7 +566,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, &n)| FlowHop {
                         ttl: i as u8 + 1,
-                        address: Some(IpAddr::from([198, 18, i as u8 + 1, n])),
+                        address: (n != 0).then(|| IpAddr::from([198, 18, i as u8 + 1, n])),
                         rtts: vec![1.0],
                         lost: 0,
                         destination: false,
@@ -564,6 +606,12 @@ mod tests {
         assert_eq!(hop_shares(&apart, conf).get(&2), Some(&11));
         // One router at a TTL is its own rule.
         assert_eq!(hop_shares(&alike, conf).get(&1), None);
+        // b's next hop was silent: what b looks like is not known.
+        let partly_silent = graph_of(&[(1, [1, 1, 1]), (2, [1, 2, 0])]);
+        assert_eq!(hop_shares(&partly_silent, conf).get(&2), None);
+        // A silence at the TTL itself: not every router there is known.
+        let silent_at_2 = graph_of(&[(1, [1, 1, 1]), (2, [1, 2, 1]), (3, [1, 0, 1])]);
+        assert_eq!(hop_shares(&silent_at_2, conf).get(&2), None);
         // Under the lite rule the routers that look alike need their share;
         // under the full rule, 6 each.
         let lite = Mda {
@@ -581,6 +629,55 @@ mod tests {
         // Each has 1 flow beyond it: lite lacks 2 each, full 5 each.
         assert_eq!(need(&lite), [2, 2]);
         assert_eq!(need(&plan_to(4, 256)), [5, 5]);
+    }
+
+    #[test]
+    fn a_round_is_sized_by_the_share_among_flows_probed_at_the_ttl() {
+        // 60 flows stopped at TTL 2 (b); 2 went on to TTL 4, one through c,
+        // one through d. c and d each lack 5 flows beyond them (n_2 = 6).
+        // A new flow probed to TTL 3 crosses c half the time: about 5 / 0.5
+        // flows (with the quarter for uneven hashing), not 5 / (1/62).
+        let hop = |ttl: u8, n: u8| FlowHop {
+            ttl,
+            address: Some(IpAddr::from([198, 18, ttl, n])),
+            rtts: vec![1.0],
+            lost: 0,
+            destination: false,
+        };
+        let mut flows: Vec<FlowPath> = (0..60)
+            .map(|id| FlowPath {
+                flow_id: id,
+                hops: vec![hop(1, 1), hop(2, 1)],
+            })
+            .collect();
+        for (id, n) in [(60, 1), (61, 2)] {
+            flows.push(FlowPath {
+                flow_id: id,
+                hops: vec![hop(1, 1), hop(2, 1), hop(3, n), hop(4, 1)],
+            });
+        }
+        let graph = Graph::build(IpAddr::from([198, 18, 0, 1]), 1, &flows);
+        let mda = plan_to(6, 256);
+        assert_eq!(mda.next_round(&graph), 13);
+    }
+
+    #[test]
+    fn a_silence_is_owed_no_more_flows_than_crossed_it() {
+        // One answer lost at TTL 3 behind b; the flow answered at TTL 4. No
+        // other flow can cross that silence, so it needs no 6 flows beyond.
+        let g = graph_of(&[(1, [1, 1, 1, 1]), (2, [1, 2, 0, 1])]);
+        for rule in [MdaRule::Full, MdaRule::Lite] {
+            let mda = Mda {
+                rule,
+                ..plan_to(5, 256)
+            };
+            let silent_owed: Vec<(NodeId, usize)> = mda
+                .deficits(&g)
+                .into_iter()
+                .filter(|&(n, _)| matches!(g.position(n), Position::Silent { .. }))
+                .collect();
+            assert_eq!(silent_owed, [], "{rule:?}");
+        }
     }
 
     #[test]
