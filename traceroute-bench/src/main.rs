@@ -1,6 +1,9 @@
-//! `cargo xtask bench`: the agent side by side with its peers, in one run,
-//! reported as ratios (docs/ARCHITECTURE.md, "Benchmarks"). Nothing here asserts anything about
-//! speed; the bench fails only when the agent itself fails.
+//! The benchmark harness: the agent side by side with its peers, in one run,
+//! reported as ratios (docs/ARCHITECTURE.md, "Benchmarks"). Nothing here
+//! asserts anything about speed; the bench fails only when the agent itself
+//! fails. Its own crate, so that the developer tool (xtask) does not carry
+//! the plotting and the measuring: `cargo xtask bench ARGS` installs what is
+//! missing, builds the release agent and runs this with ARGS.
 //!
 //! 1. One trace through a path with a silent hop, in two labs with the
 //!    kernel's default ICMP rate limits: `chain_limited` (src — r1 — r2 —
@@ -54,18 +57,24 @@ mod routers;
 mod throughput;
 mod trace;
 mod truth;
+mod util;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 
-use crate::util::{self, is_root, root};
-use crate::{build_release, setup};
+use crate::util::{is_root, root};
 
 /// Options of `cargo xtask bench`.
-#[derive(clap::Args)]
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask bench",
+    about = "The agent side by side with peer tools in a lab; writes target/bench/report.{json,md}"
+)]
 pub struct Options {
     /// Timed runs per tool in the trace benchmark (median, min and max are reported).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -142,18 +151,34 @@ impl Options {
     }
 }
 
-pub fn run(options: Options) -> Result<()> {
+fn main() -> ExitCode {
+    // A persistent lab re-executes this binary as its keeper process.
+    traceroute_lab::keeper::maybe_run();
+    match run(Options::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: Options) -> Result<()> {
     if let Some(json) = &options.replot {
         return results::replot(json);
     }
     let options = options.quickened();
-    setup::ensure()?;
     if !is_root() {
         bail!(
             "the bench creates network namespaces and loads eBPF programs: run as root (sudo -E cargo xtask bench)"
         );
     }
-    build_release()?;
+    if !util::agent_binary().is_file() {
+        bail!(
+            "no release agent at {}: run the bench by `cargo xtask bench`, which builds it",
+            util::agent_binary().display()
+        );
+    }
     let build = pin_agent()?;
     let unavailable = peers::ensure();
 

@@ -1,12 +1,11 @@
 //! The peer tools the bench compares against, installed from Debian when
 //! missing. A peer that cannot be installed is reported, not fatal.
 
-use crate::setup::debian_package_installed;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use crate::setup::which;
+use crate::util::debian_package_installed;
 
 /// Debian package and the program it provides.
 const PEERS: &[(&str, &str)] = &[
@@ -83,6 +82,6 @@ fn installed(package: &str, program: &str, apt: bool) -> bool {
     if apt {
         debian_package_installed(package)
     } else {
-        which(program).is_some()
+        traceroute_lab::require_tool(program).is_ok()
     }
 }

@@ -14,7 +14,7 @@ use traceroute_lab::{Family, Lab, Topology};
 
 use super::median;
 use super::peers::Unavailable;
-use crate::bench::agent_binary;
+use crate::agent_binary;
 
 const IPERF_PORT: u16 = 5201;
 

@@ -27,7 +27,7 @@ use super::load::WorkDir;
 use super::load::service::Service;
 use super::peers::Unavailable;
 use super::{REFILL, Spread, spread};
-use crate::bench::agent_binary;
+use crate::agent_binary;
 
 /// How a tool is configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

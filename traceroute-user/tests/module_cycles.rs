@@ -1,5 +1,5 @@
 //! No import cycles between the top-level modules of the library, the lab
-//! crate and xtask, nor between the files of one module (siblings; a
+//! crate, the bench harness and xtask, nor between the files of one module (siblings; a
 //! parent's `mod.rs` may use its children and they it): the layout follows
 //! the data flow, and a module that calls back up into one that uses it is
 //! where that erodes first. Reads the sources (test code excluded); no root
@@ -226,11 +226,12 @@ fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|m| visit(m, edges, &mut done, &mut Vec::new()))
 }
 
-/// The library, the lab crate and xtask.
-fn sources(root: &Path) -> [PathBuf; 3] {
+/// The library, the lab crate, the bench harness and xtask.
+fn sources(root: &Path) -> [PathBuf; 4] {
     [
         root.join("src"),
         root.join("../traceroute-lab/src"),
+        root.join("../traceroute-bench/src"),
         root.join("../xtask/src"),
     ]
 }

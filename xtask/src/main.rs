@@ -3,7 +3,6 @@
 //! Every command first runs the setup check (installing only what is missing),
 //! so a fresh machine needs nothing but this repository and cargo.
 
-mod bench;
 mod demo;
 mod install;
 mod package;
@@ -45,7 +44,13 @@ enum Cmd {
     /// Bring up a lab and show the agent at work in it.
     Demo,
     /// The agent side by side with peer tools in a lab; writes target/bench/report.{json,md}.
-    Bench(bench::Options),
+    /// Installs what is missing, builds the release agent, then runs the
+    /// harness (the traceroute-bench crate) with ARGS: `cargo xtask bench --help`.
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Install the agent as a systemd service: binary, unit, sample config, user.
     Install(install::InstallArgs),
     /// Build a Debian package (.deb): binary, unit, config, sysusers, logrotate, man page, completions.
@@ -104,9 +109,25 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Demo => demo::run(),
         Cmd::Install(args) => install::run_install(args),
         Cmd::Package(args) => package::run_package(args).map(|_| ()),
-        Cmd::Bench(options) => bench::run(options),
+        Cmd::Bench { args } => bench(&args),
         Cmd::Lab { action } => lab(action),
     }
+}
+
+/// The benchmark harness, with what it measures installed and built; only
+/// redrawing a report's pictures (`--replot`) or asking for help needs
+/// neither.
+fn bench(args: &[String]) -> Result<()> {
+    let only_reads = args
+        .iter()
+        .any(|a| matches!(a.as_str(), "--help" | "-h") || a.starts_with("--replot"));
+    if !only_reads {
+        setup::ensure()?;
+        build_release()?;
+    }
+    run(cargo()
+        .args(["run", "--quiet", "-p", "traceroute-bench", "--"])
+        .args(args))
 }
 
 /// Release build of the agent; the eBPF object must be embedded.

@@ -13,9 +13,9 @@ use serde_json::Value;
 use traceroute_lab::Lab;
 
 use super::{LoadRun, MAX_TTL, Targets, WorkDir};
-use crate::bench::counter::ProbeCounter;
-use crate::bench::process::wait_with_usage;
-use crate::bench::truth::{Observed, judge};
+use crate::counter::ProbeCounter;
+use crate::process::wait_with_usage;
+use crate::truth::{Observed, judge};
 
 /// scamper's own default (`man scamper`, `-p`).
 const DEFAULT_PPS: u32 = 20;
@@ -123,7 +123,7 @@ pub fn run(
 
 /// The `trace` objects of scamper's JSON lines (cycle-start/stop and
 /// anything unparsable are skipped).
-pub(in crate::bench) fn traces(text: &str) -> Vec<Value> {
+pub(crate) fn traces(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|v| v["type"] == "trace")
@@ -131,7 +131,7 @@ pub(in crate::bench) fn traces(text: &str) -> Vec<Value> {
 }
 
 /// The hops of one scamper trace: only answered probes are listed.
-pub(in crate::bench) fn hops(trace: &Value) -> Vec<Observed> {
+pub(crate) fn hops(trace: &Value) -> Vec<Observed> {
     let hops = trace["hops"].as_array().into_iter().flatten();
     hops.filter_map(|hop| {
         Some(Observed {

@@ -15,11 +15,11 @@ use serde_json::Value;
 use traceroute_lab::Lab;
 
 use super::{IN_FLIGHT, LoadRun, MAX_TTL, Targets, WorkDir};
-use crate::bench::agent_binary;
-use crate::bench::counter::ProbeCounter;
-use crate::bench::http;
-use crate::bench::process::{Usage, cpu_seconds, peak_rss_kib, reset_peak_rss};
-use crate::bench::truth::{agent_runs, judge};
+use crate::agent_binary;
+use crate::counter::ProbeCounter;
+use crate::http;
+use crate::process::{Usage, cpu_seconds, peak_rss_kib, reset_peak_rss};
+use crate::truth::{agent_runs, judge};
 
 /// Longer than the service's own request timeout (60 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);

@@ -3,12 +3,12 @@
 use serde_json::{Value, json};
 
 use super::table;
-use crate::bench::load::{IN_FLIGHT, LoadBench, LoadRun, MAX_TTL};
-use crate::bench::truth::Tally;
+use crate::load::{IN_FLIGHT, LoadBench, LoadRun, MAX_TTL};
+use crate::truth::Tally;
 
 /// The shown repetition's (median) wall time, with min-max when repeated.
 fn wall_text(r: &LoadRun) -> String {
-    match crate::bench::spread(&r.walls) {
+    match crate::spread(&r.walls) {
         Some(s) if r.walls.len() > 1 => format!("{:.2} s ({:.2}-{:.2})", r.wall_s, s.min, s.max),
         _ => format!("{:.2} s", r.wall_s),
     }

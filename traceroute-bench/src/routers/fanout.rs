@@ -17,10 +17,10 @@ use traceroute_lab::{Lab, named};
 use super::{
     LabSpec, Peer, api_path, at_once, cli, cli_args, found, process, refill_if, service, workdir,
 };
-use crate::bench::counter::ProbeCounter;
-use crate::bench::load::interleaved;
-use crate::bench::peers::Unavailable;
-use crate::bench::trace::text_hops;
+use crate::counter::ProbeCounter;
+use crate::load::interleaved;
+use crate::peers::Unavailable;
+use crate::trace::text_hops;
 
 /// One lab of part 3.
 pub struct FanoutLab {

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use crate::bench::load::scamper;
-use crate::bench::truth::{Observed, agent_runs, judge};
+use crate::load::scamper;
+use crate::truth::{Observed, agent_runs, judge};
 
 /// Who answered each TTL in any of `runs`: the first address seen there,
 /// `*` where nobody did, up to the highest TTL any run reported.

@@ -7,9 +7,9 @@
 use anyhow::Result;
 use traceroute_lab::named;
 
-use crate::bench::REFILL;
-use crate::bench::multipath::{self, HAND_UNLIMITED, MultipathBench, Spec, ToolResult};
-use crate::bench::peers::Unavailable;
+use crate::REFILL;
+use crate::multipath::{self, HAND_UNLIMITED, MultipathBench, Spec, ToolResult};
+use crate::peers::Unavailable;
 
 pub const HAND: &str = "agent MDA, limits off by hand";
 pub const DEFAULTS: &str = "agent MDA, defaults";

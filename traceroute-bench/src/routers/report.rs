@@ -10,9 +10,9 @@ use super::mda::{self, DEFAULTS, HAND, LIMITED_RUNS, Mda, TRACELB};
 use super::slow::{CLI, FIRST, KNOWN, SLOWEST, SlowLab};
 use super::three::{ALTERNATIONS, QUERIES, ThreeLab, UDP_TRACES, UdpTraces};
 use super::{Condition, Measured, RoutersBench};
-use crate::bench::REFILL;
-use crate::bench::multipath::{MultipathBench, ToolResult};
-use crate::bench::report::{ratio_text, spread_json, spread_text, table};
+use crate::REFILL;
+use crate::multipath::{MultipathBench, ToolResult};
+use crate::report::{ratio_text, spread_json, spread_text, table};
 
 /// The second API trace may take this many times the slowest router's
 /// answer time.
@@ -497,7 +497,7 @@ fn udp_part(udp: &UdpTraces) -> String {
 }
 
 fn mda_rows(lab: &str, b: &MultipathBench, rows: &mut Vec<Vec<String>>) {
-    let fmt = |s: Option<crate::bench::Spread>, d: usize, unit: &str| spread_text(s, d, unit);
+    let fmt = |s: Option<crate::Spread>, d: usize, unit: &str| spread_text(s, d, unit);
     for t in &b.tools {
         let runs = match &t.failure {
             Some(why) if t.runs == 0 => format!("0: {why}"),
@@ -553,7 +553,7 @@ fn mda_part(m: &Mda) -> String {
     }
     out += &table(&headers, &rows);
     out += "\nCommands (in src's namespace):\n\n";
-    let agent = crate::bench::agent_binary().display().to_string();
+    let agent = crate::agent_binary().display().to_string();
     for (name, b) in &labs {
         for t in &b.tools {
             let command = t.command.replace(&agent, "traceroute-agent");
@@ -681,7 +681,7 @@ fn measured_json(m: &Measured, truth: &[String]) -> Value {
 }
 
 fn multipath_json(b: &MultipathBench) -> Value {
-    crate::bench::multipath::json(b)
+    crate::multipath::json(b)
 }
 
 pub fn json(r: &RoutersBench) -> Value {
@@ -815,7 +815,7 @@ mod tests {
     }
 
     fn tool_result(name: &str, seconds: Option<f64>, failure: Option<&str>) -> ToolResult {
-        let s = seconds.map(|v| crate::bench::Spread {
+        let s = seconds.map(|v| crate::Spread {
             median: v,
             min: v,
             max: v,

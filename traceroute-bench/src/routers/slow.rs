@@ -16,10 +16,10 @@ use super::{
     Condition, LabSpec, Measured, Peer, api, api_path, cli, cli_args, found, refill_if, service,
     workdir,
 };
-use crate::bench::REFILL;
-use crate::bench::counter::ProbeCounter;
-use crate::bench::peers::Unavailable;
-use crate::bench::trace::text_hops;
+use crate::REFILL;
+use crate::counter::ProbeCounter;
+use crate::peers::Unavailable;
+use crate::trace::text_hops;
 
 /// The slowest router's answer time: r3's.
 pub const SLOWEST: Duration = named::SLOW_R3;

@@ -16,9 +16,9 @@ use super::{
     Condition, LabSpec, Measured, Peer, api, api_path, at_once, cli, cli_args, config, refill_if,
     service, workdir,
 };
-use crate::bench::counter::ProbeCounter;
-use crate::bench::peers::Unavailable;
-use crate::bench::trace::text_hops;
+use crate::counter::ProbeCounter;
+use crate::peers::Unavailable;
+use crate::trace::text_hops;
 
 /// API requests in (a), each followed by a traceroute.
 pub const ALTERNATIONS: u32 = 5;
@@ -215,7 +215,7 @@ fn udp_traces(lab: &Lab, counter: &ProbeCounter, dst: &str, truth: &[String]) ->
         let once = cli(lab, counter, &args)?;
         let record = once.record.unwrap_or_default();
         let mut unanswered = BTreeMap::new();
-        for run in crate::bench::truth::agent_runs(&record) {
+        for run in crate::truth::agent_runs(&record) {
             for hop in run.iter().filter(|h| h.addr.is_none()) {
                 let marker = hop.no_answer.clone().unwrap_or_else(|| "-".into());
                 *unanswered.entry(marker).or_default() += 1;
