@@ -73,6 +73,7 @@ use crate::util::{is_root, root};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask bench",
+    bin_name = "cargo xtask bench",
     about = "The agent side by side with peer tools in a lab; writes target/bench/report.{json,md}"
 )]
 pub struct Options {
