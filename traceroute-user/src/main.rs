@@ -9,8 +9,8 @@ mod cli;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use traceroute_user::service::config::{Config, LogFormat};
-use traceroute_user::trace::TraceError;
+use traceroute_agent::service::config::{Config, LogFormat};
+use traceroute_agent::trace::TraceError;
 
 #[derive(Parser)]
 #[command(
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, one record: a config error's snippet would otherwise
             // be several lines a log shipper reads as several events.
-            let message = traceroute_user::error::one_line(&cli::error_chain(&e));
+            let message = traceroute_agent::error::one_line(&cli::error_chain(&e));
             match format {
                 LogFormat::Json => tracing::error!("{message}"),
                 LogFormat::Text => eprintln!("traceroute-agent: {message}"),

@@ -7,10 +7,10 @@ mod common;
 use std::collections::HashMap;
 
 use common::packets::{self, Case, V};
+use traceroute_agent::capture::classify::classify;
+use traceroute_agent::capture::ebpf::EbpfCapture;
+use traceroute_agent::clock::MonotonicTime;
 use traceroute_common::{Counter, Direction, EventKind, FlowKey};
-use traceroute_user::capture::classify::classify;
-use traceroute_user::capture::ebpf::EbpfCapture;
-use traceroute_user::clock::MonotonicTime;
 
 /// TC_ACT_UNSPEC: "carry on" — the programs must never drop or redirect.
 const PASS: i32 = -1;
@@ -189,7 +189,7 @@ fn userspace_twin_survives_every_prefix() {
 
 #[tokio::test]
 async fn run_time_statistics_count_every_program_run() {
-    let _stats = traceroute_user::capture::ebpf::enable_run_time_stats().unwrap();
+    let _stats = traceroute_agent::capture::ebpf::enable_run_time_stats().unwrap();
     let flows = registered_flows();
     let mut capture = load_with(&flows);
     let probe = packets::udp_probe(V::Four, 1);

@@ -8,12 +8,12 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use traceroute_agent::capture::{Capture, CaptureMethod, CaptureMode, CapturedPacket};
+use traceroute_agent::probe::{FlowSecret, ProbeFlow, Ttl, build_probe};
+use traceroute_agent::reply::Reply;
+use traceroute_agent::trace::sender::ProbeSender;
 use traceroute_common::{Direction, EventKind};
 use traceroute_lab::{Family, Lab};
-use traceroute_user::capture::{Capture, CaptureMethod, CaptureMode, CapturedPacket};
-use traceroute_user::probe::{FlowSecret, ProbeFlow, Ttl, build_probe};
-use traceroute_user::reply::Reply;
-use traceroute_user::trace::sender::ProbeSender;
 
 /// Sends one UDP probe per TTL 1..=6 along the chain (r3 silent) and returns
 /// every event of the flow that arrives within a second, plus the capture's

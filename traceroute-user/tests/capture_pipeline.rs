@@ -9,9 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use traceroute_agent::capture::ebpf::EbpfCapture;
+use traceroute_agent::clock::MonotonicTime;
 use traceroute_lab::{Lab, Topology};
-use traceroute_user::capture::ebpf::EbpfCapture;
-use traceroute_user::clock::MonotonicTime;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_traceroute-agent");
 

@@ -89,7 +89,7 @@ fn a_blind_sweep_of_forged_replies_plants_no_hop() {
                 .in_netns("dst", {
                     let guesses = guesses.clone();
                     move || {
-                        let sender = traceroute_user::trace::sender::ProbeSender::new();
+                        let sender = traceroute_agent::trace::sender::ProbeSender::new();
                         guesses
                             .filter(|&g| {
                                 let packet = forged_reply(protocol, src.octets(), dst.octets(), g);

@@ -6,9 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use traceroute_user::service::Config;
-use traceroute_user::service::api::parse_params;
-use traceroute_user::trace::request::{MAX_TTL, PATHS, QUERIES, TIMEOUT};
+use traceroute_agent::service::Config;
+use traceroute_agent::service::api::parse_params;
+use traceroute_agent::trace::request::{MAX_TTL, PATHS, QUERIES, TIMEOUT};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_traceroute-agent");
 /// Refused by host validation: every CLI run below ends there at best.
@@ -28,8 +28,8 @@ struct Row {
     api: fn(u64) -> String,
     config: fn(u64) -> String,
     /// The value each parsed form holds, back in the row's unit.
-    api_value: fn(&traceroute_user::service::api::Params) -> u64,
-    config_value: fn(&traceroute_user::service::config::Target) -> u64,
+    api_value: fn(&traceroute_agent::service::api::Params) -> u64,
+    config_value: fn(&traceroute_agent::service::config::Target) -> u64,
 }
 
 fn rows() -> Vec<Row> {

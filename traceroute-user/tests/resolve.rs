@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::netns::Netns;
-use traceroute_user::resolve::{
+use traceroute_agent::resolve::{
     FamilyPreference, ResolveError, ReverseDns, ReverseDnsConfig, resolve_target,
 };
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::netns::{Netns, run};
-use traceroute_user::route::{MacAddr, RouteCache, RouteError};
+use traceroute_agent::route::{MacAddr, RouteCache, RouteError};
 
 fn link_json(ns: &Netns, dev: &str) -> serde_json::Value {
     let out = ns.ip(&["-j", "link", "show", "dev", dev]);
@@ -398,7 +398,7 @@ fn pinned_source_and_interface_are_the_kernels_answers() {
         .ip(&["rule", "add", "from", "198.18.1.22", "lookup", "100"]);
     let h = lab.h.name.clone();
     lab.run_in_host(move || async move {
-        use traceroute_user::route::Egress;
+        use traceroute_agent::route::Egress;
         let cache = RouteCache::new().await.unwrap();
         let on = |name: &str| Egress {
             interface: Some(name.into()),

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::agent::{assert_valid, expected};
 use service_support::{Agent, client_query, eventually, hop_addrs, lines};
+use traceroute_agent::capture::ebpf::EbpfCapture;
 use traceroute_lab::{Family, Hook, Lab, Proto};
-use traceroute_user::capture::ebpf::EbpfCapture;
 
 fn target(host: &str, protocol: &str, interval: &str, count: Option<u32>, tag: &str) -> String {
     let count = count.map(|c| format!("count = {c}\n")).unwrap_or_default();

@@ -109,7 +109,7 @@ fn unit_grants_exactly_the_needed_capabilities_to_a_system_user() {
     // Far above api.max_connections: idle clients cannot exhaust descriptors.
     let nofile: usize = value("LimitNOFILE")[0].parse().unwrap();
     assert!(
-        nofile >= 16 * traceroute_user::service::config::ApiConfig::default().max_connections,
+        nofile >= 16 * traceroute_agent::service::config::ApiConfig::default().max_connections,
         "LimitNOFILE={nofile}"
     );
     assert_eq!(value("ProtectSystem"), ["strict"]);
@@ -136,7 +136,9 @@ fn unit_grants_exactly_the_needed_capabilities_to_a_system_user() {
         "the bpf syscall must be allowed"
     );
     // The default socket lives in the RuntimeDirectory.
-    assert!(traceroute_user::service::config::DEFAULT_SOCKET.starts_with("/run/traceroute-agent/"));
+    assert!(
+        traceroute_agent::service::config::DEFAULT_SOCKET.starts_with("/run/traceroute-agent/")
+    );
     // ExecStart runs `serve` with the installed config.
     assert_eq!(
         value("ExecStart"),

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::agent::{AGENT, assert_valid, hops};
+use traceroute_agent::capture::CaptureMode;
+use traceroute_agent::probe::Protocol;
+use traceroute_agent::resolve::FamilyPreference;
+use traceroute_agent::trace::budget::Rate;
+use traceroute_agent::trace::{TraceRequest, Tracer, TracerConfig};
 use traceroute_lab::{Family, Lab};
-use traceroute_user::capture::CaptureMode;
-use traceroute_user::probe::Protocol;
-use traceroute_user::resolve::FamilyPreference;
-use traceroute_user::trace::budget::Rate;
-use traceroute_user::trace::{TraceRequest, Tracer, TracerConfig};
 
 #[test]
 fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
@@ -68,7 +68,7 @@ fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
                     let tracer = tracer.clone();
                     set.spawn(async move {
                         let mut req = TraceRequest::new(target.to_string(), protocol);
-                        req.max_ttl = traceroute_user::probe::Ttl::new(15).unwrap();
+                        req.max_ttl = traceroute_agent::probe::Ttl::new(15).unwrap();
                         req.deadline = Some(Duration::from_secs(20));
                         req.family = FamilyPreference::Any;
                         let path = tracer.trace(&req).await.unwrap();

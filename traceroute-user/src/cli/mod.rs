@@ -8,7 +8,7 @@ pub mod progress;
 pub mod serve;
 pub mod trace;
 
-use traceroute_user::capture::CaptureMode;
+use traceroute_agent::capture::CaptureMode;
 
 /// `--capture`: the library's [`CaptureMode`] as the CLI spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

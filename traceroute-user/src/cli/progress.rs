@@ -12,11 +12,11 @@ use std::net::IpAddr;
 
 use tokio::sync::watch;
 
-use traceroute_user::path::NetworkPath;
-use traceroute_user::resolve::ReverseDns;
-use traceroute_user::sinks::hops::{self, TtlRow};
-use traceroute_user::sinks::table::{self, Style};
-use traceroute_user::trace::{Progress, TraceError, TraceRequest, Tracer};
+use traceroute_agent::path::NetworkPath;
+use traceroute_agent::resolve::ReverseDns;
+use traceroute_agent::sinks::hops::{self, TtlRow};
+use traceroute_agent::sinks::table::{self, Style};
+use traceroute_agent::trace::{Progress, TraceError, TraceRequest, Tracer};
 
 /// How a watched trace ended.
 pub enum Outcome {
@@ -215,8 +215,8 @@ impl LiveTable {
     }
 }
 
-fn cut_short() -> traceroute_user::path::NoAnswerKind {
-    traceroute_user::path::NoAnswerKind::CutShort
+fn cut_short() -> traceroute_agent::path::NoAnswerKind {
+    traceroute_agent::path::NoAnswerKind::CutShort
 }
 
 fn emit(text: &str) {

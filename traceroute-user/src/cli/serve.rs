@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use traceroute_user::trace::request::PROBES_PER_SECOND;
+use traceroute_agent::trace::request::PROBES_PER_SECOND;
 
 use super::{CaptureArg, error_chain};
 
@@ -62,11 +62,11 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    traceroute_user::service::config::parse_duration(s)
+    traceroute_agent::service::config::parse_duration(s)
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    use traceroute_user::service;
+    use traceroute_agent::service;
     let config_file = args.config.clone();
     let check_only = args.check_config;
     let overrides = move |c: &mut service::Config| {
@@ -120,14 +120,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// `serve --check-config`: loads and validates exactly as a start (or a
 /// SIGHUP reload) would, touching nothing.
-async fn check_config(options: &traceroute_user::service::Options) -> ExitCode {
+async fn check_config(options: &traceroute_agent::service::Options) -> ExitCode {
     let name = options
         .config_file
         .as_ref()
         .map_or("built-in defaults".to_string(), |p| p.display().to_string());
     let loaded = match options.load() {
-        Ok(config) => match traceroute_user::route::RouteCache::new().await {
-            Ok(routes) => traceroute_user::service::check_targets_here(&config, &routes)
+        Ok(config) => match traceroute_agent::route::RouteCache::new().await {
+            Ok(routes) => traceroute_agent::service::check_targets_here(&config, &routes)
                 .await
                 .map(|()| config),
             Err(e) => Err(anyhow::Error::new(e).context("reading the route table")),
@@ -157,7 +157,7 @@ async fn check_config(options: &traceroute_user::service::Options) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "traceroute-agent: config not valid: {}",
-                traceroute_user::error::one_line(&error_chain(&e))
+                traceroute_agent::error::one_line(&error_chain(&e))
             );
             ExitCode::from(2)
         }

@@ -6,20 +6,20 @@ use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use traceroute_user::clock::MonotonicTime;
-use traceroute_user::path::NetworkPath;
-use traceroute_user::probe::Protocol;
-use traceroute_user::resolve::{self, FamilyPreference};
-use traceroute_user::route::Egress;
-use traceroute_user::sinks;
-use traceroute_user::sinks::table::Style;
-use traceroute_user::trace::TcpMethod;
-use traceroute_user::trace::budget::Rate;
-use traceroute_user::trace::mda::{Confidence, MdaRule};
-use traceroute_user::trace::request::{
+use traceroute_agent::clock::MonotonicTime;
+use traceroute_agent::path::NetworkPath;
+use traceroute_agent::probe::Protocol;
+use traceroute_agent::resolve::{self, FamilyPreference};
+use traceroute_agent::route::Egress;
+use traceroute_agent::sinks;
+use traceroute_agent::sinks::table::Style;
+use traceroute_agent::trace::TcpMethod;
+use traceroute_agent::trace::budget::Rate;
+use traceroute_agent::trace::mda::{Confidence, MdaRule};
+use traceroute_agent::trace::request::{
     CYCLES, MAX_TTL, Multipath, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, WINDOW,
 };
-use traceroute_user::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
+use traceroute_agent::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
 use super::CaptureArg;
 use super::progress::{LiveTable, Outcome};
@@ -462,7 +462,7 @@ async fn unprivileged(
         }
         request.tcp_method = TcpMethod::SynSocket;
     }
-    let path = traceroute_user::trace::trace_unprivileged(&request).await?;
+    let path = traceroute_agent::trace::trace_unprivileged(&request).await?;
     write(format, &path, style)?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -84,7 +84,7 @@ pub fn as_nobody(lab: &Lab, node: &str, args: &[&str]) -> Output {
 }
 
 pub fn assert_valid(record: &Value) {
-    if let Err(errors) = traceroute_user::path::schema::validate(record) {
+    if let Err(errors) = traceroute_agent::path::schema::validate(record) {
         panic!("record violates the schema: {errors:#?}\n{record:#}");
     }
 }
