@@ -144,3 +144,31 @@ mod tests {
         assert_eq!(ErrorCode::Denied.http_status(), 500);
     }
 }
+
+/// A value that names none of a parameter's choices (the `FromStr` error of
+/// the request's enums: protocol, TCP method, MDA rule). The value is kept
+/// short: it may come from anyone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?} ({choices})")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub value: String,
+    pub choices: &'static str,
+}
+
+impl UnknownName {
+    /// Longest part of the value kept.
+    const SHOWN: usize = 64;
+
+    pub fn new(what: &'static str, value: &str, choices: &'static str) -> UnknownName {
+        let mut shown: String = value.chars().take(Self::SHOWN).collect();
+        if shown.len() < value.len() {
+            shown.push('…');
+        }
+        UnknownName {
+            what,
+            value: shown,
+            choices,
+        }
+    }
+}

@@ -30,6 +30,30 @@ pub enum CaptureMode {
     Socket,
 }
 
+impl CaptureMode {
+    pub const ALL: [CaptureMode; 3] = [CaptureMode::Auto, CaptureMode::Ebpf, CaptureMode::Socket];
+
+    /// Its name in every interface (`--capture`, the config's `capture`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Auto => "auto",
+            CaptureMode::Ebpf => "ebpf",
+            CaptureMode::Socket => "socket",
+        }
+    }
+}
+
+impl std::str::FromStr for CaptureMode {
+    type Err = crate::error::UnknownName;
+
+    fn from_str(text: &str) -> Result<CaptureMode, Self::Err> {
+        CaptureMode::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| crate::error::UnknownName::new("capture", text, "auto, ebpf or socket"))
+    }
+}
+
 /// The capture that runs. One name everywhere: records (`capture.method`),
 /// `/health`, logs and the CLI say `ebpf` or `socket`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]

@@ -8,25 +8,27 @@ pub mod progress;
 pub mod serve;
 pub mod trace;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use traceroute_agent::capture::CaptureMode;
 
-/// `--capture`: the library's [`CaptureMode`] as the CLI spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CaptureArg {
-    /// eBPF when it loads, sockets otherwise.
-    Auto,
-    Ebpf,
-    Socket,
+/// A flag's parser for one of the library's enums: `names` are what `--help`
+/// and completions list, the enum's own `FromStr` (the one the API and the
+/// config use too) reads the value.
+pub fn choices<T>(
+    names: impl IntoIterator<Item = PossibleValue>,
+) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    PossibleValuesParser::new(names)
+        .map(|name| name.parse::<T>().expect("only a listed name gets through"))
 }
 
-impl From<CaptureArg> for CaptureMode {
-    fn from(arg: CaptureArg) -> CaptureMode {
-        match arg {
-            CaptureArg::Auto => CaptureMode::Auto,
-            CaptureArg::Ebpf => CaptureMode::Ebpf,
-            CaptureArg::Socket => CaptureMode::Socket,
-        }
-    }
+/// `--capture`'s parser: auto (eBPF when it loads, sockets otherwise),
+/// ebpf or socket.
+pub fn capture_choices() -> impl TypedValueParser<Value = CaptureMode> {
+    choices::<CaptureMode>(CaptureMode::ALL.map(|m| PossibleValue::new(m.as_str())))
 }
 
 /// The error and its causes, each said once: a cause whose text its

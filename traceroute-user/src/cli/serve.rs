@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use traceroute_agent::trace::request::PROBES_PER_SECOND;
 
-use super::{CaptureArg, error_chain};
+use traceroute_agent::capture::CaptureMode;
+
+use super::{capture_choices, error_chain};
 
 /// `serve` flags: each overrides the config file's value.
 #[derive(clap::Args, Clone)]
@@ -33,8 +35,8 @@ pub struct ServeArgs {
     #[arg(long)]
     allow_non_loopback: bool,
     /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets.
-    #[arg(long, value_enum)]
-    capture: Option<CaptureArg>,
+    #[arg(long, value_parser = capture_choices())]
+    capture: Option<CaptureMode>,
     /// Safety rail: most probes per second across all traces.
     #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
     pps: Option<u32>,
@@ -90,7 +92,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             c.api.allow_non_loopback = true;
         }
         if let Some(m) = a.capture {
-            c.capture = m.into();
+            c.capture = m;
         }
         if let Some(p) = a.pps {
             c.probes_per_second = p;

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use traceroute_agent::capture::CaptureMode;
 use traceroute_agent::clock::MonotonicTime;
 use traceroute_agent::path::NetworkPath;
 use traceroute_agent::probe::Protocol;
@@ -21,8 +22,10 @@ use traceroute_agent::trace::request::{
 };
 use traceroute_agent::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
-use super::CaptureArg;
+use clap::builder::PossibleValue;
+
 use super::progress::{LiveTable, Outcome};
+use super::{capture_choices, choices};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -46,22 +49,6 @@ pub enum Format {
     Flows,
 }
 
-/// `--tcp-method`: the library's [`TcpMethod`] as the CLI spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum TcpMethodArg {
-    /// Bare SYNs.
-    Syn,
-    /// One handshake, then segments inside the connection (needs SACK).
-    Sack,
-    /// `sack`, or SYNs when the destination refuses or has no SACK.
-    #[value(name = "prefer_sack")]
-    PreferSack,
-    /// SYNs by connect(), a socket per probe with its TTL: no privilege
-    /// needed (one probe at a time; user-space RTTs).
-    #[value(name = "syn_socket")]
-    SynSocket,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum MultipathArg {
     /// Multipath detection: flows until every router's next hops are known
@@ -69,20 +56,14 @@ enum MultipathArg {
     Mda,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ProtocolArg {
-    Tcp,
-    Udp,
-    Icmp,
-}
-
 #[derive(clap::Args)]
 pub struct TraceArgs {
     /// Host name or IP address to trace.
     host: String,
     /// Probe protocol.
-    #[arg(long, value_enum, default_value = "udp")]
-    protocol: ProtocolArg,
+    #[arg(long, default_value = "udp",
+          value_parser = choices::<Protocol>(["tcp", "udp", "icmp"].map(PossibleValue::new)))]
+    protocol: Protocol,
     /// Same as --protocol tcp.
     #[arg(short = 'T', conflicts_with_all = ["udp", "icmp"])]
     tcp: bool,
@@ -131,8 +112,8 @@ pub struct TraceArgs {
     format: Option<Format>,
     /// Reply capture: eBPF, sockets, or eBPF with fallback to sockets (and,
     /// without the privilege for either, to --unprivileged).
-    #[arg(long, value_enum, default_value = "auto")]
-    capture: CaptureArg,
+    #[arg(long, default_value = "auto", value_parser = capture_choices())]
+    capture: CaptureMode,
     /// Trace without any privilege: UDP and ICMP by datagram sockets with
     /// IP_RECVERR (ICMP needs net.ipv4.ping_group_range), TCP by connect().
     /// One probe at a time, user-space RTTs, no reply TTLs.
@@ -181,12 +162,15 @@ pub struct TraceArgs {
     confidence: Option<String>,
     /// MDA's stopping rule: lite (per TTL where its routers look alike,
     /// else per router; the default) or full (per router).
-    #[arg(long, value_parser = ["lite", "full"], requires = "multipath")]
-    mda_rule: Option<String>,
+    #[arg(long, requires = "multipath",
+          value_parser = choices::<MdaRule>(["lite", "full"].map(PossibleValue::new)))]
+    mda_rule: Option<MdaRule>,
     /// TCP probes: bare SYNs, segments inside a connection the kernel opens
     /// first (passes stateful firewalls), or that with SYNs as fallback.
-    #[arg(long, value_enum, default_value = "syn")]
-    tcp_method: TcpMethodArg,
+    #[arg(long, default_value = "syn",
+          value_parser = choices::<TcpMethod>(
+              TcpMethod::ALL.map(|m| PossibleValue::new(m.as_str()).help(m.help()))))]
+    tcp_method: TcpMethod,
     /// Path MTU per hop: probes start at the interface MTU and shrink
     /// wherever a router says they do not fit (UDP or ICMP, one flow).
     #[arg(long, conflicts_with_all = ["multipath", "tcp"])]
@@ -261,13 +245,11 @@ fn parse_wait(text: &str) -> Result<Wait, String> {
 
 impl TraceArgs {
     fn protocol(&self) -> Protocol {
-        match (self.tcp, self.udp, self.icmp, self.protocol) {
-            (true, _, _, _) => Protocol::Tcp,
-            (_, true, _, _) => Protocol::Udp,
-            (_, _, true, _) => Protocol::Icmp,
-            (_, _, _, ProtocolArg::Tcp) => Protocol::Tcp,
-            (_, _, _, ProtocolArg::Udp) => Protocol::Udp,
-            (_, _, _, ProtocolArg::Icmp) => Protocol::Icmp,
+        match (self.tcp, self.udp, self.icmp) {
+            (true, _, _) => Protocol::Tcp,
+            (_, true, _) => Protocol::Udp,
+            (_, _, true) => Protocol::Icmp,
+            _ => self.protocol,
         }
     }
 
@@ -329,20 +311,12 @@ impl TraceArgs {
             request.multipath = Some(Multipath {
                 confidence: Confidence::from_percent(percent)
                     .ok_or_else(|| usage("--confidence must be 95 or 99".into()))?,
-                rule: match &self.mda_rule {
-                    Some(rule) => rule.parse().map_err(usage)?,
-                    None => MdaRule::default(),
-                },
+                rule: self.mda_rule.unwrap_or_default(),
             });
         }
         request.reverse_dns = self.reverse_dns;
         request.pmtu = self.pmtu;
-        request.tcp_method = match self.tcp_method {
-            TcpMethodArg::Syn => TcpMethod::Syn,
-            TcpMethodArg::Sack => TcpMethod::Sack,
-            TcpMethodArg::PreferSack => TcpMethod::PreferSack,
-            TcpMethodArg::SynSocket => TcpMethod::SynSocket,
-        };
+        request.tcp_method = self.tcp_method;
         if let Some(conflict) = request.pmtu_conflict() {
             return Err(usage(conflict.into()));
         }
@@ -389,7 +363,7 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         return unprivileged(request, format, style).await;
     }
     let tracer = match Tracer::new(TracerConfig {
-        capture: args.capture.into(),
+        capture: args.capture,
         probes_per_second: args.pps,
         router_rate: Rate::router(args.router_icmp_burst, args.router_icmp_per_second),
         // Replies come back where the probes leave; attaching to that one
@@ -401,7 +375,7 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
     {
         Ok(tracer) => tracer,
         // Neither capture is allowed: what an unprivileged user can do.
-        Err(e) if args.capture == CaptureArg::Auto && can_go_unprivileged(&request) => {
+        Err(e) if args.capture == CaptureMode::Auto && can_go_unprivileged(&request) => {
             let Some(missing) = e.missing_privilege() else {
                 return Err(e.into());
             };

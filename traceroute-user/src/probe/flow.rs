@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use traceroute_common::{FlowKey, proto};
 
 use super::id::{FlowSecret, Port};
+use crate::error::UnknownName;
 
 /// Transport of the probes. Serialized as in `NetworkPath` records: "TCP", "UDP", "ICMP".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,6 +55,21 @@ impl Protocol {
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// `tcp`, `udp`, `icmp`, any case: the one parser of the CLI, the API and
+/// the config.
+impl std::str::FromStr for Protocol {
+    type Err = UnknownName;
+
+    fn from_str(text: &str) -> Result<Protocol, UnknownName> {
+        match text.to_ascii_uppercase().as_str() {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "ICMP" => Ok(Protocol::Icmp),
+            _ => Err(UnknownName::new("protocol", text, "TCP, UDP or ICMP")),
+        }
     }
 }
 

@@ -19,11 +19,10 @@ use axum::response::Response;
 use axum::{Extension, Router};
 use serde::Serialize;
 
-use super::config::parse_protocol;
 use super::metrics::{Format as MetricsFormat, Origin};
 use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared};
 use crate::clock::MonotonicTime;
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, UnknownName};
 use crate::probe::Protocol;
 use crate::resolve;
 use crate::resolve::FamilyPreference;
@@ -328,12 +327,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
         let empty = v.is_empty();
         match key.as_ref() {
             "protocol" if !empty => {
-                p.protocol = parse_protocol(v).ok_or_else(|| {
-                    invalid(format!(
-                        "unknown protocol {:?} (TCP, UDP or ICMP)",
-                        shown(v)
-                    ))
-                })?;
+                p.protocol = v.parse().map_err(|e: UnknownName| invalid(e.to_string()))?;
             }
             "port" if !empty => {
                 let n = number("port", v, 65535)?;
@@ -359,12 +353,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 }
             }
             "tcp_method" if !empty => {
-                p.tcp_method = TcpMethod::parse(v).ok_or_else(|| {
-                    invalid(format!(
-                        "unknown tcp_method {:?} (syn, sack, prefer_sack, syn_socket)",
-                        shown(v)
-                    ))
-                })?;
+                p.tcp_method = v.parse().map_err(|e: UnknownName| invalid(e.to_string()))?;
             }
             "traceroute_queries" if !empty => {
                 if let Some(n) = nonzero_within("traceroute_queries", v, request::QUERIES)? {
@@ -410,9 +399,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
                 });
             }
             "mda_rule" if !empty => {
-                rule = Some(v.parse::<MdaRule>().map_err(|_| {
-                    invalid(format!("unknown mda_rule {:?} (lite or full)", shown(v)))
-                })?);
+                rule = Some(v.parse::<MdaRule>().map_err(|e| invalid(e.to_string()))?);
             }
             "flow_id" | "source_port" if !empty => {
                 let n = number(&key, v, 65535)?;

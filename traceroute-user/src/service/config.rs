@@ -14,7 +14,7 @@ use crate::resolve::{self, FamilyPreference};
 use crate::route::Egress;
 use crate::trace::mda::{Confidence, MdaRule};
 use crate::trace::request::Multipath;
-use crate::trace::{TcpMethod, TraceRequest, request};
+use crate::trace::{TraceRequest, request};
 
 /// Where the Unix socket lives unless configured otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/traceroute-agent/traceroute-agent.sock";
@@ -338,9 +338,9 @@ impl Target {
         r.reverse_dns = self.reverse_dns;
         r.pmtu = self.pmtu;
         if let Some(method) = &self.tcp_method {
-            r.tcp_method = TcpMethod::parse(method).ok_or_else(|| request::OutOfRange {
+            r.tcp_method = method.parse().map_err(|_| request::OutOfRange {
                 name: "tcp_method".into(),
-                range: "syn, sack or prefer_sack".into(),
+                range: "syn, sack, prefer_sack or syn_socket".into(),
                 value: method.clone(),
             })?;
         }
@@ -429,21 +429,9 @@ fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         .map_err(|_| serde::de::Error::custom(format!("invalid octal mode {text:?}")))
 }
 
-/// `"tcp"`, `"UDP"`, `"Icmp"`: case-insensitive.
-pub fn parse_protocol(text: &str) -> Option<Protocol> {
-    match text.to_ascii_uppercase().as_str() {
-        "TCP" => Some(Protocol::Tcp),
-        "UDP" => Some(Protocol::Udp),
-        "ICMP" => Some(Protocol::Icmp),
-        _ => None,
-    }
-}
-
 fn protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
     let text = String::deserialize(d)?;
-    parse_protocol(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!("unknown protocol {text:?} (tcp, udp or icmp)"))
-    })
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

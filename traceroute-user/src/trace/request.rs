@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::budget::Rate;
+use crate::error::UnknownName;
 use crate::probe::{Protocol, Ttl};
 use crate::resolve::FamilyPreference;
 use crate::route::Egress;
@@ -98,20 +99,52 @@ pub enum TcpMethod {
 }
 
 impl TcpMethod {
-    /// The method a `tcp_method` value names (any case).
-    pub fn parse(value: &str) -> Option<TcpMethod> {
-        match value.to_ascii_lowercase().as_str() {
-            "syn" => Some(TcpMethod::Syn),
-            "sack" => Some(TcpMethod::Sack),
-            "prefer_sack" => Some(TcpMethod::PreferSack),
-            "syn_socket" => Some(TcpMethod::SynSocket),
-            _ => None,
+    pub const ALL: [TcpMethod; 4] = [
+        TcpMethod::Syn,
+        TcpMethod::Sack,
+        TcpMethod::PreferSack,
+        TcpMethod::SynSocket,
+    ];
+
+    /// Its name in every interface (`tcp_method`, `--tcp-method`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TcpMethod::Syn => "syn",
+            TcpMethod::Sack => "sack",
+            TcpMethod::PreferSack => "prefer_sack",
+            TcpMethod::SynSocket => "syn_socket",
+        }
+    }
+
+    /// One line on what it does, for help texts.
+    pub const fn help(self) -> &'static str {
+        match self {
+            TcpMethod::Syn => "Bare SYNs",
+            TcpMethod::Sack => "One handshake, then segments inside the connection (needs SACK)",
+            TcpMethod::PreferSack => "sack, or SYNs when the destination refuses or has no SACK",
+            TcpMethod::SynSocket => {
+                "SYNs by connect(), a socket per probe with its TTL: no privilege needed (one probe at a time; user-space RTTs)"
+            }
         }
     }
 
     /// Whether a TCP request with this method probes by connect().
     pub fn by_connect(self) -> bool {
         self == TcpMethod::SynSocket
+    }
+}
+
+/// A `tcp_method` value, any case.
+impl std::str::FromStr for TcpMethod {
+    type Err = UnknownName;
+
+    fn from_str(text: &str) -> Result<TcpMethod, UnknownName> {
+        TcpMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| {
+                UnknownName::new("tcp_method", text, "syn, sack, prefer_sack or syn_socket")
+            })
     }
 }
 
@@ -455,13 +488,13 @@ impl MdaRule {
 }
 
 impl std::str::FromStr for MdaRule {
-    type Err = String;
+    type Err = UnknownName;
 
-    fn from_str(text: &str) -> Result<MdaRule, String> {
+    fn from_str(text: &str) -> Result<MdaRule, UnknownName> {
         match text.to_ascii_lowercase().as_str() {
             "lite" => Ok(MdaRule::Lite),
             "full" => Ok(MdaRule::Full),
-            _ => Err(format!("unknown MDA rule {text:?} (lite or full)")),
+            _ => Err(UnknownName::new("mda_rule", text, "lite or full")),
         }
     }
 }
@@ -492,6 +525,37 @@ impl Confidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One parser per enum, for the CLI, the API and the config: every name
+    /// it prints reads back, in any case, and nothing else does.
+    #[test]
+    fn the_request_enums_read_their_own_names_and_nothing_else() {
+        for method in TcpMethod::ALL {
+            assert_eq!(method.as_str().parse(), Ok(method));
+            assert_eq!(method.as_str().to_uppercase().parse(), Ok(method));
+        }
+        for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Icmp] {
+            assert_eq!(protocol.as_str().parse(), Ok(protocol));
+            assert_eq!(protocol.as_str().to_lowercase().parse(), Ok(protocol));
+        }
+        for rule in [MdaRule::Lite, MdaRule::Full] {
+            assert_eq!(rule.as_str().parse(), Ok(rule));
+        }
+        let e = "sctp".parse::<Protocol>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"unknown protocol "sctp" (TCP, UDP or ICMP)"#
+        );
+        let e = "syn ".parse::<TcpMethod>().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("syn, sack, prefer_sack or syn_socket"),
+            "{e}"
+        );
+        // Whatever a client sends, the message stays short.
+        let e = "x".repeat(10_000).parse::<MdaRule>().unwrap_err();
+        assert!(e.to_string().len() < 120, "{e}");
+    }
 
     #[test]
     fn a_pinned_source_decides_the_family() {
