@@ -18,7 +18,7 @@ use traceroute_agent::trace::TcpMethod;
 use traceroute_agent::trace::budget::Rate;
 use traceroute_agent::trace::mda::{Confidence, MdaRule};
 use traceroute_agent::trace::request::{
-    CYCLES, MAX_TTL, Multipath, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, WINDOW,
+    CYCLES, MAX_TTL, Mode, Multipath, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, WINDOW,
 };
 use traceroute_agent::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
@@ -282,7 +282,6 @@ impl TraceArgs {
                 None => r.with_queries(self.queries),
             })
             .and_then(|r| r.with_timeout(timeout))
-            .and_then(|r| r.with_paths(self.paths))
             .and_then(|r| r.with_first_ttl(self.first_ttl))
             .map_err(|e| usage(e.to_string()))?;
         if let Some(window) = self.sim_queries {
@@ -301,6 +300,7 @@ impl TraceArgs {
                 "--router-icmp-per-second must be 0.01..=100000".into(),
             ));
         }
+        let mut multipath = None;
         if self.multipath.is_some() {
             let percent = self
                 .confidence
@@ -308,14 +308,15 @@ impl TraceArgs {
                 .unwrap_or("95")
                 .parse()
                 .unwrap_or(0);
-            request.multipath = Some(Multipath {
+            multipath = Some(Multipath {
                 confidence: Confidence::from_percent(percent)
                     .ok_or_else(|| usage("--confidence must be 95 or 99".into()))?,
                 rule: self.mda_rule.unwrap_or_default(),
             });
         }
+        request.mode = Mode::from_switches(self.paths, multipath, self.pmtu)
+            .map_err(|e| usage(e.to_string()))?;
         request.reverse_dns = self.reverse_dns;
-        request.pmtu = self.pmtu;
         request.tcp_method = self.tcp_method;
         if let Some(conflict) = request.pmtu_conflict() {
             return Err(usage(conflict.into()));
@@ -414,9 +415,7 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
 /// Whether `request` can be traced without privilege: one flow, and for TCP
 /// SYNs (which connect() sends), not probes inside a connection.
 fn can_go_unprivileged(request: &TraceRequest) -> bool {
-    request.paths == 1
-        && request.multipath.is_none()
-        && !request.pmtu
+    request.mode == Mode::ONE_FLOW
         && (request.protocol != Protocol::Tcp
             || matches!(request.tcp_method, TcpMethod::Syn | TcpMethod::SynSocket))
 }

@@ -28,8 +28,8 @@ use crate::resolve;
 use crate::resolve::FamilyPreference;
 use crate::route::Egress;
 use crate::trace::mda::{Confidence, MdaRule};
-use crate::trace::request::Multipath;
 use crate::trace::request::{self, Bounds, OutOfRange};
+use crate::trace::request::{Mode, Multipath};
 use crate::trace::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
 
 /// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
@@ -463,11 +463,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
         (None, _, Some(_)) => return Err(invalid("mda_rule applies to multipath=mda only")),
         (None, None, None) => {}
     }
-    if p.multipath.is_some() && p.paths != request::PATHS.default {
-        return Err(invalid(
-            "paths and multipath=mda exclude each other (MDA chooses the flows)",
-        ));
-    }
+    Mode::from_switches(p.paths, p.multipath, p.pmtu).map_err(|e| invalid(e.to_string()))?;
     p.egress.check().map_err(invalid)?;
     Ok(p)
 }
@@ -575,16 +571,17 @@ async fn traceroute(
         .and_then(|r| r.with_queries(params.queries))
         .and_then(|r| r.with_timeout(params.timeout.unwrap_or(request::TIMEOUT.default)))
         .and_then(|r| r.with_e2e_queries(params.e2e_queries))
-        .and_then(|r| r.with_paths(params.paths))
         .map_err(|e| invalid(e.to_string()))?
         .with_egress(params.egress.clone())
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(e.to_string()))?
+        .with_mode(
+            Mode::from_switches(params.paths, params.multipath, params.pmtu)
+                .map_err(|e| invalid(e.to_string()))?,
+        );
     request.resolved = resolved;
-    request.multipath = params.multipath;
     request.flow_id = params.flow_id;
     request.port = params.port;
     request.reverse_dns = params.reverse_dns;
-    request.pmtu = params.pmtu;
     request.tcp_method = params.tcp_method;
     if let Some(conflict) = request.pmtu_conflict() {
         return Err(invalid(conflict));

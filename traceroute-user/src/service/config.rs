@@ -13,7 +13,7 @@ use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
 use crate::route::Egress;
 use crate::trace::mda::{Confidence, MdaRule};
-use crate::trace::request::Multipath;
+use crate::trace::request::{Mode, Multipath};
 use crate::trace::{TraceRequest, request};
 
 /// Where the Unix socket lives unless configured otherwise.
@@ -308,10 +308,10 @@ impl Target {
             .with_max_ttl(self.max_ttl)?
             .with_queries(self.queries)?
             .with_e2e_queries(self.e2e_queries)?
-            .with_timeout(self.timeout)?
-            .with_paths(self.paths)?;
+            .with_timeout(self.timeout)?;
         r.port = self.port;
         r.flow_id = self.flow_id;
+        let mut multipath = None;
         if self.multipath.is_some() {
             let percent = self.confidence.unwrap_or(95);
             let confidence =
@@ -328,15 +328,15 @@ impl Target {
                     value: rule.clone(),
                 })?,
             };
-            r.multipath = Some(Multipath { confidence, rule });
+            multipath = Some(Multipath { confidence, rule });
         }
+        r.mode = Mode::from_switches(self.paths, multipath, self.pmtu)?;
         r.family = self.family;
         r = r.with_egress(Egress {
             source: self.source,
             interface: self.interface.clone(),
         })?;
         r.reverse_dns = self.reverse_dns;
-        r.pmtu = self.pmtu;
         if let Some(method) = &self.tcp_method {
             r.tcp_method = method.parse().map_err(|_| request::OutOfRange {
                 name: "tcp_method".into(),
@@ -364,9 +364,6 @@ impl Target {
         }
         if let Some(conflict) = request.flow_conflict() {
             bail!("{conflict}");
-        }
-        if self.multipath.is_some() && self.paths != request::PATHS.default {
-            bail!("paths and multipath = \"mda\" exclude each other");
         }
         if self.confidence.is_some() && self.multipath.is_none() {
             bail!("confidence applies to multipath = \"mda\" only");
@@ -497,16 +494,16 @@ mod tests {
         assert_eq!(c.api.socket_mode, 0o600);
         assert_eq!(c.api.listen, Some("127.0.0.1:8089".parse().unwrap()));
         assert_eq!(c.targets.len(), 4);
-        let mda = |i: usize| c.targets[i].request().unwrap().multipath;
+        let mode = |i: usize| c.targets[i].request().unwrap().mode;
         assert_eq!(
-            mda(2),
-            Some(Multipath {
+            mode(2),
+            Mode::Mda(Multipath {
                 confidence: Confidence::P99,
                 rule: MdaRule::Full
             })
         );
-        assert_eq!(mda(3), Some(Multipath::DEFAULT));
-        assert_eq!(mda(0), None);
+        assert_eq!(mode(3), Mode::Mda(Multipath::DEFAULT));
+        assert_eq!(mode(0), Mode::ONE_FLOW);
         assert_eq!(c.targets[0].protocol, Protocol::Tcp);
         assert_eq!(c.targets[1].protocol, Protocol::Udp);
         assert_eq!(c.targets[1].interval, Duration::from_secs(60));

@@ -45,7 +45,7 @@ use engine::LiveNetwork;
 use knowledge::{Knowledge, Origin};
 pub use prober::{Ignored, Plan, Policy, ProbeKey, TraceStats};
 use prober::{Prober, Setup};
-pub use request::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
+pub use request::{Mode, RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
 use sender::{ProbeSender, SendVia};
 use share::{HopShare, Observer, ShareConfig};
 
@@ -223,16 +223,18 @@ impl Tracer {
             progress,
         };
         let probing = async {
-            match request.multipath {
-                Some(multipath) => self.mda(&job, multipath).await,
-                None if request.pmtu => self.pmtu(&job).await,
-                None if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() => {
+            match request.mode {
+                Mode::Mda(multipath) => self.mda(&job, multipath).await,
+                Mode::Pmtu => self.pmtu(&job).await,
+                Mode::Flows(_)
+                    if request.protocol == Protocol::Tcp && request.tcp_method.by_connect() =>
+                {
                     let runs = connect_runs(request, job.route, job.target, job.port).await?;
                     let outcome = FlowOutcome::by_connect(&runs);
                     Ok((runs, vec![outcome], None))
                 }
-                None => {
-                    let flows = usize::from(request.paths);
+                Mode::Flows(flows) => {
+                    let flows = usize::from(flows);
                     let outcomes = self
                         .probe_flows(
                             &job,
@@ -310,13 +312,18 @@ impl Tracer {
     ) -> Result<Vec<FlowOutcome>, TraceError> {
         let count = ids.len();
         // Each flow's deadline covers what the routers owe all of them.
-        let request = TraceRequest {
+        let flows = u16::try_from(count).unwrap_or(u16::MAX);
+        let mut request = TraceRequest {
             first_ttl,
             max_ttl,
             queries: attempts,
-            paths: u16::try_from(count).unwrap_or(u16::MAX),
+            mode: match job.request.mode {
+                Mode::Flows(_) => Mode::Flows(flows),
+                mode => mode,
+            },
             ..job.request.clone()
         };
+        request.deadline = Some(request.total_deadline_of(self.knowledge.prior(), flows));
         let mut opened = Vec::with_capacity(count);
         for &pinned in ids {
             opened.push(self.open_any_flow(job, pinned).await?);
@@ -439,7 +446,7 @@ impl Tracer {
             // Set when admitted.
             deadline: MonotonicTime::now(),
             observers,
-            branching: request.paths > 1 || request.multipath.is_some(),
+            branching: request.mode.branches(),
         }
     }
 

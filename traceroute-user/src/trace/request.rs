@@ -157,6 +157,9 @@ pub enum BadRequest {
     /// [`Egress::check`]), or a source of the other family.
     #[error("{0}")]
     Egress(String),
+    /// Two things asked for that exclude each other.
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 /// A value outside its [`Bounds`].
@@ -204,21 +207,14 @@ pub struct TraceRequest {
     pub spacing: Duration,
     /// End-to-end probes after the trace, each a sample of `e2e_probe`.
     pub e2e_queries: u8,
-    /// Flows traced at once (each `queries` runs); see [`PATHS`].
-    pub paths: u16,
+    /// Flows at once, MDA or path MTU discovery.
+    pub mode: Mode,
     /// The first flow's identifier (source port; ICMP: echo identifier)
     /// instead of a random one; further flows take the next ones, so a
     /// multi-flow trace is reproducible.
     pub flow_id: Option<u16>,
-    /// Multipath discovery (MDA) at this confidence instead of a fixed
-    /// number of flows: one run per flow, as many flows as the stopping
-    /// rule asks for, up to [`MDA_MAX_FLOWS`].
-    pub multipath: Option<Multipath>,
     /// How TCP probes are sent.
     pub tcp_method: TcpMethod,
-    /// Path MTU per hop: probes padded to the interface MTU, smaller again
-    /// wherever a router says they do not fit (UDP and ICMP, one flow).
-    pub pmtu: bool,
     /// Every probe this many bytes (IP header included), padded; `None`:
     /// as small as they come. Set per round by path MTU discovery.
     pub probe_size: Option<u16>,
@@ -256,11 +252,9 @@ impl TraceRequest {
             queries: QUERIES.default,
             spacing: Duration::ZERO,
             e2e_queries: E2E_QUERIES.default,
-            paths: PATHS.default,
+            mode: Mode::ONE_FLOW,
             flow_id: None,
-            multipath: None,
             tcp_method: TcpMethod::Syn,
-            pmtu: false,
             probe_size: None,
             timeout: TIMEOUT.default,
             window: None,
@@ -315,8 +309,14 @@ impl TraceRequest {
     }
 
     pub fn with_paths(mut self, paths: u16) -> Result<Self, OutOfRange> {
-        self.paths = PATHS.check("paths", paths)?;
+        self.mode = Mode::Flows(PATHS.check("paths", paths)?);
         Ok(self)
+    }
+
+    /// The mode, made with [`Mode::from_switches`].
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Pins the source address and/or interface (`-s`, `-i`). A pinned
@@ -369,13 +369,11 @@ impl TraceRequest {
             queries: self.e2e_queries,
             spacing,
             e2e_queries: 0,
-            paths: 1,
+            mode: Mode::ONE_FLOW,
             flow_id: None,
-            multipath: None,
             // As the original: SACK answers are not reliable enough for
             // loss, and a connection per e2e probe is too much.
             tcp_method: TcpMethod::Syn,
-            pmtu: false,
             probe_size: None,
             // The trace's bound covers the probes beside it too: a request
             // never runs past what it was given.
@@ -395,10 +393,9 @@ impl TraceRequest {
         if first == 0 {
             return Some("flow_id must be 1..=65535 (0 would pin no flow)".into());
         }
-        let flows = if self.multipath.is_some() {
-            MDA_MAX_FLOWS
-        } else {
-            usize::from(self.paths.max(1))
+        let flows = match self.mode {
+            Mode::Mda(_) => MDA_MAX_FLOWS,
+            mode => usize::from(mode.flows()),
         };
         let last = usize::from(first) + flows - 1;
         (last > usize::from(u16::MAX)).then(|| {
@@ -410,20 +407,11 @@ impl TraceRequest {
     }
 
     /// Why path MTU discovery cannot run as asked, if it cannot: it pads
-    /// UDP or ICMP probes of one flow.
+    /// UDP or ICMP probes (one flow, which [`Mode`] ensures).
     pub fn pmtu_conflict(&self) -> Option<&'static str> {
-        if !self.pmtu {
-            return None;
-        }
-        if self.protocol == Protocol::Tcp {
-            return Some(
-                "path MTU discovery needs UDP or ICMP probes (TCP SYN probes are not padded)",
-            );
-        }
-        if self.paths > 1 || self.multipath.is_some() {
-            return Some("path MTU discovery traces one flow: it excludes paths and multipath");
-        }
-        None
+        (self.mode == Mode::Pmtu && self.protocol == Protocol::Tcp).then_some(
+            "path MTU discovery needs UDP or ICMP probes (TCP SYN probes are not padded)",
+        )
     }
 
     /// The default total deadline: two waits (a probe, and one re-probe of
@@ -433,8 +421,14 @@ impl TraceRequest {
     /// spacing, and a second of slack. All from the prior: what is learnt
     /// of routers shortens traces, not their deadline.
     pub fn total_deadline(&self, router_rate: Rate) -> Duration {
+        self.total_deadline_of(router_rate, self.mode.flows())
+    }
+
+    /// [`total_deadline`](Self::total_deadline) for `flows` flows probed
+    /// together (a round of MDA's, say).
+    pub fn total_deadline_of(&self, router_rate: Rate, flows: u16) -> Duration {
         self.deadline.unwrap_or_else(|| {
-            let attempts = u32::from(self.queries) * u32::from(self.paths.max(1));
+            let attempts = u32::from(self.queries) * u32::from(flows.max(1));
             let beyond_burst = attempts.saturating_sub(router_rate.burst);
             self.timeout * 2
                 + router_rate.interval()
@@ -442,6 +436,61 @@ impl TraceRequest {
                 + self.spacing * u32::from(self.queries.saturating_sub(1))
                 + Duration::from_secs(1)
         })
+    }
+}
+
+/// What kind of trace. The kinds exclude each other, so a request holds
+/// one and conflicting asks cannot be written down.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// This many flows at once, each `queries` runs (1: one Paris trace;
+    /// see [`PATHS`]).
+    Flows(u16),
+    /// Multipath discovery: one run per flow, as many flows as the stopping
+    /// rule asks for, up to [`MDA_MAX_FLOWS`].
+    Mda(Multipath),
+    /// Path MTU per hop: one flow, probes padded to the interface MTU and
+    /// smaller again wherever a router says they do not fit (UDP, ICMP).
+    Pmtu,
+}
+
+impl Mode {
+    pub const ONE_FLOW: Mode = Mode::Flows(1);
+
+    /// The mode that the switches every interface has ask for (`paths`,
+    /// `multipath`, `pmtu`: the CLI's flags, the API's parameters, a config
+    /// target's keys), or why they cannot go together. One place for the
+    /// rules, so the three interfaces cannot drift apart.
+    pub fn from_switches(
+        paths: u16,
+        multipath: Option<Multipath>,
+        pmtu: bool,
+    ) -> Result<Mode, BadRequest> {
+        let paths = PATHS.check("paths", paths)?;
+        match (paths, multipath, pmtu) {
+            (1, None, true) => Ok(Mode::Pmtu),
+            (_, _, true) => Err(BadRequest::Conflict(
+                "path MTU discovery traces one flow: it excludes paths and multipath",
+            )),
+            (1, Some(mda), false) => Ok(Mode::Mda(mda)),
+            (_, Some(_), false) => Err(BadRequest::Conflict(
+                "paths and multipath exclude each other (MDA chooses the flows)",
+            )),
+            (paths, None, false) => Ok(Mode::Flows(paths)),
+        }
+    }
+
+    /// Flows it starts with: those asked for, or one.
+    pub fn flows(self) -> u16 {
+        match self {
+            Mode::Flows(n) => n.max(1),
+            Mode::Mda(_) | Mode::Pmtu => 1,
+        }
+    }
+
+    /// Its flows may take different branches.
+    pub fn branches(self) -> bool {
+        matches!(self, Mode::Mda(_)) || self.flows() > 1
     }
 }
 
@@ -525,6 +574,39 @@ impl Confidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The three switches every interface has make one mode, or say why
+    /// they cannot: path MTU discovery is one flow, MDA chooses its flows.
+    #[test]
+    fn the_switches_make_one_mode_or_say_why_not() {
+        let mda = Some(Multipath::DEFAULT);
+        assert_eq!(Mode::from_switches(1, None, false), Ok(Mode::ONE_FLOW));
+        assert_eq!(Mode::from_switches(8, None, false), Ok(Mode::Flows(8)));
+        assert_eq!(
+            Mode::from_switches(1, mda, false),
+            Ok(Mode::Mda(Multipath::DEFAULT))
+        );
+        assert_eq!(Mode::from_switches(1, None, true), Ok(Mode::Pmtu));
+        for (paths, multipath, pmtu, why) in [
+            (2, mda, false, "paths and multipath exclude each other"),
+            (2, None, true, "excludes paths and multipath"),
+            (1, mda, true, "excludes paths and multipath"),
+        ] {
+            let e = Mode::from_switches(paths, multipath, pmtu).unwrap_err();
+            assert!(
+                e.to_string().contains(why),
+                "{paths} {multipath:?} {pmtu}: {e}"
+            );
+        }
+        assert!(matches!(
+            Mode::from_switches(PATHS.max + 1, None, false),
+            Err(BadRequest::OutOfRange(_))
+        ));
+        // What the modes mean to the rest of the trace.
+        assert!(!Mode::ONE_FLOW.branches() && !Mode::Pmtu.branches());
+        assert!(Mode::Flows(2).branches() && Mode::Mda(Multipath::DEFAULT).branches());
+        assert_eq!(Mode::Flows(0).flows(), 1);
+    }
 
     /// One parser per enum, for the CLI, the API and the config: every name
     /// it prints reads back, in any case, and nothing else does.
@@ -610,7 +692,7 @@ mod tests {
             "flow_id 65535 with 3 flows would wrap past 65535: at most 65533 here"
         );
         let mut mda = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL);
-        mda.multipath = Some(Multipath::DEFAULT);
+        mda.mode = Mode::Mda(Multipath::DEFAULT);
         mda.flow_id = Some(65_300);
         assert!(mda.flow_conflict().unwrap().contains("256 flows"));
         mda.flow_id = Some(65_280);

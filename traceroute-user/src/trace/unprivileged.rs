@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{
-    FlowOutcome, TraceError, TraceRequest, dgram, record::hostname, record::via_of, syn_socket,
-    target_of, validate,
+    FlowOutcome, Mode, TraceError, TraceRequest, dgram, record::hostname, record::via_of,
+    syn_socket, target_of, validate,
 };
 use crate::path::graph;
 use crate::path::{E2eProbe, HopObservation, NetworkPath, PathDestination, PathSource, Run};
@@ -93,7 +93,7 @@ where
 /// syn_socket`. Reverse DNS and end-to-end probes are not part of it.
 pub async fn trace_unprivileged(request: &TraceRequest) -> Result<NetworkPath, TraceError> {
     validate(request)?;
-    if request.paths > 1 || request.multipath.is_some() || request.pmtu {
+    if request.mode != Mode::ONE_FLOW {
         return Err(TraceError::InvalidRequest(
             "tracing without privilege probes one flow: no paths, multipath or pmtu".into(),
         ));
