@@ -18,7 +18,8 @@ use traceroute_agent::trace::TcpMethod;
 use traceroute_agent::trace::budget::Rate;
 use traceroute_agent::trace::mda::{Confidence, MdaRule};
 use traceroute_agent::trace::request::{
-    CYCLES, MAX_TTL, Mode, Multipath, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, WINDOW,
+    CYCLES, MAX_TTL, Mode, Multipath, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, TraceParams,
+    WINDOW,
 };
 use traceroute_agent::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
@@ -275,26 +276,6 @@ impl TraceArgs {
         let timeout = self
             .wait
             .map_or(Duration::from_millis(self.timeout_ms), |w| w.max);
-        let mut request = TraceRequest::new(self.host.clone(), protocol)
-            .with_max_ttl(self.max_ttl)
-            .and_then(|r| match self.report_cycles {
-                Some(cycles) => r.with_cycles(cycles),
-                None => r.with_queries(self.queries),
-            })
-            .and_then(|r| r.with_timeout(timeout))
-            .and_then(|r| r.with_first_ttl(self.first_ttl))
-            .map_err(|e| usage(e.to_string()))?;
-        if let Some(window) = self.sim_queries {
-            request = request
-                .with_window(window)
-                .map_err(|e| usage(e.to_string()))?;
-        }
-        // -w asks for traceroute's waits, factors or not.
-        request.wait_factors = self
-            .wait
-            .map(|w| w.factors.unwrap_or((TRACEROUTE_HERE, TRACEROUTE_NEAR)));
-        request.port = self.port;
-        request.flow_id = self.flow_id;
         if !(0.01..=100_000.0).contains(&self.router_icmp_per_second) {
             return Err(usage(
                 "--router-icmp-per-second must be 0.01..=100000".into(),
@@ -314,27 +295,37 @@ impl TraceArgs {
                 rule: self.mda_rule.unwrap_or_default(),
             });
         }
-        request.mode = Mode::from_switches(self.paths, multipath, self.pmtu)
-            .map_err(|e| usage(e.to_string()))?;
-        request.reverse_dns = self.reverse_dns;
-        request.tcp_method = self.tcp_method;
-        if let Some(conflict) = request.pmtu_conflict() {
-            return Err(usage(conflict.into()));
-        }
-        if let Some(conflict) = request.flow_conflict() {
-            return Err(usage(conflict));
-        }
-        request.family = match (self.ipv4, self.ipv6) {
-            (true, _) => FamilyPreference::V4,
-            (_, true) => FamilyPreference::V6,
-            _ => FamilyPreference::Any,
-        };
-        request
-            .with_egress(Egress {
+        TraceParams {
+            port: self.port,
+            first_ttl: self.first_ttl,
+            max_ttl: self.max_ttl,
+            queries: self.report_cycles.unwrap_or(self.queries),
+            as_cycles: self.report_cycles.is_some(),
+            timeout,
+            paths: self.paths,
+            multipath,
+            pmtu: self.pmtu,
+            flow_id: self.flow_id,
+            tcp_method: self.tcp_method,
+            window: self.sim_queries,
+            // -w asks for traceroute's waits, factors or not.
+            wait_factors: self
+                .wait
+                .map(|w| w.factors.unwrap_or((TRACEROUTE_HERE, TRACEROUTE_NEAR))),
+            family: match (self.ipv4, self.ipv6) {
+                (true, _) => FamilyPreference::V4,
+                (_, true) => FamilyPreference::V6,
+                _ => FamilyPreference::Any,
+            },
+            egress: Egress {
                 source: self.source,
                 interface: self.interface.clone(),
-            })
-            .map_err(|e| usage(e.to_string()))
+            },
+            reverse_dns: self.reverse_dns,
+            ..TraceParams::new(self.host.clone(), protocol)
+        }
+        .build()
+        .map_err(|e| usage(e.to_string()))
     }
 }
 

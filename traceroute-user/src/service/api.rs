@@ -29,8 +29,8 @@ use crate::resolve::FamilyPreference;
 use crate::route::Egress;
 use crate::trace::mda::{Confidence, MdaRule};
 use crate::trace::request::{self, Bounds, OutOfRange};
-use crate::trace::request::{Mode, Multipath};
-use crate::trace::{RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
+use crate::trace::request::{Mode, Multipath, TraceParams};
+use crate::trace::{RESOLVE_TIMEOUT, TcpMethod};
 
 /// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
 pub const MAX_PATH: usize = 1024;
@@ -566,29 +566,24 @@ async fn traceroute(
             "ignored unknown or repeated query parameters"
         );
     }
-    let mut request = TraceRequest::new(host.clone(), params.protocol)
-        .with_max_ttl(params.max_ttl)
-        .and_then(|r| r.with_queries(params.queries))
-        .and_then(|r| r.with_timeout(params.timeout.unwrap_or(request::TIMEOUT.default)))
-        .and_then(|r| r.with_e2e_queries(params.e2e_queries))
-        .map_err(|e| invalid(e.to_string()))?
-        .with_egress(params.egress.clone())
-        .map_err(|e| invalid(e.to_string()))?
-        .with_mode(
-            Mode::from_switches(params.paths, params.multipath, params.pmtu)
-                .map_err(|e| invalid(e.to_string()))?,
-        );
+    let mut request = TraceParams {
+        port: params.port,
+        max_ttl: params.max_ttl,
+        queries: params.queries,
+        timeout: params.timeout.unwrap_or(request::TIMEOUT.default),
+        e2e_queries: params.e2e_queries,
+        paths: params.paths,
+        multipath: params.multipath,
+        pmtu: params.pmtu,
+        flow_id: params.flow_id,
+        tcp_method: params.tcp_method,
+        egress: params.egress.clone(),
+        reverse_dns: params.reverse_dns,
+        ..TraceParams::new(host.clone(), params.protocol)
+    }
+    .build()
+    .map_err(|e| invalid(e.to_string()))?;
     request.resolved = resolved;
-    request.flow_id = params.flow_id;
-    request.port = params.port;
-    request.reverse_dns = params.reverse_dns;
-    request.tcp_method = params.tcp_method;
-    if let Some(conflict) = request.pmtu_conflict() {
-        return Err(invalid(conflict));
-    }
-    if let Some(conflict) = request.flow_conflict() {
-        return Err(invalid(conflict));
-    }
     // Without a timeout the Go module gives the whole trace `max_ttl` times
     // the default wait; it may take that long when router budgets ask for it.
     let mut deadline = shared.tracer.deadline_for(&request);

@@ -13,8 +13,8 @@ use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
 use crate::route::Egress;
 use crate::trace::mda::{Confidence, MdaRule};
-use crate::trace::request::{Mode, Multipath};
-use crate::trace::{TraceRequest, request};
+use crate::trace::request::{Multipath, TraceParams};
+use crate::trace::{TcpMethod, TraceRequest, request};
 
 /// Where the Unix socket lives unless configured otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/traceroute-agent/traceroute-agent.sock";
@@ -304,13 +304,6 @@ impl Target {
     /// The request of one run, built (and so checked) through the one set of
     /// bounds every entry point uses.
     pub fn request(&self) -> Result<TraceRequest, request::BadRequest> {
-        let mut r = TraceRequest::new(self.host.clone(), self.protocol)
-            .with_max_ttl(self.max_ttl)?
-            .with_queries(self.queries)?
-            .with_e2e_queries(self.e2e_queries)?
-            .with_timeout(self.timeout)?;
-        r.port = self.port;
-        r.flow_id = self.flow_id;
         let mut multipath = None;
         if self.multipath.is_some() {
             let percent = self.confidence.unwrap_or(95);
@@ -330,21 +323,34 @@ impl Target {
             };
             multipath = Some(Multipath { confidence, rule });
         }
-        r.mode = Mode::from_switches(self.paths, multipath, self.pmtu)?;
-        r.family = self.family;
-        r = r.with_egress(Egress {
-            source: self.source,
-            interface: self.interface.clone(),
-        })?;
-        r.reverse_dns = self.reverse_dns;
-        if let Some(method) = &self.tcp_method {
-            r.tcp_method = method.parse().map_err(|_| request::OutOfRange {
+        let tcp_method = match &self.tcp_method {
+            None => TcpMethod::default(),
+            Some(method) => method.parse().map_err(|_| request::OutOfRange {
                 name: "tcp_method".into(),
                 range: "syn, sack, prefer_sack or syn_socket".into(),
                 value: method.clone(),
-            })?;
+            })?,
+        };
+        TraceParams {
+            port: self.port,
+            max_ttl: self.max_ttl,
+            queries: self.queries,
+            timeout: self.timeout,
+            e2e_queries: self.e2e_queries,
+            paths: self.paths,
+            multipath,
+            pmtu: self.pmtu,
+            flow_id: self.flow_id,
+            tcp_method,
+            family: self.family,
+            egress: Egress {
+                source: self.source,
+                interface: self.interface.clone(),
+            },
+            reverse_dns: self.reverse_dns,
+            ..TraceParams::new(self.host.clone(), self.protocol)
         }
-        Ok(r)
+        .build()
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -358,13 +364,7 @@ impl Target {
         if self.interval < Duration::from_millis(100) {
             bail!("interval must be at least 100ms");
         }
-        let request = self.request()?;
-        if let Some(conflict) = request.pmtu_conflict() {
-            bail!("{conflict}");
-        }
-        if let Some(conflict) = request.flow_conflict() {
-            bail!("{conflict}");
-        }
+        self.request()?;
         if self.confidence.is_some() && self.multipath.is_none() {
             bail!("confidence applies to multipath = \"mda\" only");
         }
@@ -434,6 +434,7 @@ fn protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::request::Mode;
 
     #[test]
     fn sample_config_parses() {

@@ -157,9 +157,9 @@ pub enum BadRequest {
     /// [`Egress::check`]), or a source of the other family.
     #[error("{0}")]
     Egress(String),
-    /// Two things asked for that exclude each other.
+    /// Things asked for that exclude each other, or cannot work together.
     #[error("{0}")]
-    Conflict(&'static str),
+    Conflict(String),
 }
 
 /// A value outside its [`Bounds`].
@@ -187,8 +187,98 @@ impl<T: PartialOrd + Copy + fmt::Debug> Bounds<T> {
     }
 }
 
-/// What to trace and how. Built with [`TraceRequest::new`] (every default)
-/// and the checked `with_*` setters.
+/// What a caller asks for, as plain data: the CLI's flags, the API's query
+/// parameters and a config target all fill one, and [`build`](Self::build)
+/// checks everything, once, against the one set of bounds and rules.
+#[derive(Clone, Debug)]
+pub struct TraceParams {
+    pub host: String,
+    pub protocol: Protocol,
+    /// The protocol's default when `None`.
+    pub port: Option<u16>,
+    pub first_ttl: u8,
+    pub max_ttl: u8,
+    /// Runs; up to [`QUERIES`]`.max`, or [`CYCLES`]`.max` when `as_cycles`.
+    pub queries: u8,
+    /// `queries` are mtr's report cycles (the CLI's `-c`).
+    pub as_cycles: bool,
+    pub timeout: Duration,
+    pub e2e_queries: u8,
+    /// The mode's switches, made one [`Mode`] by [`Mode::from_switches`].
+    pub paths: u16,
+    pub multipath: Option<Multipath>,
+    pub pmtu: bool,
+    pub flow_id: Option<u16>,
+    pub tcp_method: TcpMethod,
+    pub window: Option<u16>,
+    pub wait_factors: Option<(f64, f64)>,
+    pub family: FamilyPreference,
+    pub egress: Egress,
+    pub reverse_dns: bool,
+}
+
+impl TraceParams {
+    /// Every default.
+    pub fn new(host: impl Into<String>, protocol: Protocol) -> TraceParams {
+        TraceParams {
+            host: host.into(),
+            protocol,
+            port: None,
+            first_ttl: 1,
+            max_ttl: MAX_TTL.default,
+            queries: QUERIES.default,
+            as_cycles: false,
+            timeout: TIMEOUT.default,
+            e2e_queries: E2E_QUERIES.default,
+            paths: PATHS.default,
+            multipath: None,
+            pmtu: false,
+            flow_id: None,
+            tcp_method: TcpMethod::Syn,
+            window: None,
+            wait_factors: None,
+            family: FamilyPreference::Any,
+            egress: Egress::default(),
+            reverse_dns: false,
+        }
+    }
+
+    /// The request, or the first thing wrong with what was asked.
+    pub fn build(&self) -> Result<TraceRequest, BadRequest> {
+        let mut r =
+            TraceRequest::new(self.host.clone(), self.protocol).with_max_ttl(self.max_ttl)?;
+        r = if self.as_cycles {
+            r.with_cycles(self.queries)?
+        } else {
+            r.with_queries(self.queries)?
+        };
+        r = r
+            .with_timeout(self.timeout)?
+            .with_e2e_queries(self.e2e_queries)?
+            .with_first_ttl(self.first_ttl)?;
+        if let Some(window) = self.window {
+            r = r.with_window(window)?;
+        }
+        r.mode = Mode::from_switches(self.paths, self.multipath, self.pmtu)?;
+        r.port = self.port;
+        r.flow_id = self.flow_id;
+        r.tcp_method = self.tcp_method;
+        r.wait_factors = self.wait_factors;
+        r.reverse_dns = self.reverse_dns;
+        if let Some(conflict) = r.pmtu_conflict() {
+            return Err(BadRequest::Conflict(conflict.into()));
+        }
+        if let Some(conflict) = r.flow_conflict() {
+            return Err(BadRequest::Conflict(conflict));
+        }
+        // The family before the egress: a pinned source must agree with it.
+        r.family = self.family;
+        r.with_egress(self.egress.clone())
+    }
+}
+
+/// What to trace and how: made by [`TraceParams::build`] (or, in tests,
+/// [`TraceRequest::new`] and the checked `with_*` setters).
 #[derive(Clone, Debug)]
 pub struct TraceRequest {
     /// Host name or literal address.
@@ -311,12 +401,6 @@ impl TraceRequest {
     pub fn with_paths(mut self, paths: u16) -> Result<Self, OutOfRange> {
         self.mode = Mode::Flows(PATHS.check("paths", paths)?);
         Ok(self)
-    }
-
-    /// The mode, made with [`Mode::from_switches`].
-    pub fn with_mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
-        self
     }
 
     /// Pins the source address and/or interface (`-s`, `-i`). A pinned
@@ -470,11 +554,11 @@ impl Mode {
         match (paths, multipath, pmtu) {
             (1, None, true) => Ok(Mode::Pmtu),
             (_, _, true) => Err(BadRequest::Conflict(
-                "path MTU discovery traces one flow: it excludes paths and multipath",
+                "path MTU discovery traces one flow: it excludes paths and multipath".into(),
             )),
             (1, Some(mda), false) => Ok(Mode::Mda(mda)),
             (_, Some(_), false) => Err(BadRequest::Conflict(
-                "paths and multipath exclude each other (MDA chooses the flows)",
+                "paths and multipath exclude each other (MDA chooses the flows)".into(),
             )),
             (paths, None, false) => Ok(Mode::Flows(paths)),
         }
@@ -574,6 +658,90 @@ impl Confidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What every interface fills is checked in one place: bounds, the
+    /// mode, path MTU's protocol, flow pins, the egress; and what passes
+    /// lands in the request as asked.
+    #[test]
+    fn params_build_the_request_or_say_what_is_wrong() {
+        let ok = TraceParams {
+            port: Some(8080),
+            max_ttl: 12,
+            queries: 40,
+            as_cycles: true,
+            paths: 4,
+            flow_id: Some(40000),
+            tcp_method: TcpMethod::Sack,
+            wait_factors: Some((3.0, 10.0)),
+            ..TraceParams::new("198.18.0.9", Protocol::Tcp)
+        }
+        .build()
+        .unwrap();
+        assert_eq!(
+            (ok.port, ok.max_ttl.get(), ok.queries, ok.mode, ok.flow_id),
+            (Some(8080), 12, 40, Mode::Flows(4), Some(40000))
+        );
+        assert_eq!(
+            (ok.tcp_method, ok.wait_factors),
+            (TcpMethod::Sack, Some((3.0, 10.0)))
+        );
+        let base = TraceParams::new("198.18.0.9", Protocol::Udp);
+        for (params, why) in [
+            (
+                TraceParams {
+                    queries: 40,
+                    ..base.clone()
+                },
+                "queries",
+            ),
+            (
+                TraceParams {
+                    first_ttl: 40,
+                    max_ttl: 30,
+                    ..base.clone()
+                },
+                "first_ttl",
+            ),
+            (
+                TraceParams {
+                    protocol: Protocol::Tcp,
+                    pmtu: true,
+                    ..base.clone()
+                },
+                "UDP or ICMP",
+            ),
+            (
+                TraceParams {
+                    paths: 2,
+                    pmtu: true,
+                    ..base.clone()
+                },
+                "one flow",
+            ),
+            (
+                TraceParams {
+                    flow_id: Some(65535),
+                    paths: 3,
+                    ..base.clone()
+                },
+                "wrap past 65535",
+            ),
+            (
+                TraceParams {
+                    family: FamilyPreference::V6,
+                    egress: Egress {
+                        source: Some("198.18.0.1".parse().unwrap()),
+                        interface: None,
+                    },
+                    ..base.clone()
+                },
+                "other IP version",
+            ),
+        ] {
+            let e = params.build().unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
 
     /// The three switches every interface has make one mode, or say why
     /// they cannot: path MTU discovery is one flow, MDA chooses its flows.
