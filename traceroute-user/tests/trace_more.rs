@@ -13,7 +13,8 @@ use traceroute_agent::capture::CaptureMode;
 use traceroute_agent::probe::Protocol;
 use traceroute_agent::resolve::FamilyPreference;
 use traceroute_agent::trace::budget::Rate;
-use traceroute_agent::trace::{TraceRequest, Tracer, TracerConfig};
+use traceroute_agent::trace::request::TraceParams;
+use traceroute_agent::trace::{Tracer, TracerConfig};
 use traceroute_lab::{Family, Lab};
 
 #[test]
@@ -67,10 +68,14 @@ fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
                 for (i, (target, protocol, want)) in cases.into_iter().enumerate() {
                     let tracer = tracer.clone();
                     set.spawn(async move {
-                        let mut req = TraceRequest::new(target.to_string(), protocol);
-                        req.max_ttl = traceroute_agent::probe::Ttl::new(15).unwrap();
-                        req.deadline = Some(Duration::from_secs(20));
-                        req.family = FamilyPreference::Any;
+                        let req = TraceParams {
+                            max_ttl: 15,
+                            family: FamilyPreference::Any,
+                            ..TraceParams::new(target.to_string(), protocol)
+                        }
+                        .build()
+                        .unwrap()
+                        .with_deadline(Duration::from_secs(20));
                         let path = tracer.trace(&req).await.unwrap();
                         (i, protocol, want, serde_json::to_value(&path).unwrap())
                     });

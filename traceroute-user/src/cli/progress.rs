@@ -39,7 +39,7 @@ pub async fn run(
     live: Option<LiveTable>,
 ) -> Result<Outcome, TraceError> {
     let (progress, snapshots) = watch::channel::<Option<Progress>>(None);
-    let rdns = request.reverse_dns.then(|| tracer.reverse_dns().clone());
+    let rdns = request.reverse_dns().then(|| tracer.reverse_dns().clone());
     let printer = live.map(|table| tokio::spawn(table.follow(snapshots.clone(), rdns)));
     let mut trace = Box::pin(tracer.trace_live(request, &progress));
     let interrupted = tokio::select! {

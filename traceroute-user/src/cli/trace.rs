@@ -350,7 +350,7 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         mpls: args.extensions,
         ..Style::for_terminal(terminal)
     };
-    let connect = request.protocol == Protocol::Tcp && request.tcp_method.by_connect();
+    let connect = request.protocol() == Protocol::Tcp && request.tcp_method().by_connect();
     if args.unprivileged || connect {
         return unprivileged(request, format, style).await;
     }
@@ -406,9 +406,9 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
 /// Whether `request` can be traced without privilege: one flow, and for TCP
 /// SYNs (which connect() sends), not probes inside a connection.
 fn can_go_unprivileged(request: &TraceRequest) -> bool {
-    request.mode == Mode::ONE_FLOW
-        && (request.protocol != Protocol::Tcp
-            || matches!(request.tcp_method, TcpMethod::Syn | TcpMethod::SynSocket))
+    request.mode() == Mode::ONE_FLOW
+        && (request.protocol() != Protocol::Tcp
+            || matches!(request.tcp_method(), TcpMethod::Syn | TcpMethod::SynSocket))
 }
 
 /// A trace by datagram sockets or connect(): no capability needed.
@@ -417,14 +417,14 @@ async fn unprivileged(
     format: Format,
     style: Style,
 ) -> anyhow::Result<std::process::ExitCode> {
-    if request.protocol == Protocol::Tcp {
-        if !matches!(request.tcp_method, TcpMethod::Syn | TcpMethod::SynSocket) {
+    if request.protocol() == Protocol::Tcp {
+        if !matches!(request.tcp_method(), TcpMethod::Syn | TcpMethod::SynSocket) {
             return Err(TraceError::InvalidRequest(
                 "--unprivileged sends TCP SYNs by connect(); sack needs privileges".into(),
             )
             .into());
         }
-        request.tcp_method = TcpMethod::SynSocket;
+        request = request.by_connect();
     }
     let path = traceroute_agent::trace::trace_unprivileged(&request).await?;
     write(format, &path, style)?;

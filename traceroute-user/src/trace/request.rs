@@ -282,52 +282,90 @@ impl TraceParams {
 #[derive(Clone, Debug)]
 pub struct TraceRequest {
     /// Host name or literal address.
-    pub host: String,
-    pub protocol: Protocol,
+    pub(crate) host: String,
+    pub(crate) protocol: Protocol,
     /// Destination port (TCP/UDP); the protocol's default when `None`.
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// Lowest TTL probed: 1 for a trace; `max_ttl` for end-to-end probes that
     /// should only reach the destination.
-    pub first_ttl: Ttl,
-    pub max_ttl: Ttl,
+    pub(crate) first_ttl: Ttl,
+    pub(crate) max_ttl: Ttl,
     /// Independent runs (one probe per hop each): `traceroute.runs[]`.
-    pub queries: u8,
+    pub(crate) queries: u8,
     /// Least time between the sends of two attempts at a TTL (zero: as fast
     /// as budgets allow); end-to-end probes are spread this way.
-    pub spacing: Duration,
+    pub(crate) spacing: Duration,
     /// End-to-end probes after the trace, each a sample of `e2e_probe`.
     pub e2e_queries: u8,
     /// Flows at once, MDA or path MTU discovery.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// The first flow's identifier (source port; ICMP: echo identifier)
     /// instead of a random one; further flows take the next ones, so a
     /// multi-flow trace is reproducible.
-    pub flow_id: Option<u16>,
+    pub(crate) flow_id: Option<u16>,
     /// How TCP probes are sent.
-    pub tcp_method: TcpMethod,
+    pub(crate) tcp_method: TcpMethod,
     /// Every probe this many bytes (IP header included), padded; `None`:
     /// as small as they come. Set per round by path MTU discovery.
-    pub probe_size: Option<u16>,
+    pub(crate) probe_size: Option<u16>,
     /// How long one probe may wait for its answer.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Probes at once per flow (traceroute's `-N`); the policy's when `None`.
-    pub window: Option<u16>,
+    pub(crate) window: Option<u16>,
     /// traceroute's HERE and NEAR factors of `-w MAX,HERE,NEAR`; the
     /// policy's when `None`.
-    pub wait_factors: Option<(f64, f64)>,
+    pub(crate) wait_factors: Option<(f64, f64)>,
     /// Bound on the whole trace; derived from the other limits when `None`.
-    pub deadline: Option<Duration>,
+    pub(crate) deadline: Option<Duration>,
     /// How long the trace may wait to be admitted when the routers it needs
     /// are busy with other traces; zero refuses at once.
-    pub admission_wait: Duration,
-    pub family: FamilyPreference,
+    pub(crate) admission_wait: Duration,
+    pub(crate) family: FamilyPreference,
     /// Source address and interface pinned by the caller (`-s`, `-i`);
     /// by default the kernel's route chooses both.
-    pub egress: Egress,
-    pub reverse_dns: bool,
+    pub(crate) egress: Egress,
+    pub(crate) reverse_dns: bool,
     /// The address `host` resolved to, when the caller resolved it already
     /// (the service does, outside its trace slots).
-    pub resolved: Option<IpAddr>,
+    pub(crate) resolved: Option<IpAddr>,
+}
+
+/// What callers outside the crate may read of a request (it is made by
+/// [`TraceParams::build`] and changed only through the checked setters).
+impl TraceRequest {
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn tcp_method(&self) -> TcpMethod {
+        self.tcp_method
+    }
+
+    pub fn reverse_dns(&self) -> bool {
+        self.reverse_dns
+    }
+
+    /// The same request with TCP probes sent by connect() (the CLI's
+    /// fallback without privileges).
+    pub fn by_connect(mut self) -> Self {
+        self.tcp_method = TcpMethod::SynSocket;
+        self
+    }
+
+    /// A bound on the whole trace, instead of the one derived from the
+    /// other limits.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
 }
 
 impl TraceRequest {
