@@ -347,11 +347,9 @@ mod tests {
         nested_between(flow, from_ttl, 5)
     }
 
-    fn nested_between(flow: u16, from_ttl: u8, to_ttl: u8) -> FlowPath {
-        let ip = |ttl: u8, n: u8| IpAddr::from([198, 18, ttl, n]);
-        let a = pick(flow, 1, 4);
-        let b = pick(flow, 2 + u16::from(a), 2);
-        let hops = [ip(1, 1), ip(2, 1 + a), ip(3, 1 + b), ip(4, 1), ip(5, 9)];
+    /// Flow `flow` over five hops (the last the destination), as probed
+    /// from `from_ttl` to `to_ttl`.
+    fn five_hops(flow: u16, hops: [IpAddr; 5], from_ttl: u8, to_ttl: u8) -> FlowPath {
         FlowPath {
             flow_id: flow,
             hops: hops
@@ -367,6 +365,14 @@ mod tests {
                 .filter(|h| h.ttl >= from_ttl && h.ttl <= to_ttl)
                 .collect(),
         }
+    }
+
+    fn nested_between(flow: u16, from_ttl: u8, to_ttl: u8) -> FlowPath {
+        let ip = |ttl: u8, n: u8| IpAddr::from([198, 18, ttl, n]);
+        let a = pick(flow, 1, 4);
+        let b = pick(flow, 2 + u16::from(a), 2);
+        let hops = [ip(1, 1), ip(2, 1 + a), ip(3, 1 + b), ip(4, 1), ip(5, 9)];
+        five_hops(flow, hops, from_ttl, to_ttl)
     }
 
     /// MDA at 95 % from TTL 1 up to `max_ttl`, with `max_flows` flows.
@@ -498,21 +504,7 @@ mod tests {
             ip(4, 1 + m),
             ip(5, 9),
         ];
-        FlowPath {
-            flow_id: flow,
-            hops: hops
-                .iter()
-                .enumerate()
-                .map(|(i, &address)| FlowHop {
-                    ttl: i as u8 + 1,
-                    address: Some(address),
-                    rtts: vec![1.0],
-                    lost: 0,
-                    destination: i == 4,
-                })
-                .filter(|h| h.ttl >= from_ttl && h.ttl <= to_ttl)
-                .collect(),
-        }
+        five_hops(flow, hops, from_ttl, to_ttl)
     }
 
     #[test]
