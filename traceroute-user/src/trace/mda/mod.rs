@@ -88,10 +88,11 @@ impl Mda {
                 }
                 let full = stopping_point(successors + 1, self.confidence);
                 let needed = match graph.position(node) {
-                    // A silence is a place, not a router: only the flows
-                    // that crossed it can be probed beyond it (one lost
-                    // answer cannot be given 6 flows).
-                    Position::Silent { .. } => full.min(graph.flows_through(node)),
+                    // A silence one flow met is a lost answer, not a
+                    // silent router: no other flow can be sent through it,
+                    // so it is owed only that flow beyond it. Where several
+                    // flows met silence, a silent router gets the rule.
+                    Position::Silent { .. } if graph.flows_through(node) == 1 => full.min(1),
                     _ => match shares.get(&ttl) {
                         Some(&share) if successors > 0 => share.min(full),
                         _ => full,
@@ -654,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn a_silence_is_owed_no_more_flows_than_crossed_it() {
+    fn a_lost_answer_is_owed_one_flow_and_a_silent_router_the_rule() {
         // One answer lost at TTL 3 behind b; the flow answered at TTL 4. No
         // other flow can cross that silence, so it needs no 6 flows beyond.
         let g = graph_of(&[(1, [1, 1, 1, 1]), (2, [1, 2, 0, 1])]);
@@ -670,6 +671,16 @@ mod tests {
                 .collect();
             assert_eq!(silent_owed, [], "{rule:?}");
         }
+        // Two flows met silence there: a silent router, owed the rule (6
+        // flows beyond it, 2 so far).
+        let g = graph_of(&[(1, [1, 1, 1, 1]), (2, [1, 2, 0, 1]), (3, [1, 2, 0, 1])]);
+        let owed: Vec<usize> = plan_to(5, 256)
+            .deficits(&g)
+            .into_iter()
+            .filter(|&(n, _)| matches!(g.position(n), Position::Silent { .. }))
+            .map(|(_, missing)| missing)
+            .collect();
+        assert_eq!(owed, [4]);
     }
 
     #[test]
