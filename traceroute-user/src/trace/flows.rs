@@ -104,7 +104,7 @@ impl Tracer {
             let mut flow = flow
                 .map_err(|e| TraceError::InvalidRequest(e.to_string()))?
                 .with_secret(flow_secret(job.request));
-            if let Some(size) = job.request.probe_size {
+            if let Some(size) = job.probe_size {
                 flow = flow
                     .with_size(size)
                     .map_err(|e| TraceError::InvalidRequest(e.to_string()))?;

@@ -221,6 +221,7 @@ impl Tracer {
             port,
             test_run_id: Uuid::new_v4(),
             progress,
+            probe_size: None,
         };
         let probing = async {
             match request.mode {
@@ -520,6 +521,10 @@ struct Job<'a> {
     test_run_id: Uuid,
     /// Where a live trace publishes its progress.
     progress: Option<&'a ProgressSender>,
+    /// Every probe this many bytes (IP header included), padded; `None`:
+    /// as small as they come. Set per round by path MTU discovery: a
+    /// property of the run, not of what was asked.
+    probe_size: Option<u16>,
 }
 
 /// How far a running trace has got (see [`Tracer::trace_live`]).

@@ -305,9 +305,6 @@ pub struct TraceRequest {
     pub(crate) flow_id: Option<u16>,
     /// How TCP probes are sent.
     pub(crate) tcp_method: TcpMethod,
-    /// Every probe this many bytes (IP header included), padded; `None`:
-    /// as small as they come. Set per round by path MTU discovery.
-    pub(crate) probe_size: Option<u16>,
     /// How long one probe may wait for its answer.
     pub(crate) timeout: Duration,
     /// Probes at once per flow (traceroute's `-N`); the policy's when `None`.
@@ -383,7 +380,6 @@ impl TraceRequest {
             mode: Mode::ONE_FLOW,
             flow_id: None,
             tcp_method: TcpMethod::Syn,
-            probe_size: None,
             timeout: TIMEOUT.default,
             window: None,
             wait_factors: None,
@@ -496,7 +492,6 @@ impl TraceRequest {
             // As the original: SACK answers are not reliable enough for
             // loss, and a connection per e2e probe is too much.
             tcp_method: TcpMethod::Syn,
-            probe_size: None,
             // The trace's bound covers the probes beside it too: a request
             // never runs past what it was given.
             deadline: self.deadline,

@@ -1,7 +1,7 @@
 //! A path MTU trace: rounds of one pinned flow, each from the first TTL that
 //! did not fit, at the size reported there (see [`super`]).
 
-use super::super::{FlowOutcome, Job, TraceError, TraceRequest, Tracer};
+use super::super::{FlowOutcome, Job, TraceError, Tracer};
 use crate::path::Run;
 use crate::path::graph::PathGraph;
 use crate::probe::Ttl;
@@ -23,14 +23,10 @@ impl Tracer {
         let mut merged: Vec<Run> = Vec::new();
         let mut outcomes = Vec::new();
         for _ in 0..super::MAX_ROUNDS {
-            let round_request = TraceRequest {
-                probe_size: Some(size as u16),
-                ..request.clone()
-            };
             // Rounds re-probe TTLs: no live view of them.
             let round_job = Job {
-                request: &round_request,
                 progress: None,
+                probe_size: Some(size as u16),
                 ..*job
             };
             let round = self
