@@ -14,7 +14,7 @@ use traceroute_agent::probe::Protocol;
 use traceroute_agent::resolve::FamilyPreference;
 use traceroute_agent::trace::budget::Rate;
 use traceroute_agent::trace::request::TraceParams;
-use traceroute_agent::trace::{Tracer, TracerConfig};
+use traceroute_agent::trace::{Call, Tracer, TracerConfig};
 use traceroute_lab::{Family, Lab};
 
 #[test]
@@ -74,9 +74,12 @@ fn fifty_concurrent_traces_each_match_their_own_ground_truth() {
                             ..TraceParams::new(target.to_string(), protocol)
                         }
                         .build()
-                        .unwrap()
-                        .with_deadline(Duration::from_secs(20));
-                        let path = tracer.trace(&req).await.unwrap();
+                        .unwrap();
+                        let call = Call {
+                            deadline: Some(Duration::from_secs(20)),
+                            ..Call::default()
+                        };
+                        let (path, _) = tracer.trace_with_stats(&req, &call).await.unwrap();
                         (i, protocol, want, serde_json::to_value(&path).unwrap())
                     });
                 }

@@ -30,7 +30,7 @@ use crate::route::Egress;
 use crate::trace::mda::{Confidence, MdaRule};
 use crate::trace::request::{self, Bounds, OutOfRange};
 use crate::trace::request::{Mode, Multipath, TraceParams};
-use crate::trace::{RESOLVE_TIMEOUT, TcpMethod};
+use crate::trace::{Call, RESOLVE_TIMEOUT, TcpMethod};
 
 /// Longest path (`/traceroute/<host>`, percent-encoded) accepted.
 pub const MAX_PATH: usize = 1024;
@@ -566,7 +566,7 @@ async fn traceroute(
             "ignored unknown or repeated query parameters"
         );
     }
-    let mut request = TraceParams {
+    let request = TraceParams {
         port: params.port,
         max_ttl: params.max_ttl,
         queries: params.queries,
@@ -583,7 +583,6 @@ async fn traceroute(
     }
     .build()
     .map_err(|e| invalid(e.to_string()))?;
-    request.resolved = resolved;
     // Without a timeout the Go module gives the whole trace `max_ttl` times
     // the default wait; it may take that long when router budgets ask for it.
     let mut deadline = shared.tracer.deadline_for(&request);
@@ -601,9 +600,12 @@ async fn traceroute(
             request.timeout, limit, probing
         )));
     }
-    request.deadline = Some(deadline.min(probing));
-    request.admission_wait = API_ADMISSION_WAIT;
-    let result = shared.trace(&request, &[], Origin::Api, limit).await;
+    let call = Call {
+        deadline: Some(deadline.min(probing)),
+        admission_wait: API_ADMISSION_WAIT,
+        resolved,
+    };
+    let result = shared.trace(&request, &call, &[], Origin::Api, limit).await;
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(path) => {

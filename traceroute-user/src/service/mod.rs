@@ -29,7 +29,7 @@ use crate::path::NetworkPath;
 use crate::route::{RouteCache, RouteError};
 use crate::sinks::file::JsonLines;
 use crate::sync::RwLockExt;
-use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
+use crate::trace::{Call, TraceError, TraceRequest, Tracer, TracerConfig};
 pub use config::Config;
 use metrics::{Metrics, Origin};
 
@@ -167,13 +167,14 @@ impl Shared {
     pub async fn trace(
         &self,
         request: &TraceRequest,
+        call: &Call,
         extra_tags: &[String],
         origin: Origin,
         limit: Duration,
     ) -> Result<NetworkPath, ServiceError> {
         let flight = self.metrics.start(request.protocol, origin);
         let result = tokio::select! {
-            r = self.tracer.trace_with_stats(request) => r.map_err(ServiceError::from).map(|(path, stats)| {
+            r = self.tracer.trace_with_stats(request, call) => r.map_err(ServiceError::from).map(|(path, stats)| {
                 for s in &stats {
                     self.metrics.count_stats(request.protocol, s);
                 }

@@ -26,8 +26,8 @@ use super::metrics::Origin;
 use crate::path::{NetworkPath, PathChange};
 use crate::sinks::file::JsonLines;
 use crate::sync::LockExt;
-use crate::trace::TraceRequest;
 use crate::trace::request::BadRequest;
+use crate::trace::{Call, TraceRequest};
 
 pub struct Scheduler {
     shared: Arc<Shared>,
@@ -158,13 +158,21 @@ fn random_unit() -> f64 {
     }
 }
 
-fn request_of(shared: &Shared, target: &Target, cap: Duration) -> Result<TraceRequest, BadRequest> {
-    let mut req = target.request()?;
-    req.deadline = Some(shared.tracer.deadline_for(&req).min(cap));
-    // A run waits for busy routers at most half its interval; then it is
-    // skipped (counted as failed with code BUSY) rather than run short.
-    req.admission_wait = target.interval / 2;
-    Ok(req)
+/// The target's request and how one run of it is bounded.
+fn request_of(
+    shared: &Shared,
+    target: &Target,
+    cap: Duration,
+) -> Result<(TraceRequest, Call), BadRequest> {
+    let req = target.request()?;
+    let call = Call {
+        deadline: Some(shared.tracer.deadline_for(&req).min(cap)),
+        // A run waits for busy routers at most half its interval; then it is
+        // skipped (counted as failed with code BUSY) rather than run short.
+        admission_wait: target.interval / 2,
+        resolved: None,
+    };
+    Ok((req, call))
 }
 
 async fn run_target(
@@ -193,7 +201,7 @@ async fn run_target(
         // bound; resolution and reverse DNS get 10 s more before the run is
         // given up as TIMEOUT.
         let cap = config.api.request_timeout.max(interval);
-        let request = match request_of(&shared, &target, cap) {
+        let (request, call) = match request_of(&shared, &target, cap) {
             Ok(request) => request,
             Err(e) => {
                 // Config validation builds the same request: not reached.
@@ -203,7 +211,7 @@ async fn run_target(
         };
         let limit = cap + Duration::from_secs(10);
         match shared
-            .trace(&request, &target.tags, Origin::Schedule, limit)
+            .trace(&request, &call, &target.tags, Origin::Schedule, limit)
             .await
         {
             Ok(mut path) => {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::knowledge::{Origin, RouterKey};
-use super::prober::{Prober, Setup};
+use super::prober::{Plan, Prober, Setup};
 use super::{TraceError, TraceRequest, Tracer};
 use crate::clock::MonotonicTime;
 use crate::probe::Ttl;
@@ -22,27 +22,28 @@ impl Tracer {
 
     /// Admits a trace unless responders it will ask are known to be at
     /// their limit (or the probe rail is backed up) so that its probes could
-    /// not leave before its deadline; then it waits up to `admission_wait`
-    /// for them, and is refused after that. Nothing known, nothing refused:
+    /// not leave before its `deadline`; then it waits up to
+    /// `admission_wait` for them, and is refused after that. Nothing known, nothing refused:
     /// a prior is not a limit. The check and the reservation of the first
     /// window are one step, so two traces arriving together cannot both
     /// count on the same budget. The record says how long it waited.
     pub(in crate::trace) async fn admit(
         &self,
-        request: &TraceRequest,
         setup: Setup,
+        deadline: Duration,
+        admission_wait: Duration,
     ) -> Result<Prober, TraceError> {
-        let deadline = request.total_deadline(self.knowledge.prior());
         let arrived = tokio::time::Instant::now();
-        let waited_until = arrived + request.admission_wait;
+        let waited_until = arrived + admission_wait;
         let mut setup = Some(setup);
         let mut waited = false;
         loop {
             let wait = {
                 let _admission = self.admission.locked();
-                let wait = self.predicted_wait(request, setup.as_ref().expect("kept").origin);
+                let kept = setup.as_ref().expect("kept");
+                let wait = self.predicted_wait(&kept.plan, kept.origin);
                 // Room for the probes' own waits after the last one leaves.
-                if wait + request.timeout <= deadline {
+                if wait + kept.plan.timeout <= deadline {
                     let mut setup = setup.take().expect("kept");
                     let now = MonotonicTime::now();
                     setup.deadline = now + deadline;
@@ -64,23 +65,19 @@ impl Tracer {
         }
     }
 
-    /// How long the request's first probes would wait for responders known
-    /// to be at their limit, and for the rail, if it started now.
-    pub(in crate::trace) fn predicted_wait(
-        &self,
-        request: &TraceRequest,
-        origin: Origin,
-    ) -> Duration {
+    /// How long the plan's first probes would wait for responders known to
+    /// be at their limit, and for the rail, if it started now.
+    pub(in crate::trace) fn predicted_wait(&self, plan: &Plan, origin: Origin) -> Duration {
         let now = MonotonicTime::now();
-        let routers = Ttl::range(request.first_ttl, request.max_ttl)
+        let routers = Ttl::range(plan.first_ttl, plan.max_ttl)
             .filter_map(|ttl| {
                 self.knowledge
                     .limited_wait(RouterKey::Position(origin, ttl), now)
             })
             .max()
             .unwrap_or_default();
-        let hops = u32::from(request.max_ttl.get() - request.first_ttl.get()) + 1;
-        let attempts = u32::from(request.queries);
+        let hops = u32::from(plan.max_ttl.get() - plan.first_ttl.get()) + 1;
+        let attempts = u32::from(plan.attempts);
         routers.max(self.rail.backlog(now, hops * attempts))
     }
 }

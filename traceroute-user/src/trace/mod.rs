@@ -7,6 +7,7 @@
 
 mod admission;
 pub mod budget;
+mod call;
 pub mod connection;
 pub mod dgram;
 pub mod engine;
@@ -30,6 +31,7 @@ pub mod syn_socket;
 mod unprivileged;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -49,6 +51,7 @@ pub use request::{Mode, RESOLVE_TIMEOUT, TcpMethod, TraceRequest};
 use sender::{ProbeSender, SendVia};
 use share::{HopShare, Observer, ShareConfig};
 
+pub use call::Call;
 pub use error::TraceError;
 use flows::consecutive_ids;
 pub(crate) use flows::flow_id;
@@ -160,20 +163,23 @@ impl Tracer {
         }
     }
 
-    /// Runs one trace.
+    /// Runs one trace, bounded only by its own limits.
     pub async fn trace(&self, request: &TraceRequest) -> Result<NetworkPath, TraceError> {
-        self.trace_with_stats(request).await.map(|(path, _)| path)
+        self.trace_with_stats(request, &Call::default())
+            .await
+            .map(|(path, _)| path)
     }
 
-    /// Runs one trace and also says what it took (probes, answers by kind,
-    /// not-sent probes, ignored packets), for metrics.
-    /// The trace and the stats of each plan it ran (the trace, then the
-    /// end-to-end probes when asked for).
+    /// Runs one trace as `call` says and also says what it took (probes,
+    /// answers by kind, not-sent probes, ignored packets), for metrics: the
+    /// stats of each plan it ran (the trace, then the end-to-end probes
+    /// when asked for).
     pub async fn trace_with_stats(
         &self,
         request: &TraceRequest,
+        call: &Call,
     ) -> Result<(NetworkPath, Vec<TraceStats>), TraceError> {
-        self.run_trace(request, None).await
+        self.run_trace(request, call, None).await
     }
 
     /// Runs one trace, publishing how far it has got to `progress` each
@@ -185,7 +191,7 @@ impl Tracer {
         request: &TraceRequest,
         progress: &ProgressSender,
     ) -> Result<NetworkPath, TraceError> {
-        self.run_trace(request, Some(progress))
+        self.run_trace(request, &Call::default(), Some(progress))
             .await
             .map(|(path, _)| path)
     }
@@ -198,11 +204,15 @@ impl Tracer {
     async fn run_trace(
         &self,
         request: &TraceRequest,
+        call: &Call,
         progress: Option<&ProgressSender>,
     ) -> Result<(NetworkPath, Vec<TraceStats>), TraceError> {
         validate(request)?;
         let started = std::time::Instant::now();
-        let target = target_of(request).await?;
+        let target = match call.resolved {
+            Some(addr) => addr,
+            None => target_of(request).await?,
+        };
         let route = self.routes.lookup_pinned(target, &request.egress).await?;
         tracing::debug!(ms = ms_since(started), "resolved and routed");
         self.capture.watch_interface(&route.interface.name)?;
@@ -216,6 +226,7 @@ impl Tracer {
             .unwrap_or(0);
         let job = Job {
             request,
+            call,
             route: &route,
             target,
             port,
@@ -312,29 +323,27 @@ impl Tracer {
         window: Option<usize>,
     ) -> Result<Vec<FlowOutcome>, TraceError> {
         let count = ids.len();
-        // Each flow's deadline covers what the routers owe all of them.
-        let flows = u16::try_from(count).unwrap_or(u16::MAX);
-        let mut request = TraceRequest {
+        let plan = Plan {
             first_ttl,
             max_ttl,
-            queries: attempts,
-            mode: match job.request.mode {
-                Mode::Flows(_) => Mode::Flows(flows),
-                mode => mode,
-            },
-            ..job.request.clone()
+            attempts,
+            ..job.request.plan()
         };
-        request.deadline = Some(request.total_deadline_of(self.knowledge.prior(), flows));
+        // Each flow's deadline covers what the routers owe all of them.
+        let flows = u16::try_from(count).unwrap_or(u16::MAX);
+        let deadline = job.call.deadline_of(&plan, self.knowledge.prior(), flows);
+        let branching = match job.request.mode {
+            Mode::Flows(_) => count > 1,
+            mode => mode.branches(),
+        };
         let mut opened = Vec::with_capacity(count);
         for &pinned in ids {
             opened.push(self.open_any_flow(job, pinned).await?);
         }
-        let origin = origin_of(job.route);
         let method = self.capture.method();
         let flows = opened
             .into_iter()
             .map(|(flow, mut subscription, reservation)| {
-                let request = &request;
                 async move {
                     let run_ids: Vec<Uuid> = (0..attempts).map(|_| Uuid::new_v4()).collect();
                     let id = flow_id(&flow);
@@ -343,12 +352,12 @@ impl Tracer {
                         .map(|run_id| Observer {
                             test_run_id: job.test_run_id,
                             run_id: *run_id,
-                            protocol: request.protocol,
+                            protocol: job.request.protocol,
                             destination: job.target,
                             flow_id: id,
                         })
                         .collect();
-                    let mut setup = self.setup(request, flow, origin, observers);
+                    let mut setup = self.setup(job, plan, branching, flow, observers);
                     if let Some(window) = window {
                         setup.policy.window = window;
                     }
@@ -374,11 +383,11 @@ impl Tracer {
                         }));
                     };
                     let prober = self
-                        .run_plan(request, setup, &mut subscription, &mut observe)
+                        .run_plan(job, setup, deadline, &mut subscription, &mut observe)
                         .await?;
                     drop(subscription);
                     drop(reservation);
-                    log_outcome(&request.host, &prober);
+                    log_outcome(&job.request.host, &prober);
                     let mut runs = runs_of(&prober, method.into(), MonotonicTime::now());
                     for (run, run_id) in runs.iter_mut().zip(&run_ids) {
                         run.run_id = *run_id;
@@ -403,12 +412,13 @@ impl Tracer {
     /// End-to-end probes over a flow of their own: `e2e_queries` probes at
     /// `max_ttl`, spaced over one timeout, one sample each.
     async fn e2e(&self, job: &Job<'_>) -> Result<(E2eProbe, TraceStats), TraceError> {
-        let e2e = job.request.e2e();
+        let plan = job.request.e2e_plan();
+        let deadline = job.call.deadline_of(&plan, self.knowledge.prior(), 1);
         let (flow, mut subscription, _reservation) = self.open_flow(job, None)?;
-        let mut setup = self.setup(&e2e, flow, origin_of(job.route), Vec::new());
+        let mut setup = self.setup(job, plan, false, flow, Vec::new());
         setup.policy.adaptive_waits = false;
         let prober = self
-            .run_plan(&e2e, setup, &mut subscription, &mut |_| {})
+            .run_plan(job, setup, deadline, &mut subscription, &mut |_| {})
             .await?;
         Ok((
             E2eProbe::from_samples(&e2e_samples(&prober)),
@@ -416,14 +426,17 @@ impl Tracer {
         ))
     }
 
-    /// The prober's setup for `request` over `flow`.
+    /// The prober's setup for `plan` over `flow`, one of the job's flows
+    /// (`branching`: one of several that may cross different routers).
     fn setup(
         &self,
-        request: &TraceRequest,
+        job: &Job<'_>,
+        plan: Plan,
+        branching: bool,
         flow: ProbeFlow,
-        origin: Origin,
         observers: Vec<Observer>,
     ) -> Setup {
+        let request = job.request;
         let mut policy = self.policy;
         if let Some(window) = request.window {
             policy.window = usize::from(window);
@@ -434,36 +447,32 @@ impl Tracer {
             policy.traceroute_waits = true;
         }
         Setup {
-            plan: Plan {
-                first_ttl: request.first_ttl,
-                max_ttl: request.max_ttl,
-                attempts: request.queries,
-                timeout: request.timeout,
-                spacing: request.spacing,
-            },
+            plan,
             policy,
             flow,
-            origin,
+            origin: origin_of(job.route),
             // Set when admitted.
             deadline: MonotonicTime::now(),
             observers,
-            branching: request.mode.branches(),
+            branching,
         }
     }
 
-    /// Admits one plan and drives it to its end.
+    /// Admits one plan of the job and drives it to its end, `deadline`
+    /// after it was admitted at most.
     async fn run_plan(
         &self,
-        request: &TraceRequest,
+        job: &Job<'_>,
         setup: Setup,
+        deadline: Duration,
         subscription: &mut FlowSubscription,
         observe: &mut (dyn FnMut(&Prober) + Send),
     ) -> Result<Prober, TraceError> {
-        let via = request.egress.is_pinned().then_some(SendVia {
+        let via = job.request.egress.is_pinned().then_some(SendVia {
             ifindex: setup.origin.ifindex,
             source: setup.origin.source,
         });
-        let mut prober = self.admit(request, setup).await?;
+        let mut prober = self.admit(setup, deadline, job.call.admission_wait).await?;
         let mut network = LiveNetwork {
             sender: &self.sender,
             via,
@@ -515,6 +524,7 @@ fn origin_of(route: &Route) -> Origin {
 /// What one trace works on: the request and where it goes.
 struct Job<'a> {
     request: &'a TraceRequest,
+    call: &'a Call,
     route: &'a Route,
     target: IpAddr,
     port: u16,
@@ -572,14 +582,11 @@ impl FlowOutcome {
     }
 }
 
-/// The address to trace: the one the caller resolved, or the host's.
+/// The address the request's host resolves to.
 async fn target_of(request: &TraceRequest) -> Result<IpAddr, TraceError> {
-    Ok(match request.resolved {
-        Some(addr) => addr,
-        None => {
-            resolve_target(&request.host, request.family, RESOLVE_TIMEOUT)
-                .await?
-                .addr
-        }
-    })
+    Ok(
+        resolve_target(&request.host, request.family, RESOLVE_TIMEOUT)
+            .await?
+            .addr,
+    )
 }

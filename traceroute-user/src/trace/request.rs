@@ -5,10 +5,10 @@
 //! HTTP_API.md and the README) against them.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use super::budget::Rate;
+use super::prober::Plan;
 use crate::error::UnknownName;
 use crate::probe::{Protocol, Ttl};
 use crate::resolve::FamilyPreference;
@@ -292,9 +292,6 @@ pub struct TraceRequest {
     pub(crate) max_ttl: Ttl,
     /// Independent runs (one probe per hop each): `traceroute.runs[]`.
     pub(crate) queries: u8,
-    /// Least time between the sends of two attempts at a TTL (zero: as fast
-    /// as budgets allow); end-to-end probes are spread this way.
-    pub(crate) spacing: Duration,
     /// End-to-end probes after the trace, each a sample of `e2e_probe`.
     pub e2e_queries: u8,
     /// Flows at once, MDA or path MTU discovery.
@@ -312,19 +309,11 @@ pub struct TraceRequest {
     /// traceroute's HERE and NEAR factors of `-w MAX,HERE,NEAR`; the
     /// policy's when `None`.
     pub(crate) wait_factors: Option<(f64, f64)>,
-    /// Bound on the whole trace; derived from the other limits when `None`.
-    pub(crate) deadline: Option<Duration>,
-    /// How long the trace may wait to be admitted when the routers it needs
-    /// are busy with other traces; zero refuses at once.
-    pub(crate) admission_wait: Duration,
     pub(crate) family: FamilyPreference,
     /// Source address and interface pinned by the caller (`-s`, `-i`);
     /// by default the kernel's route chooses both.
     pub(crate) egress: Egress,
     pub(crate) reverse_dns: bool,
-    /// The address `host` resolved to, when the caller resolved it already
-    /// (the service does, outside its trace slots).
-    pub(crate) resolved: Option<IpAddr>,
 }
 
 /// What callers outside the crate may read of a request (it is made by
@@ -356,13 +345,6 @@ impl TraceRequest {
         self.tcp_method = TcpMethod::SynSocket;
         self
     }
-
-    /// A bound on the whole trace, instead of the one derived from the
-    /// other limits.
-    pub fn with_deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
 }
 
 impl TraceRequest {
@@ -375,7 +357,6 @@ impl TraceRequest {
             first_ttl: Ttl::MIN,
             max_ttl: Ttl::new(MAX_TTL.default).expect("nonzero default"),
             queries: QUERIES.default,
-            spacing: Duration::ZERO,
             e2e_queries: E2E_QUERIES.default,
             mode: Mode::ONE_FLOW,
             flow_id: None,
@@ -383,12 +364,9 @@ impl TraceRequest {
             timeout: TIMEOUT.default,
             window: None,
             wait_factors: None,
-            deadline: None,
-            admission_wait: Duration::ZERO,
             family: FamilyPreference::Any,
             egress: Egress::default(),
             reverse_dns: false,
-            resolved: None,
         }
     }
 
@@ -474,29 +452,31 @@ impl TraceRequest {
         Ok(self)
     }
 
-    /// The end-to-end probes as a request of their own: `e2e_queries`
-    /// probes at `max_ttl` (as the Go client sends them, so a `max_ttl`
-    /// short of the destination shows as loss), spread evenly over one
-    /// `timeout` so they sample the path across the trace rather than in
-    /// one burst.
-    pub fn e2e(&self) -> TraceRequest {
-        let spacing = (self.timeout / u32::from(self.e2e_queries.max(1))).max(E2E_MIN_SPACING);
-        TraceRequest {
-            first_ttl: self.max_ttl,
+    /// What the trace probes: every TTL from `first_ttl` to `max_ttl`,
+    /// `queries` attempts each, as fast as budgets allow.
+    pub(crate) fn plan(&self) -> Plan {
+        Plan {
+            first_ttl: self.first_ttl,
             max_ttl: self.max_ttl,
-            queries: self.e2e_queries,
-            spacing,
-            e2e_queries: 0,
-            mode: Mode::ONE_FLOW,
-            flow_id: None,
-            // As the original: SACK answers are not reliable enough for
-            // loss, and a connection per e2e probe is too much.
-            tcp_method: TcpMethod::Syn,
-            // The trace's bound covers the probes beside it too: a request
-            // never runs past what it was given.
-            deadline: self.deadline,
-            reverse_dns: false,
-            ..self.clone()
+            attempts: self.queries,
+            timeout: self.timeout,
+            spacing: Duration::ZERO,
+        }
+    }
+
+    /// What the end-to-end probes probe: `e2e_queries` probes at `max_ttl`
+    /// (as the Go client sends them, so a `max_ttl` short of the
+    /// destination shows as loss), spread evenly over one `timeout` so they
+    /// sample the path across the trace rather than in one burst. They run
+    /// beside the trace over a flow of their own, as SYN probes for TCP (as
+    /// the original: SACK answers are not reliable enough for loss, and a
+    /// connection per probe is too much).
+    pub(crate) fn e2e_plan(&self) -> Plan {
+        Plan {
+            first_ttl: self.max_ttl,
+            attempts: self.e2e_queries,
+            spacing: (self.timeout / u32::from(self.e2e_queries.max(1))).max(E2E_MIN_SPACING),
+            ..self.plan()
         }
     }
 
@@ -531,28 +511,10 @@ impl TraceRequest {
         )
     }
 
-    /// The default total deadline: two waits (a probe, and one re-probe of
-    /// a rate-limited router or of a first contact's silence), the time one
-    /// token takes to come back between them, the time a router's budget
-    /// needs for the attempts of every flow beyond its burst, the attempts'
-    /// spacing, and a second of slack. All from the prior: what is learnt
-    /// of routers shortens traces, not their deadline.
+    /// The bound the whole trace needs with routers at `router_rate`
+    /// (see [`Plan::deadline`]), for its mode's flows.
     pub fn total_deadline(&self, router_rate: Rate) -> Duration {
-        self.total_deadline_of(router_rate, self.mode.flows())
-    }
-
-    /// [`total_deadline`](Self::total_deadline) for `flows` flows probed
-    /// together (a round of MDA's, say).
-    pub fn total_deadline_of(&self, router_rate: Rate, flows: u16) -> Duration {
-        self.deadline.unwrap_or_else(|| {
-            let attempts = u32::from(self.queries) * u32::from(flows.max(1));
-            let beyond_burst = attempts.saturating_sub(router_rate.burst);
-            self.timeout * 2
-                + router_rate.interval()
-                + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
-                + self.spacing * u32::from(self.queries.saturating_sub(1))
-                + Duration::from_secs(1)
-        })
+        self.plan().deadline(router_rate, self.mode.flows())
     }
 }
 
@@ -903,15 +865,28 @@ mod tests {
     }
 
     #[test]
-    fn end_to_end_probes_share_the_traces_deadline() {
-        let mut r = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL)
+    fn end_to_end_probes_reach_for_the_destination_spread_over_one_wait() {
+        let r = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL)
             .with_e2e_queries(100)
+            .and_then(|r| r.with_timeout(Duration::from_secs(1)))
             .unwrap();
-        r.deadline = Some(Duration::from_secs(16));
-        let e2e = r.e2e();
-        assert_eq!(e2e.deadline, Some(Duration::from_secs(16)));
-        assert_eq!(e2e.queries, 100);
-        assert_eq!(e2e.first_ttl, e2e.max_ttl);
+        let e2e = r.e2e_plan();
+        assert_eq!(e2e.attempts, 100);
+        assert_eq!((e2e.first_ttl, e2e.max_ttl), (r.max_ttl, r.max_ttl));
+        assert_eq!(e2e.spacing, Duration::from_millis(10));
+        // The caller's bound covers them as it covers the trace.
+        let call = super::super::Call {
+            deadline: Some(Duration::from_secs(16)),
+            ..Default::default()
+        };
+        assert_eq!(
+            call.deadline_of(&e2e, Rate::ROUTER_DEFAULT, 1),
+            Duration::from_secs(16)
+        );
+        assert!(
+            super::super::Call::default().deadline_of(&e2e, Rate::ROUTER_DEFAULT, 1)
+                > Duration::from_secs(1) * 2 + e2e.spacing * 99
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::answer::Answer;
 use crate::clock::MonotonicTime;
 use crate::path::NoAnswer;
 use crate::probe::{ProbeFlow, ProbeId, Ttl};
-use crate::trace::budget::ProbeRail;
+use crate::trace::budget::{ProbeRail, Rate};
 use crate::trace::knowledge::{Knowledge, Origin, RouterKey, Spent};
 use crate::trace::lag::{DeliveryLag, Jitter};
 use crate::trace::share::{FirstHop, HopShare, Observer};
@@ -61,6 +61,25 @@ pub struct Plan {
     /// Attempt `n` leaves no sooner than `n` times this after the trace
     /// starts (zero: no spacing).
     pub spacing: Duration,
+}
+
+impl Plan {
+    /// The bound a plan of `flows` flows probed together needs: two waits (a
+    /// probe, and one re-probe of a rate-limited router or of a first
+    /// contact's silence), the time one token takes to come back between
+    /// them, the time a router's budget needs for the attempts of every flow
+    /// beyond its burst, the attempts' spacing, and a second of slack. All
+    /// from the prior: what is learnt of routers shortens traces, not their
+    /// deadline.
+    pub fn deadline(&self, router_rate: Rate, flows: u16) -> Duration {
+        let attempts = u32::from(self.attempts) * u32::from(flows.max(1));
+        let beyond_burst = attempts.saturating_sub(router_rate.burst);
+        self.timeout * 2
+            + router_rate.interval()
+            + Duration::from_secs_f64(f64::from(beyond_burst) / router_rate.per_second)
+            + self.spacing * u32::from(self.attempts.saturating_sub(1))
+            + Duration::from_secs(1)
+    }
 }
 
 /// How the tracer probes; one place for these defaults.
