@@ -3,16 +3,14 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{
-    SchedClassifier, TcAttachType, TestRun, TestRunOptions, tc::SchedClassifierLinkId,
-};
+use aya::programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use traceroute_common::{
-    COUNTERS_MAP, CaptureEvent, Counter, Direction, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey,
+    COUNTERS_MAP, CaptureEvent, Counter, EGRESS_PROGRAM, EVENTS_MAP, FLOWS_MAP, FlowKey,
     FlowValue, INGRESS_PROGRAM, INTERFACES_MAP, InterfaceConfig, SETTINGS_MAP, Setting,
 };
 
@@ -255,13 +253,6 @@ impl EbpfCapture {
         }
     }
 
-    /// Interfaces the programs are attached to.
-    pub fn interfaces(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.attached.values().map(|(i, _)| i.clone()).collect();
-        out.dedup();
-        out
-    }
-
     fn flows(&mut self) -> Result<BpfHashMap<&mut MapData, FlowKey, FlowValue>, EbpfCaptureError> {
         BpfHashMap::try_from(
             self.ebpf
@@ -345,8 +336,12 @@ impl EbpfCapture {
 
     /// Names of the TCX programs attached to `ifname` in the current network
     /// namespace, per direction (ours or anyone's): for checks that nothing is
-    /// left behind.
-    pub fn tcx_programs(ifname: &str) -> Result<Vec<(Direction, String)>, EbpfCaptureError> {
+    /// left behind (the integration tests').
+    #[cfg(any(test, feature = "internals"))]
+    pub fn tcx_programs(
+        ifname: &str,
+    ) -> Result<Vec<(traceroute_common::Direction, String)>, EbpfCaptureError> {
+        use traceroute_common::Direction;
         let mut out = Vec::new();
         for (direction, attach) in [
             (Direction::Ingress, TcAttachType::Ingress),
@@ -367,12 +362,15 @@ impl EbpfCapture {
 
     /// Runs one program on `frame` (an Ethernet frame) with BPF_PROG_TEST_RUN and
     /// returns its verdict and the events it emitted, read synchronously. For
-    /// tests and self-checks; only before [`Self::events`] took the ring buffer.
+    /// tests; only before [`Self::events`] took the ring buffer.
+    #[cfg(any(test, feature = "internals"))]
     pub fn test_run(
         &mut self,
-        direction: Direction,
+        direction: traceroute_common::Direction,
         frame: &[u8],
     ) -> Result<(i32, Vec<CapturedPacket>), EbpfCaptureError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        use traceroute_common::Direction;
         let name = match direction {
             Direction::Ingress => INGRESS_PROGRAM,
             Direction::Egress => EGRESS_PROGRAM,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use traceroute_agent::capture::ebpf::EbpfCapture;
-use traceroute_agent::capture::interface;
-use traceroute_agent::reply::Summary;
+use crate::capture::ebpf::EbpfCapture;
+use crate::capture::interface;
+use crate::reply::Summary;
 
 /// `capture` flags.
 #[derive(clap::Args)]
@@ -69,7 +69,7 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         stats,
     } = args;
     let _stats_on = stats
-        .then(traceroute_agent::capture::ebpf::enable_run_time_stats)
+        .then(crate::capture::ebpf::enable_run_time_stats)
         .transpose()
         .context("enabling BPF run-time statistics")?;
     let mut capture = EbpfCapture::load().context("loading the eBPF capture")?;
@@ -108,7 +108,7 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
                 traceroute_common::Direction::Ingress => "ingress",
                 traceroute_common::Direction::Egress => "egress",
             },
-            kind: traceroute_agent::capture::kind_name(packet.kind),
+            kind: crate::capture::kind_name(packet.kind),
             packet_len: packet.packet_len,
             captured_len: packet.bytes.len(),
             summary: Summary::parse(&packet.bytes),

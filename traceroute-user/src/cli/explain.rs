@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use traceroute_agent::trace::knowledge::view::KnowledgeView;
+use crate::trace::knowledge::view::KnowledgeView;
 
 /// Prints `view` to stderr.
 pub fn print(view: &KnowledgeView) -> std::io::Result<()> {
@@ -76,7 +76,7 @@ pub fn render(view: &KnowledgeView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use traceroute_agent::trace::knowledge::view::{BudgetView, PlaceView, ResponderView};
+    use crate::trace::knowledge::view::{BudgetView, PlaceView, ResponderView};
 
     #[test]
     fn every_responder_and_silent_place_gets_a_line() {

@@ -12,11 +12,11 @@ use std::net::IpAddr;
 
 use tokio::sync::watch;
 
-use traceroute_agent::path::NetworkPath;
-use traceroute_agent::resolve::ReverseDns;
-use traceroute_agent::sinks::hops::{self, TtlRow};
-use traceroute_agent::sinks::table::{self, Style};
-use traceroute_agent::trace::{Progress, TraceError, TraceRequest, Tracer};
+use crate::path::NetworkPath;
+use crate::resolve::ReverseDns;
+use crate::sinks::hops::{self, TtlRow};
+use crate::sinks::table::{self, Style};
+use crate::trace::{Progress, TraceError, TraceRequest, Tracer};
 
 /// How a watched trace ended.
 pub enum Outcome {
@@ -215,8 +215,8 @@ impl LiveTable {
     }
 }
 
-fn cut_short() -> traceroute_agent::path::NoAnswerKind {
-    traceroute_agent::path::NoAnswerKind::CutShort
+fn cut_short() -> crate::path::NoAnswerKind {
+    crate::path::NoAnswerKind::CutShort
 }
 
 fn emit(text: &str) {

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use traceroute_agent::trace::request::PROBES_PER_SECOND;
+use crate::trace::request::PROBES_PER_SECOND;
 
-use traceroute_agent::capture::CaptureMode;
+use crate::capture::CaptureMode;
 
 use super::{capture_choices, error_chain};
 
@@ -64,11 +64,11 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    traceroute_agent::service::config::parse_duration(s)
+    crate::service::config::parse_duration(s)
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    use traceroute_agent::service;
+    use crate::service;
     let config_file = args.config.clone();
     let check_only = args.check_config;
     let overrides = move |c: &mut service::Config| {
@@ -122,14 +122,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// `serve --check-config`: loads and validates exactly as a start (or a
 /// SIGHUP reload) would, touching nothing.
-async fn check_config(options: &traceroute_agent::service::Options) -> ExitCode {
+async fn check_config(options: &crate::service::Options) -> ExitCode {
     let name = options
         .config_file
         .as_ref()
         .map_or("built-in defaults".to_string(), |p| p.display().to_string());
     let loaded = match options.load() {
-        Ok(config) => match traceroute_agent::route::RouteCache::new().await {
-            Ok(routes) => traceroute_agent::service::check_targets_here(&config, &routes)
+        Ok(config) => match crate::route::RouteCache::new().await {
+            Ok(routes) => crate::service::check_targets_here(&config, &routes)
                 .await
                 .map(|()| config),
             Err(e) => Err(anyhow::Error::new(e).context("reading the route table")),
@@ -159,7 +159,7 @@ async fn check_config(options: &traceroute_agent::service::Options) -> ExitCode 
         Err(e) => {
             eprintln!(
                 "traceroute-agent: config not valid: {}",
-                traceroute_agent::error::one_line(&error_chain(&e))
+                crate::error::one_line(&error_chain(&e))
             );
             ExitCode::from(2)
         }

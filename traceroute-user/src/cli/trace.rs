@@ -6,22 +6,22 @@ use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use traceroute_agent::capture::CaptureMode;
-use traceroute_agent::clock::MonotonicTime;
-use traceroute_agent::path::NetworkPath;
-use traceroute_agent::probe::Protocol;
-use traceroute_agent::resolve::{self, FamilyPreference};
-use traceroute_agent::route::Egress;
-use traceroute_agent::sinks;
-use traceroute_agent::sinks::table::Style;
-use traceroute_agent::trace::TcpMethod;
-use traceroute_agent::trace::budget::Rate;
-use traceroute_agent::trace::mda::{Confidence, MdaRule};
-use traceroute_agent::trace::request::{
+use crate::capture::CaptureMode;
+use crate::clock::MonotonicTime;
+use crate::path::NetworkPath;
+use crate::probe::Protocol;
+use crate::resolve::{self, FamilyPreference};
+use crate::route::Egress;
+use crate::sinks;
+use crate::sinks::table::Style;
+use crate::trace::TcpMethod;
+use crate::trace::budget::Rate;
+use crate::trace::mda::{Confidence, MdaRule};
+use crate::trace::request::{
     CYCLES, MAX_TTL, Mode, Multipath, PATHS, PROBES_PER_SECOND, QUERIES, TIMEOUT, TraceParams,
     WINDOW,
 };
-use traceroute_agent::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
+use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 
 use clap::builder::PossibleValue;
 
@@ -426,7 +426,7 @@ async fn unprivileged(
         }
         request = request.by_connect();
     }
-    let path = traceroute_agent::trace::trace_unprivileged(&request).await?;
+    let path = crate::trace::trace_unprivileged(&request).await?;
     write(format, &path, style)?;
     Ok(std::process::ExitCode::SUCCESS)
 }

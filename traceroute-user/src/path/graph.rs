@@ -82,11 +82,6 @@ impl FlowPath {
         }
         FlowPath { flow_id, hops }
     }
-
-    /// The addresses of the path, `None` for silent hops.
-    pub fn addresses(&self) -> Vec<Option<IpAddr>> {
-        self.hops.iter().map(|h| h.address).collect()
-    }
 }
 
 pub type NodeId = usize;

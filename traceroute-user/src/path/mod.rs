@@ -12,10 +12,9 @@ pub mod schema;
 
 pub use assemble::{AttemptOutcome, HopObservation};
 pub use model::{
-    CaptureInfo, CaptureMethod, DistanceUncertain, E2eProbe, Hop, HopCount, Interface, MplsLabel,
-    NetworkPath, NoAnswer, NoAnswerKind, NotSentReason, PathChange, PathDestination, PathSource,
-    Probing, Rewritten, RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox,
-    TcpAnswer, TimestampSource, TooBig, Traceroute, Via,
+    CaptureInfo, DistanceUncertain, E2eProbe, Hop, Interface, MplsLabel, NetworkPath, NoAnswer,
+    NoAnswerKind, NotSentReason, PathChange, PathDestination, PathSource, Probing, Rewritten, Run,
+    SharedHop, TcpAnswer, TimestampSource, Via,
 };
 
 #[cfg(test)]

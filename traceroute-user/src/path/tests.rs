@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::model::{CaptureMethod, HopCount, RttStats};
 use super::schema::validate;
 use super::*;
 use crate::path::MplsLabel;

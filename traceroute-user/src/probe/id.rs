@@ -132,6 +132,8 @@ impl FlowSecret {
     /// No secret: wire fields equal the plain [`ProbeId`] (tests, captures).
     pub const ZERO: FlowSecret = FlowSecret(0);
 
+    /// A given secret (tests, reproducible captures).
+    #[cfg(any(test, feature = "internals"))]
     pub const fn from_bits(bits: u64) -> Self {
         Self(bits)
     }

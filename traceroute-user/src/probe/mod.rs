@@ -21,11 +21,11 @@ mod flow;
 mod id;
 pub mod sack;
 
-pub use build::{
-    ICMP_PAYLOAD_LEN, PROBE_TOS, TCP_WINDOW, TOKEN_OFFSET, UDP_PAYLOAD_LEN, build_probe, probe_len,
-};
-pub use flow::{ProbeError, ProbeFlow, Protocol};
-pub use id::{FlowSecret, InvalidTtl, Port, ProbeId, TcpSeq, Ttl};
+#[cfg(test)]
+pub use build::ICMP_PAYLOAD_LEN;
+pub use build::{PROBE_TOS, TOKEN_OFFSET, build_probe, probe_len};
+pub use flow::{ProbeFlow, Protocol};
+pub use id::{FlowSecret, ProbeId, TcpSeq, Ttl};
 
 #[cfg(test)]
 mod tests;

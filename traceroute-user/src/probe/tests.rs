@@ -3,6 +3,9 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use etherparse::{Icmpv4Type, Icmpv6Type, NetHeaders, PacketHeaders, TransportHeader};
 use traceroute_common::proto;
 
+use super::build::UDP_PAYLOAD_LEN;
+use super::flow::ProbeError;
+use super::id::{InvalidTtl, Port};
 use super::*;
 
 const V4_SRC: [u8; 4] = [198, 18, 0, 5];

@@ -403,7 +403,9 @@ pub async fn resolve_target(
 
 mod reverse;
 
-pub use reverse::{ReverseDns, ReverseDnsConfig};
+pub use reverse::ReverseDns;
+#[cfg(any(test, feature = "internals"))]
+pub use reverse::ReverseDnsConfig;
 
 #[cfg(test)]
 mod tests {

@@ -135,12 +135,6 @@ impl Shared {
         let _ = rx.wait_for(|c| *c).await;
     }
 
-    /// Completes when shutdown began.
-    pub async fn stopped(&self) {
-        let mut rx = self.stopping.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
-    }
-
     /// Completes when the listeners should stop accepting: until then, new
     /// requests during shutdown get `503 SHUTTING_DOWN`, not a refused connection.
     pub async fn closed(&self) {

@@ -15,9 +15,10 @@ use crate::sync::LockExt;
 pub(in crate::trace) const ADMISSION_RECHECK: Duration = Duration::from_millis(250);
 
 impl Tracer {
-    /// The total deadline a request gets with this tracer's router budgets.
+    /// The bound a whole trace of `request` needs with routers at this
+    /// tracer's prior budget (see [`Plan::deadline`]), for its mode's flows.
     pub fn deadline_for(&self, request: &TraceRequest) -> Duration {
-        request.total_deadline(self.knowledge.prior())
+        Plan::of(request).deadline(self.knowledge.prior(), request.mode.flows())
     }
 
     /// Admits a trace unless responders it will ask are known to be at

@@ -112,12 +112,6 @@ impl Bucket {
         self.tat = self.tat.max(at + rate.interval() + rate.tolerance());
     }
 
-    /// The last time anything was reserved against it, roughly: when it
-    /// is full again and can be forgotten.
-    pub fn refilled_at(&self) -> MonotonicTime {
-        self.tat
-    }
-
     /// Keeps the stricter of two states (the later theoretical arrival).
     pub fn merge(&mut self, other: Bucket) {
         self.tat = self.tat.max(other.tat);

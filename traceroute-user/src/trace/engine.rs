@@ -41,7 +41,8 @@ pub enum Wake {
     Time,
 }
 
-/// Runs `prober` to the end over `network`.
+/// Runs `prober` to the end over `network` (the simulated network's tests).
+#[cfg(test)]
 pub async fn drive<N: Network>(
     prober: &mut Prober,
     network: &mut N,

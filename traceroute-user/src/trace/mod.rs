@@ -327,7 +327,7 @@ impl Tracer {
             first_ttl,
             max_ttl,
             attempts,
-            ..job.request.plan()
+            ..Plan::of(job.request)
         };
         // Each flow's deadline covers what the routers owe all of them.
         let flows = u16::try_from(count).unwrap_or(u16::MAX);
@@ -412,7 +412,7 @@ impl Tracer {
     /// End-to-end probes over a flow of their own: `e2e_queries` probes at
     /// `max_ttl`, spaced over one timeout, one sample each.
     async fn e2e(&self, job: &Job<'_>) -> Result<(E2eProbe, TraceStats), TraceError> {
-        let plan = job.request.e2e_plan();
+        let plan = Plan::e2e_of(job.request);
         let deadline = job.call.deadline_of(&plan, self.knowledge.prior(), 1);
         let (flow, mut subscription, _reservation) = self.open_flow(job, None)?;
         let mut setup = self.setup(job, plan, false, flow, Vec::new());
@@ -508,6 +508,9 @@ fn validate(request: &TraceRequest) -> Result<(), TraceError> {
         return Err(TraceError::InvalidRequest(conflict.into()));
     }
     if let Some(conflict) = request.flow_conflict() {
+        return Err(TraceError::InvalidRequest(conflict));
+    }
+    if let Some(conflict) = request.sack_conflict() {
         return Err(TraceError::InvalidRequest(conflict));
     }
     request.egress.check().map_err(TraceError::InvalidRequest)

@@ -15,14 +15,10 @@ pub struct PortReservation {
     pub port: u16,
 }
 
-/// Binds an unconnected, non-listening socket of `protocol` to an ephemeral
-/// port on `source`. A TCP socket that neither listens nor connects leaves the
-/// kernel answering a SYN-ACK with RST, as classic tcptraceroute does.
-pub fn reserve(protocol: Protocol, source: IpAddr) -> io::Result<PortReservation> {
-    reserve_port(protocol, source, 0)
-}
-
-/// Like [`reserve`], for port `port` (0: any). EADDRINUSE when it is taken.
+/// Binds an unconnected, non-listening socket of `protocol` to port `port`
+/// on `source` (0: an ephemeral one); EADDRINUSE when it is taken. A TCP
+/// socket that neither listens nor connects leaves the kernel answering a
+/// SYN-ACK with RST, as classic tcptraceroute does.
 pub fn reserve_port(protocol: Protocol, source: IpAddr, port: u16) -> io::Result<PortReservation> {
     let domain = if source.is_ipv6() {
         Domain::IPV6
@@ -59,15 +55,15 @@ mod tests {
     #[test]
     fn reserved_ports_are_distinct_and_held() {
         let lo = IpAddr::from([127, 0, 0, 1]);
-        let a = reserve(Protocol::Udp, lo).unwrap();
-        let b = reserve(Protocol::Udp, lo).unwrap();
+        let a = reserve_port(Protocol::Udp, lo, 0).unwrap();
+        let b = reserve_port(Protocol::Udp, lo, 0).unwrap();
         assert_ne!(a.port, b.port);
         assert!(
             std::net::UdpSocket::bind((lo, a.port)).is_err(),
             "port is held"
         );
-        let t = reserve(Protocol::Tcp, lo).unwrap();
+        let t = reserve_port(Protocol::Tcp, lo, 0).unwrap();
         assert!(t.port > 0);
-        assert!(reserve(Protocol::Icmp, lo).is_err());
+        assert!(reserve_port(Protocol::Icmp, lo, 0).is_err());
     }
 }

@@ -7,10 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::budget::Rate;
-use super::prober::Plan;
 use crate::error::UnknownName;
-use crate::probe::{Protocol, Ttl};
+use crate::probe::{Protocol, Ttl, sack};
 use crate::resolve::FamilyPreference;
 use crate::route::Egress;
 
@@ -271,6 +269,9 @@ impl TraceParams {
         if let Some(conflict) = r.flow_conflict() {
             return Err(BadRequest::Conflict(conflict));
         }
+        if let Some(conflict) = r.sack_conflict() {
+            return Err(BadRequest::Conflict(conflict));
+        }
         // The family before the egress: a pinned source must agree with it.
         r.family = self.family;
         r.with_egress(self.egress.clone())
@@ -452,34 +453,6 @@ impl TraceRequest {
         Ok(self)
     }
 
-    /// What the trace probes: every TTL from `first_ttl` to `max_ttl`,
-    /// `queries` attempts each, as fast as budgets allow.
-    pub(crate) fn plan(&self) -> Plan {
-        Plan {
-            first_ttl: self.first_ttl,
-            max_ttl: self.max_ttl,
-            attempts: self.queries,
-            timeout: self.timeout,
-            spacing: Duration::ZERO,
-        }
-    }
-
-    /// What the end-to-end probes probe: `e2e_queries` probes at `max_ttl`
-    /// (as the Go client sends them, so a `max_ttl` short of the
-    /// destination shows as loss), spread evenly over one `timeout` so they
-    /// sample the path across the trace rather than in one burst. They run
-    /// beside the trace over a flow of their own, as SYN probes for TCP (as
-    /// the original: SACK answers are not reliable enough for loss, and a
-    /// connection per probe is too much).
-    pub(crate) fn e2e_plan(&self) -> Plan {
-        Plan {
-            first_ttl: self.max_ttl,
-            attempts: self.e2e_queries,
-            spacing: (self.timeout / u32::from(self.e2e_queries.max(1))).max(E2E_MIN_SPACING),
-            ..self.plan()
-        }
-    }
-
     /// Why the pinned flow ids cannot be used as asked, if they cannot: a
     /// first id of 1..=65535 (0 would pin nothing), and the ids of every flow
     /// the trace may use (`paths`, or up to [`MDA_MAX_FLOWS`] for MDA) must
@@ -503,18 +476,27 @@ impl TraceRequest {
         })
     }
 
+    /// Why probes inside a connection cannot be told apart as asked, if
+    /// they cannot: their sequence numbers hold 16 attempts per TTL
+    /// (mtr-style cycles go higher).
+    pub fn sack_conflict(&self) -> Option<String> {
+        let inside = matches!(self.tcp_method, TcpMethod::Sack | TcpMethod::PreferSack);
+        (self.protocol == Protocol::Tcp && inside && self.queries > sack::MAX_ATTEMPTS).then(|| {
+            format!(
+                "tcp_method {} tells at most {} probes per TTL apart inside one connection, {} asked: ask for fewer, or use tcp_method syn",
+                self.tcp_method.as_str(),
+                sack::MAX_ATTEMPTS,
+                self.queries
+            )
+        })
+    }
+
     /// Why path MTU discovery cannot run as asked, if it cannot: it pads
     /// UDP or ICMP probes (one flow, which [`Mode`] ensures).
     pub fn pmtu_conflict(&self) -> Option<&'static str> {
         (self.mode == Mode::Pmtu && self.protocol == Protocol::Tcp).then_some(
             "path MTU discovery needs UDP or ICMP probes (TCP SYN probes are not padded)",
         )
-    }
-
-    /// The bound the whole trace needs with routers at `router_rate`
-    /// (see [`Plan::deadline`]), for its mode's flows.
-    pub fn total_deadline(&self, router_rate: Rate) -> Duration {
-        self.plan().deadline(router_rate, self.mode.flows())
     }
 }
 
@@ -653,6 +635,7 @@ impl Confidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::budget::Rate;
 
     /// What every interface fills is checked in one place: bounds, the
     /// mode, path MTU's protocol, flow pins, the egress; and what passes
@@ -662,7 +645,7 @@ mod tests {
         let ok = TraceParams {
             port: Some(8080),
             max_ttl: 12,
-            queries: 40,
+            queries: 16,
             as_cycles: true,
             paths: 4,
             flow_id: Some(40000),
@@ -674,7 +657,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (ok.port, ok.max_ttl.get(), ok.queries, ok.mode, ok.flow_id),
-            (Some(8080), 12, 40, Mode::Flows(4), Some(40000))
+            (Some(8080), 12, 16, Mode::Flows(4), Some(40000))
         );
         assert_eq!(
             (ok.tcp_method, ok.wait_factors),
@@ -865,12 +848,34 @@ mod tests {
     }
 
     #[test]
+    fn probes_inside_a_connection_are_not_asked_for_more_than_their_sequence_numbers_tell_apart() {
+        let cycles = |n: u8, method: TcpMethod| {
+            TraceParams {
+                queries: n,
+                as_cycles: true,
+                tcp_method: method,
+                ..TraceParams::new("198.18.5.2", Protocol::Tcp)
+            }
+            .build()
+        };
+        assert!(cycles(sack::MAX_ATTEMPTS, TcpMethod::Sack).is_ok());
+        for method in [TcpMethod::Sack, TcpMethod::PreferSack] {
+            let e = cycles(sack::MAX_ATTEMPTS + 1, method).unwrap_err();
+            assert!(
+                matches!(&e, BadRequest::Conflict(m) if m.contains("at most 16 probes per TTL")),
+                "{e}"
+            );
+        }
+        assert!(cycles(100, TcpMethod::Syn).is_ok());
+    }
+
+    #[test]
     fn end_to_end_probes_reach_for_the_destination_spread_over_one_wait() {
         let r = TraceRequest::new("198.18.5.2", DEFAULT_PROTOCOL)
             .with_e2e_queries(100)
             .and_then(|r| r.with_timeout(Duration::from_secs(1)))
             .unwrap();
-        let e2e = r.e2e_plan();
+        let e2e = super::super::prober::Plan::e2e_of(&r);
         assert_eq!(e2e.attempts, 100);
         assert_eq!((e2e.first_ttl, e2e.max_ttl), (r.max_ttl, r.max_ttl));
         assert_eq!(e2e.spacing, Duration::from_millis(10));

@@ -811,12 +811,20 @@ fn silent_end_to_end_probes_are_loss_and_unsent_ones_are_no_sample() {
     );
 }
 
+/// The bound a whole trace of `request` gets with routers at the defaults.
+fn request_deadline(request: &super::TraceRequest) -> Duration {
+    super::prober::Plan::of(request).deadline(
+        super::budget::Rate::ROUTER_DEFAULT,
+        request.mode().flows(),
+    )
+}
+
 /// The deadline a request of `queries` at the defaults gets.
 fn cli_deadline(queries: u8) -> Duration {
     super::TraceRequest::new("198.18.5.2", Protocol::Udp)
         .with_queries(queries)
+        .map(|r| request_deadline(&r))
         .unwrap()
-        .total_deadline(super::budget::Rate::ROUTER_DEFAULT)
 }
 
 /// `count` targets behind the routers `path`, from 198.19.0.1 on.
@@ -984,7 +992,7 @@ fn a_rate_limited_destination_is_never_placed_beyond_its_distance() {
                 let mark = runs[0].distance_uncertain.clone().expect("marked");
                 assert!(mark.silent.contains(&Ttl::new(5).unwrap()), "{mark:?}");
                 assert_eq!(mark.estimate, 5);
-                let count = crate::path::HopCount::from_runs(&runs);
+                let count = crate::path::model::HopCount::from_runs(&runs);
                 assert_eq!(count.max, 0, "no hop count that is wrong");
             }
             other => panic!("trace {n}: the destination at {other:?}"),
@@ -1133,8 +1141,8 @@ fn flows_of_one_trace_hashed_unevenly_over_limited_routers_report_no_silence() {
     let deadline = super::TraceRequest::new("198.19.0.1", Protocol::Tcp)
         .with_queries(1)
         .and_then(|r| r.with_paths(20))
-        .unwrap()
-        .total_deadline(super::budget::Rate::ROUTER_DEFAULT);
+        .map(|r| request_deadline(&r))
+        .unwrap();
     let mut starts = Vec::new();
     let mut probers: Vec<Prober> = (0..20u8)
         .map(|i| {

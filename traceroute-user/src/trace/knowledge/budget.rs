@@ -113,11 +113,6 @@ impl Budget {
         self.limited
     }
 
-    /// Whether nothing is in use and nothing was learnt: as good as new.
-    pub fn is_idle(&self, prior: Rate, now: MonotonicTime) -> bool {
-        self.bucket.in_use(self.rate(prior), now) == 0 && self.limited.is_none() && self.scale == 1
-    }
-
     /// Takes a token for `ask`. `several`: the budget stands for several
     /// routers whose share of it is not known (see
     /// [`super::RouterKey::TraceTtl`]): beyond one router's, every token is

@@ -42,7 +42,7 @@ use crate::probe::{ProbeFlow, Protocol, Ttl};
 use crate::reply::{Reply, Unverified};
 pub use answer::Answer;
 pub use types::{
-    Action, Ignored, MAX_ATTEMPTS, Plan, Policy, Probe, ProbeKey, Probes, Send, Setup, Shared,
+    Action, Ignored, MAX_ATTEMPTS, Plan, Policy, ProbeKey, Probes, Send, Setup, Shared,
     Status, Token, TraceStats,
 };
 use verdict::Recheck;
@@ -148,10 +148,12 @@ impl Prober {
     }
 
     /// When the trace ended, once it has.
+    #[cfg(test)]
     pub fn finished_at(&self) -> Option<MonotonicTime> {
         self.finished
     }
 
+    #[cfg(test)]
     pub fn end_ttl(&self) -> Option<Ttl> {
         self.end_ttl
     }

@@ -12,6 +12,7 @@ use crate::probe::{ProbeFlow, ProbeId, Ttl};
 use crate::trace::budget::{ProbeRail, Rate};
 use crate::trace::knowledge::{Knowledge, Origin, RouterKey, Spent};
 use crate::trace::lag::{DeliveryLag, Jitter};
+use crate::trace::request::{E2E_MIN_SPACING, TraceRequest};
 use crate::trace::share::{FirstHop, HopShare, Observer};
 
 /// Which probe: attempt number (0-based, one per run) and TTL.
@@ -64,6 +65,35 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What `request` probes: every TTL from its first to its max, its
+    /// queries as attempts, as fast as budgets allow.
+    pub fn of(request: &TraceRequest) -> Plan {
+        Plan {
+            first_ttl: request.first_ttl,
+            max_ttl: request.max_ttl,
+            attempts: request.queries,
+            timeout: request.timeout,
+            spacing: Duration::ZERO,
+        }
+    }
+
+    /// What `request`'s end-to-end probes probe: `e2e_queries` probes at
+    /// `max_ttl` (as the Go client sends them, so a `max_ttl` short of the
+    /// destination shows as loss), spread evenly over one `timeout` so they
+    /// sample the path across the trace rather than in one burst. They run
+    /// beside the trace over a flow of their own, as SYN probes for TCP (as
+    /// the original: SACK answers are not reliable enough for loss, and a
+    /// connection per probe is too much).
+    pub fn e2e_of(request: &TraceRequest) -> Plan {
+        let spacing = request.timeout / u32::from(request.e2e_queries.max(1));
+        Plan {
+            first_ttl: request.max_ttl,
+            attempts: request.e2e_queries,
+            spacing: spacing.max(E2E_MIN_SPACING),
+            ..Plan::of(request)
+        }
+    }
+
     /// The bound a plan of `flows` flows probed together needs: two waits (a
     /// probe, and one re-probe of a rate-limited router or of a first
     /// contact's silence), the time one token takes to come back between
