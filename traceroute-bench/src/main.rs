@@ -105,6 +105,10 @@ pub struct Options {
     /// Run only the multipath benchmark; its report goes to target/bench/multipath.{md,json}.
     #[arg(long, conflicts_with = "only_routers")]
     pub only_multipath: bool,
+    /// Run only the timestamp accuracy benchmark; its report goes to
+    /// target/bench/accuracy.{md,json}.
+    #[arg(long, conflicts_with_all = ["only_load", "only_multipath", "only_routers"])]
+    pub only_accuracy: bool,
     /// Skip the routers-of-every-kind benchmark.
     #[arg(long, conflicts_with = "only_routers")]
     pub no_routers: bool,
@@ -185,50 +189,43 @@ fn run(options: Options) -> Result<()> {
 
     if options.only_multipath {
         let mp = multipath::run(options.runs, &unavailable)?;
-        let markdown = format!("Agent: {build}\n\n{}", multipath::section(&mp));
-        println!("\n{markdown}");
-        let dir = target_dir().join("bench");
-        let json = serde_json::to_string_pretty(&multipath::json(&mp))?;
-        std::fs::write(dir.join("multipath.json"), json + "\n")
-            .context("writing multipath.json")?;
-        std::fs::write(dir.join("multipath.md"), markdown).context("writing multipath.md")?;
-        println!(
-            "bench: multipath report written to {}/multipath.{{json,md}}",
-            dir.display()
+        return write_one(
+            "multipath",
+            &build,
+            multipath::section(&mp),
+            multipath::json(&mp),
         );
-        return Ok(());
     }
     if options.only_routers {
         let routers = routers::run(
             routers::Scale::new(options.routers_runs, options.quick),
             &unavailable,
         )?;
-        let markdown = format!("Agent: {build}\n\n{}", routers::section(&routers));
-        println!("\n{markdown}");
-        let dir = target_dir().join("bench");
-        let json = serde_json::to_string_pretty(&routers::json(&routers))?;
-        std::fs::write(dir.join("routers.json"), json + "\n").context("writing routers.json")?;
-        std::fs::write(dir.join("routers.md"), markdown).context("writing routers.md")?;
-        println!(
-            "bench: routers report written to {}/routers.{{json,md}}",
-            dir.display()
+        return write_one(
+            "routers",
+            &build,
+            routers::section(&routers),
+            routers::json(&routers),
         );
-        return Ok(());
     }
     if options.only_load {
         let sizes: Vec<usize> = options.load.iter().map(|&n| usize::from(n)).collect();
         let load = load::run(&sizes, options.load_pps, options.load_runs, &unavailable)?;
-        let markdown = format!("Agent: {build}\n\n{}", report::load_section(&load));
-        println!("\n{markdown}");
-        let dir = target_dir().join("bench");
-        let json = serde_json::to_string_pretty(&report::load_json(&load))?;
-        std::fs::write(dir.join("load.json"), json + "\n").context("writing load.json")?;
-        std::fs::write(dir.join("load.md"), markdown).context("writing load.md")?;
-        println!(
-            "bench: load report written to {}/load.{{json,md}}",
-            dir.display()
+        return write_one(
+            "load",
+            &build,
+            report::load_section(&load),
+            report::load_json(&load),
         );
-        return Ok(());
+    }
+    if options.only_accuracy {
+        let accuracy = accuracy::run(options.samples, &unavailable)?;
+        return write_one(
+            "accuracy",
+            &build,
+            accuracy::section(&accuracy),
+            accuracy::json(&accuracy),
+        );
     }
     let machine = machine::Machine::read(agent_version());
     let trace = trace::run(options.runs, &unavailable)?;
@@ -332,6 +329,24 @@ fn run(options: Options) -> Result<()> {
     std::fs::write(dir.join("report.md"), markdown).context("writing report.md")?;
     println!(
         "bench: report written to {}/report.{{json,md}}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Prints one benchmark's section and writes it with its raw figures to
+/// target/bench/NAME.{md,json}.
+fn write_one(name: &str, build: &str, section: String, json: serde_json::Value) -> Result<()> {
+    let markdown = format!("Agent: {build}\n\n{section}");
+    println!("\n{markdown}");
+    let dir = target_dir().join("bench");
+    let json = serde_json::to_string_pretty(&json)?;
+    std::fs::write(dir.join(format!("{name}.json")), json + "\n")
+        .with_context(|| format!("writing {name}.json"))?;
+    std::fs::write(dir.join(format!("{name}.md")), markdown)
+        .with_context(|| format!("writing {name}.md"))?;
+    println!(
+        "bench: {name} report written to {}/{name}.{{json,md}}",
         dir.display()
     );
     Ok(())

@@ -71,6 +71,10 @@ impl EventKind {
     }
 }
 
+/// `BPF_SKB_CLOCK_REALTIME` (`BPF_SKB_TSTAMP_UNSPEC` before 6.11): the
+/// value of `__sk_buff.tstamp_type` when `tstamp` is a receive stamp.
+pub const STACK_CLOCK_REALTIME: u8 = 0;
+
 /// One packet seen by a capture program, handed to userspace through the
 /// `EVENTS` ring buffer.
 #[repr(C)]
@@ -78,6 +82,12 @@ impl EventKind {
 pub struct CaptureEvent {
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds when the program ran.
     pub timestamp_ns: u64,
+    /// Ingress only: the stack's own receive stamp (`__sk_buff.tstamp`), taken
+    /// when the packet was queued to the stack, before the softirq that runs
+    /// TC ingress; the same stamp a socket's SO_TIMESTAMPNS reports. On the
+    /// clock `stack_clock` names; 0 when the kernel took none (receive
+    /// timestamping is off until some socket asks for it) or egress.
+    pub stack_stamp_ns: u64,
     /// Interface the packet was seen on.
     pub ifindex: u32,
     /// Length of the whole packet from the IP header on (may exceed `captured_len`).
@@ -92,7 +102,11 @@ pub struct CaptureEvent {
     pub ip_version: u8,
     /// [`EventKind`] as u8.
     pub kind: u8,
-    pub _reserved: [u8; 7],
+    /// `__sk_buff.tstamp_type`: [`STACK_CLOCK_REALTIME`] for a receive stamp;
+    /// anything else is a delivery time set by a sender (EDT), not a receive
+    /// stamp.
+    pub stack_clock: u8,
+    pub _reserved: [u8; 6],
     /// The packet from its IP header on.
     pub data: [u8; CAPTURE_BYTES],
 }
@@ -104,6 +118,18 @@ impl CaptureEvent {
 
     pub fn kind(&self) -> Option<EventKind> {
         EventKind::from_u8(self.kind)
+    }
+
+    /// The stack's receive stamp on CLOCK_REALTIME, when the kernel took
+    /// one for this (ingress) packet. User space converts it to
+    /// CLOCK_MONOTONIC with the offset between the two clocks, read when the
+    /// event is decoded (the offset only changes when the wall clock is
+    /// stepped), and falls back to `timestamp_ns` where there is none.
+    pub fn stack_stamp_realtime_ns(&self) -> Option<u64> {
+        (self.direction == Direction::Ingress as u8
+            && self.stack_clock == STACK_CLOCK_REALTIME
+            && self.stack_stamp_ns != 0)
+            .then_some(self.stack_stamp_ns)
     }
 
     /// The captured bytes, starting at the outer IP header.
@@ -366,15 +392,17 @@ mod tests {
     #[test]
     fn capture_event_layout_is_pinned() {
         assert_eq!(offset_of!(CaptureEvent, timestamp_ns), 0);
-        assert_eq!(offset_of!(CaptureEvent, ifindex), 8);
-        assert_eq!(offset_of!(CaptureEvent, packet_len), 12);
-        assert_eq!(offset_of!(CaptureEvent, cookie), 16);
-        assert_eq!(offset_of!(CaptureEvent, captured_len), 20);
-        assert_eq!(offset_of!(CaptureEvent, direction), 22);
-        assert_eq!(offset_of!(CaptureEvent, ip_version), 23);
-        assert_eq!(offset_of!(CaptureEvent, kind), 24);
-        assert_eq!(offset_of!(CaptureEvent, data), 32);
-        assert_eq!(size_of::<CaptureEvent>(), 32 + CAPTURE_BYTES);
+        assert_eq!(offset_of!(CaptureEvent, stack_stamp_ns), 8);
+        assert_eq!(offset_of!(CaptureEvent, ifindex), 16);
+        assert_eq!(offset_of!(CaptureEvent, packet_len), 20);
+        assert_eq!(offset_of!(CaptureEvent, cookie), 24);
+        assert_eq!(offset_of!(CaptureEvent, captured_len), 28);
+        assert_eq!(offset_of!(CaptureEvent, direction), 30);
+        assert_eq!(offset_of!(CaptureEvent, ip_version), 31);
+        assert_eq!(offset_of!(CaptureEvent, kind), 32);
+        assert_eq!(offset_of!(CaptureEvent, stack_clock), 33);
+        assert_eq!(offset_of!(CaptureEvent, data), 40);
+        assert_eq!(size_of::<CaptureEvent>(), 40 + CAPTURE_BYTES);
         assert_eq!(size_of::<CaptureEvent>() % 8, 0);
     }
 
@@ -430,8 +458,16 @@ mod tests {
 
     #[test]
     fn packet_is_bounded_by_captured_len() {
-        let mut ev = CaptureEvent {
+        let mut ev = event();
+        assert_eq!(ev.packet().len(), 10);
+        ev.captured_len = u16::MAX;
+        assert_eq!(ev.packet().len(), CAPTURE_BYTES);
+    }
+
+    fn event() -> CaptureEvent {
+        CaptureEvent {
             timestamp_ns: 0,
+            stack_stamp_ns: 0,
             ifindex: 0,
             packet_len: 0,
             cookie: 0,
@@ -439,11 +475,23 @@ mod tests {
             direction: 0,
             ip_version: 4,
             kind: 0,
-            _reserved: [0; 7],
+            stack_clock: 0,
+            _reserved: [0; 6],
             data: [0; CAPTURE_BYTES],
-        };
-        assert_eq!(ev.packet().len(), 10);
-        ev.captured_len = u16::MAX;
-        assert_eq!(ev.packet().len(), CAPTURE_BYTES);
+        }
+    }
+
+    #[test]
+    fn only_an_ingress_receive_stamp_counts_as_the_stacks() {
+        let mut ev = event();
+        ev.direction = Direction::Ingress as u8;
+        assert_eq!(ev.stack_stamp_realtime_ns(), None, "no stamp taken");
+        ev.stack_stamp_ns = 1_700_000_000_000_000_000;
+        assert_eq!(ev.stack_stamp_realtime_ns(), Some(ev.stack_stamp_ns));
+        ev.stack_clock = 1;
+        assert_eq!(ev.stack_stamp_realtime_ns(), None, "a delivery time");
+        ev.stack_clock = STACK_CLOCK_REALTIME;
+        ev.direction = Direction::Egress as u8;
+        assert_eq!(ev.stack_stamp_realtime_ns(), None, "egress");
     }
 }

@@ -19,13 +19,24 @@ pub fn submit(ctx: &TcContext, l3: u32, direction: Direction, m: &Match, cookie:
     let copied = unsafe {
         (*ev).timestamp_ns = bpf_ktime_get_ns();
         // SAFETY: the context pointer is valid for the program's run.
-        (*ev).ifindex = (*ctx.skb.skb).ifindex;
+        let skb = ctx.skb.skb;
+        // On ingress the stack may have stamped the packet when it was
+        // queued, before the softirq that runs this program: the stamp
+        // sockets report. Reading `tstamp_type` too makes the kernel hand
+        // over `tstamp` as it is (a delivery time is told apart by its type).
+        let (stack_stamp, stack_clock) = match direction {
+            Direction::Ingress => ((*skb).tstamp, (*skb).tstamp_type),
+            Direction::Egress => (0, 0),
+        };
+        (*ev).stack_stamp_ns = stack_stamp;
+        (*ev).stack_clock = stack_clock;
+        (*ev).ifindex = (*skb).ifindex;
         (*ev).packet_len = packet_len;
         (*ev).cookie = cookie;
         (*ev).direction = direction as u8;
         (*ev).ip_version = m.ip_version;
         (*ev).kind = m.kind as u8;
-        (*ev)._reserved = [0; 7];
+        (*ev)._reserved = [0; 6];
         load_prefix(ctx, l3, packet_len, &mut (*ev).data)
     };
     match copied {

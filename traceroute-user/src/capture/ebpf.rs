@@ -16,6 +16,7 @@ use traceroute_common::{
 
 use super::CapturedPacket;
 use super::interface;
+use crate::clock::WallClockOffset;
 
 /// The eBPF object built by build.rs; empty when the agent was built without
 /// the BPF toolchain.
@@ -122,6 +123,11 @@ pub struct EbpfCapture {
     /// interface, and is attached again.
     attached: BTreeMap<(u32, &'static str), (String, SchedClassifierLinkId)>,
     log_task: Option<JoinHandle<()>>,
+    /// A socket that asks for receive stamps, so the stack takes one for
+    /// every packet while the capture lives (the kernel stamps only while
+    /// some socket wants them); `None` if it could not be opened, and then
+    /// replies carry the programs' own stamps.
+    _receive_stamps: Option<std::os::fd::OwnedFd>,
 }
 
 impl EbpfCapture {
@@ -149,6 +155,7 @@ impl EbpfCapture {
             ebpf,
             attached: BTreeMap::new(),
             log_task,
+            _receive_stamps: ask_for_receive_stamps(),
         })
     }
 
@@ -389,9 +396,10 @@ impl EbpfCapture {
             name: EVENTS_MAP,
             source,
         })?;
+        let wall = WallClockOffset::measure();
         let mut events = Vec::new();
         while let Some(item) = ring.next() {
-            events.extend(decode_event(&item));
+            events.extend(decode_event(&item, &wall));
         }
         Ok((result.return_value as i32, events))
     }
@@ -470,6 +478,26 @@ impl Drop for EbpfCapture {
     }
 }
 
+/// A datagram socket with SO_TIMESTAMPNS on: while it is open the kernel
+/// stamps every packet it receives, in every network namespace.
+fn ask_for_receive_stamps() -> Option<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket, sockopt};
+    let opened = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .and_then(|fd| setsockopt(&fd, sockopt::ReceiveTimestampns, &true).map(|()| fd));
+    match opened {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::warn!("receive stamps not enabled ({e}): replies carry the programs' stamps");
+            None
+        }
+    }
+}
+
 async fn read_ring(mut fd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<CapturedPacket>) {
     loop {
         let mut guard = match fd.readable_mut().await {
@@ -480,8 +508,11 @@ async fn read_ring(mut fd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<CapturedP
             }
         };
         let ring = guard.get_inner_mut();
+        // Read per wake-up: a step of the wall clock since the last one must
+        // not shift the receive stamps decoded now.
+        let wall = WallClockOffset::measure();
         while let Some(item) = ring.next() {
-            let Some(packet) = decode_event(&item) else {
+            let Some(packet) = decode_event(&item, &wall) else {
                 tracing::warn!(len = item.len(), "ignoring malformed capture event");
                 continue;
             };
@@ -493,14 +524,14 @@ async fn read_ring(mut fd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<CapturedP
     }
 }
 
-fn decode_event(bytes: &[u8]) -> Option<CapturedPacket> {
+fn decode_event(bytes: &[u8], wall: &WallClockOffset) -> Option<CapturedPacket> {
     if bytes.len() < size_of::<CaptureEvent>() {
         return None;
     }
     // SAFETY: length checked; CaptureEvent is plain data valid for any bits;
     // read_unaligned because ring buffer records are only 8-byte aligned by contract.
     let event: CaptureEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    CapturedPacket::from_event(&event)
+    CapturedPacket::from_event(&event, wall)
 }
 
 async fn forward_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use traceroute_common::{CAPTURE_BYTES, Direction};
 
-use super::CapturedPacket;
-use crate::clock::MonotonicTime;
+use super::{CapturedPacket, Stamp};
+use crate::clock::{MonotonicTime, WallClockOffset};
 
 /// Decides whether a packet is ours: `Some((kind, cookie))`.
 pub type Classifier =
@@ -102,7 +102,9 @@ fn transport_filter() -> Vec<libc::sock_filter> {
 }
 
 async fn read_loop(fd: AsyncFd<Socket>, classify: Classifier, tx: mpsc::Sender<CapturedPacket>) {
-    let clock = ClockOffset::measure();
+    // Socket stamps are CLOCK_REALTIME; the rest of the agent works on
+    // CLOCK_MONOTONIC (the eBPF clock).
+    let clock = WallClockOffset::measure();
     let mut buf = [0u8; CAPTURE_BYTES];
     loop {
         let mut guard = match fd.readable().await {
@@ -120,7 +122,14 @@ async fn read_loop(fd: AsyncFd<Socket>, classify: Classifier, tx: mpsc::Sender<C
                         continue;
                     };
                     let packet = CapturedPacket {
-                        timestamp: clock.to_monotonic(meta.realtime_ns),
+                        timestamp: meta
+                            .realtime_ns
+                            .map_or_else(MonotonicTime::now, |ns| clock.to_monotonic(ns)),
+                        stamp: if meta.realtime_ns.is_some() {
+                            Stamp::Stack
+                        } else {
+                            Stamp::Program
+                        },
                         ifindex: meta.ifindex,
                         direction: meta.direction,
                         kind,
@@ -192,36 +201,6 @@ fn recv(fd: &Socket, buf: &mut [u8]) -> io::Result<Option<Received>> {
     }))
 }
 
-/// Socket timestamps are CLOCK_REALTIME; the rest of the agent works on
-/// CLOCK_MONOTONIC (the eBPF clock). The offset is measured once: RTTs are
-/// differences of two socket stamps, so only a clock step mid-trace could skew one.
-struct ClockOffset {
-    realtime_minus_monotonic: i128,
-}
-
-impl ClockOffset {
-    fn measure() -> Self {
-        let mono = MonotonicTime::now().as_nanos() as i128;
-        let real = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
-        Self {
-            realtime_minus_monotonic: real - mono,
-        }
-    }
-
-    fn to_monotonic(&self, realtime_ns: Option<u64>) -> MonotonicTime {
-        match realtime_ns {
-            Some(ns) => {
-                let mono = ns as i128 - self.realtime_minus_monotonic;
-                MonotonicTime::from_nanos(mono.max(0) as u64)
-            }
-            None => MonotonicTime::now(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,18 +217,5 @@ mod tests {
         }
         let last = f.last().unwrap();
         assert_eq!(last.code, (libc::BPF_RET | libc::BPF_K) as u16);
-    }
-
-    #[test]
-    fn clock_offset_maps_now_to_now() {
-        let clock = ClockOffset::measure();
-        let real = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        let mapped = clock.to_monotonic(Some(real));
-        let now = MonotonicTime::now();
-        let diff = now.as_nanos().abs_diff(mapped.as_nanos());
-        assert!(diff < 50_000_000, "{diff} ns apart");
     }
 }

@@ -447,6 +447,7 @@ pub struct RttStats {
 
 /// The capture that ran (its one name is defined by the capture).
 pub use crate::capture::CaptureMethod;
+use crate::capture::Stamp;
 
 /// How a TCP destination answered a probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -478,14 +479,30 @@ impl TcpAnswer {
 
 /// Where an RTT's two timestamps were taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TimestampSource {
-    /// In the kernel, by the eBPF programs, on both probe and reply.
+    /// In the kernel, by the eBPF programs, on both probe and reply (the
+    /// reply's when its program ran: the stack had stamped nothing).
     Kernel,
+    /// The probe by the eBPF egress program; the reply by the stack's own
+    /// receive stamp, taken when the packet was queued (before the softirq
+    /// that runs the ingress program), which that program read.
+    KernelReceive,
     /// On the packet socket (reply) and before the send call (probe).
     Socket,
     /// In user space around the system calls (`tcp_method=syn_socket`).
     User,
+}
+
+impl TimestampSource {
+    /// Where an answer's RTT was stamped: by a capture of `method`, the reply
+    /// stamped as `stamp` says.
+    pub fn of(method: CaptureMethod, stamp: Stamp) -> TimestampSource {
+        match (method, stamp) {
+            (CaptureMethod::Ebpf, Stamp::Stack) => TimestampSource::KernelReceive,
+            (method, _) => method.into(),
+        }
+    }
 }
 
 impl From<CaptureMethod> for TimestampSource {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::prober::{Prober, Status};
 use super::{Ignored, Job, ProbeKey, Tracer};
+use crate::capture::CaptureMethod;
 use crate::clock::MonotonicTime;
 use crate::path::{
     AttemptOutcome, CaptureInfo, E2eProbe, HopObservation, Interface as PathInterface, NetworkPath,
@@ -108,7 +109,10 @@ pub(in crate::trace) fn outcome(
             tcp_answer: answer.tcp_answer(),
             reply_ttl: Some(answer.reply_ttl),
             is_destination: answer.destination,
-            timestamp_source: Some(source),
+            timestamp_source: Some(match source {
+                TimestampSource::Kernel => TimestampSource::of(CaptureMethod::Ebpf, answer.stamp),
+                source => source,
+            }),
             mpls_labels: answer.mpls_labels.clone(),
             rewritten: answer.rewritten.clone(),
             ..AttemptOutcome::default()

@@ -575,6 +575,7 @@ fn forged_replies_are_ignored_and_counted() {
     let feed = |p: &mut Prober, kind, bytes: Vec<u8>, at_us: u64| {
         let packet = crate::capture::CapturedPacket {
             timestamp: t0() + Duration::from_micros(at_us),
+            stamp: crate::capture::Stamp::Stack,
             ifindex: 2,
             direction: traceroute_common::Direction::Ingress,
             kind,
@@ -626,6 +627,7 @@ fn forged_replies_are_ignored_and_counted() {
     let early = icmp_error(r(3).into(), 11, 0, &probe3);
     let packet = crate::capture::CapturedPacket {
         timestamp: t0().saturating_sub(Duration::from_millis(1)),
+        stamp: crate::capture::Stamp::Stack,
         ifindex: 2,
         direction: traceroute_common::Direction::Ingress,
         kind: EventKind::TimeExceeded,

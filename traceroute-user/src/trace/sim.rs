@@ -24,7 +24,7 @@ use super::engine::{Network, Wake};
 use super::knowledge::{Knowledge, Origin};
 use super::prober::{Action, Plan, Policy, Prober, Setup, Shared};
 use super::share::{HopShare, Observer, ShareConfig};
-use crate::capture::CapturedPacket;
+use crate::capture::{CapturedPacket, Stamp};
 use crate::clock::MonotonicTime;
 use crate::probe::{FlowSecret, ProbeFlow, Protocol, Ttl, build_probe};
 
@@ -222,6 +222,12 @@ impl World {
             self.seq,
             CapturedPacket {
                 timestamp: at,
+                // As the eBPF capture stamps with receive stamps on.
+                stamp: if kind == EventKind::Probe {
+                    Stamp::Program
+                } else {
+                    Stamp::Stack
+                },
                 ifindex: 2,
                 direction,
                 kind,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use traceroute_common::EventKind;
 
-use crate::capture::CapturedPacket;
+use crate::capture::{CapturedPacket, Stamp};
 use crate::clock::MonotonicTime;
 use crate::path::{MplsLabel, Rewritten, TcpAnswer};
 use crate::probe::{PROBE_TOS, ProbeFlow, ProbeId};
@@ -18,6 +18,8 @@ pub struct Answer {
     pub from: IpAddr,
     /// When the reply was seen (kernel or socket timestamp).
     pub received: MonotonicTime,
+    /// Which reading `received` is.
+    pub stamp: Stamp,
     pub kind: EventKind,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
@@ -64,6 +66,7 @@ pub(super) fn answer_of(
     Answer {
         from: reply.source,
         received: packet.timestamp,
+        stamp: packet.stamp,
         kind: packet.kind,
         icmp_type: reply.icmp.map(|(t, _)| t),
         icmp_code: reply.icmp.map(|(_, c)| c),
