@@ -1,7 +1,6 @@
 //! Hands a matched packet to userspace through the ring buffer.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
-use aya_log_ebpf::debug;
+use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns, programs::TcContext};
 use traceroute_common::{CAPTURE_BYTES, CaptureEvent, Counter, Direction, EventKind};
 
 use crate::classify::Match;
@@ -43,13 +42,20 @@ pub fn submit(ctx: &TcContext, l3: u32, direction: Direction, m: &Match, cookie:
         Ok(n) => {
             // SAFETY: as above.
             unsafe { (*ev).captured_len = n as u16 };
-            entry.submit(0);
+            // Waking the reader costs an inter-processor interrupt here, in
+            // the sender's path before the packet reaches the device: an
+            // egress stamp would then precede the wire by it. User space
+            // drains the ring after its own sends instead.
+            let flags = match direction {
+                Direction::Egress => u64::from(BPF_RB_NO_WAKEUP),
+                Direction::Ingress => 0,
+            };
+            entry.submit(flags);
             count(if m.kind == EventKind::Probe {
                 Counter::ProbesStamped
             } else {
                 Counter::PacketsMatched
             });
-            debug!(ctx, "flow {}: kind {} ({} bytes)", cookie, m.kind as u8, n);
         }
         Err(_) => {
             entry.discard(0);

@@ -40,6 +40,7 @@ fn probe_chain(
             for ttl in 1..=6 {
                 let packet = build_probe(&flow, Ttl::new(ttl).unwrap(), 0);
                 sender.send(&packet, dst, None).unwrap();
+                sub.sent();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let mut events = Vec::new();

@@ -151,6 +151,9 @@ fn unrelated_traffic_is_not_captured_without_diagnostics() {
                 let mut rx = cap.events(1024).unwrap();
                 let _ = lab_ref.exec("a", "ping", ["-f", "-c", "300", "-W", "1", &b]);
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                // Egress events wait for a drain: ask, so none can hide.
+                cap.drain().now();
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 let mut n = 0;
                 while rx.try_recv().is_ok() {
                     n += 1;

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use traceroute_common::{Direction, EventKind, FlowKey};
 
 use super::CapturedPacket;
-use super::ebpf::{EbpfCapture, EbpfCaptureError};
+use super::ebpf::{Drain, EbpfCapture, EbpfCaptureError};
 use super::socket::{Classifier, SocketCapture};
 use crate::sync::{LockExt, RwLockExt};
 
@@ -118,6 +118,8 @@ struct Inner {
     tcp_ack_wanted_by: Arc<AtomicU32>,
     stats: Stats,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
+    /// The eBPF backend's ring reader, asked to look after each send.
+    drain: Option<Drain>,
 }
 
 enum Backend {
@@ -164,7 +166,12 @@ impl Capture {
                 }
             },
         };
+        let drain = match &backend {
+            Backend::Ebpf(e) => Some(e.drain()),
+            Backend::Socket(_) => None,
+        };
         let inner = Arc::new(Inner {
+            drain,
             backend: Mutex::new(backend),
             method,
             flows,
@@ -182,6 +189,14 @@ impl Capture {
 
     pub fn method(&self) -> CaptureMethod {
         self.inner.method
+    }
+
+    /// Tells the capture a probe just left, so it hands over the probe's
+    /// departure now (the eBPF programs do not wake user space for it).
+    pub fn sent(&self) {
+        if let Some(drain) = &self.inner.drain {
+            drain.now();
+        }
     }
 
     /// Makes sure probes leaving and replies arriving on `ifname` are seen.
@@ -353,6 +368,11 @@ impl FlowSubscription {
     /// The next packet of the flow; `None` once the capture is gone.
     pub async fn recv(&mut self) -> Option<CapturedPacket> {
         self.rx.recv().await
+    }
+
+    /// Says a probe of the flow just left (see [`Capture::sent`]).
+    pub fn sent(&self) {
+        self.capture.sent();
     }
 
     /// A packet that is already queued, without waiting.

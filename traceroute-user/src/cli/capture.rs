@@ -60,6 +60,9 @@ fn parse_capture_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("must be a number of seconds from 0 to {MAX}, got {text:?}"))
 }
 
+/// How often the diagnostic asks for egress events (see [`crate::capture::ebpf::Drain`]).
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
 pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
     let CaptureArgs {
         interfaces,
@@ -78,6 +81,10 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         capture.attach(ifname)?;
     }
     let mut events = capture.events(4096)?;
+    // Egress events do not wake the reader: ask for them every few ms, as
+    // the sends they stamp are not ours to follow.
+    let drain = capture.drain();
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
     let deadline = seconds.map(|s| tokio::time::Instant::now() + s);
     let mut seen = 0u64;
     let mut stdout = std::io::stdout().lock();
@@ -95,6 +102,10 @@ pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         };
         let packet = tokio::select! {
             p = events.recv() => match p { Some(p) => p, None => break },
+            _ = drain_tick.tick() => {
+                drain.now();
+                continue;
+            }
             _ = sleep => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,

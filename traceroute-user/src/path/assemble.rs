@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use super::model::MplsLabel;
+use super::model::{InterfaceInfo, MplsLabel};
 use super::model::{
     DistanceUncertain, E2eProbe, Hop, HopCount, NetworkPath, NoAnswer, PathDestination, PathSource,
     Rewritten, RttStats, Run, RunDestination, RunSource, SharedHop, SuspectedMiddlebox, TcpAnswer,
@@ -32,6 +32,7 @@ pub struct AttemptOutcome {
     pub is_destination: bool,
     pub timestamp_source: Option<TimestampSource>,
     pub mpls_labels: Vec<MplsLabel>,
+    pub interface_info: Vec<InterfaceInfo>,
     /// Unanswered: why.
     pub no_answer: Option<NoAnswer>,
     /// Unanswered after being sent: how long it waited.
@@ -147,6 +148,9 @@ impl Hop {
                 .filter(|ip| Some(*ip) != chosen)
                 .collect(),
             mpls_labels: best.map(|a| a.mpls_labels.clone()).unwrap_or_default(),
+            interface_info: best
+                .map(|a| a.interface_info.clone())
+                .unwrap_or_default(),
             no_answer: unanswered.map(|(r, _)| r.kind()),
             not_sent_reason: unanswered.and_then(|(r, _)| r.not_sent_reason()),
             waited: unanswered.and_then(|(_, w)| w).map(millis),

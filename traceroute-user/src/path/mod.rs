@@ -12,7 +12,7 @@ pub mod schema;
 
 pub use assemble::{AttemptOutcome, HopObservation};
 pub use model::{
-    CaptureInfo, DistanceUncertain, E2eProbe, Hop, Interface, MplsLabel, NetworkPath, NoAnswer,
+    CaptureInfo, DistanceUncertain, E2eProbe, Hop, Interface, InterfaceInfo, InterfaceRole, MplsLabel, NetworkPath, NoAnswer,
     NoAnswerKind, NotSentReason, PathChange, PathDestination, PathSource, Probing, Rewritten, Run,
     SharedHop, TcpAnswer, TimestampSource, Via,
 };

@@ -260,6 +260,10 @@ pub struct Hop {
     /// Extra: MPLS label stack from the ICMP extension of that reply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mpls_labels: Vec<MplsLabel>,
+    /// Extra: interfaces the router described in that reply's ICMP
+    /// extension (RFC 5837), in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interface_info: Vec<InterfaceInfo>,
     /// Extra, unanswered hops only: why there is no answer. Only `timeout`
     /// (sent, waited its full time) means the hop was silent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -531,6 +535,49 @@ pub struct MplsLabel {
     pub bottom_of_stack: bool,
     /// TTL of the label stack entry.
     pub ttl: u8,
+}
+
+/// One interface a router described in an ICMP error (RFC 5837): each part
+/// only when the router gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InterfaceInfo {
+    pub role: InterfaceRole,
+    /// The router's ifIndex of the interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// Its name as the router spells it (control characters replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// Which interface of the router an [`InterfaceInfo`] is (RFC 5837 §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterfaceRole {
+    /// The interface the probe arrived on.
+    Incoming,
+    /// A component below IP of that interface (a bundle member, say).
+    IncomingSubIp,
+    /// The interface the probe would have left by.
+    Outgoing,
+    /// The next hop the probe would have been sent to.
+    NextHop,
+}
+
+impl InterfaceRole {
+    /// Its short name in the table's `-e` view.
+    pub fn short(self) -> &'static str {
+        match self {
+            InterfaceRole::Incoming => "in",
+            InterfaceRole::IncomingSubIp => "in-sub",
+            InterfaceRole::Outgoing => "out",
+            InterfaceRole::NextHop => "next",
+        }
+    }
 }
 
 /// `Option<IpAddr>` as a string, `""` for `None`: the contract's silent hop.

@@ -15,13 +15,13 @@ use etherparse::err::{ip::LaxHeaderSliceError, tcp::HeaderSliceError as TcpSlice
 use etherparse::{LaxIpSlice, TcpOptionElement, TcpSlice};
 use traceroute_common::{EventKind, FlowKey, proto, tcp};
 
-use crate::path::MplsLabel;
+mod extensions;
+
+use crate::path::{InterfaceInfo, MplsLabel};
+use extensions::extensions;
 use crate::probe::{FlowSecret, ProbeFlow, ProbeId, Protocol, TOKEN_OFFSET, TcpSeq, probe_len};
 
 use traceroute_common::icmp::{self, HEADER_LEN as ICMP_HEADER_LEN};
-/// RFC 4884: where extensions start when a router does not fill in the length
-/// field (pre-RFC 4884 behaviour, still common).
-const ICMP_EXTENSION_COMPAT_OFFSET: usize = 128;
 
 /// What the quoted copy of our probe inside an ICMP error tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +71,8 @@ pub struct Reply {
     pub quote: Option<Quote>,
     /// MPLS label stack from ICMP extensions, outermost first.
     pub mpls_labels: Vec<MplsLabel>,
+    /// Interfaces the router described in ICMP extensions (RFC 5837).
+    pub interfaces: Vec<InterfaceInfo>,
     /// "Fragmentation needed" (ICMPv4 unreachable code 4) or ICMPv6 packet
     /// too big: the MTU of the link the probe did not fit (`None` when the
     /// router left it 0, as pre-RFC 1191 routers do).
@@ -486,6 +488,7 @@ impl Reply {
             token: fields.token,
             quote: None,
             mpls_labels: Vec::new(),
+            interfaces: Vec::new(),
             next_hop_mtu: None,
             sack_left: None,
         }
@@ -590,7 +593,7 @@ impl Reply {
             (4, _) => usize::from(ip.payload[5]) * 4,
             _ => usize::from(ip.payload[4]) * 8,
         };
-        let original_len = if length_field >= ICMP_EXTENSION_COMPAT_OFFSET {
+        let original_len = if length_field >= extensions::COMPAT_OFFSET {
             length_field
         } else {
             0
@@ -623,7 +626,9 @@ impl Reply {
             source: inner.source,
             tos: inner.tos,
         });
-        reply.mpls_labels = mpls_labels(body, original_len);
+        let found = extensions(body, original_len);
+        reply.mpls_labels = found.mpls_labels;
+        reply.interfaces = found.interfaces;
         if too_big {
             let mtu = if ip.version == 4 {
                 u32::from(be16(ip.payload, 6))
@@ -634,46 +639,6 @@ impl Reply {
         }
         Ok(reply)
     }
-}
-
-/// MPLS labels from the ICMP extension structure (RFC 4884 / RFC 4950) after
-/// the quoted datagram, if any. Anything malformed just yields fewer labels.
-fn mpls_labels(body: &[u8], original_len: usize) -> Vec<MplsLabel> {
-    let start = if original_len > 0 {
-        original_len
-    } else {
-        ICMP_EXTENSION_COMPAT_OFFSET
-    };
-    let mut labels = Vec::new();
-    // Extension header: version 2 in the high nibble, reserved, checksum.
-    let Some(ext) = body.get(start..) else {
-        return labels;
-    };
-    if ext.len() < 4 || ext[0] >> 4 != 2 {
-        return labels;
-    }
-    let mut objects = &ext[4..];
-    // Each object: length (with its 4-byte header), class-num, c-type.
-    while objects.len() >= 4 {
-        let len = usize::from(be16(objects, 0));
-        let (class, c_type) = (objects[2], objects[3]);
-        if len < 4 || len > objects.len() {
-            break;
-        }
-        if class == 1 && c_type == 1 {
-            for entry in objects[4..len].chunks_exact(4) {
-                let v = be32(entry, 0);
-                labels.push(MplsLabel {
-                    label: v >> 12,
-                    exp: ((v >> 9) & 0x7) as u8,
-                    bottom_of_stack: (v >> 8) & 1 == 1,
-                    ttl: v as u8,
-                });
-            }
-        }
-        objects = &objects[len..];
-    }
-    labels
 }
 
 #[cfg(test)]

@@ -126,7 +126,9 @@ impl Network for LiveNetwork<'_> {
     }
 
     fn send(&mut self, packet: &[u8], destination: IpAddr) -> io::Result<()> {
-        self.sender.send(packet, destination, self.via)
+        self.sender.send(packet, destination, self.via)?;
+        self.subscription.sent();
+        Ok(())
     }
 
     fn ready(&mut self) -> Option<CapturedPacket> {

@@ -114,6 +114,7 @@ pub(in crate::trace) fn outcome(
                 source => source,
             }),
             mpls_labels: answer.mpls_labels.clone(),
+            interface_info: answer.interface_info.clone(),
             rewritten: answer.rewritten.clone(),
             ..AttemptOutcome::default()
         },

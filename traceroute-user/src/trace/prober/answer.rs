@@ -8,7 +8,7 @@ use traceroute_common::EventKind;
 
 use crate::capture::{CapturedPacket, Stamp};
 use crate::clock::MonotonicTime;
-use crate::path::{MplsLabel, Rewritten, TcpAnswer};
+use crate::path::{InterfaceInfo, MplsLabel, Rewritten, TcpAnswer};
 use crate::probe::{PROBE_TOS, ProbeFlow, ProbeId};
 use crate::reply::{Quote, Reply};
 
@@ -30,6 +30,8 @@ pub struct Answer {
     /// Nothing beyond this hop will answer (destination, or unreachable from a router).
     pub terminal: bool,
     pub mpls_labels: Vec<MplsLabel>,
+    /// Interfaces the router described (RFC 5837).
+    pub interface_info: Vec<InterfaceInfo>,
     /// Round-trip time from the send it answers.
     pub rtt: Option<Duration>,
     /// What the reply's quote shows changed on the way (ICMP errors only).
@@ -75,6 +77,7 @@ pub(super) fn answer_of(
         // An unreachable from a router ends the path too: nothing gets past it.
         terminal: destination || packet.kind == EventKind::DestUnreachable,
         mpls_labels: reply.mpls_labels.clone(),
+        interface_info: reply.interfaces.clone(),
         rtt: Some(rtt),
         rewritten: reply
             .quote
