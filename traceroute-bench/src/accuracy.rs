@@ -463,9 +463,9 @@ pub fn section(a: &Accuracy) -> String {
          wire RTT alike, so it cancels out of the error. The wire stamps are the kernel's \
          software stamps (on receive, taken when the packet is queued to the stack; on \
          send, at the device tap), the very stamps the agent's socket capture reads from its \
-         packet socket (SO_TIMESTAMPNS): \
-         the eBPF programs stamp at TC instead, on receive after the softirq has run, so \
-         softirq queueing under CPU load shows in their error. Figures: median (min-max).\n\n",
+         packet socket (SO_TIMESTAMPNS). The eBPF capture takes a reply's stamp from the \
+         same receive stamp (read by the ingress program from the packet) and a probe's \
+         at TC egress, just before the device. Figures: median (min-max).\n\n",
         a.samples
     );
     let us = |s: Option<Spread>| {

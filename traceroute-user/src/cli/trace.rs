@@ -139,7 +139,8 @@ pub struct TraceArgs {
     /// Do not resolve hop addresses (the default; as traceroute's -n).
     #[arg(short = 'n')]
     numeric: bool,
-    /// Show ICMP extensions (MPLS label stacks) in the table (traceroute's -e).
+    /// Show ICMP extensions in the table: MPLS label stacks (traceroute's -e)
+    /// and the interfaces routers describe (RFC 5837).
     #[arg(short = 'e', long = "extensions")]
     extensions: bool,
     /// After the trace, print to stderr what was learnt of each responder:
@@ -347,7 +348,7 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         Format::Json
     });
     let style = Style {
-        mpls: args.extensions,
+        extensions: args.extensions,
         ..Style::for_terminal(terminal)
     };
     let connect = request.protocol() == Protocol::Tcp && request.tcp_method().by_connect();

@@ -295,6 +295,12 @@ fn broken_records_fail_validation() {
     assert_rejected("bad timestamp source", |v| {
         hop(v, 0)["timestamp_source"] = json!("userspace");
     });
+    assert_rejected("interface without a role", |v| {
+        hop(v, 0)["interface_info"] = json!([{"ifindex": 3}]);
+    });
+    assert_rejected("interface name longer than RFC 5837 allows", |v| {
+        hop(v, 0)["interface_info"] = json!([{"role": "incoming", "name": "x".repeat(64)}]);
+    });
     assert_rejected("missing run_id", |v| {
         v["traceroute"]["runs"][0]
             .as_object_mut()
@@ -734,4 +740,31 @@ fn a_destination_that_may_be_nearer_than_it_answered_is_marked_and_not_counted()
         DistanceUncertain::mark(&mut runs);
         assert!(runs[0].distance_uncertain.is_none(), "{:?}", runs[0]);
     }
+}
+
+#[test]
+fn interface_information_reaches_the_hop_and_the_schema_accepts_it() {
+    let info = InterfaceInfo {
+        role: InterfaceRole::Incoming,
+        ifindex: Some(7),
+        address: Some(ip("198.18.1.1")),
+        name: Some("eth1".into()),
+        mtu: Some(1400),
+    };
+    let mut obs = observations();
+    obs[0].attempts[1].interface_info = vec![info.clone()];
+    let run = Run::from_observations(
+        "198.18.0.5:40001".parse().unwrap(),
+        "198.19.0.9:33434".parse().unwrap(),
+        &obs,
+    );
+    // The hop shows what its best answer (the fastest) carried.
+    assert_eq!(run.hops[0].interface_info, vec![info]);
+    let mut v = serde_json::to_value(record()).unwrap();
+    hop(&mut v, 0)["interface_info"] = serde_json::to_value(&run.hops[0].interface_info).unwrap();
+    assert_eq!(
+        hop(&mut v, 0)["interface_info"],
+        json!([{"role": "incoming", "ifindex": 7, "address": "198.18.1.1", "name": "eth1", "mtu": 1400}])
+    );
+    assert_eq!(validate(&v), Ok(()));
 }

@@ -962,3 +962,54 @@ fn a_renumbered_ip_id_is_accepted_only_with_the_token_quoted() {
         );
     }
 }
+
+/// An extension structure with an RFC 5837 incoming-interface object
+/// (ifIndex, address, name, MTU) after an MPLS object.
+fn interface_extension(address: IpAddr) -> Vec<u8> {
+    let mut object = 7u32.to_be_bytes().to_vec();
+    match address {
+        IpAddr::V4(a) => {
+            object.extend([0, 1, 0, 0]);
+            object.extend(a.octets());
+        }
+        IpAddr::V6(a) => {
+            object.extend([0, 2, 0, 0]);
+            object.extend(a.octets());
+        }
+    }
+    object.extend([8, b'e', b't', b'h', b'1', 0, 0, 0]);
+    object.extend(1400u32.to_be_bytes());
+    let mut ext = mpls_extension(&[16005 << 12 | 1 << 8 | 1]);
+    ext.extend(((object.len() + 4) as u16).to_be_bytes());
+    ext.extend([2, 0b0000_1111]);
+    ext.extend(object);
+    ext
+}
+
+#[test]
+fn interface_information_rides_beside_mpls_and_the_probe_is_still_named() {
+    use crate::path::{InterfaceInfo, InterfaceRole};
+    for (flow, type_code, length) in [
+        (&flows()[1], (11, 0), [0, 32, 0, 0]),
+        (&flows()[4], (3, 0), [16, 0, 0, 0]),
+    ] {
+        let mut body = build_probe(flow, ttl(4), 0);
+        body.resize(128, 0);
+        let router = router_of(flow);
+        body.extend(interface_extension(router));
+        let packet = icmp_error_raw(flow, router, type_code, length, &body);
+        let r = Reply::parse(&packet).unwrap();
+        assert_eq!(r.mpls_labels.len(), 1);
+        assert_eq!(
+            r.interfaces,
+            vec![InterfaceInfo {
+                role: InterfaceRole::Incoming,
+                ifindex: Some(7),
+                address: Some(router),
+                name: Some("eth1".into()),
+                mtu: Some(1400),
+            }]
+        );
+        assert_eq!(r.identify(flow), Ok(ProbeId::new(ttl(4), 0)));
+    }
+}

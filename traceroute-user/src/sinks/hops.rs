@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::path::{Hop, NetworkPath, NoAnswerKind, TcpAnswer};
+use crate::path::{Hop, InterfaceInfo, NetworkPath, NoAnswerKind, TcpAnswer};
 
 /// Everything the runs saw at one TTL.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -21,9 +21,10 @@ pub struct TtlRow {
     pub rtts: Vec<f64>,
     /// Markers of the answers (`!H`, `[open]`...), each once.
     pub markers: Vec<&'static str>,
-    /// MPLS label stacks the answers carried, as traceroute -e writes them
-    /// (`<MPLS:L=100,E=0,S=1,T=1>`), each once.
-    pub mpls: Vec<String>,
+    /// ICMP extensions the answers carried, each once: MPLS label stacks as
+    /// traceroute -e writes them (`<MPLS:L=100,E=0,S=1,T=1>`) and interfaces
+    /// (RFC 5837) as `<IF:in #12 ge-0/0/1 198.18.1.1 mtu=1500>`.
+    pub extensions: Vec<String>,
     /// Every probe was sent and waited its full time without an answer.
     pub silent: bool,
     /// Why the unanswered ones have no answer, when it is not silence.
@@ -191,8 +192,14 @@ pub fn rows(path: &NetworkPath) -> Vec<TtlRow> {
                     })
                     .collect();
                 let text = format!("<MPLS:{}>", stack.join("/"));
-                if !row.mpls.contains(&text) {
-                    row.mpls.push(text);
+                if !row.extensions.contains(&text) {
+                    row.extensions.push(text);
+                }
+            }
+            for info in &hop.interface_info {
+                let text = interface_text(info);
+                if !row.extensions.contains(&text) {
+                    row.extensions.push(text);
                 }
             }
             row.destination |= hop.ip_address.is_some()
@@ -265,6 +272,26 @@ pub fn stop_reason(path: &NetworkPath, rows: &[TtlRow]) -> String {
     }
 }
 
+/// An interface a router described (RFC 5837), for the table's `-e` view:
+/// the parts it gave, in the RFC's order.
+fn interface_text(info: &InterfaceInfo) -> String {
+    let mut text = format!("<IF:{}", info.role.short());
+    if let Some(ifindex) = info.ifindex {
+        text.push_str(&format!(" #{ifindex}"));
+    }
+    if let Some(name) = &info.name {
+        text.push_str(&format!(" {name}"));
+    }
+    if let Some(address) = info.address {
+        text.push_str(&format!(" {address}"));
+    }
+    if let Some(mtu) = info.mtu {
+        text.push_str(&format!(" mtu={mtu}"));
+    }
+    text.push('>');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +315,30 @@ mod tests {
             &[obs],
         );
         run.hops[0].clone()
+    }
+
+    #[test]
+    fn an_interface_shows_the_parts_its_router_gave() {
+        use crate::path::InterfaceRole;
+        let full = InterfaceInfo {
+            role: InterfaceRole::Incoming,
+            ifindex: Some(12),
+            address: Some("198.18.1.1".parse().unwrap()),
+            name: Some("ge-0/0/1".into()),
+            mtu: Some(1500),
+        };
+        assert_eq!(
+            interface_text(&full),
+            "<IF:in #12 ge-0/0/1 198.18.1.1 mtu=1500>"
+        );
+        let bare = InterfaceInfo {
+            role: InterfaceRole::NextHop,
+            ifindex: None,
+            address: None,
+            name: None,
+            mtu: Some(9000),
+        };
+        assert_eq!(interface_text(&bare), "<IF:next mtu=9000>");
     }
 
     #[test]

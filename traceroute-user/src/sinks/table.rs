@@ -13,8 +13,9 @@ use crate::path::NetworkPath;
 pub struct Style {
     /// ANSI colours (a terminal that did not ask for `NO_COLOR`).
     pub color: bool,
-    /// MPLS label stacks after the host (traceroute's `-e`).
-    pub mpls: bool,
+    /// ICMP extensions after the host: MPLS label stacks (traceroute's `-e`)
+    /// and the interfaces routers describe (RFC 5837).
+    pub extensions: bool,
 }
 
 impl Style {
@@ -24,7 +25,7 @@ impl Style {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Style {
             color: terminal && !no_color,
-            mpls: false,
+            extensions: false,
         }
     }
 
@@ -88,8 +89,8 @@ fn host_cell(row: &TtlRow, style: Style) -> String {
         cell.push(' ');
         cell.push_str(m);
     }
-    if style.mpls {
-        for stack in &row.mpls {
+    if style.extensions {
+        for stack in &row.extensions {
             cell.push(' ');
             cell.push_str(stack);
         }
@@ -126,8 +127,8 @@ pub fn row_line(row: &TtlRow, label: &str, width: usize, style: Style) -> String
         host.push(' ');
         host.push_str(&style.paint(m, colour));
     }
-    if style.mpls {
-        for stack in &row.mpls {
+    if style.extensions {
+        for stack in &row.extensions {
             host.push(' ');
             host.push_str(stack);
         }
@@ -247,14 +248,14 @@ mod tests {
     fn long_names_widen_the_column_and_mpls_shows_only_with_e() {
         let mut r = row(1, Some("198.18.1.1"), false);
         r.names = vec!["a-very-long-reverse-dns-name.router.example.test".into()];
-        r.mpls = vec!["<MPLS:L=100,E=0,S=1,T=1>".into()];
+        r.extensions = vec!["<MPLS:L=100,E=0,S=1,T=1>".into()];
         let plain = Style::default();
         let width = host_width(std::slice::from_ref(&r), plain);
         assert_eq!(width, r.host_text().len());
         let line = row_line(&r, "1", width, plain);
         assert!(line.contains(&format!("{} ", r.host_text())) && !line.contains("MPLS"));
         let e = Style {
-            mpls: true,
+            extensions: true,
             ..Style::default()
         };
         assert!(
