@@ -20,7 +20,7 @@ use axum::{Extension, Router};
 use serde::Serialize;
 
 use super::metrics::{Format as MetricsFormat, Origin};
-use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared};
+use super::{API_ADMISSION_WAIT, API_RESOLVE_SLOTS, ServiceError, Shared, stream};
 use crate::clock::MonotonicTime;
 use crate::error::{ErrorCode, UnknownName};
 use crate::probe::Protocol;
@@ -118,7 +118,7 @@ async fn handle(
 }
 
 async fn route(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -166,7 +166,7 @@ async fn route(
             );
             Ok(r)
         }
-        _ => traceroute(shared, &path[TRACE_PREFIX.len()..], query).await,
+        _ => traceroute(shared, &path[TRACE_PREFIX.len()..], query, headers).await,
     }
 }
 
@@ -223,6 +223,9 @@ pub struct Params {
     /// `source` and `interface`: where probes leave from (the CLI's `-s`
     /// and `-i`).
     pub egress: Egress,
+    /// `stream=true`: answer as NDJSON events while the trace settles (see
+    /// [`super::stream`]).
+    pub stream: bool,
     /// Parameters not acted on: unknown ones, and repeats (the first value
     /// wins), as Go's `URL.Query().Get` treats them. Logged, not refused, so
     /// newer clients keep working.
@@ -246,6 +249,7 @@ impl Default for Params {
             pmtu: false,
             tcp_method: TcpMethod::Syn,
             egress: Egress::default(),
+            stream: false,
             ignored: Vec::new(),
         }
     }
@@ -366,6 +370,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             }
             "reverse_dns" if !empty => p.reverse_dns = boolean("reverse_dns", v)?,
             "pmtu" if !empty => p.pmtu = boolean("pmtu", v)?,
+            "stream" if !empty => p.stream = boolean("stream", v)?,
             "paths" if !empty => {
                 let n = number("paths", v, u64::from(request::PATHS.max))?;
                 if n != 0 {
@@ -441,6 +446,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             | "e2e_queries"
             | "reverse_dns"
             | "pmtu"
+            | "stream"
             | "tcp_syn_paris_traceroute_mode"
             | "disable_windows_driver"
             | "paths"
@@ -516,9 +522,10 @@ async fn resolve_name(
 }
 
 async fn traceroute(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     raw_host: &str,
     query: &str,
+    headers: &HeaderMap,
 ) -> Result<Response, ServiceError> {
     let started = Instant::now();
     let host = parse_host(raw_host)?;
@@ -552,7 +559,7 @@ async fn traceroute(
             return Err(e);
         }
     };
-    let Ok(_permit) = Arc::clone(&shared.api_slots).try_acquire_owned() else {
+    let Ok(permit) = Arc::clone(&shared.api_slots).try_acquire_owned() else {
         return Err(ServiceError::new(
             ErrorCode::Busy,
             "too many traces in flight; retry later",
@@ -605,7 +612,20 @@ async fn traceroute(
         admission_wait: API_ADMISSION_WAIT,
         resolved,
     };
-    let result = shared.trace(&request, &call, &[], Origin::Api, limit).await;
+    if stream::wanted(headers, params.stream) {
+        tracing::debug!(client_id = params.client_id, host, "traceroute, streamed");
+        return Ok(stream::respond(
+            Arc::clone(shared),
+            request,
+            call,
+            limit,
+            permit,
+        ));
+    }
+    let _permit = permit;
+    let result = shared
+        .trace(&request, &call, &[], Origin::Api, limit, None)
+        .await;
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(path) => {

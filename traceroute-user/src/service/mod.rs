@@ -14,6 +14,7 @@ pub mod head_guard;
 pub mod listen;
 pub mod metrics;
 pub mod scheduler;
+pub mod stream;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ use crate::path::NetworkPath;
 use crate::route::{RouteCache, RouteError};
 use crate::sinks::file::JsonLines;
 use crate::sync::RwLockExt;
-use crate::trace::{Call, TraceError, TraceRequest, Tracer, TracerConfig};
+use crate::trace::{Call, ProgressSender, TraceError, TraceRequest, Tracer, TracerConfig};
 pub use config::Config;
 use metrics::{Metrics, Origin};
 
@@ -165,10 +166,11 @@ impl Shared {
         extra_tags: &[String],
         origin: Origin,
         limit: Duration,
+        progress: Option<&ProgressSender>,
     ) -> Result<NetworkPath, ServiceError> {
         let flight = self.metrics.start(request.protocol, origin);
         let result = tokio::select! {
-            r = self.tracer.trace_with_stats(request, call) => r.map_err(ServiceError::from).map(|(path, stats)| {
+            r = self.tracer.trace_observed(request, call, progress) => r.map_err(ServiceError::from).map(|(path, stats)| {
                 for s in &stats {
                     self.metrics.count_stats(request.protocol, s);
                 }

@@ -211,7 +211,7 @@ async fn run_target(
         };
         let limit = cap + Duration::from_secs(10);
         match shared
-            .trace(&request, &call, &target.tags, Origin::Schedule, limit)
+            .trace(&request, &call, &target.tags, Origin::Schedule, limit, None)
             .await
         {
             Ok(mut path) => {

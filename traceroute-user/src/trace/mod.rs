@@ -182,6 +182,17 @@ impl Tracer {
         self.run_trace(request, call, None).await
     }
 
+    /// [`trace_with_stats`](Self::trace_with_stats), publishing progress
+    /// to `progress` as [`trace_live`](Self::trace_live) does.
+    pub async fn trace_observed(
+        &self,
+        request: &TraceRequest,
+        call: &Call,
+        progress: Option<&ProgressSender>,
+    ) -> Result<(NetworkPath, Vec<TraceStats>), TraceError> {
+        self.run_trace(request, call, progress).await
+    }
+
     /// Runs one trace, publishing how far it has got to `progress` each
     /// time a probe settles (single-flow traces; multi-flow, MDA and PMTU
     /// traces publish nothing until they end). The last snapshot is what a
