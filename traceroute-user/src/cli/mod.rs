@@ -7,6 +7,7 @@
 mod capture;
 mod explain;
 mod progress;
+mod remote;
 mod serve;
 mod trace;
 
@@ -129,8 +130,11 @@ pub fn main() -> ExitCode {
                 );
             }
             // Bad input is a usage error, like clap's own: exit code 2.
-            e.downcast_ref::<TraceError>()
-                .map_or(ExitCode::FAILURE, |t| ExitCode::from(t.code().exit_code()))
+            let code = e
+                .downcast_ref::<TraceError>()
+                .map(TraceError::code)
+                .or_else(|| e.downcast_ref::<remote::AgentError>().map(|a| a.code));
+            code.map_or(ExitCode::FAILURE, |c| ExitCode::from(c.exit_code()))
         }
     }
 }

@@ -89,7 +89,7 @@ impl LiveTable {
     }
 
     /// Prints rows as snapshots arrive, until the sender is dropped.
-    async fn follow(
+    pub(super) async fn follow(
         mut self,
         mut snapshots: watch::Receiver<Option<Progress>>,
         rdns: Option<ReverseDns>,

@@ -26,6 +26,7 @@ use crate::trace::{TraceError, TraceRequest, Tracer, TracerConfig};
 use clap::builder::PossibleValue;
 
 use super::progress::{LiveTable, Outcome};
+use super::remote::{self, Place};
 use super::{capture_choices, choices};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -194,6 +195,14 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = PROBES_PER_SECOND.default,
           value_parser = clap::value_parser!(u32).range(i64::from(PROBES_PER_SECOND.min)..=i64::from(PROBES_PER_SECOND.max)))]
     pps: u32,
+    /// Trace through the agent listening on this socket (default: the
+    /// service's socket, when an agent answers there from this network
+    /// namespace). No capability needed beyond the socket's group.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["local", "unprivileged"])]
+    agent: Option<std::path::PathBuf>,
+    /// Trace in this process even when an agent is running.
+    #[arg(long)]
+    local: bool,
 }
 
 /// `-w MAX[,HERE,NEAR]`.
@@ -253,6 +262,85 @@ impl TraceArgs {
             (_, _, true) => Protocol::Icmp,
             _ => self.protocol,
         }
+    }
+
+    /// The HTTP API's query for what the flags ask, or the first flag the API
+    /// cannot express (a usage error: `--local` traces it in-process).
+    fn agent_query(&self) -> Result<String, TraceError> {
+        let cannot = |flag: &str, why: &str| {
+            Err(TraceError::InvalidRequest(format!(
+                "{flag} cannot go through the agent ({why}); add --local to trace in this process"
+            )))
+        };
+        if self.first_ttl != 1 {
+            return cannot("-f", "the API has no first TTL");
+        }
+        if self.wait.is_some() {
+            return cannot("-w", "the API has no wait factors; --timeout-ms can go");
+        }
+        if self.sim_queries.is_some() {
+            return cannot("-N", "the agent's window is its own");
+        }
+        if self.capture != CaptureMode::Auto {
+            return cannot("--capture", "the agent's capture is its own");
+        }
+        let literal = resolve::parse_literal(&self.host).ok().flatten().is_some();
+        if (self.ipv4 || self.ipv6) && !literal {
+            return cannot("-4/-6", "the API picks a name's family only by --source");
+        }
+        if self.explain {
+            return cannot(
+                "--explain",
+                "the agent's knowledge is at GET /debug/responders",
+            );
+        }
+        let budget = Rate::LINUX_ICMP;
+        if self.router_icmp_burst != budget.burst
+            || self.router_icmp_per_second != budget.per_second
+            || self.pps != PROBES_PER_SECOND.default
+        {
+            return cannot(
+                "--router-icmp-burst, --router-icmp-per-second and --pps",
+                "router budgets and the probe rate are the agent's config",
+            );
+        }
+        let queries = self.report_cycles.unwrap_or(self.queries);
+        if queries > QUERIES.max {
+            return cannot("-c", "the API takes at most 10 runs");
+        }
+        let protocol = self.protocol();
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("client_id", "traceroute-agent-cli")
+            .append_pair("protocol", protocol.as_str())
+            .append_pair("max_ttl", &self.max_ttl.to_string())
+            .append_pair("traceroute_queries", &queries.to_string())
+            .append_pair("timeout", &(self.timeout_ms * 1_000_000).to_string())
+            .append_pair("paths", &self.paths.to_string())
+            .append_pair("tcp_method", self.tcp_method.as_str());
+        if let Some(port) = self.port {
+            q.append_pair("port", &port.to_string());
+        }
+        if self.multipath.is_some() {
+            q.append_pair("multipath", "mda")
+                .append_pair("confidence", self.confidence.as_deref().unwrap_or("95"))
+                .append_pair("mda_rule", self.mda_rule.unwrap_or_default().as_str());
+        }
+        if let Some(id) = self.flow_id {
+            q.append_pair("flow_id", &id.to_string());
+        }
+        if self.pmtu {
+            q.append_pair("pmtu", "true");
+        }
+        if let Some(source) = self.source {
+            q.append_pair("source", &source.to_string());
+        }
+        if let Some(interface) = &self.interface {
+            q.append_pair("interface", interface);
+        }
+        if self.reverse_dns {
+            q.append_pair("reverse_dns", "true");
+        }
+        Ok(q.finish())
     }
 
     /// The request the flags ask for; a usage error (exit 2) otherwise.
@@ -351,6 +439,15 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         extensions: args.extensions,
         ..Style::for_terminal(terminal)
     };
+    // Hops are printed as they settle on a terminal's table.
+    let live = (format == Format::Table && terminal).then(|| LiveTable::new(style));
+    if !args.unprivileged
+        && let Place::Agent(socket) = remote::choose(args.agent.as_deref(), args.local).await?
+    {
+        let query = args.agent_query()?;
+        let outcome = remote::trace(&socket, &args.host, &query, live).await?;
+        return print(outcome, format, style);
+    }
     let connect = request.protocol() == Protocol::Tcp && request.tcp_method().by_connect();
     if args.unprivileged || connect {
         return unprivileged(request, format, style).await;
@@ -379,12 +476,16 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    // Hops are printed as they settle on a terminal's table.
-    let live = (format == Format::Table && terminal).then(|| LiveTable::new(style));
     let outcome = super::progress::run(&tracer, &request, live).await?;
     if args.explain {
         super::explain::print(&tracer.knowledge().view(MonotonicTime::now()))?;
     }
+    print(outcome, format, style)
+}
+
+/// Prints how a watched trace ended. Exit status: 0 done, 130 interrupted
+/// (after printing what was known).
+fn print(outcome: Outcome, format: Format, style: Style) -> anyhow::Result<std::process::ExitCode> {
     match outcome {
         Outcome::Finished { path, live } => {
             match live {

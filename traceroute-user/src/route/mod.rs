@@ -37,6 +37,14 @@ const MAX_ENTRIES: usize = 4096;
 /// Receive buffer asked for on the notification socket.
 const MONITOR_RCVBUF: usize = 1 << 20;
 
+/// The network namespace this process routes in, as the inode of
+/// `/proc/self/ns/net`: two processes with the same one see the same routes.
+/// `None` where /proc does not say.
+pub fn network_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
+}
+
 /// An Ethernet (EUI-48) hardware address.
 ///
 /// Kept as a newtype so that it prints and serializes the way every network

@@ -178,6 +178,9 @@ fn health(shared: &Shared) -> Response {
         capture: crate::capture::CaptureMethod,
         api_traces_in_flight: usize,
         targets: usize,
+        /// The inode of the agent's network namespace: the CLI goes
+        /// through an agent only when it shares its routes.
+        network_namespace: Option<u64>,
     }
     let config = shared.config();
     let stopping = shared.is_stopping();
@@ -187,6 +190,7 @@ fn health(shared: &Shared) -> Response {
         capture: shared.tracer.capture().method(),
         api_traces_in_flight: shared.api_in_flight(),
         targets: config.targets.len(),
+        network_namespace: crate::route::network_namespace(),
     };
     let status = if stopping {
         StatusCode::SERVICE_UNAVAILABLE

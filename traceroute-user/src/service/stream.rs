@@ -41,6 +41,9 @@ pub fn wanted(headers: &HeaderMap, param: bool) -> bool {
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
+    /// Before the first hop: the record as it will be (source, destination,
+    /// protocol, capture), its runs without hops yet.
+    Start { record: &'a NetworkPath },
     /// Every attempt at `ttl` and below has settled: its hops, one per run,
     /// will not change.
     Hop { ttl: u8, hops: Vec<&'a Hop> },
@@ -133,6 +136,15 @@ async fn send_hops(
     sent_through: &mut u8,
     through: u8,
 ) -> bool {
+    if *sent_through == 0 && through > 0 {
+        let mut skeleton = path.clone();
+        for run in &mut skeleton.traceroute.runs {
+            run.hops.clear();
+        }
+        if !send(lines, &Event::Start { record: &skeleton }).await {
+            return false;
+        }
+    }
     while *sent_through < through {
         *sent_through += 1;
         let ttl = *sent_through;
