@@ -42,6 +42,7 @@
 //! Every probe stays inside lab namespaces (198.18.0.0/15).
 
 mod accuracy;
+mod cli;
 mod counter;
 mod http;
 mod idle;
@@ -109,6 +110,10 @@ pub struct Options {
     /// target/bench/accuracy.{md,json}.
     #[arg(long, conflicts_with_all = ["only_load", "only_multipath", "only_routers"])]
     pub only_accuracy: bool,
+    /// Run only the command-line benchmark (through the agent, in-process,
+    /// streamed); its report goes to target/bench/cli.{md,json}.
+    #[arg(long, conflicts_with_all = ["only_load", "only_multipath", "only_routers", "only_accuracy"])]
+    pub only_cli: bool,
     /// Skip the routers-of-every-kind benchmark.
     #[arg(long, conflicts_with = "only_routers")]
     pub no_routers: bool,
@@ -217,6 +222,10 @@ fn run(options: Options) -> Result<()> {
             report::load_section(&load),
             report::load_json(&load),
         );
+    }
+    if options.only_cli {
+        let cli = cli::run()?;
+        return write_one("cli", &build, cli::section(&cli), cli::json(&cli));
     }
     if options.only_accuracy {
         let accuracy = accuracy::run(options.samples, &unavailable)?;

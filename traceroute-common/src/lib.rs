@@ -76,9 +76,10 @@ impl EventKind {
 pub const STACK_CLOCK_REALTIME: u8 = 0;
 
 /// One packet seen by a capture program, handed to userspace through the
-/// `EVENTS` ring buffer. Ingress events wake the reader; egress events (our
-/// own sends) do not, as the wake-up would delay the packet after its stamp:
-/// whoever sends asks the reader to drain the ring.
+/// `EVENTS` ring buffer. Ingress events always wake the reader (even when
+/// undrained egress events sit before them); egress events (our own sends)
+/// do not, as the wake-up would delay the packet after its stamp: whoever
+/// sends asks the reader to drain the ring.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CaptureEvent {

@@ -1,6 +1,7 @@
 //! Hands a matched packet to userspace through the ring buffer.
 
-use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use traceroute_common::{CAPTURE_BYTES, CaptureEvent, Counter, Direction, EventKind};
 
 use crate::classify::Match;
@@ -45,10 +46,12 @@ pub fn submit(ctx: &TcContext, l3: u32, direction: Direction, m: &Match, cookie:
             // Waking the reader costs an inter-processor interrupt here, in
             // the sender's path before the packet reaches the device: an
             // egress stamp would then precede the wire by it. User space
-            // drains the ring after its own sends instead.
+            // drains the ring after its own sends instead. A reply always
+            // wakes it: the adaptive wake-up would skip it while egress
+            // events nobody drained (a kernel-sent SYN) sit before it.
             let flags = match direction {
                 Direction::Egress => u64::from(BPF_RB_NO_WAKEUP),
-                Direction::Ingress => 0,
+                Direction::Ingress => u64::from(BPF_RB_FORCE_WAKEUP),
             };
             entry.submit(flags);
             count(if m.kind == EventKind::Probe {
