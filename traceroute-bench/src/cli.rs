@@ -43,6 +43,26 @@ pub struct Case {
 }
 
 impl Case {
+    fn new(
+        name: &'static str,
+        lab: &'static str,
+        agent: String,
+        peer: String,
+        hops: usize,
+    ) -> Case {
+        Case {
+            name,
+            lab,
+            agent,
+            peer,
+            agent_s: Vec::new(),
+            peer_s: Vec::new(),
+            agent_hops: Vec::new(),
+            peer_hops: Vec::new(),
+            hops,
+        }
+    }
+
     /// Pair by pair: agent / traceroute.
     fn ratios(&self) -> Vec<f64> {
         self.agent_s
@@ -97,17 +117,13 @@ pub fn run() -> Result<CliBench> {
         };
         // The earlier trace the target asks for.
         timed(&lab, "setpriv", &agent_args(&dst))?;
-        let mut case = Case {
-            name: "through the agent, as nobody in the socket's group",
-            lab: "chain_limited",
-            agent: format!("traceroute-agent trace {dst} --agent SOCKET (setpriv nobody:nogroup)"),
-            peer: format!("traceroute -n {dst}"),
-            agent_s: Vec::new(),
-            peer_s: Vec::new(),
-            agent_hops: Vec::new(),
-            peer_hops: Vec::new(),
-            hops: hops.len(),
-        };
+        let mut case = Case::new(
+            "through the agent, as nobody in the socket's group",
+            "chain_limited",
+            format!("traceroute-agent trace {dst} --agent SOCKET (setpriv nobody:nogroup)"),
+            format!("traceroute -n {dst}"),
+            hops.len(),
+        );
         for run in 1..=RUNS {
             println!("bench: cli through the agent, run {run}/{RUNS}");
             std::thread::sleep(REFILL);
@@ -136,17 +152,13 @@ pub fn run() -> Result<CliBench> {
             .map(String::from)
             .to_vec();
         timed(&lab, &agent, &args)?;
-        let mut case = Case {
-            name: "in-process, every hop answers",
-            lab: "three",
-            agent: format!("traceroute-agent trace {dst} --local"),
-            peer: format!("traceroute -n {dst}"),
-            agent_s: Vec::new(),
-            peer_s: Vec::new(),
-            agent_hops: Vec::new(),
-            peer_hops: Vec::new(),
-            hops: hops.len(),
-        };
+        let mut case = Case::new(
+            "in-process, every hop answers",
+            "three",
+            format!("traceroute-agent trace {dst} --local"),
+            format!("traceroute -n {dst}"),
+            hops.len(),
+        );
         for run in 1..=RUNS {
             println!("bench: cli in-process, run {run}/{RUNS}");
             let (s, out) = timed(&lab, &agent, &args)?;

@@ -29,19 +29,7 @@ fn agent(lab: &Lab) -> Agent {
 /// `traceroute-agent trace ARGS` in src, as nobody:nogroup without any
 /// capability.
 fn trace_as_nobody(lab: &Lab, args: &[&str]) -> Output {
-    let mut cmd = lab.command("src", "setpriv").unwrap();
-    cmd.args([
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--",
-        AGENT,
-        "trace",
-    ])
-    .args(args);
-    cmd.output().unwrap()
+    common::agent::trace_as_nobody(lab, "src", args)
 }
 
 fn trace_as_root(lab: &Lab, args: &[&str]) -> Output {

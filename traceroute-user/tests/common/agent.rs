@@ -60,6 +60,13 @@ pub fn run(lab: &Lab, node: &str, args: &[&str]) -> Output {
 /// `traceroute-agent trace --format json -q 2 --timeout-ms 300 ARGS` in
 /// `node` as user nobody with every capability dropped.
 pub fn as_nobody(lab: &Lab, node: &str, args: &[&str]) -> Output {
+    let defaults = ["--format", "json", "-q", "2", "--timeout-ms", "300"];
+    trace_as_nobody(lab, node, &[&defaults[..], args].concat())
+}
+
+/// `traceroute-agent trace ARGS` in `node` as nobody:nogroup with every
+/// capability dropped.
+pub fn trace_as_nobody(lab: &Lab, node: &str, args: &[&str]) -> Output {
     lab.command(node, "setpriv")
         .unwrap()
         .args([
@@ -71,12 +78,6 @@ pub fn as_nobody(lab: &Lab, node: &str, args: &[&str]) -> Output {
             "--",
             AGENT,
             "trace",
-            "--format",
-            "json",
-            "-q",
-            "2",
-            "--timeout-ms",
-            "300",
         ])
         .args(args)
         .output()
