@@ -55,6 +55,13 @@ pub async fn choose(agent: Option<&Path>, local: bool) -> Result<Place, AgentErr
     if local {
         return Ok(Place::Here);
     }
+    let started = std::time::Instant::now();
+    let place = choose_from(agent).await;
+    tracing::debug!(ms = ms_since(started), ?place, "place chosen");
+    place
+}
+
+async fn choose_from(agent: Option<&Path>) -> Result<Place, AgentError> {
     match agent {
         Some(socket) => {
             same_namespace(socket).await?;
@@ -150,8 +157,10 @@ pub async fn trace(
     query: &str,
     live: Option<LiveTable>,
 ) -> anyhow::Result<Outcome> {
+    let started = std::time::Instant::now();
     let target = format!("/traceroute/{host}?{query}");
     let response = send(socket, &target, CONTENT_TYPE).await?;
+    tracing::debug!(ms = ms_since(started), status = %response.status(), "agent answered");
     if response.status() != hyper::StatusCode::OK {
         let body = response.into_body().collect().await?.to_bytes();
         return Err(refusal(&body).into());
@@ -175,7 +184,10 @@ pub async fn trace(
             continue;
         };
         match reader.take(&data, &progress) {
-            Ok(Some(path)) => break Some(Ok(path)),
+            Ok(Some(path)) => {
+                tracing::debug!(ms = ms_since(started), "record received");
+                break Some(Ok(path));
+            }
             Ok(None) => {}
             Err(e) => break Some(Err(e)),
         }
@@ -258,6 +270,10 @@ impl Events {
         }
         Ok(None)
     }
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn malformed(e: serde_json::Error) -> AgentError {
