@@ -120,6 +120,31 @@ fn what_the_api_cannot_express_is_refused_with_the_reason() {
     let out = trace_as_root(&lab, &[&dst, "--agent", missing.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.sock"));
+    // An agent that routes in another network namespace (r1's) refuses to
+    // trace for a caller in src before it probes, and names why.
+    let elsewhere = Agent::start_with(&lab, "r1", Some("capture = \"ebpf\"\n"), &[]);
+    let out = trace_as_root(
+        &lab,
+        &[
+            &dst,
+            "--agent",
+            elsewhere.socket.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another network namespace"));
+    assert_eq!(
+        elsewhere.metric("traceroute_agent_runs_total", "origin=\"api\""),
+        0.0,
+        "the other namespace's agent traced"
+    );
     // The agent's own refusals keep their exit code: a bad request is 2.
     let out = trace_as_nobody(&lab, &[&dst, "--agent", &socket, "-T", "--pmtu"]);
     assert_eq!(

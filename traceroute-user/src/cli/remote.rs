@@ -18,6 +18,7 @@ use super::progress::{LiveTable, Outcome};
 use crate::error::ErrorCode;
 use crate::path::NetworkPath;
 use crate::route::network_namespace;
+use crate::service::api::NAMESPACE_HEADER;
 use crate::service::config::DEFAULT_SOCKET;
 use crate::service::stream::CONTENT_TYPE;
 use crate::trace::Progress;
@@ -28,6 +29,9 @@ use crate::trace::Progress;
 pub struct AgentError {
     pub code: ErrorCode,
     pub message: String,
+    /// The agent could not be reached, or routes in another network
+    /// namespace: tracing in-process is right unless it was asked for.
+    pub local_instead: bool,
 }
 
 impl AgentError {
@@ -35,6 +39,7 @@ impl AgentError {
         AgentError {
             code,
             message: message.into(),
+            local_instead: false,
         }
     }
 }
@@ -43,78 +48,32 @@ impl AgentError {
 #[derive(Debug, PartialEq)]
 pub enum Place {
     Here,
-    /// Through the agent listening on this socket.
-    Agent(PathBuf),
+    /// Through the agent listening on `socket`; `asked`: named by `--agent`
+    /// (otherwise the service's default socket, which may not serve us).
+    Agent {
+        socket: PathBuf,
+        asked: bool,
+    },
 }
 
-/// Where `trace` runs: `--local`, here; `--agent SOCKET`, through that agent
-/// (an error when it does not answer, or routes in another network
-/// namespace); otherwise through the agent on the default socket when one
-/// answers from this network namespace, else here.
-pub async fn choose(agent: Option<&Path>, local: bool) -> Result<Place, AgentError> {
-    if local {
-        return Ok(Place::Here);
+/// Where `trace` runs: `--local`, here; `--agent SOCKET`, through that agent;
+/// otherwise through the agent on the default socket when there is one. The
+/// agent refuses a trace from another network namespace before it probes
+/// (the request names the caller's), and without `--agent` that refusal, or
+/// a socket nobody answers on, means tracing here.
+pub fn choose(agent: Option<&Path>, local: bool) -> Place {
+    match (local, agent) {
+        (true, _) => Place::Here,
+        (false, Some(socket)) => Place::Agent {
+            socket: socket.to_path_buf(),
+            asked: true,
+        },
+        (false, None) if Path::new(DEFAULT_SOCKET).exists() => Place::Agent {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            asked: false,
+        },
+        (false, None) => Place::Here,
     }
-    let started = std::time::Instant::now();
-    let place = choose_from(agent).await;
-    tracing::debug!(ms = ms_since(started), ?place, "place chosen");
-    place
-}
-
-async fn choose_from(agent: Option<&Path>) -> Result<Place, AgentError> {
-    match agent {
-        Some(socket) => {
-            same_namespace(socket).await?;
-            Ok(Place::Agent(socket.to_path_buf()))
-        }
-        None => {
-            let socket = Path::new(DEFAULT_SOCKET);
-            match same_namespace(socket).await {
-                Ok(()) => Ok(Place::Agent(socket.to_path_buf())),
-                Err(e) => {
-                    tracing::debug!("tracing in-process: {e}");
-                    Ok(Place::Here)
-                }
-            }
-        }
-    }
-}
-
-/// The agent on `socket` answers and routes as this process does.
-async fn same_namespace(socket: &Path) -> Result<(), AgentError> {
-    let (status, body) = get(socket, "/health", "application/json").await?;
-    let health: Value = serde_json::from_slice(&body).unwrap_or_default();
-    if status != 200 {
-        return Err(AgentError::new(
-            ErrorCode::ShuttingDown,
-            format!("the agent on {} is {}", socket.display(), health["status"]),
-        ));
-    }
-    let theirs = health["network_namespace"].as_u64();
-    if theirs.is_none() || theirs != network_namespace() {
-        return Err(AgentError::new(
-            ErrorCode::NotSupported,
-            format!(
-                "the agent on {} routes in another network namespace than this shell; use --local",
-                socket.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// One request over the socket, answered in full: (status, body).
-async fn get(socket: &Path, target: &str, accept: &str) -> Result<(u16, Vec<u8>), AgentError> {
-    let response = send(socket, target, accept).await?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable(socket, e))?
-        .to_bytes()
-        .to_vec();
-    Ok((status, body))
 }
 
 async fn send(
@@ -142,10 +101,13 @@ async fn send(
 }
 
 fn unreachable(socket: &Path, e: impl std::fmt::Display) -> AgentError {
-    AgentError::new(
-        ErrorCode::Unknown,
-        format!("the agent on {}: {e}", socket.display()),
-    )
+    AgentError {
+        local_instead: true,
+        ..AgentError::new(
+            ErrorCode::Unknown,
+            format!("the agent on {}: {e}", socket.display()),
+        )
+    }
 }
 
 /// Traces `host` with `query` through the agent on `socket`, feeding `live`
@@ -158,12 +120,23 @@ pub async fn trace(
     live: Option<LiveTable>,
 ) -> anyhow::Result<Outcome> {
     let started = std::time::Instant::now();
-    let target = format!("/traceroute/{host}?{query}");
+    let ours = network_namespace();
+    let target = match ours {
+        Some(ns) => format!("/traceroute/{host}?{query}&network_namespace={ns}"),
+        None => format!("/traceroute/{host}?{query}"),
+    };
     let response = send(socket, &target, CONTENT_TYPE).await?;
     tracing::debug!(ms = ms_since(started), status = %response.status(), "agent answered");
     if response.status() != hyper::StatusCode::OK {
+        let theirs = response
+            .headers()
+            .get(NAMESPACE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let body = response.into_body().collect().await?.to_bytes();
-        return Err(refusal(&body).into());
+        let mut refused = refusal(&body);
+        refused.local_instead = theirs.is_some() && theirs != ours;
+        return Err(refused.into());
     }
     let (progress, snapshots) = watch::channel::<Option<Progress>>(None);
     let printer = live.map(|table| tokio::spawn(table.follow(snapshots.clone(), None)));

@@ -440,13 +440,22 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         ..Style::for_terminal(terminal)
     };
     // Hops are printed as they settle on a terminal's table.
-    let live = (format == Format::Table && terminal).then(|| LiveTable::new(style));
+    let live = || (format == Format::Table && terminal).then(|| LiveTable::new(style));
     if !args.unprivileged
-        && let Place::Agent(socket) = remote::choose(args.agent.as_deref(), args.local).await?
+        && let Place::Agent { socket, asked } = remote::choose(args.agent.as_deref(), args.local)
     {
         let query = args.agent_query()?;
-        let outcome = remote::trace(&socket, &args.host, &query, live).await?;
-        return print(outcome, format, style);
+        match remote::trace(&socket, &args.host, &query, live()).await {
+            Ok(outcome) => return print(outcome, format, style),
+            Err(e)
+                if !asked
+                    && e.downcast_ref::<remote::AgentError>()
+                        .is_some_and(|a| a.local_instead) =>
+            {
+                tracing::debug!("tracing in this process: {e}");
+            }
+            Err(e) => return Err(e),
+        }
     }
     let connect = request.protocol() == Protocol::Tcp && request.tcp_method().by_connect();
     if args.unprivileged || connect {
@@ -476,7 +485,7 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let outcome = super::progress::run(&tracer, &request, live).await?;
+    let outcome = super::progress::run(&tracer, &request, live()).await?;
     if args.explain {
         super::explain::print(&tracer.knowledge().view(MonotonicTime::now()))?;
     }

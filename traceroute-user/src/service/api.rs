@@ -26,7 +26,7 @@ use crate::error::{ErrorCode, UnknownName};
 use crate::probe::Protocol;
 use crate::resolve;
 use crate::resolve::FamilyPreference;
-use crate::route::Egress;
+use crate::route::{Egress, network_namespace};
 use crate::trace::mda::{Confidence, MdaRule};
 use crate::trace::request::{self, Bounds, OutOfRange};
 use crate::trace::request::{Mode, Multipath, TraceParams};
@@ -43,6 +43,10 @@ pub const MAX_CLIENT_ID: usize = 256;
 pub const MAX_QUERY: usize = 4096;
 
 const TRACE_PREFIX: &str = "/traceroute/";
+/// Every answer names the agent's network namespace (the inode of
+/// `/proc/self/ns/net`): a caller tells by it whether the agent routes as it
+/// does.
+pub const NAMESPACE_HEADER: &str = "x-agent-network-namespace";
 /// What the agent learnt of each responder (see `trace::knowledge`).
 const RESPONDERS: &str = "/debug/responders";
 
@@ -112,7 +116,12 @@ async fn handle(
         Some(Extension(Rejected(e))) => Err(e),
         None => route(&shared, &method, &uri, &headers).await,
     };
-    let response = outcome.unwrap_or_else(|e| error_response(&e));
+    let mut response = outcome.unwrap_or_else(|e| error_response(&e));
+    if let Some(ns) = network_namespace() {
+        response
+            .headers_mut()
+            .insert(NAMESPACE_HEADER, HeaderValue::from(ns));
+    }
     shared.metrics.http_answer(response.status().as_u16());
     response
 }
@@ -230,6 +239,9 @@ pub struct Params {
     /// `stream=true`: answer as NDJSON events while the trace settles (see
     /// [`super::stream`]).
     pub stream: bool,
+    /// `network_namespace`: the caller's (the CLI's); a trace is refused
+    /// when the agent routes in another one.
+    pub network_namespace: Option<u64>,
     /// Parameters not acted on: unknown ones, and repeats (the first value
     /// wins), as Go's `URL.Query().Get` treats them. Logged, not refused, so
     /// newer clients keep working.
@@ -254,6 +266,7 @@ impl Default for Params {
             tcp_method: TcpMethod::Syn,
             egress: Egress::default(),
             stream: false,
+            network_namespace: None,
             ignored: Vec::new(),
         }
     }
@@ -375,6 +388,9 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             "reverse_dns" if !empty => p.reverse_dns = boolean("reverse_dns", v)?,
             "pmtu" if !empty => p.pmtu = boolean("pmtu", v)?,
             "stream" if !empty => p.stream = boolean("stream", v)?,
+            "network_namespace" if !empty => {
+                p.network_namespace = Some(number("network_namespace", v, u64::MAX)?);
+            }
             "paths" if !empty => {
                 let n = number("paths", v, u64::from(request::PATHS.max))?;
                 if n != 0 {
@@ -451,6 +467,7 @@ pub fn parse_params(query: &str) -> Result<Params, ServiceError> {
             | "reverse_dns"
             | "pmtu"
             | "stream"
+            | "network_namespace"
             | "tcp_syn_paris_traceroute_mode"
             | "disable_windows_driver"
             | "paths"
@@ -534,6 +551,14 @@ async fn traceroute(
     let started = Instant::now();
     let host = parse_host(raw_host)?;
     let params = parse_params(query)?;
+    if let Some(theirs) = params.network_namespace
+        && Some(theirs) != network_namespace()
+    {
+        return Err(ServiceError::new(
+            ErrorCode::NotSupported,
+            "this agent routes in another network namespace than the caller: its trace would not be the caller's",
+        ));
+    }
     if shared.is_stopping() {
         return Err(ServiceError::new(
             ErrorCode::ShuttingDown,
@@ -665,6 +690,15 @@ async fn traceroute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_callers_network_namespace_is_a_number() {
+        let p = parse_params("network_namespace=4026531840").unwrap();
+        assert_eq!(p.network_namespace, Some(4_026_531_840));
+        assert_eq!(parse_params("").unwrap().network_namespace, None);
+        let e = parse_params("network_namespace=net:[4026531840]").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+    }
 
     #[test]
     fn source_and_interface_pin_the_egress() {
