@@ -7,7 +7,7 @@
 //!   earlier trace so the agent knows the path; each run after the pause that
 //!   refills the routers' budgets, and back to back without it;
 //! - in-process (`--local`), on `three`, where every hop answers (unlimited
-//!   routers);
+//!   routers), with the default eBPF capture and with `--capture socket`;
 //! - a streamed answer: how long after its reply reached src's wire (tcpdump)
 //!   each hop event reached the client.
 //!
@@ -174,19 +174,32 @@ pub fn run() -> Result<CliBench> {
         let dst = lab.primary("dst", Family::V4)?.to_string();
         let hops = truth(&lab, &dst)?;
         let agent = agent_binary().to_string_lossy().into_owned();
-        let args: Vec<String> = ["trace", &dst, "--local", "--format", "json"]
-            .map(String::from)
-            .to_vec();
-        timed(&lab, &agent, &args)?;
-        let mut case = Case::new(
-            "in-process, every hop answers",
-            "three",
-            format!("traceroute-agent trace {dst} --local"),
-            format!("traceroute -n {dst}"),
-            hops.len(),
-        );
-        case.alternate(&lab, &agent, &args, Duration::ZERO, &hops)?;
-        cases.push(case);
+        // The default capture (eBPF: programs loaded and attached per run)
+        // and the packet socket (nothing to load; a grace period to close,
+        // like the programs' detach, which both leave to the keeper).
+        for (name, capture) in [
+            ("in-process, every hop answers", None),
+            ("in-process, socket capture", Some("socket")),
+        ] {
+            let mut args: Vec<String> = ["trace", &dst, "--local", "--format", "json"]
+                .map(String::from)
+                .to_vec();
+            let mut shown = format!("traceroute-agent trace {dst} --local");
+            if let Some(capture) = capture {
+                args.extend(["--capture".to_string(), capture.to_string()]);
+                shown.push_str(&format!(" --capture {capture}"));
+            }
+            timed(&lab, &agent, &args)?;
+            let mut case = Case::new(
+                name,
+                "three",
+                shown,
+                format!("traceroute -n {dst}"),
+                hops.len(),
+            );
+            case.alternate(&lab, &agent, &args, Duration::ZERO, &hops)?;
+            cases.push(case);
+        }
     }
     Ok(CliBench { cases, stream_ms })
 }

@@ -1,7 +1,8 @@
 //! The eBPF pipeline end to end: the agent binary attaches its TC programs to a
 //! veth in a lab namespace, traffic crosses, the events arrive through the ring
 //! buffer with plausible kernel timestamps, and nothing stays attached after the
-//! agent exits — on its own or on SIGTERM. Needs root.
+//! agent exits — on its own or on SIGTERM, or, for a one-shot trace whose
+//! detach is left to a keeper process, a grace period later. Needs root.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -129,6 +130,36 @@ fn sigterm_detaches_and_exits_cleanly() {
         out.status
     );
     assert!(attached(&lab, &ifname).is_empty());
+}
+
+#[test]
+fn a_one_shot_trace_returns_before_its_detach_and_the_detach_still_happens() {
+    let lab = pair();
+    let ifname = lab.ifname("a", "b").unwrap().to_string();
+    let b = lab.primary_v4("b").unwrap().to_string();
+    let out = lab
+        .command("a", AGENT)
+        .unwrap()
+        .args(["trace", "--local", "--capture", "ebpf", "-n", "-q", "1"])
+        .args(["--format", "json", &b])
+        .output()
+        .unwrap();
+    // output() returned: the keeper holds no end of the command's pipes.
+    assert!(out.status.success(), "{out:?}");
+    let record: Value = serde_json::from_slice(&out.stdout).expect("the record");
+    assert_eq!(record["capture"]["method"], "ebpf");
+    assert_eq!(record["traceroute"]["runs"][0]["destination_reached"], true);
+    // The keeper closes the links once the command is gone: two grace
+    // periods, tens of milliseconds; a keeper that never let go fails here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !attached(&lab, &ifname).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "programs still attached 10 s after the trace returned: {:?}",
+            attached(&lab, &ifname)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod explain;
 mod progress;
 mod remote;
 mod serve;
+mod teardown;
 mod trace;
 
 use std::io::IsTerminal;

@@ -489,7 +489,11 @@ pub async fn trace(args: TraceArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.explain {
         super::explain::print(&tracer.knowledge().view(MonotonicTime::now()))?;
     }
-    print(outcome, format, style)
+    let code = print(outcome, format, style)?;
+    // The record is out: releasing the capture is owed, not waited for.
+    super::teardown::leave_to_keeper();
+    drop(tracer);
+    Ok(code)
 }
 
 /// Prints how a watched trace ended. Exit status: 0 done, 130 interrupted
