@@ -27,7 +27,8 @@ const EBPF_PACKAGES: &[&str] = &[
 /// man page (tests/cli_docs.rs), Prometheus (`promtool` and a real server
 /// scraping the agent) and curl to query it (tests/metrics_prometheus.rs),
 /// tmux for a real terminal (tests/cli_output.rs), binutils to strip and
-/// inspect the packaged binary (`cargo xtask package`).
+/// inspect the packaged binary (`cargo xtask package`), and ClickHouse's
+/// server, the store the fleet tests write to (tests/clickhouse_fleet.rs).
 const LAB_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -42,6 +43,7 @@ const LAB_PACKAGES: &[&str] = &[
     "curl",
     "tmux",
     "binutils",
+    "clickhouse-server",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -115,6 +117,7 @@ fn check_tools_without_apt(nightly: bool) -> Result<()> {
         ("promtool", "Prometheus"),
         ("curl", "curl"),
         ("tmux", "tmux"),
+        ("clickhouse-server", "ClickHouse server"),
     ] {
         if which(tool).is_none() {
             missing.push(pkg);

@@ -71,7 +71,7 @@ fn sock(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn record() -> NetworkPath {
+pub(crate) fn record() -> NetworkPath {
     let run1 = Run::from_observations(
         sock("198.18.0.5:40001"),
         sock("198.19.0.9:443"),

@@ -12,6 +12,7 @@ use crate::capture::CaptureMode;
 use crate::probe::Protocol;
 use crate::resolve::{self, FamilyPreference};
 use crate::route::Egress;
+use crate::sinks::clickhouse::{Options as ClickHouseOptions, Secret};
 use crate::trace::mda::{Confidence, MdaRule};
 use crate::trace::request::{Multipath, TraceParams};
 use crate::trace::{TcpMethod, TraceRequest, request};
@@ -126,6 +127,155 @@ pub struct OutputConfig {
     /// JSON lines of scheduled runs go to this file (appended, reopened on
     /// SIGHUP); to stdout when absent.
     pub path: Option<PathBuf>,
+    /// Scheduled runs also go to ClickHouse (`[output.clickhouse]`).
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+/// `[output.clickhouse]`: batched inserts through an on-disk spool
+/// (docs/FLEET.md). Only `url` is required.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, `http://host:8123`.
+    pub url: String,
+    #[serde(default = "clickhouse_defaults::database")]
+    pub database: String,
+    #[serde(default = "clickhouse_defaults::user")]
+    pub user: String,
+    /// The password itself, or (better) `password_file`; never logged.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A batch is sent when it holds this many records ...
+    #[serde(default = "clickhouse_defaults::batch_records")]
+    pub batch_records: u64,
+    /// ... or when its oldest record is this old.
+    #[serde(
+        default = "clickhouse_defaults::batch_age",
+        deserialize_with = "duration"
+    )]
+    pub batch_age: Duration,
+    /// Where batches wait until the store took them.
+    #[serde(default = "clickhouse_defaults::spool_dir")]
+    pub spool_dir: PathBuf,
+    /// Bound on the spool; past it the oldest records are dropped (counted).
+    #[serde(default = "clickhouse_defaults::spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// Longest wait between two attempts while the store fails.
+    #[serde(
+        default = "clickhouse_defaults::retry_max",
+        deserialize_with = "duration"
+    )]
+    pub retry_max: Duration,
+}
+
+mod clickhouse_defaults {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    pub fn database() -> String {
+        "traceroute".into()
+    }
+    pub fn user() -> String {
+        "default".into()
+    }
+    pub fn batch_records() -> u64 {
+        1000
+    }
+    pub fn batch_age() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn spool_dir() -> PathBuf {
+        // The unit's StateDirectory.
+        PathBuf::from("/var/lib/traceroute-agent/clickhouse-spool")
+    }
+    pub fn spool_max_bytes() -> u64 {
+        1 << 30
+    }
+    pub fn retry_max() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+impl ClickHouseConfig {
+    /// Checks the section and resolves it (the password file is read here).
+    pub fn options(&self) -> anyhow::Result<ClickHouseOptions> {
+        use anyhow::{Context, bail};
+        let rest = self.url.strip_prefix("http://").with_context(|| {
+            format!(
+                "output.clickhouse.url {:?}: only http:// is supported (for TLS, a local proxy)",
+                self.url
+            )
+        })?;
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains(['/', '?', '@']) {
+            bail!(
+                "output.clickhouse.url {:?}: want http://host[:port]",
+                self.url
+            );
+        }
+        let uri: hyper::Uri = format!("http://{authority}/")
+            .parse()
+            .with_context(|| format!("output.clickhouse.url {:?}", self.url))?;
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        let identifier = |name: &str, value: &str| {
+            if value.is_empty()
+                || value.len() > 64
+                || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                bail!("output.clickhouse.{name} {value:?}: letters, digits and _ only");
+            }
+            Ok(())
+        };
+        identifier("database", &self.database)?;
+        if self.user.is_empty() || self.user.len() > 128 || self.user.contains(':') {
+            bail!("output.clickhouse.user must be 1 to 128 characters without ':'");
+        }
+        if !(1..=100_000).contains(&self.batch_records) {
+            bail!("output.clickhouse.batch_records must be 1..=100000");
+        }
+        if self.batch_age < Duration::from_millis(100) || self.batch_age > Duration::from_secs(600)
+        {
+            bail!("output.clickhouse.batch_age must be between 100ms and 10m");
+        }
+        if self.spool_max_bytes < 1 << 20 {
+            bail!("output.clickhouse.spool_max_bytes must be at least 1 MiB");
+        }
+        if self.retry_max < Duration::from_secs(1) || self.retry_max > Duration::from_secs(3600) {
+            bail!("output.clickhouse.retry_max must be between 1s and 1h");
+        }
+        let password = match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => bail!("output.clickhouse: password or password_file, not both"),
+            (Some(p), None) => p.clone(),
+            (None, Some(file)) => Secret::new(
+                std::fs::read_to_string(file)
+                    .with_context(|| {
+                        format!("output.clickhouse.password_file {}", file.display())
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            (None, None) => Secret::default(),
+        };
+        Ok(ClickHouseOptions {
+            host,
+            port: uri.port_u16().unwrap_or(8123),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            password,
+            batch_records: self.batch_records,
+            batch_age: self.batch_age,
+            spool_dir: self.spool_dir.clone(),
+            spool_max_bytes: self.spool_max_bytes,
+            retry_max: self.retry_max,
+        })
+    }
 }
 
 /// A scheduled target.
@@ -295,6 +445,9 @@ impl Config {
         for (i, t) in self.targets.iter().enumerate() {
             t.validate()
                 .map_err(|e| anyhow::anyhow!("targets[{i}] ({}): {e}", t.host))?;
+        }
+        if let Some(clickhouse) = &self.output.clickhouse {
+            clickhouse.options()?;
         }
         Ok(())
     }
@@ -601,6 +754,43 @@ mod tests {
         assert_eq!(r.egress.interface.as_deref(), Some("wan1"));
         // A name resolves to the pinned source's family.
         assert_eq!(r.family, FamilyPreference::V6);
+    }
+
+    #[test]
+    fn the_clickhouse_section_is_checked_and_its_password_never_shown() {
+        let file = std::env::temp_dir().join(format!("trl-ch-pw-{}", std::process::id()));
+        std::fs::write(&file, "pw-from-file\n").unwrap();
+        let text = format!(
+            "[output.clickhouse]\nurl = \"http://198.18.7.1:18123/\"\npassword_file = \"{}\"\n",
+            file.display()
+        );
+        let config = Config::parse(&text).unwrap();
+        let section = config.output.clickhouse.as_ref().unwrap();
+        let options = section.options().unwrap();
+        assert_eq!((options.host.as_str(), options.port), ("198.18.7.1", 18123));
+        assert_eq!(options.database, "traceroute");
+        assert_eq!(options.password.expose(), "pw-from-file");
+        assert_eq!(options.batch_records, 1000);
+        let inline = Config::parse("[output.clickhouse]\nurl = \"http://[2001:db8::7]\"\npassword = \"inline-pw\"\n").unwrap();
+        let inline = inline.output.clickhouse.unwrap();
+        assert_eq!(inline.options().unwrap().port, 8123);
+        assert_eq!(inline.options().unwrap().host, "2001:db8::7");
+        for shown in [format!("{config:?}"), format!("{inline:?}"), format!("{options:?}")] {
+            assert!(!shown.contains("pw-from-file") && !shown.contains("inline-pw"), "{shown}");
+        }
+        std::fs::remove_file(&file).unwrap();
+        for (bad, says) in [
+            ("url = \"https://h:8443\"", "only http://"),
+            ("url = \"http://h:8123/db?x=1\"", "want http://host[:port]"),
+            ("url = \"http://h\"\ndatabase = \"a;DROP\"", "letters, digits and _ only"),
+            ("url = \"http://h\"\npassword = \"a\"\npassword_file = \"/x\"", "not both"),
+            ("url = \"http://h\"\npassword_file = \"/nonexistent/pw\"", "password_file"),
+            ("url = \"http://h\"\nbatch_records = 0", "batch_records"),
+            ("url = \"http://h\"\nspool_max_bytes = 10", "spool_max_bytes"),
+        ] {
+            let err = Config::parse(&format!("[output.clickhouse]\n{bad}\n")).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
+        }
     }
 
     #[test]

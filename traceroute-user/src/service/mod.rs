@@ -18,7 +18,7 @@ pub mod stream;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::error::ErrorCode;
 use crate::path::NetworkPath;
 use crate::route::{RouteCache, RouteError};
+use crate::sinks::clickhouse::ClickHouseSink;
 use crate::sinks::file::JsonLines;
 use crate::sync::RwLockExt;
 use crate::trace::{Call, ProgressSender, TraceError, TraceRequest, Tracer, TracerConfig};
@@ -229,7 +230,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .context("starting the tracer")?,
     );
     check_targets_here(&config, tracer.routes()).await?;
-    let metrics = Arc::new(Metrics::new(Arc::downgrade(&tracer)));
+    let clickhouse = match &config.output.clickhouse {
+        Some(section) => {
+            let options = section.options()?;
+            let sink = ClickHouseSink::start(options).context("starting the ClickHouse output")?;
+            tracing::info!(
+                address = %format!("{}:{}", sink.options().host, sink.options().port),
+                database = sink.options().database,
+                user = sink.options().user,
+                spool = %sink.options().spool_dir.display(),
+                "clickhouse output on"
+            );
+            Some(Arc::new(sink))
+        }
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new(
+        Arc::downgrade(&tracer),
+        clickhouse.as_ref().map_or_else(Weak::new, Arc::downgrade),
+    ));
     let sink = Arc::new(open_sink(&config)?);
     let listeners = listen::Listeners::open(&config.api)?;
     let shared = Arc::new(Shared {
@@ -243,7 +262,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         cancel: watch::channel(false).0,
         close: watch::channel(false).0,
     });
-    let mut scheduler = scheduler::Scheduler::new(Arc::clone(&shared), sink);
+    let mut scheduler = scheduler::Scheduler::new(Arc::clone(&shared), sink, clickhouse.clone());
     scheduler.apply(&config.targets);
     let on_shed: Arc<dyn Fn() + Send + Sync> = {
         let shared = Arc::clone(&shared);
@@ -309,6 +328,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     scheduler.abort_and_wait().await;
     drop(scheduler);
+    if let Some(clickhouse) = &clickhouse {
+        // What was not sent waits in the spool for the next start.
+        clickhouse.close().await;
+    }
     let Ok(shared) = Arc::try_unwrap(shared) else {
         // Something still holds the state (a handler that ignored the
         // cancellation); the runtime's shutdown drops it right after.
@@ -385,9 +408,11 @@ async fn reload(options: &Options, shared: &Shared, scheduler: &mut scheduler::S
         || new.capture != old.capture
         || new.probes_per_second != old.probes_per_second
         || new.router_rate() != old.router_rate()
+        || new.output.clickhouse != old.output.clickhouse
     {
         tracing::warn!(
-            "changes to [api], capture, probes_per_second and router_icmp_* apply after a restart"
+            "changes to [api], [output.clickhouse], capture, probes_per_second and router_icmp_* \
+             apply after a restart"
         );
     }
     follow_output(shared, scheduler, &new);

@@ -24,6 +24,7 @@ use super::Shared;
 use super::config::Target;
 use super::metrics::Origin;
 use crate::path::{NetworkPath, PathChange};
+use crate::sinks::clickhouse::ClickHouseSink;
 use crate::sinks::file::JsonLines;
 use crate::sync::LockExt;
 use crate::trace::request::BadRequest;
@@ -32,16 +33,23 @@ use crate::trace::{Call, TraceRequest};
 pub struct Scheduler {
     shared: Arc<Shared>,
     sink: Arc<Mutex<Arc<JsonLines>>>,
+    /// The ClickHouse output, when configured (beside the JSON lines).
+    clickhouse: Option<Arc<ClickHouseSink>>,
     tasks: HashMap<String, JoinHandle<()>>,
     /// Set on shutdown: tasks start no new run.
     stop: watch::Sender<bool>,
 }
 
 impl Scheduler {
-    pub fn new(shared: Arc<Shared>, sink: Arc<JsonLines>) -> Scheduler {
+    pub fn new(
+        shared: Arc<Shared>,
+        sink: Arc<JsonLines>,
+        clickhouse: Option<Arc<ClickHouseSink>>,
+    ) -> Scheduler {
         Scheduler {
             shared,
             sink: Arc::new(Mutex::new(sink)),
+            clickhouse,
             tasks: HashMap::new(),
             stop: watch::channel(false).0,
         }
@@ -77,6 +85,7 @@ impl Scheduler {
             let task = tokio::spawn(run_target(
                 Arc::clone(&self.shared),
                 Arc::clone(&self.sink),
+                self.clickhouse.clone(),
                 target.clone(),
                 self.stop.subscribe(),
             ));
@@ -178,6 +187,7 @@ fn request_of(
 async fn run_target(
     shared: Arc<Shared>,
     sink: Arc<Mutex<Arc<JsonLines>>>,
+    clickhouse: Option<Arc<ClickHouseSink>>,
     target: Target,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -220,6 +230,9 @@ async fn run_target(
                 if let Err(e) = sink.write(&path) {
                     shared.metrics.record_lost();
                     tracing::error!(host = target.host, "writing the record, it is lost: {e}");
+                }
+                if let Some(clickhouse) = &clickhouse {
+                    clickhouse.write(&path);
                 }
             }
             Err(e) => tracing::warn!(

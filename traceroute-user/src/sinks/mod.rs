@@ -1,6 +1,8 @@
 //! Where finished `NetworkPath` records go: JSON (one object per line), and
-//! for people a table, markdown, CSV and per-hop JSON lines.
+//! for people a table, markdown, CSV and per-hop JSON lines; for fleets,
+//! rows in ClickHouse.
 
+pub mod clickhouse;
 pub mod file;
 pub mod graph;
 pub mod hops;

@@ -7,6 +7,7 @@
 //! and route-cache counters are read from the tracer, and `process_*` from
 //! `/proc/self`, at scrape time.
 
+mod clickhouse;
 mod exposition;
 mod process;
 
@@ -27,6 +28,7 @@ use std::sync::atomic::AtomicU64;
 use crate::clock::MonotonicTime;
 use crate::error::ErrorCode;
 use crate::path::NetworkPath;
+use crate::sinks::clickhouse::ClickHouseSink;
 use crate::probe::Protocol;
 use crate::trace::TraceStats;
 use crate::trace::Tracer;
@@ -148,7 +150,7 @@ impl TargetGauges {
 }
 
 impl Metrics {
-    pub fn new(tracer: Weak<Tracer>) -> Metrics {
+    pub fn new(tracer: Weak<Tracer>, clickhouse: Weak<ClickHouseSink>) -> Metrics {
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector));
         let registry = root.sub_registry_with_prefix("traceroute_agent");
@@ -266,6 +268,7 @@ impl Metrics {
             let _ = in_flight.get_or_create(&vec![("origin", origin.as_str().to_string())]);
         }
         registry.register_collector(Box::new(TracerCollector { tracer }));
+        registry.register_collector(Box::new(clickhouse::ClickHouseCollector { sink: clickhouse }));
         Metrics {
             registry: root,
             runs,
@@ -573,7 +576,7 @@ mod tests {
 
     #[test]
     fn rejected_replies_and_unsent_probes_are_exposed_by_reason() {
-        let metrics = Metrics::new(Weak::new());
+        let metrics = Metrics::new(Weak::new(), Weak::new());
         let mut stats = TraceStats {
             probes_sent: 7,
             reprobes: 1,
@@ -619,7 +622,7 @@ mod tests {
 
     #[test]
     fn target_gauges_follow_the_latest_run_and_drop_what_it_did_not_measure() {
-        let metrics = Metrics::new(Weak::new());
+        let metrics = Metrics::new(Weak::new(), Weak::new());
         let ms = Duration::from_millis;
         let first = path(&[Some(ms(10)), None, Some(ms(20)), None]);
         metrics.target_run("198.18.9.1", &first, 1, false);

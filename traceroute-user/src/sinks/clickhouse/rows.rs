@@ -166,3 +166,54 @@ pub fn push_json_lines<T: Serialize>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_becomes_one_path_row_and_a_row_per_hop_of_each_run() {
+        let path = crate::path::tests::record();
+        let row = path_row(&path);
+        assert_eq!(row.test_run_id, path.test_run_id.to_string());
+        assert_eq!(row.target, "target.lab");
+        assert_eq!(row.protocol, "TCP");
+        assert_eq!(row.runs, 2);
+        assert_eq!(row.reached, 1);
+        assert_eq!(row.destination_ip, "198.19.0.9");
+        assert_eq!(row.e2e_sent, 4);
+        assert_eq!(row.e2e_received, 3);
+
+        let hops: Vec<HopRow> = hop_rows(&path).collect();
+        let want: usize = path.traceroute.runs.iter().map(|r| r.hops.len()).sum();
+        assert_eq!(hops.len(), want);
+        let first_run = path.traceroute.runs[0].run_id.to_string();
+        for (hop, row) in path.traceroute.runs[0].hops.iter().zip(&hops) {
+            assert_eq!(row.run_id, first_run);
+            assert_eq!(row.ttl, hop.ttl.get());
+            assert_eq!(
+                row.ip_address,
+                hop.ip_address.map(|a| a.to_string()).unwrap_or_default()
+            );
+            // Loss is countable: every attempt, and those answered.
+            assert!(row.answers <= row.probes);
+            assert_eq!(usize::from(row.answers), row.rtts_ms.len());
+            assert_eq!(row.no_answer.is_empty(), hop.ip_address.is_some());
+        }
+        // The destination's row says so; no other does.
+        assert_eq!(
+            hops.iter()
+                .filter(|h| h.run_id == first_run && h.reached == 1)
+                .count(),
+            1
+        );
+
+        // JSON lines without nulls: 18.16 reads no null into these columns.
+        let mut out = Vec::new();
+        push_json_lines(&mut out, [row]).unwrap();
+        push_json_lines(&mut out, hops).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1 + want);
+        assert!(!text.contains("null"), "{text}");
+    }
+}
