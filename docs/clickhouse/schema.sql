@@ -47,10 +47,12 @@ CREATE TABLE IF NOT EXISTS traceroute.paths
     e2e_jitter_ms Float64,
     tags Array(String),
     incomplete UInt8,
-    time DateTime MATERIALIZED toDateTime(intDiv(timestamp_ms, 1000))
+    -- Computed when read, never stored or sent (an ALIAS, not MATERIALIZED:
+    -- 18.16's Distributed tables cannot insert into MATERIALIZED columns).
+    time DateTime ALIAS toDateTime(intDiv(timestamp_ms, 1000))
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(time)
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(timestamp_ms, 1000)))
 ORDER BY (agent_namespace, agent_hostname, target, protocol, timestamp_ms, test_run_id);
 
 CREATE TABLE IF NOT EXISTS traceroute.hops
@@ -75,8 +77,10 @@ CREATE TABLE IF NOT EXISTS traceroute.hops
     icmp_code UInt8,
     mpls_labels Array(UInt32),
     fingerprint String,
-    time DateTime MATERIALIZED toDateTime(intDiv(timestamp_ms, 1000))
+    -- Computed when read, never stored or sent (an ALIAS, not MATERIALIZED:
+    -- 18.16's Distributed tables cannot insert into MATERIALIZED columns).
+    time DateTime ALIAS toDateTime(intDiv(timestamp_ms, 1000))
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(time)
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(timestamp_ms, 1000)))
 ORDER BY (ip_address, timestamp_ms, test_run_id, run_id, ttl);

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use service_support::{Agent, TempDir, eventually, lines};
-use traceroute_lab::{Family, Lab, Topology};
+use traceroute_lab::{Family, IcmpRateLimit, Lab, Topology};
 
 const SCHEMA: &str = include_str!("../../docs/clickhouse/schema.sql");
+const DISTRIBUTED: &str = include_str!("../../docs/clickhouse/distributed.sql");
 const PASSWORD: &str = "lab-agent-password";
 
 /// Two agents (a1, a2) and the store behind one router; the target beyond it.
@@ -48,7 +49,19 @@ struct Store {
 
 impl Store {
     fn start(lab: &Lab, node: &str) -> Store {
+        Store::start_in_cluster(lab, node, &[])
+    }
+
+    /// A server whose `traceroute_cluster` has one shard per address in
+    /// `shards` (none: no cluster).
+    fn start_in_cluster(lab: &Lab, node: &str, shards: &[String]) -> Store {
         let dir = TempDir::new("clickhouse");
+        let cluster: String = shards
+            .iter()
+            .map(|host| {
+                format!("<shard><replica><host>{host}</host><port>9000</port></replica></shard>")
+            })
+            .collect();
         let root = dir.0.display().to_string();
         std::fs::write(
             dir.path("config.xml"),
@@ -67,6 +80,7 @@ impl Store {
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>5368709</mark_cache_size>
+  <remote_servers><traceroute_cluster>{cluster}</traceroute_cluster></remote_servers>
 </yandex>
 "#
             ),
@@ -92,7 +106,7 @@ impl Store {
             child: None,
             dir,
             node: node.to_string(),
-            lab_store: lab.primary("store", Family::V4).unwrap().to_string(),
+            lab_store: lab.primary(node, Family::V4).unwrap().to_string(),
         };
         store.up(lab);
         store
@@ -162,7 +176,11 @@ impl Store {
 
     /// Applies docs/clickhouse/schema.sql statement by statement.
     fn apply_schema(&self, lab: &Lab) {
-        for statement in statements(SCHEMA) {
+        self.apply(lab, SCHEMA);
+    }
+
+    fn apply(&self, lab: &Lab, sql: &str) {
+        for statement in statements(sql) {
             self.query(lab, &statement);
         }
     }
@@ -199,11 +217,18 @@ fn config(
     count: u32,
 ) -> String {
     format!(
+        "{}[[targets]]\nhost = \"{target}\"\nprotocol = \"udp\"\ninterval = \"400ms\"\ncount = {count}\n",
+        outputs(namespace, dir, url, password_file)
+    )
+}
+
+/// The config's namespace and outputs (JSON lines to a file, and the store).
+fn outputs(namespace: &str, dir: &TempDir, url: &str, password_file: &Path) -> String {
+    format!(
         "namespace = \"{namespace}\"\n\
          [output]\npath = \"{jsonl}\"\n\
          [output.clickhouse]\nurl = \"{url}\"\nuser = \"agent\"\npassword_file = \"{pw}\"\n\
-         batch_records = 3\nbatch_age = \"300ms\"\nretry_max = \"1s\"\nspool_dir = \"{spool}\"\n\
-         [[targets]]\nhost = \"{target}\"\nprotocol = \"udp\"\ninterval = \"400ms\"\ncount = {count}\n",
+         batch_records = 3\nbatch_age = \"300ms\"\nretry_max = \"1s\"\nspool_dir = \"{spool}\"\n",
         jsonl = dir.path("paths.jsonl").display(),
         pw = password_file.display(),
         spool = dir.path("spool").display(),
@@ -439,4 +464,219 @@ fn a_store_that_refuses_loses_nothing_and_says_why() {
         0.0
     );
     assert!(agent.stop().success());
+}
+
+/// A query of docs/clickhouse/queries/ with its windows shrunk to the test's
+/// seconds: `INTERVAL 10 MINUTE` (the recent window) becomes `recent_s`.
+fn query_file(name: &str, recent_s: u64) -> String {
+    let path = format!(
+        "{}/../docs/clickhouse/queries/{name}.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let sql = statements(&text).concat();
+    assert!(!sql.is_empty(), "{name}");
+    sql.replace("INTERVAL 10 MINUTE", &format!("INTERVAL {recent_s} SECOND"))
+}
+
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// Records of `dir` per target.
+fn count_for(dir: &TempDir, target: &str) -> usize {
+    written(dir)
+        .iter()
+        .filter(|r| r["destination"]["hostname"] == target)
+        .count()
+}
+
+#[test]
+fn the_questions_answer_what_the_lab_did_on_one_server_and_on_two_shards() {
+    // Two agents, two targets on dst; r reaches dst directly, or through r2
+    // once the route for the first target changes mid-run.
+    let lab = Lab::up(
+        &Topology::new("fleetq")
+            .host("a1")
+            .host("a2")
+            .router("r")
+            .router("r2")
+            .host("dst")
+            .host("s1")
+            .host("s2")
+            .host("one")
+            .link("a1", "r")
+            .link("a2", "r")
+            .link("r", "dst")
+            .link("r", "r2")
+            .link("r2", "dst")
+            .link("r", "s1")
+            .link("r", "s2")
+            .link("r", "one")
+            .targets("dst", 2)
+            .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED),
+    )
+    .expect("lab up");
+    let shards: Vec<String> = ["s1", "s2"]
+        .iter()
+        .map(|n| lab.primary(n, Family::V4).unwrap().to_string())
+        .collect();
+    let cluster: Vec<Store> = ["s1", "s2"]
+        .iter()
+        .map(|n| Store::start_in_cluster(&lab, n, &shards))
+        .collect();
+    for store in &cluster {
+        store.apply_schema(&lab);
+        store.apply(&lab, DISTRIBUTED);
+    }
+    let one = Store::start(&lab, "one");
+    one.apply_schema(&lab);
+
+    let targets = lab.targets("dst").unwrap();
+    let (moved, stays) = (targets[0].to_string(), targets[1].to_string());
+    let secrets = TempDir::new("secret");
+    let password_file = secrets.path("clickhouse.password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let dirs = [TempDir::new("fleetq-a1"), TempDir::new("fleetq-a2")];
+    let mut agents: Vec<Agent> = ["a1", "a2"]
+        .iter()
+        .zip(&dirs)
+        .map(|(node, dir)| {
+            let mut text = outputs(node, dir, &cluster[0].url(), &password_file);
+            for target in [&moved, &stays] {
+                text.push_str(&format!(
+                    "[[targets]]\nhost = \"{target}\"\nprotocol = \"udp\"\ninterval = \"300ms\"\nqueries = 1\n"
+                ));
+            }
+            Agent::start_with(&lab, node, Some(&text), &[])
+        })
+        .collect();
+    let enough = |n: usize| {
+        dirs.iter()
+            .all(|d| count_for(d, &moved) >= n && count_for(d, &stays) >= n)
+    };
+    assert!(eventually(Duration::from_secs(30), || enough(10)));
+    let before: Vec<usize> = dirs.iter().map(|d| count_for(d, &moved)).collect();
+    let via_r2 = lab.addr("r2", "r", Family::V4).unwrap().to_string();
+    let out = lab
+        .exec(
+            "r",
+            "ip",
+            ["route", "replace", &format!("{moved}/32"), "via", &via_r2],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let changed = std::time::Instant::now();
+    assert!(eventually(Duration::from_secs(30), || {
+        dirs.iter()
+            .zip(&before)
+            .all(|(d, b)| count_for(d, &moved) >= b + 10)
+    }));
+    // a2 stops reporting; a1 goes on.
+    let mut a2 = agents.pop().unwrap();
+    assert!(a2.stop().success(), "{}", a2.log());
+    std::thread::sleep(Duration::from_secs(4));
+    let recent_s = changed.elapsed().as_secs().saturating_sub(1);
+    let silent = cluster[0].query(&lab, &query_file("silent_agents", 3));
+    let mut a1 = agents.pop().unwrap();
+    assert!(a1.stop().success(), "{}", a1.log());
+
+    // Everything the agents wrote, once, in the sharded store.
+    let written_total: usize = dirs.iter().map(|d| written(d).len()).sum();
+    assert_eq!(
+        cluster[0].query(&lab, "SELECT count() FROM traceroute.paths FINAL"),
+        written_total.to_string()
+    );
+    for store in &cluster {
+        let local: usize = store
+            .query(&lab, "SELECT count() FROM traceroute.paths_local FINAL")
+            .parse()
+            .unwrap();
+        assert!(
+            local > 0 && local < written_total,
+            "both shards hold rows: {local}"
+        );
+    }
+    // The same rows into the single server.
+    for table in ["paths", "hops"] {
+        let dump = cluster[0].query(
+            &lab,
+            &format!("SELECT * FROM traceroute.{table} FORMAT JSONEachRow"),
+        );
+        let file = secrets.path(&format!("{table}.json"));
+        std::fs::write(&file, dump + "\n").unwrap();
+        let out = lab
+            .exec(
+                "one",
+                "curl",
+                [
+                    "-sS",
+                    "--fail-with-body",
+                    "--data-binary",
+                    &format!("@{}", file.display()),
+                    &format!(
+                        "{}/?query=INSERT%20INTO%20traceroute.{table}%20FORMAT%20JSONEachRow",
+                        one.url()
+                    ),
+                ],
+            )
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    let answers = |name: &str| {
+        let sql = query_file(name, recent_s);
+        let sharded = cluster[0].query(&lab, &sql);
+        let single = one.query(&lab, &sql);
+        assert_eq!(sharded, single, "{name}: two shards and one server differ");
+        rows(&single)
+    };
+    let r_for = |agent: &str| lab.addr("r", agent, Family::V4).unwrap().to_string();
+
+    // One path change per agent, for the target whose route changed.
+    let changes = answers("path_changes");
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    for (row, agent) in changes.iter().zip(["a1", "a2"]) {
+        assert_eq!(row[0], agent);
+        assert_eq!(row[2], moved);
+        assert_eq!(row[7], format!("[(1,'{}'),(2,'{moved}')]", r_for(agent)));
+        assert_eq!(
+            row[8],
+            format!("[(1,'{}'),(2,'{via_r2}'),(3,'{moved}')]", r_for(agent))
+        );
+    }
+    // Routers by the paths crossing them: r (by the address each agent sees)
+    // for both targets, r2 for the moved one from both agents.
+    let routers = answers("routers_by_paths");
+    let mut want = vec![
+        vec![r_for("a1"), "2".into(), "1".into()],
+        vec![r_for("a2"), "2".into(), "1".into()],
+        vec![via_r2.clone(), "2".into(), "2".into()],
+    ];
+    want.sort_by(|a, b| b[1].cmp(&a[1]).then(a[0].cmp(&b[0])));
+    assert_eq!(routers, want);
+    // Every router answered every probe, with an RTT.
+    let loss = answers("router_loss_rtt");
+    assert!(!loss.is_empty());
+    for row in &loss {
+        assert_eq!(row[2], row[3], "probes and answers: {row:?}");
+        assert_eq!(row[4], "0", "{row:?}");
+        assert!(
+            row[5].starts_with('[') && !row[5].starts_with("[0,"),
+            "{row:?}"
+        );
+    }
+    // The moved target's distance moved, for both agents; the other's did not.
+    let moved_rows = answers("moved_targets");
+    assert_eq!(moved_rows.len(), 2, "{moved_rows:?}");
+    for (row, agent) in moved_rows.iter().zip(["a1", "a2"]) {
+        assert_eq!((row[0].as_str(), row[2].as_str()), (agent, moved.as_str()));
+        assert_eq!((row[4].as_str(), row[5].as_str()), ("2", "3"), "{row:?}");
+    }
+    // a2 stopped reporting while a1 went on.
+    let silent = rows(&silent);
+    assert_eq!(silent.len(), 1, "{silent:?}");
+    assert_eq!(silent[0][0], "a2");
 }

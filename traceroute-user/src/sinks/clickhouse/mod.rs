@@ -178,10 +178,25 @@ impl ClickHouseSink {
         }
     }
 
-    /// Seals the filling batch and stops the shipper: what was not sent stays
-    /// in the spool for the next start.
+    /// Seals the filling batch, gives the shipper [`FLUSH_ON_CLOSE`] to
+    /// empty the spool, and stops it: what was not sent stays in the spool
+    /// for the next start.
     pub async fn close(&self) {
         self.inner.seal(&mut self.inner.filling.locked());
+        let flushed = tokio::time::timeout(FLUSH_ON_CLOSE, async {
+            while self.inner.spool.locked().state().batches > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            let left = self.inner.spool.locked().state();
+            tracing::warn!(
+                batches = left.batches,
+                bytes = left.bytes,
+                "clickhouse: stopping with records in the spool; they are sent after the next start"
+            );
+        }
         self.inner.stop.send_replace(true);
         let shipper = self.shipper.locked().take();
         if let Some(shipper) = shipper {
@@ -272,6 +287,9 @@ impl Inner {
         }
     }
 }
+
+/// How long stopping waits for the spool to empty.
+pub const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
 /// The first wait after a failed send; doubled per failure up to `retry_max`.
 const FIRST_RETRY: Duration = Duration::from_secs(1);

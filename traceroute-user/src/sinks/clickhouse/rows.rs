@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(row.e2e_sent, 4);
         assert_eq!(row.e2e_received, 3);
 
-        let hops: Vec<HopRow> = hop_rows(&path).collect();
+        let hops: Vec<HopRow<'_>> = hop_rows(&path).collect();
         let want: usize = path.traceroute.runs.iter().map(|r| r.hops.len()).sum();
         assert_eq!(hops.len(), want);
         let first_run = path.traceroute.runs[0].run_id.to_string();
