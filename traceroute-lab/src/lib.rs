@@ -49,6 +49,7 @@
 //! primitives) → `delay`, `services` → `lab` (an ephemeral lab) → `named`
 //! (the built-in topologies) → `keeper` (persistent labs).
 
+pub mod clickhouse;
 mod delay;
 pub mod keeper;
 mod lab;

@@ -30,6 +30,7 @@ fn package_of(tool: &str) -> &str {
         "nc" => "netcat-openbsd",
         "tcpdump" => "tcpdump",
         "curl" => "curl",
+        "clickhouse-server" => "clickhouse-server",
         other => other,
     }
 }

@@ -10,16 +10,15 @@ mod service_support;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use service_support::{Agent, TempDir, eventually, lines};
+use traceroute_lab::clickhouse::{PASSWORD, Store, statements};
 use traceroute_lab::{Family, IcmpRateLimit, Lab, Topology};
 
 const SCHEMA: &str = include_str!("../../docs/clickhouse/schema.sql");
 const DISTRIBUTED: &str = include_str!("../../docs/clickhouse/distributed.sql");
-const PASSWORD: &str = "lab-agent-password";
 
 /// Two agents (a1, a2) and the store behind one router; the target beyond it.
 fn fleet() -> Lab {
@@ -33,177 +32,25 @@ fn fleet() -> Lab {
             .link("a1", "r")
             .link("a2", "r")
             .link("r", "dst")
-            .link("r", "store"),
+            .link("r", "store")
+            // The routers answer every probe: this is about shipping records.
+            .icmp_rate_limit_all(IcmpRateLimit::UNLIMITED),
     )
     .expect("lab up")
 }
 
-/// clickhouse-server in the lab's `store` node; killed on drop. Its data
-/// survives a stop and start (the outage).
-struct Store {
-    child: Option<Child>,
-    dir: TempDir,
-    node: String,
-    lab_store: String,
+/// A server in `node` with the schema applied.
+fn store(lab: &Lab, node: &str) -> Store {
+    let store =
+        Store::start(lab, node, &[]).expect("clickhouse-server (cargo xtask setup installs it)");
+    store.apply(lab, SCHEMA).unwrap();
+    store
 }
 
-impl Store {
-    fn start(lab: &Lab, node: &str) -> Store {
-        Store::start_in_cluster(lab, node, &[])
-    }
-
-    /// A server whose `traceroute_cluster` has one shard per address in
-    /// `shards` (none: no cluster).
-    fn start_in_cluster(lab: &Lab, node: &str, shards: &[String]) -> Store {
-        let dir = TempDir::new("clickhouse");
-        let cluster: String = shards
-            .iter()
-            .map(|host| {
-                format!("<shard><replica><host>{host}</host><port>9000</port></replica></shard>")
-            })
-            .collect();
-        let root = dir.0.display().to_string();
-        std::fs::write(
-            dir.path("config.xml"),
-            format!(
-                r#"<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><console>1</console></logger>
-  <http_port>8123</http_port>
-  <tcp_port>9000</tcp_port>
-  <listen_host>0.0.0.0</listen_host>
-  <path>{root}/data/</path>
-  <tmp_path>{root}/tmp/</tmp_path>
-  <user_files_path>{root}/user_files/</user_files_path>
-  <format_schema_path>{root}/format_schemas/</format_schema_path>
-  <users_config>users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>5368709</mark_cache_size>
-  <remote_servers><traceroute_cluster>{cluster}</traceroute_cluster></remote_servers>
-</yandex>
-"#
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path("users.xml"),
-            format!(
-                r#"<?xml version="1.0"?>
-<yandex>
-  <profiles><default></default></profiles>
-  <users>
-    <default><password></password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></default>
-    <agent><password>{PASSWORD}</password><networks><ip>::/0</ip></networks><profile>default</profile><quota>default</quota></agent>
-  </users>
-  <quotas><default></default></quotas>
-</yandex>
-"#
-            ),
-        )
-        .unwrap();
-        let mut store = Store {
-            child: None,
-            dir,
-            node: node.to_string(),
-            lab_store: lab.primary(node, Family::V4).unwrap().to_string(),
-        };
-        store.up(lab);
-        store
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}:8123", self.lab_store)
-    }
-
-    fn up(&mut self, lab: &Lab) {
-        let mut cmd = lab.command(&self.node, "clickhouse-server").unwrap();
-        cmd.arg(format!(
-            "--config-file={}",
-            self.dir.path("config.xml").display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(self.dir.path("server.log")).unwrap())
-        .stderr(Stdio::inherit());
-        self.child = Some(
-            cmd.spawn()
-                .expect("clickhouse-server (cargo xtask setup installs it)"),
-        );
-        assert!(
-            eventually(Duration::from_secs(30), || self
-                .try_query(lab, "SELECT 1")
-                .is_ok_and(|r| r == "1")),
-            "clickhouse-server did not answer: {}",
-            std::fs::read_to_string(self.dir.path("server.log")).unwrap_or_default()
-        );
-    }
-
-    fn down(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn try_query(&self, lab: &Lab, sql: &str) -> Result<String, String> {
-        let out = lab
-            .exec(
-                &self.node,
-                "curl",
-                [
-                    "-sS",
-                    "--fail-with-body",
-                    "--max-time",
-                    "20",
-                    "--data-binary",
-                    sql,
-                    &format!("{}/", self.url()),
-                ],
-            )
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!("{text} {}", String::from_utf8_lossy(&out.stderr)))
-        }
-    }
-
-    fn query(&self, lab: &Lab, sql: &str) -> String {
-        self.try_query(lab, sql)
-            .unwrap_or_else(|e| panic!("{sql}\n{e}"))
-    }
-
-    /// Applies docs/clickhouse/schema.sql statement by statement.
-    fn apply_schema(&self, lab: &Lab) {
-        self.apply(lab, SCHEMA);
-    }
-
-    fn apply(&self, lab: &Lab, sql: &str) {
-        for statement in statements(sql) {
-            self.query(lab, &statement);
-        }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
-
-/// The SQL statements of a file, comments dropped.
-fn statements(sql: &str) -> Vec<String> {
-    let text: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    text.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+fn query(lab: &Lab, store: &Store, sql: &str) -> String {
+    store
+        .query(lab, sql)
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
 }
 
 /// An agent's config: scheduled UDP traces of `target`, JSON lines to a
@@ -214,10 +61,10 @@ fn config(
     url: &str,
     password_file: &Path,
     target: &str,
-    count: u32,
+    (interval, count): (&str, u32),
 ) -> String {
     format!(
-        "{}[[targets]]\nhost = \"{target}\"\nprotocol = \"udp\"\ninterval = \"400ms\"\ncount = {count}\n",
+        "{}[[targets]]\nhost = \"{target}\"\nprotocol = \"udp\"\ninterval = \"{interval}\"\ncount = {count}\n",
         outputs(namespace, dir, url, password_file)
     )
 }
@@ -257,7 +104,7 @@ fn until_stored(lab: &Lab, store: &Store, namespace: &str, want: usize, agent: &
         format!("SELECT count() FROM traceroute.paths FINAL WHERE agent_namespace = '{namespace}'");
     let mut last = String::new();
     let ok = eventually(Duration::from_secs(60), || {
-        last = store.try_query(lab, &sql).unwrap_or_default();
+        last = store.query(lab, &sql).unwrap_or_default();
         last == want.to_string()
     });
     assert!(
@@ -270,20 +117,27 @@ fn until_stored(lab: &Lab, store: &Store, namespace: &str, want: usize, agent: &
 #[test]
 fn every_record_arrives_once_through_an_outage_of_the_store() {
     let lab = fleet();
-    let mut store = Store::start(&lab, "store");
-    store.apply_schema(&lab);
+    let mut store = store(&lab, "store");
     let target = lab.primary("dst", Family::V4).unwrap().to_string();
     let secrets = TempDir::new("secret");
     let password_file = secrets.path("clickhouse.password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
 
-    let count = 12;
+    // One run a second for 75 s, a minute of it with the store down.
+    let count = 75;
     let dirs = [TempDir::new("fleet-a1"), TempDir::new("fleet-a2")];
     let agents: Vec<Agent> = ["a1", "a2"]
         .iter()
         .zip(&dirs)
         .map(|(node, dir)| {
-            let text = config(node, dir, &store.url(), &password_file, &target, count);
+            let text = config(
+                node,
+                dir,
+                &store.url(),
+                &password_file,
+                &target,
+                ("1s", count),
+            );
             Agent::start_with(&lab, node, Some(&text), &[])
         })
         .collect();
@@ -291,7 +145,7 @@ fn every_record_arrives_once_through_an_outage_of_the_store() {
     // Some records in, then the store goes away while the agents go on.
     assert!(eventually(Duration::from_secs(30), || {
         store
-            .try_query(&lab, "SELECT count() FROM traceroute.paths")
+            .query(&lab, "SELECT count() FROM traceroute.paths")
             .is_ok_and(|n| n.parse::<u32>().unwrap_or(0) >= 2)
     }));
     store.down();
@@ -306,8 +160,14 @@ fn every_record_arrives_once_through_an_outage_of_the_store() {
         );
         assert!(agent.metric("traceroute_agent_clickhouse_oldest_unsent_age_seconds", "") > 0.0);
     }
-    std::thread::sleep(Duration::from_secs(2));
-    store.up(&lab);
+    std::thread::sleep(Duration::from_secs(60));
+    // The records of the minute wait in the spool.
+    for agent in &agents {
+        let spooled = agent.metric("traceroute_agent_clickhouse_spool_bytes", "");
+        assert!(spooled > 10_000.0, "{spooled} bytes spooled");
+        assert!(agent.metric("traceroute_agent_clickhouse_oldest_unsent_age_seconds", "") >= 55.0);
+    }
+    store.up(&lab).unwrap();
 
     for ((agent, dir), namespace) in agents.iter().zip(&dirs).zip(["a1", "a2"]) {
         assert!(
@@ -319,9 +179,9 @@ fn every_record_arrives_once_through_an_outage_of_the_store() {
         until_stored(&lab, &store, namespace, count as usize, agent);
         let records = written(dir);
         // The same records, by identity, and their hops.
-        let stored: HashSet<String> = store
-            .query(
+        let stored: HashSet<String> = query(
                 &lab,
+                &store,
                 &format!("SELECT test_run_id FROM traceroute.paths FINAL WHERE agent_namespace = '{namespace}'"),
             )
             .lines()
@@ -332,8 +192,9 @@ fn every_record_arrives_once_through_an_outage_of_the_store() {
             .map(|r| r["test_run_id"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(stored, wrote, "{namespace}");
-        let hops = store.query(
+        let hops = query(
             &lab,
+            &store,
             &format!(
                 "SELECT count() FROM traceroute.hops FINAL WHERE agent_namespace = '{namespace}'"
             ),
@@ -358,18 +219,19 @@ fn every_record_arrives_once_through_an_outage_of_the_store() {
         );
     }
     // Exactly once in the tables, also after the merges that deduplicate.
-    store.query(&lab, "OPTIMIZE TABLE traceroute.paths FINAL");
-    store.query(&lab, "OPTIMIZE TABLE traceroute.hops FINAL");
+    query(&lab, &store, "OPTIMIZE TABLE traceroute.paths FINAL");
+    query(&lab, &store, "OPTIMIZE TABLE traceroute.hops FINAL");
     assert_eq!(
-        store.query(
+        query(
             &lab,
+            &store,
             "SELECT count(), uniqExact(test_run_id) FROM traceroute.paths"
         ),
         format!("{}\t{}", 2 * count, 2 * count)
     );
     let hops: usize = dirs.iter().map(|d| hops_in(&written(d))).sum();
     assert_eq!(
-        store.query(&lab, "SELECT count() FROM traceroute.hops"),
+        query(&lab, &store, "SELECT count() FROM traceroute.hops"),
         hops.to_string()
     );
     // The hops say what the lab's path is.
@@ -380,8 +242,9 @@ fn every_record_arrives_once_through_an_outage_of_the_store() {
         .map(|h| h.map(|a| a.to_string()).unwrap_or_default())
         .chain([target.clone()])
         .collect();
-    let got = store.query(
+    let got = query(
         &lab,
+        &store,
         "SELECT ttl, any(ip_address) FROM traceroute.hops FINAL WHERE agent_namespace = 'a1' \
          GROUP BY ttl ORDER BY ttl",
     );
@@ -396,9 +259,8 @@ fn every_record_arrives_once_through_an_outage_of_the_store() {
 #[test]
 fn a_store_that_refuses_loses_nothing_and_says_why() {
     let lab = fleet();
-    let store = Store::start(&lab, "store");
-    store.apply_schema(&lab);
-    store.query(&lab, "DROP TABLE traceroute.hops");
+    let store = store(&lab, "store");
+    query(&lab, &store, "DROP TABLE traceroute.hops");
     let target = lab.primary("dst", Family::V4).unwrap().to_string();
     let secrets = TempDir::new("secret");
     let wrong = secrets.path("wrong.password");
@@ -412,7 +274,14 @@ fn a_store_that_refuses_loses_nothing_and_says_why() {
     let mut agent = Agent::start_with(
         &lab,
         "a1",
-        Some(&config("a1", &dir, &store.url(), &wrong, &target, count)),
+        Some(&config(
+            "a1",
+            &dir,
+            &store.url(),
+            &wrong,
+            &target,
+            ("400ms", count),
+        )),
         &[],
     );
     assert!(eventually(Duration::from_secs(30), || written(&dir).len()
@@ -439,7 +308,7 @@ fn a_store_that_refuses_loses_nothing_and_says_why() {
 
     // The right password, the same spool, no more runs wanted: the table
     // `hops` is missing, which is said too.
-    let text = config("a1", &dir, &store.url(), &right, &target, count)
+    let text = config("a1", &dir, &store.url(), &right, &target, ("400ms", count))
         .replace(&format!("count = {count}\n"), "count = 1\n");
     let mut agent = Agent::start_with(&lab, "a1", Some(&text), &[]);
     assert!(
@@ -450,13 +319,13 @@ fn a_store_that_refuses_loses_nothing_and_says_why() {
         agent.log()
     );
     // The schema fixed: everything arrives, once.
-    store.apply_schema(&lab);
+    store.apply(&lab, SCHEMA).unwrap();
     until_stored(&lab, &store, "a1", count as usize + 1, &agent);
     let records = written(&dir);
     assert_eq!(records.len(), count as usize + 1);
     assert!(eventually(Duration::from_secs(30), || {
         store
-            .try_query(&lab, "SELECT count() FROM traceroute.hops FINAL")
+            .query(&lab, "SELECT count() FROM traceroute.hops FINAL")
             .is_ok_and(|n| n == hops_in(&records).to_string())
     }));
     assert_eq!(
@@ -525,14 +394,16 @@ fn the_questions_answer_what_the_lab_did_on_one_server_and_on_two_shards() {
         .collect();
     let cluster: Vec<Store> = ["s1", "s2"]
         .iter()
-        .map(|n| Store::start_in_cluster(&lab, n, &shards))
+        .map(|n| {
+            let store = Store::start(&lab, n, &shards).unwrap();
+            store.apply(&lab, SCHEMA).unwrap();
+            store
+        })
         .collect();
     for store in &cluster {
-        store.apply_schema(&lab);
-        store.apply(&lab, DISTRIBUTED);
+        store.apply(&lab, DISTRIBUTED).unwrap();
     }
-    let one = Store::start(&lab, "one");
-    one.apply_schema(&lab);
+    let one = store(&lab, "one");
 
     let targets = lab.targets("dst").unwrap();
     let (moved, stays) = (targets[0].to_string(), targets[1].to_string());
@@ -579,19 +450,34 @@ fn the_questions_answer_what_the_lab_did_on_one_server_and_on_two_shards() {
     assert!(a2.stop().success(), "{}", a2.log());
     std::thread::sleep(Duration::from_secs(4));
     let recent_s = changed.elapsed().as_secs().saturating_sub(1);
-    let silent = cluster[0].query(&lab, &query_file("silent_agents", 3));
+    let silent = query(&lab, &cluster[0], &query_file("silent_agents", 3));
     let mut a1 = agents.pop().unwrap();
     assert!(a1.stop().success(), "{}", a1.log());
 
     // Everything the agents wrote, once, in the sharded store.
     let written_total: usize = dirs.iter().map(|d| written(d).len()).sum();
-    assert_eq!(
-        cluster[0].query(&lab, "SELECT count() FROM traceroute.paths FINAL"),
-        written_total.to_string()
+    // (A Distributed table forwards to the shards in the background.)
+    let sql = "SELECT count() FROM traceroute.paths FINAL";
+    assert!(
+        eventually(Duration::from_secs(30), || cluster[0]
+            .query(&lab, sql)
+            .is_ok_and(|n| n == written_total.to_string())),
+        "{} of {written_total} records in the cluster",
+        query(&lab, &cluster[0], sql)
+    );
+    let sql = "SELECT count() FROM traceroute.hops FINAL";
+    let hops_total: usize = dirs.iter().map(|d| hops_in(&written(d))).sum();
+    assert!(
+        eventually(Duration::from_secs(30), || cluster[0]
+            .query(&lab, sql)
+            .is_ok_and(|n| n == hops_total.to_string())),
+        "{} of {hops_total} hops in the cluster",
+        query(&lab, &cluster[0], sql)
     );
     for store in &cluster {
         let local: usize = store
             .query(&lab, "SELECT count() FROM traceroute.paths_local FINAL")
+            .unwrap()
             .parse()
             .unwrap();
         assert!(
@@ -601,35 +487,21 @@ fn the_questions_answer_what_the_lab_did_on_one_server_and_on_two_shards() {
     }
     // The same rows into the single server.
     for table in ["paths", "hops"] {
-        let dump = cluster[0].query(
+        let dump = query(
             &lab,
+            &cluster[0],
             &format!("SELECT * FROM traceroute.{table} FORMAT JSONEachRow"),
         );
         let file = secrets.path(&format!("{table}.json"));
         std::fs::write(&file, dump + "\n").unwrap();
-        let out = lab
-            .exec(
-                "one",
-                "curl",
-                [
-                    "-sS",
-                    "--fail-with-body",
-                    "--data-binary",
-                    &format!("@{}", file.display()),
-                    &format!(
-                        "{}/?query=INSERT%20INTO%20traceroute.{table}%20FORMAT%20JSONEachRow",
-                        one.url()
-                    ),
-                ],
-            )
+        one.insert(&lab, &format!("traceroute.{table}"), &file)
             .unwrap();
-        assert!(out.status.success(), "{out:?}");
     }
 
     let answers = |name: &str| {
         let sql = query_file(name, recent_s);
-        let sharded = cluster[0].query(&lab, &sql);
-        let single = one.query(&lab, &sql);
+        let sharded = query(&lab, &cluster[0], &sql);
+        let single = query(&lab, &one, &sql);
         assert_eq!(sharded, single, "{name}: two shards and one server differ");
         rows(&single)
     };
