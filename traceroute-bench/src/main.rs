@@ -43,6 +43,7 @@
 
 mod accuracy;
 mod cli;
+mod clickhouse;
 mod counter;
 mod http;
 mod idle;
@@ -114,6 +115,10 @@ pub struct Options {
     /// streamed); its report goes to target/bench/cli.{md,json}.
     #[arg(long, conflicts_with_all = ["only_load", "only_multipath", "only_routers", "only_accuracy"])]
     pub only_cli: bool,
+    /// Run only the fleet benchmark (records into ClickHouse, an outage and
+    /// its drain); its report goes to target/bench/clickhouse.{md,json}.
+    #[arg(long, conflicts_with_all = ["only_load", "only_multipath", "only_routers", "only_accuracy", "only_cli"])]
+    pub only_clickhouse: bool,
     /// Skip the routers-of-every-kind benchmark.
     #[arg(long, conflicts_with = "only_routers")]
     pub no_routers: bool,
@@ -221,6 +226,15 @@ fn run(options: Options) -> Result<()> {
             &build,
             report::load_section(&load),
             report::load_json(&load),
+        );
+    }
+    if options.only_clickhouse {
+        let ch = clickhouse::run()?;
+        return write_one(
+            "clickhouse",
+            &build,
+            clickhouse::section(&ch),
+            clickhouse::json(&ch),
         );
     }
     if options.only_cli {

@@ -56,6 +56,7 @@ modules! {
     error;
     path;
     probe;
+    random;
     reply;
     resolve;
     route;

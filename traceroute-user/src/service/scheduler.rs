@@ -159,14 +159,6 @@ fn note_run(shared: &Shared, target: &Target, path: &mut NetworkPath, last: &mut
     }
 }
 
-/// A uniform number in [0, 1): spreads targets' first runs over their interval.
-fn random_unit() -> f64 {
-    match getrandom::u64() {
-        Ok(bits) => (bits >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
-    }
-}
-
 /// The target's request and how one run of it is bounded.
 fn request_of(
     shared: &Shared,
@@ -192,7 +184,7 @@ async fn run_target(
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = target.interval;
-    let mut next = Instant::now() + interval.mul_f64(random_unit());
+    let mut next = Instant::now() + interval.mul_f64(crate::random::unit());
     let mut runs = 0u64;
     // The previous run's path-set fingerprint, to notice path changes.
     let mut last_paths: Option<String> = None;
@@ -245,7 +237,7 @@ async fn run_target(
         }
         runs += 1;
         // ±5 % jitter around the interval, measured from this run's start.
-        let jitter = interval.mul_f64(0.1 * random_unit());
+        let jitter = interval.mul_f64(0.1 * crate::random::unit());
         next = started + interval.mul_f64(0.95) + jitter;
         let now = Instant::now();
         if next < now {

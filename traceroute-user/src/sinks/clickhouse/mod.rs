@@ -366,9 +366,16 @@ async fn ship(inner: Arc<Inner>) {
                 } else {
                     tracing::debug!("clickhouse: still failing: {e}");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                // Jittered, so that a fleet does not come back at one
+                // instant; batches keep being sealed by age meanwhile.
+                let until = Instant::now() + crate::random::jittered(backoff, 0.2);
+                while Instant::now() < until {
+                    let nap = tick.min(until.saturating_duration_since(Instant::now()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(nap) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    inner.seal_if_old();
                 }
                 backoff = (backoff * 2).min(inner.options.retry_max);
             }
