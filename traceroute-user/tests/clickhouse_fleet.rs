@@ -552,3 +552,65 @@ fn the_questions_answer_what_the_lab_did_on_one_server_and_on_two_shards() {
     assert_eq!(silent.len(), 1, "{silent:?}");
     assert_eq!(silent[0][0], "a2");
 }
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted on drop.
+struct TinyDisk(TempDir);
+
+impl TinyDisk {
+    fn mount(size: &str) -> TinyDisk {
+        let dir = TempDir::new("tiny-disk");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        TinyDisk(dir)
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_a_batch_whole_and_the_spool_goes_on() {
+    use traceroute_agent::sinks::clickhouse::spool::{Batch, Spool};
+    let disk = TinyDisk::mount("64k");
+    let dir = disk.0.path("spool");
+    // The bound is far above the disk: the disk fills first.
+    let mut spool = Spool::open(&dir, 1 << 30).unwrap();
+    let batch = Batch {
+        records: 10,
+        first_ms: 1,
+        paths: vec![b'p'; 12 * 1024],
+        hops: vec![b'h'; 4 * 1024],
+    };
+    let mut stored = 0;
+    let err = loop {
+        match spool.push(&batch) {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            stored < 100,
+            "a 64 KiB disk took {stored} batches of 16 KiB"
+        );
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::StorageFull, "{err}");
+    // Whole batches or none: no half-written file is left or counted.
+    assert_eq!(spool.state().batches, stored);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    let (first, back) = spool.oldest().unwrap().unwrap();
+    assert_eq!(back, batch);
+    // Room again once the store took a batch.
+    spool.remove(first);
+    spool.push(&batch).expect("a batch fits again");
+    assert_eq!(spool.state().batches, stored);
+}

@@ -51,6 +51,9 @@ pub struct Dropped {
 }
 
 pub struct Spool {
+    /// Held while the spool is open: two agents on one spool would number
+    /// their batches over each other.
+    _lock: nix::fcntl::Flock<fs::File>,
     dir: PathBuf,
     max_bytes: u64,
     /// sequence -> (bytes, records, first_ms); the files are the truth, this
@@ -68,6 +71,22 @@ impl Spool {
             .mode(0o750)
             .create(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("spool {}: {e}", dir.display())))?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o640)
+            .open(dir.join(".lock"))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "spool {} is in use by another process ({errno}); give each agent its own spool_dir",
+                        dir.display()
+                    ),
+                )
+            })?;
         let mut batches = BTreeMap::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -97,6 +116,7 @@ impl Spool {
         }
         let next = batches.keys().next_back().map_or(0, |s| s + 1);
         Ok(Spool {
+            _lock: lock,
             dir: dir.to_path_buf(),
             max_bytes,
             batches,
@@ -286,6 +306,17 @@ mod tests {
         assert_eq!(spool.state().batches, 3);
         assert_eq!(spool.oldest().unwrap().unwrap().1, batch(2));
         assert!(spool.state().bytes <= one * 3 + one / 2);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn one_spool_serves_one_agent() {
+        let d = dir("lock");
+        let first = Spool::open(&d, 1 << 20).unwrap();
+        let err = Spool::open(&d, 1 << 20).err().expect("a second opener is refused");
+        assert!(err.to_string().contains("in use by another process"), "{err}");
+        drop(first);
+        Spool::open(&d, 1 << 20).expect("free again once the first is gone");
         let _ = fs::remove_dir_all(&d);
     }
 
