@@ -66,7 +66,54 @@ pub fn ensure() -> Result<()> {
     } else {
         check_tools_without_apt(nightly)?;
     }
+    install_chdb()?;
     install_bpf_linker()
+}
+
+/// chdb (PyPI): a current ClickHouse engine in Python, so that the tests
+/// run the schema and the queries on a current release too, beside the
+/// Debian package's 18.16 server (tests/clickhouse_fleet.rs).
+const CHDB_VERSION: &str = "4.4.0";
+
+fn install_chdb() -> Result<()> {
+    let present = || {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import chdb, sys; sys.exit(chdb.__version__ != sys.argv[1])",
+            ])
+            .arg(CHDB_VERSION)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        println!("setup: chdb {CHDB_VERSION} present");
+        return Ok(());
+    }
+    println!("setup: installing chdb {CHDB_VERSION} (PyPI; about a minute)");
+    pip_install(&format!("chdb=={CHDB_VERSION}"))?;
+    if !present() {
+        bail!("chdb {CHDB_VERSION} installed, but python3 cannot import it");
+    }
+    Ok(())
+}
+
+/// `python3 -m pip install WHEEL`. Debian's own python3 refuses to install
+/// beside apt's packages (PEP 668); what we install is self-contained (zig)
+/// or used by the tests only (chdb), so that is no risk.
+fn pip_install(wheel: &str) -> Result<()> {
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(extra)
+            .arg(wheel)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !pip(&[]) && !pip(&["--break-system-packages"]) {
+        bail!("could not install {wheel} with python3 -m pip");
+    }
+    Ok(())
 }
 
 fn install_debian_packages(wanted: &[&str]) -> Result<()> {
@@ -194,19 +241,7 @@ pub fn ensure_portable_tools() -> Result<()> {
     } else {
         println!("setup: installing zig {ZIGLANG_VERSION} (PyPI wheel ziglang)");
         let wheel = format!("ziglang=={ZIGLANG_VERSION}");
-        let pip = |extra: &[&str]| {
-            Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet"])
-                .args(extra)
-                .arg(&wheel)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        // Debian's own python3 refuses to install beside apt's packages
-        // (PEP 668); zig is a self-contained binary, so that is no risk.
-        if !pip(&[]) && !pip(&["--break-system-packages"]) {
-            bail!("could not install {wheel} with python3 -m pip");
-        }
+        pip_install(&wheel)?;
         if !zig() {
             bail!("{wheel} installed, but python3 -m ziglang does not run");
         }

@@ -1,7 +1,8 @@
 -- Paths that changed, per agent and target, in the last hour: each change
 -- with when it was seen, the fingerprints before and after, and the hops of
 -- the record before and of the record after (TTL, address; '' = silent).
--- (One JOIN per SELECT: ClickHouse 18.16 takes no more.)
+-- (One JOIN per SELECT: ClickHouse 18.16 takes no more; every joined
+-- subquery named: current releases want that.)
 SELECT
     agent_namespace,
     agent_hostname,
@@ -52,20 +53,20 @@ FROM
             i -> (runs[i].1, runs[i - 1].2, runs[i].2, runs[i - 1].3, runs[i].3),
             arrayFilter(i -> i > 1 AND runs[i].2 != runs[i - 1].2, arrayEnumerate(runs))
         ) AS change
-    )
+    ) AS changes
     ANY LEFT JOIN
     (
         SELECT test_run_id AS before_run, arraySort(groupUniqArray((ttl, ip_address))) AS hops
         FROM traceroute.hops FINAL
         WHERE time > now() - INTERVAL 1 HOUR
         GROUP BY test_run_id
-    ) USING before_run
-)
+    ) AS hops_of_before USING before_run
+) AS changes_with_before
 ANY LEFT JOIN
 (
     SELECT test_run_id AS after_run, arraySort(groupUniqArray((ttl, ip_address))) AS hops
     FROM traceroute.hops FINAL
     WHERE time > now() - INTERVAL 1 HOUR
     GROUP BY test_run_id
-) USING after_run
+) AS hops_of_after USING after_run
 ORDER BY agent_namespace, agent_hostname, target, changed_at_ms
