@@ -154,6 +154,19 @@ impl Hop {
             no_answer: unanswered.map(|(r, _)| r.kind()),
             not_sent_reason: unanswered.and_then(|(r, _)| r.not_sent_reason()),
             waited: unanswered.and_then(|(_, w)| w).map(millis),
+            not_waited: obs
+                .attempts
+                .iter()
+                .filter(|a| a.rtt.is_none() && a.responder.is_none())
+                .filter(|a| {
+                    matches!(
+                        a.no_answer,
+                        Some(NoAnswer::NotSent(_) | NoAnswer::CutShort | NoAnswer::TooBig { .. })
+                    )
+                })
+                .count()
+                .try_into()
+                .unwrap_or(u8::MAX),
             shared: best.and_then(|a| a.shared.clone()),
             rewritten: best.and_then(|a| a.rewritten.clone()),
             too_big: unanswered.and_then(|(r, _)| match r {

@@ -274,6 +274,11 @@ pub struct Hop {
     /// Extra, unanswered hops whose probe was sent: how long it waited (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waited: Option<f64>,
+    /// Extra: attempts at this TTL (entries of `rtts`) whose probe was never
+    /// sent or not given its full wait (`not_sent`, `cut_short`, `too_big`):
+    /// neither answered nor lost, so loss is counted without them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_waited: u8,
     /// Extra: this hop was observed by another trace (the gateway, which
     /// every trace leaving by the same source, interface and gateway crosses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -653,4 +658,8 @@ pub struct GraphLink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt: Option<RttStats>,
     pub loss: f64,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }

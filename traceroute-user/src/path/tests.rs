@@ -603,8 +603,10 @@ fn unanswered_hops_say_why_and_shared_hops_say_whose() {
     assert_eq!(hops[1]["no_answer"], "not_sent");
     assert_eq!(hops[1]["not_sent_reason"], "router_budget");
     assert!(hops[1].get("waited").is_none(), "never sent, never waited");
+    assert_eq!(hops[1]["not_waited"], 1, "neither answered nor lost");
     assert_eq!(hops[2]["no_answer"], "rate_limited");
     assert_eq!(hops[2]["waited"], 10.0);
+    assert!(hops[2].get("not_waited").is_none(), "sent and waited: a loss");
     assert!(hops[3].get("no_answer").is_none());
     assert_eq!(
         v["probing"]["degraded"],

@@ -15,7 +15,8 @@ pub struct TtlRow {
     /// Addresses in order of first answer.
     pub hosts: Vec<IpAddr>,
     pub names: Vec<String>,
-    /// Probes reported at this TTL (one per run).
+    /// Runs whose probe at this TTL was sent and given its full wait, or
+    /// answered: the probes loss is counted over (one per run).
     pub sent: u32,
     /// RTTs (ms) of the answered ones, in run order.
     pub rtts: Vec<f64>,
@@ -34,9 +35,11 @@ pub struct TtlRow {
 }
 
 impl TtlRow {
-    pub fn loss_percent(&self) -> f64 {
-        let lost = self.sent.saturating_sub(self.rtts.len() as u32);
-        100.0 * f64::from(lost) / f64::from(self.sent.max(1))
+    /// `None` when no probe here was sent and waited for: a probe never
+    /// sent is not a lost one.
+    pub fn loss_percent(&self) -> Option<f64> {
+        let lost = self.sent.checked_sub(self.rtts.len() as u32)?;
+        (self.sent > 0).then(|| 100.0 * f64::from(lost) / f64::from(self.sent))
     }
 
     pub fn last(&self) -> Option<f64> {
@@ -156,7 +159,11 @@ pub fn rows(path: &NetworkPath) -> Vec<TtlRow> {
                 ttl,
                 ..TtlRow::default()
             });
-            row.sent += 1;
+            let never_waited =
+                hop.rtt.is_none() && usize::from(hop.not_waited) >= hop.rtts.len().max(1);
+            if !never_waited {
+                row.sent += 1;
+            }
             for ip in hop
                 .ip_address
                 .into_iter()
@@ -368,13 +375,49 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_never_sent_is_not_counted_as_lost() {
+        use crate::path::{NoAnswer, NotSentReason, PathDestination, PathSource};
+        let ttl = |t| Ttl::new(t).unwrap();
+        let answered = || AttemptOutcome::answered("198.18.1.1".parse().unwrap(), Duration::from_millis(1));
+        let run = |second: AttemptOutcome| {
+            Run::from_observations(
+                "198.18.0.2:4000".parse().unwrap(),
+                "198.18.9.9:80".parse().unwrap(),
+                &[
+                    HopObservation { ttl: ttl(1), attempts: vec![answered()] },
+                    HopObservation { ttl: ttl(2), attempts: vec![second] },
+                ],
+            )
+        };
+        let unsent = || AttemptOutcome::unanswered(NoAnswer::NotSent(NotSentReason::RouterBudget), None);
+        let path = |runs| {
+            NetworkPath::new(
+                crate::probe::Protocol::Udp,
+                PathSource { hostname: "h".into(), via: None, public_ip: None },
+                PathDestination { hostname: "198.18.9.9".into(), port: 33434 },
+                runs,
+                crate::path::E2eProbe::from_samples(&[]),
+            )
+        };
+        // TTL 2: one run never sent its probe, one waited in vain.
+        let mixed = rows(&path(vec![run(unsent()), run(AttemptOutcome::silent())]));
+        assert_eq!((mixed[1].sent, mixed[1].loss_percent()), (1, Some(100.0)));
+        // Never sent in any run: no loss figure, and the table says "-".
+        let never = rows(&path(vec![run(unsent()), run(unsent())]));
+        assert_eq!((never[1].sent, never[1].loss_percent()), (0, None));
+        assert_eq!(never[0].loss_percent(), Some(0.0));
+    }
+
+    #[test]
     fn rtt_statistics_are_mtrs() {
         let row = TtlRow {
             rtts: vec![1.0, 3.0, 2.0, 6.0],
             sent: 5,
             ..TtlRow::default()
         };
-        assert_eq!(row.loss_percent(), 20.0);
+        assert_eq!(row.loss_percent(), Some(20.0));
+        // Nothing sent and waited for here: no loss figure at all.
+        assert_eq!(TtlRow::default().loss_percent(), None);
         assert_eq!(row.avg(), Some(3.0));
         assert_eq!(row.best(), Some(1.0));
         assert_eq!(row.worst(), Some(6.0));

@@ -30,9 +30,9 @@ pub fn render(path: &NetworkPath) -> String {
         }
         let _ = writeln!(
             out,
-            "| {} | {host} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {host} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.ttl,
-            row.loss_percent(),
+            row.loss_percent().map_or("-".into(), |l| format!("{l:.1}")),
             row.sent,
             fmt(row.last()),
             fmt(row.avg()),

@@ -133,12 +133,12 @@ pub fn row_line(row: &TtlRow, label: &str, width: usize, style: Style) -> String
             host.push_str(stack);
         }
     }
-    let loss = row.loss_percent();
-    let loss_text = format!("{loss:>5.1}%");
-    let loss_text = match loss {
-        0.0 => loss_text,
-        100.0 => style.paint(&loss_text, RED),
-        _ => style.paint(&loss_text, YELLOW),
+    let loss_text = match row.loss_percent() {
+        // Nothing sent and waited for: no loss to speak of.
+        None => format!("{:>6}", "-"),
+        Some(0.0) => format!("{:>5.1}%", 0.0),
+        Some(loss) if loss >= 100.0 => style.paint(&format!("{loss:>5.1}%"), RED),
+        Some(loss) => style.paint(&format!("{loss:>5.1}%"), YELLOW),
     };
     format!(
         "{label:>5}  {host}{} {loss_text} {:>4} {} {} {} {} {} {}\n",

@@ -54,7 +54,8 @@ pub struct HopRow<'a> {
     pub ip_address: String,
     /// Milliseconds, the lowest of the answered attempts; 0 when none.
     pub rtt_ms: f64,
-    /// Attempts at this TTL and how many were answered (loss).
+    /// Attempts at this TTL that were sent and given their full wait, and
+    /// how many of them were answered: loss is `1 - answers / probes`.
     pub probes: u8,
     pub answers: u8,
     /// RTTs of the answered attempts (ms).
@@ -112,12 +113,10 @@ pub fn hop_rows(path: &NetworkPath) -> impl Iterator<Item = HopRow<'_>> {
 
 fn hop_row<'a>(path: &'a NetworkPath, run: &'a Run, hop: &'a Hop) -> HopRow<'a> {
     let answered: Vec<f64> = hop.rtts.iter().flatten().copied().collect();
-    // A hop without per-attempt RTTs had one attempt (or is silent).
-    let probes = if hop.rtts.is_empty() {
-        1
-    } else {
-        hop.rtts.len()
-    };
+    // A hop without per-attempt RTTs had one attempt. Attempts never sent,
+    // or cut short, are no loss: they are not counted.
+    let attempts = hop.rtts.len().max(1);
+    let probes = attempts.saturating_sub(usize::from(hop.not_waited));
     let answers = if hop.rtts.is_empty() {
         usize::from(hop.rtt.is_some())
     } else {
@@ -207,6 +206,14 @@ mod tests {
                 .count(),
             1
         );
+
+        // A probe never sent is no loss: it is not counted as a probe.
+        let mut unsent = path.clone();
+        let hop = &mut unsent.traceroute.runs[0].hops[0];
+        hop.rtts = vec![Some(1.0), None, None];
+        hop.not_waited = 1;
+        let row = hop_rows(&unsent).next().unwrap();
+        assert_eq!((row.probes, row.answers), (2, 1));
 
         // JSON lines without nulls: 18.16 reads no null into these columns.
         let mut out = Vec::new();
