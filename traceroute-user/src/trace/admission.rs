@@ -16,7 +16,7 @@ pub(in crate::trace) const ADMISSION_RECHECK: Duration = Duration::from_millis(2
 
 impl Tracer {
     /// The bound a whole trace of `request` needs with routers at this
-    /// tracer's prior budget (see [`Plan::deadline`]), for its mode's flows.
+    /// tracer's prior budget (see the prober's `Plan::deadline`), for its mode's flows.
     pub fn deadline_for(&self, request: &TraceRequest) -> Duration {
         Plan::of(request).deadline(self.knowledge.prior(), request.mode.flows())
     }
