@@ -91,14 +91,6 @@ impl Store {
         format!("http://{}:8123", self.address)
     }
 
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Starts the server (again) and waits until it answers.
     pub fn up(&mut self, lab: &Lab) -> Result<(), LabError> {
         let log = self.dir.join("server.log");
